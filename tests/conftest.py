@@ -1,0 +1,32 @@
+"""Shared fixtures and the `gpu` marker policy: gpu tests run only where CUDA exists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10-jpeg"
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def devices() -> list[str]:
+    """CPU always; CUDA too where present (the same test then checks both)."""
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture
+def images_u8() -> torch.Tensor:
+    """(6, 3, 32, 32) uint8 with every pixel distinct enough to track permutations."""
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8)

@@ -1,0 +1,1 @@
+"""What one trial runs: data, augmentation, methods, evaluation and the training loop."""

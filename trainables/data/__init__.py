@@ -1,0 +1,1 @@
+"""In-memory datasets and batched, on-device augmentation."""

@@ -1,0 +1,108 @@
+"""From a decoded split to training batches: corruption -> augmentation -> normalisation.
+
+Fixed corruptions (the study's seed-42 shuffles, gamma, blur, JPEG) are applied once to the
+whole in-memory split; per-image ones (``randglo``, ``randloc``, shot noise) and every corruption
+of a memory-mapped (streamed) split run per batch on the training device. No DataLoader and no
+workers: the split is one uint8 tensor, indexed by a random permutation each epoch (airbench).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from corruptions import Corruption, parse
+from trainables.data.datasets import Split
+
+Augment = Callable[[Tensor, torch.Generator], Tensor]  # (B,C,H,W) uint8 -> float [0,1]
+CHUNK = 4096
+
+
+def corrupt_split(split: Split, corruption: Corruption, generator: torch.Generator | None = None) -> Split:
+    """Apply a corruption to every image of an in-memory split, in chunks.
+
+    Returns:
+        a new in-memory Split with images (N, C, H, W) uint8 corrupted.
+    """
+    if corruption == parse("ori"):
+        return split
+    out = torch.empty_like(split.images)
+    for start in range(0, len(split), CHUNK):
+        out[start : start + CHUNK] = corruption(split.images[start : start + CHUNK], generator)
+    return Split(out, split.labels, in_memory=True)
+
+
+def plan_corruption(split: Split, corruption: Corruption) -> tuple[Split, Corruption]:
+    """Pre-apply a fixed corruption where possible; return (split, what is left to do per batch)."""
+    if corruption.fixed and split.in_memory:
+        return corrupt_split(split, corruption), parse("ori")
+    return split, corruption
+
+
+def to_device(split: Split, device: torch.device | str) -> Split:
+    """Move an in-memory split to the training device (streamed splits stay on the host)."""
+    if not split.in_memory:
+        return split
+    return Split(split.images.to(device), split.labels.to(device), in_memory=True)
+
+
+def index_batches(
+    n: int, batch_size: int, generator: torch.Generator | None, shuffle: bool = True, drop_last: bool = True
+) -> Iterator[Tensor]:
+    """Yield (B,) int64 index batches over ``range(n)``, a new order per call when shuffling."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start : start + batch_size]
+
+
+def gather(split: Split, index: Tensor, device: torch.device | str) -> tuple[Tensor, Tensor]:
+    """(B,C,H,W) uint8 images and (B,) labels for ``index`` on ``device``.
+
+    Streamed splits read sorted indices (sequential disk access) and restore the order after.
+    """
+    if split.in_memory:
+        index = index.to(split.images.device)
+        return split.images[index].to(device, non_blocking=True), split.labels[index].to(device)
+    order = index.argsort()
+    inverse = order.argsort()
+    images = split.images[index[order]][inverse]
+    return images.to(device, non_blocking=True), split.labels[index].to(device)
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """Per-batch work after indexing: corruption, ``n_views`` augmented views, normalisation."""
+
+    corruption: Corruption
+    augment: Augment
+    n_views: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+    def __call__(self, images: Tensor, gens: dict[str, torch.Generator]) -> list[Tensor]:
+        """(B, C, H, W) uint8 -> n_views x (B, C, H', W') float32, normalised."""
+        images = self.corruption(images, gens["corruption"])
+        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        return [(self.augment(images, gens["augment"]) - mean) / std for _ in range(self.n_views)]
+
+
+def train_batches(
+    split: Split, pipeline: Pipeline, batch_size: int, gens: dict[str, torch.Generator], device: torch.device | str
+) -> Iterator[tuple[list[Tensor], Tensor]]:
+    """One epoch of ``(views, labels)``: views n_views x (B, C, H, W) float, labels (B,) int64."""
+    for index in index_batches(len(split), batch_size, gens["order"]):
+        images, labels = gather(split, index, device)
+        yield pipeline(images, gens), labels
+
+
+def eval_batches(split: Split, corruption: Corruption, batch_size: int, device: torch.device | str,
+                 generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """Evaluation order: every image once, corrupted, as (B, C, H, W) uint8 and (B,) labels."""
+    for index in index_batches(len(split), batch_size, None, shuffle=False, drop_last=False):
+        images, labels = gather(split, index, device)
+        yield corruption(images, generator), labels

@@ -1,0 +1,218 @@
+"""The dataset registry: every dataset becomes uint8 tensors ``(N, C, H, W)`` + int64 labels.
+
+Names: ``digits`` (scikit-learn's bundled 8x8 digits upsampled to RGB: the embedded default,
+no download), ``cifar10``, ``cifar100``, ``stl10`` (torchvision, downloaded when online) and
+``imagefolder:<path>`` (any folder with ``train/<class>/`` and ``test/<class>/``). Each is decoded
+once and cached (see :mod:`trainables.data.cache`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+import torch
+import torchvision.datasets as tvd
+from torch import Tensor
+
+from trainables.data import imagefolder
+from trainables.data.cache import DEFAULT_CACHE_DIR, Writer, cache_key, cached_arrays, write_arrays
+from trainables.data.imagefolder import DatasetError
+
+DEFAULT_MEMORY_BUDGET_GB = 8.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split. ``images``: (N, C, H, W) uint8, in RAM or memory-mapped; ``labels``: (N,) int64
+    (-1 where unlabeled)."""
+
+    images: Tensor
+    labels: Tensor
+    in_memory: bool = True  # False: memory-mapped, read batch by batch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageDataset:
+    """A decoded dataset: train and test splits (and an unlabeled one for SSL, if any)."""
+
+    name: str
+    classes: tuple[str, ...]
+    train: Split
+    test: Split
+    unlabeled: Split | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) of the stored images."""
+        return tuple(self.train.images.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def channels(self) -> int:
+        return self.train.images.shape[1]
+
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std in [0, 1] units, from up to 10k training images."""
+        sample = self.train.images[: 10_000].float().div_(255)
+        return tuple(sample.mean((0, 2, 3)).tolist()), tuple(sample.std((0, 2, 3)).tolist())
+
+
+# A source returns (cache key parts, builder); builder(writer) fills the cache and returns meta.
+Source = Callable[[str, int | None, Path | None, bool], tuple[list, Callable[[Writer], dict]]]
+DATASETS: dict[str, Source] = {}
+
+
+def register_dataset(name: str) -> Callable[[Source], Source]:
+    """Decorator registering a dataset source under ``name``; raises on a duplicate name."""
+
+    def wrap(fn: Source) -> Source:
+        if name in DATASETS:
+            raise ValueError(f"dataset {name!r} is already registered")
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def valid_names() -> str:
+    return ", ".join(f"{n}:<path>" if n == "imagefolder" else n for n in sorted(DATASETS))
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"imagefolder:/data/x"`` -> ("imagefolder", "/data/x"); ``"cifar10"`` -> ("cifar10", "")."""
+    name, _, arg = spec.partition(":")
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {spec!r}; valid: {valid_names()}")
+    if name == "imagefolder" and not arg:
+        raise DatasetError(f"dataset {spec!r} needs a folder: imagefolder:<path>")
+    return name, arg
+
+
+def check_dataset(spec: str, data_dir: str | Path | None = None) -> None:
+    """Cheap validation for sweeps (no decoding): the name exists and an image folder is well formed."""
+    name, arg = split_spec(spec)
+    if name == "imagefolder":
+        imagefolder.scan(Path(arg).expanduser())
+
+
+def load_dataset(
+    spec: str,
+    *,
+    image_size: int | None = None,
+    data_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
+    download: bool = True,
+) -> ImageDataset:
+    """Load a dataset by spec, decoding and caching it on first use.
+
+    Args:
+        spec: a registered name or ``imagefolder:<path>``.
+        image_size: square side to resize to (None: the dataset's native size; image folders
+            then need all images of one size, else pass a size).
+        data_dir: where torchvision datasets live or are downloaded to.
+        cache_dir: decoded-array cache (default ``$SBL_CACHE_DIR`` or ~/.cache/spatial-bias-lab).
+        memory_budget_gb: splits larger than this stay memory-mapped and stream from disk.
+        download: let torchvision sources download when the files are missing.
+    """
+    name, arg = split_spec(spec)
+    key_parts, build = DATASETS[name](arg, image_size, Path(data_dir).expanduser() if data_dir else None, download)
+    key = f"{name}-{cache_key(name, image_size, key_parts)}"
+    arrays, meta = cached_arrays(Path(cache_dir or DEFAULT_CACHE_DIR), key, build, int(memory_budget_gb * 2**30))
+    splits = {
+        s: Split(torch.from_numpy(x), torch.from_numpy(y), in_memory=not isinstance(x, np.memmap))
+        for s, (x, y) in arrays.items()
+    }
+    return ImageDataset(name=spec, classes=tuple(meta["classes"]), **splits)
+
+
+def _resize_u8(images: np.ndarray, size: int | None) -> np.ndarray:
+    """(N, C, h, w) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing."""
+    if size is None or images.shape[-2:] == (size, size):
+        return images
+    x = torch.nn.functional.interpolate(torch.from_numpy(images).float(), size=(size, size), mode="bilinear", antialias=True)
+    return x.round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+@register_dataset("digits")
+def _digits(arg: str, image_size: int | None, data_dir: Path | None, download: bool):
+    """scikit-learn's 1,797 handwritten digits (8x8, 0..16), upsampled to RGB; 80/20 stratified split."""
+
+    def build(writer: Writer) -> dict:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+
+        digits = load_digits()
+        gray = (digits.images * (255 / 16)).round().astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+        rgb = _resize_u8(np.repeat(gray, 3, axis=1), image_size or 32)
+        idx_train, idx_test = train_test_split(
+            np.arange(len(rgb)), test_size=0.2, random_state=0, stratify=digits.target
+        )
+        write_arrays(writer, {"train": (rgb[idx_train], digits.target[idx_train]), "test": (rgb[idx_test], digits.target[idx_test])})
+        return {"classes": [str(i) for i in range(10)]}
+
+    return ["sklearn-digits-v1"], build
+
+
+@register_dataset("imagefolder")
+def _imagefolder(arg: str, image_size: int | None, data_dir: Path | None, download: bool):
+    root = Path(arg).expanduser().resolve()
+    listing = imagefolder.scan(root)
+    size = image_size or _native_size(listing)
+
+    def build(writer: Writer) -> dict:
+        return imagefolder.write_imagefolder(listing, size, writer)
+
+    return [str(root), size, imagefolder.fingerprint(listing)], build
+
+
+def _native_size(listing: dict) -> int:
+    path = listing["train"][0][0]
+    with Image.open(path) as img:
+        w, h = img.size
+    if w != h:
+        raise DatasetError(f"image {path!r} is {w}x{h}, not square; pass image_size (e.g. 32, 64, 96, 224)")
+    return w
+
+
+def _torchvision_source(cls: type, splits: dict[str, dict]):
+    """Sources through torchvision: {split: constructor kwargs}. Images come out (N, C, H, W)."""
+
+    def source(arg: str, image_size: int | None, data_dir: Path | None, download: bool):
+        root = data_dir or Path.home() / "data" / cls.__name__.lower()
+
+        def build(writer: Writer) -> dict:
+            arrays, classes = {}, None
+            for split, kwargs in splits.items():
+                try:
+                    ds = cls(root=str(root), download=download, **kwargs)
+                except RuntimeError as err:
+                    raise DatasetError(f"{cls.__name__} not found under {str(root)!r} ({err}); pass data_dir or allow download") from None
+                data = np.asarray(ds.data)
+                data = data if data.shape[1] in (1, 3) else data.transpose(0, 3, 1, 2)
+                labels = np.asarray(getattr(ds, "targets", None) or getattr(ds, "labels", None))
+                arrays[split] = (_resize_u8(np.ascontiguousarray(data), image_size), labels.astype(np.int64))
+                classes = classes or list(getattr(ds, "classes", []))
+            write_arrays(writer, arrays)
+            return {"classes": classes}
+
+        return [cls.__name__, str(root)], build
+
+    return source
+
+
+register_dataset("cifar10")(_torchvision_source(tvd.CIFAR10, {"train": {"train": True}, "test": {"train": False}}))
+register_dataset("cifar100")(_torchvision_source(tvd.CIFAR100, {"train": {"train": True}, "test": {"train": False}}))
+register_dataset("stl10")(
+    _torchvision_source(tvd.STL10, {"train": {"split": "train"}, "test": {"split": "test"}, "unlabeled": {"split": "unlabeled"}})
+)

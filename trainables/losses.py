@@ -1,0 +1,258 @@
+"""Self-supervised and supervised losses as pure functions of tensors.
+
+Every function here takes embeddings (and labels) and returns a scalar loss; nothing holds
+state. State such as the MoCo queue, the BYOL target network or the DINO centre lives in the
+method that calls these functions (``update_center`` returns a new centre, it mutates nothing).
+
+Conventions:
+    * ``B`` batch size, ``D`` embedding width, ``K`` queue length or number of prototypes,
+      ``V`` number of views.
+    * Losses are means over anchors / samples, so they do not scale with the batch size.
+    * Stop-gradients that belong to a method (BYOL's target branch, MoCo's key encoder) are
+      the caller's job; the one exception is DINO's teacher, whose ``detach`` is part of the
+      published loss (the centred, sharpened teacher is a fixed target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "barlow_twins",
+    "byol_loss",
+    "cross_entropy",
+    "dino_loss",
+    "info_nce",
+    "nt_xent",
+    "supcon",
+    "update_center",
+]
+
+Views = Tensor | Sequence[Tensor]
+
+
+def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean softmax cross-entropy for the supervised baseline.
+
+    Args:
+        logits: (B, C) float, unnormalised class scores.
+        labels: (B,) int64 in [0, C).
+        label_smoothing: in [0, 1); 0 is the plain loss.
+
+    Returns:
+        Scalar loss.
+    """
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def info_nce(query: Tensor, key: Tensor, queue: Tensor | None, temperature: float = 0.2) -> Tensor:
+    """MoCo's InfoNCE: a (K+1)-way classification of the positive key among negatives.
+
+    With a queue, row ``i`` scores ``[q_i.k_i, q_i.queue_1, ..., q_i.queue_K] / T`` and the
+    target is index 0 (He et al. 2020, Eq. 1). Without a queue the other keys of the batch are
+    the negatives (SimCLR-style in-batch negatives, one direction only), so row ``i`` scores
+    ``q_i.k_j / T`` over all ``j`` with target ``i``.
+
+    Inputs are expected to be L2-normalised already (MoCo normalises in the model and stores
+    normalised keys in the queue); they are not re-normalised here, so the logits are cosine
+    similarities only if the caller normalised.
+
+    Args:
+        query: (B, D) float, L2-normalised query embeddings (carry gradients).
+        key: (B, D) float, L2-normalised positive keys (usually detached by the caller).
+        queue: (K, D) float, L2-normalised negatives, or None for in-batch negatives.
+        temperature: softmax temperature T > 0.
+
+    Returns:
+        Scalar loss, mean over the B queries.
+    """
+    if queue is None:
+        logits = query @ key.T / temperature
+        targets = torch.arange(query.shape[0], device=query.device)
+        return F.cross_entropy(logits, targets)
+    positive = (query * key).sum(dim=1, keepdim=True)
+    negatives = query @ queue.T
+    logits = torch.cat([positive, negatives], dim=1) / temperature
+    targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
+    return F.cross_entropy(logits, targets)
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
+    """SimCLR's NT-Xent over the 2B views (Chen et al. 2020, Eq. 1).
+
+    Each of the 2B embeddings is an anchor; its positive is the other view of the same image
+    and the remaining 2B - 2 embeddings are negatives; the anchor itself is excluded from the
+    denominator. Inputs are L2-normalised here (the loss is defined on cosine similarity).
+
+    Args:
+        z1: (B, D) float, first view's projections.
+        z2: (B, D) float, second view's projections.
+        temperature: softmax temperature T > 0.
+
+    Returns:
+        Scalar loss, mean over the 2B anchors.
+    """
+    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
+    n = z.shape[0]
+    logits = _without_self(z @ z.T / temperature)
+    batch = z1.shape[0]
+    targets = (torch.arange(n, device=z.device) + batch) % n
+    return F.cross_entropy(logits, targets)
+
+
+def supcon(features: Views, labels: Tensor, temperature: float = 0.1) -> Tensor:
+    """Supervised contrastive loss L^sup_out (Khosla et al. 2020, Eq. 2).
+
+    All ``V * B`` embeddings are anchors. For anchor ``i`` with positives ``P(i)`` (same label,
+    any view, not ``i`` itself) and ``A(i)`` = everything but ``i``::
+
+        L_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / T) / sum_{a in A(i)} exp(z_i.z_a / T) )
+
+    With instance labels (``labels = arange(B)``) and two views this is exactly ``nt_xent``.
+    Anchors without any positive (a single view of a class seen once) are left out of the mean
+    instead of producing NaN.
+
+    NOTE: no ``temperature / base_temperature`` factor (SupContrast's reference code); with its
+    default base_temperature == temperature the factor is 1, and solo-learn drops it too.
+
+    Args:
+        features: (B, V, D) float, or a sequence of V tensors (B, D); normalised here.
+        labels: (B,) int64 class labels, shared by the V views of a sample.
+        temperature: softmax temperature T > 0.
+
+    Returns:
+        Scalar loss, mean over anchors that have at least one positive.
+    """
+    views = list(features.unbind(dim=1)) if isinstance(features, Tensor) else list(features)
+    z = F.normalize(torch.cat(views, dim=0), dim=1)
+    anchor_labels = labels.repeat(len(views))
+    n = z.shape[0]
+    log_prob = F.log_softmax(_without_self(z @ z.T / temperature), dim=1)
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    positive = (anchor_labels[:, None] == anchor_labels[None, :]) & ~eye
+    # where() rather than a product: the diagonal of log_prob is -inf and -inf * 0 is NaN.
+    pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+    n_pos = positive.sum(dim=1)
+    has_pos = n_pos > 0
+    return -(pos_log_prob[has_pos] / n_pos[has_pos]).mean()
+
+
+def byol_loss(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's normalised MSE, ``||p/|p| - z/|z|||^2 = 2 - 2 cos(p, z)`` (Grill et al. 2020, Eq. 2).
+
+    Args:
+        p: (B, D) float, online predictions.
+        z: (B, D) float, target projections (the caller detaches the target branch).
+
+    Returns:
+        Scalar loss in [0, 4], mean over the batch.
+    """
+    return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
+
+
+def barlow_twins(
+    z1: Tensor, z2: Tensor, lambd: float = 0.0051, scale: float = 1.0, eps: float = 1e-5
+) -> Tensor:
+    """Barlow Twins' redundancy-reduction loss (Zbontar et al. 2021, Eq. 1).
+
+    Each embedding dimension is standardised over the batch (as a ``BatchNorm1d(affine=False)``
+    in training mode: biased variance plus ``eps``), then ``C = z1n.T @ z2n / B`` and::
+
+        loss = scale * ( sum_i (1 - C_ii)^2 + lambd * sum_{i != j} C_ij^2 )
+
+    NOTE: the paper has no ``scale``; solo-learn multiplies by ``scale_loss`` (0.1 in its
+    CIFAR config ``scripts/pretrain/cifar/barlow.yaml``), so pass ``scale=0.1`` to match it.
+
+    Args:
+        z1: (B, D) float, first view's projections, B >= 2.
+        z2: (B, D) float, second view's projections.
+        lambd: weight of the off-diagonal (redundancy) term.
+        scale: overall multiplier.
+        eps: variance floor of the standardisation.
+
+    Returns:
+        Scalar loss.
+    """
+    batch = z1.shape[0]
+    c = _standardise(z1, eps).T @ _standardise(z2, eps) / batch
+    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return scale * (on_diag + lambd * off_diag)
+
+
+def dino_loss(
+    student_logits: Views,
+    teacher_logits: Views,
+    center: Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
+) -> Tensor:
+    """DINO's cross-entropy between a centred, sharpened teacher and the student (Caron et al. 2021).
+
+    Teacher targets are ``softmax((t - center) / teacher_temp)`` (detached); the student gives
+    ``log_softmax(s / student_temp)``. With sequences of views, every (teacher view ``a``,
+    student view ``b``) pair with ``a != b`` contributes and the loss is the mean over pairs;
+    the first teacher views are taken to be the same crops as the first student views (the
+    global crops come first, as in DINO). Two plain tensors form a single pair: pass the
+    student's logits for one view and the teacher's for the other.
+
+    The teacher temperature schedule (DINO warms it from 0.04 to 0.07) belongs to the method.
+
+    Args:
+        student_logits: (B, K) float, or a sequence of Vs tensors (B, K).
+        teacher_logits: (B, K) float, or a sequence of Vt <= Vs tensors (B, K).
+        center: (K,) float, running mean of teacher logits (see ``update_center``).
+        student_temp: student softmax temperature.
+        teacher_temp: teacher softmax temperature, lower than the student's to sharpen.
+
+    Returns:
+        Scalar loss, mean over pairs and samples.
+    """
+    single = isinstance(student_logits, Tensor) and isinstance(teacher_logits, Tensor)
+    students = _as_views(student_logits)
+    teachers = [F.softmax((t - center) / teacher_temp, dim=1).detach() for t in _as_views(teacher_logits)]
+    total, pairs = students[0].new_zeros(()), 0
+    for a, target in enumerate(teachers):
+        for b, s in enumerate(students):
+            if a == b and not single:
+                continue
+            total = total - (target * F.log_softmax(s / student_temp, dim=1)).sum(dim=1).mean()
+            pairs += 1
+    if pairs == 0:
+        raise ValueError("dino_loss needs a (teacher, student) pair of different views")
+    return total / pairs
+
+
+@torch.no_grad()
+def update_center(center: Tensor, teacher_logits: Views, momentum: float = 0.9) -> Tensor:
+    """DINO's centre EMA: ``momentum * center + (1 - momentum) * mean(teacher logits)``.
+
+    Args:
+        center: (K,) float, current centre.
+        teacher_logits: (B, K) float, or a sequence of views (B, K); averaged over all rows.
+        momentum: EMA coefficient in [0, 1].
+
+    Returns:
+        (K,) new centre (the input is not modified).
+    """
+    batch_center = torch.cat(_as_views(teacher_logits), dim=0).mean(dim=0)
+    return center * momentum + batch_center * (1 - momentum)
+
+
+def _without_self(logits: Tensor) -> Tensor:
+    """Mask the diagonal of a square (N, N) logit matrix with -inf (an anchor is not its own negative)."""
+    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    return logits.masked_fill(eye, float("-inf"))
+
+
+def _standardise(z: Tensor, eps: float) -> Tensor:
+    """Zero mean, unit (biased) variance per column of (B, D) ``z``."""
+    return (z - z.mean(dim=0)) / torch.sqrt(z.var(dim=0, unbiased=False) + eps)
+
+
+def _as_views(x: Views) -> list[Tensor]:
+    return [x] if isinstance(x, Tensor) else list(x)
