@@ -61,5 +61,8 @@ class Gamma(Corruption):
 
     def _apply(self, images: Tensor, generator: torch.Generator | None) -> Tensor:
         if images.dtype == torch.uint8:
-            return _gamma_lut(self.gamma).to(images.device)[images.long()]
+            lut = _gamma_lut(self.gamma)
+            if images.device.type == "cpu":  # numpy indexes with uint8 directly: no int64 copy
+                return torch.from_numpy(np.take(lut.numpy(), images.numpy()))
+            return lut.to(images.device)[images.long()]
         return images.clamp(0, 1) ** self.gamma

@@ -77,9 +77,12 @@ def gather_pixels(images: Tensor, index: Tensor) -> Tensor:
     """
     b, c, h, w = images.shape
     flat = images.reshape(b, c, h * w)
-    index = index.to(images.device)
     if index.ndim == 1:
-        return flat.index_select(2, index).view(b, c, h, w)
+        if images.device.type == "cpu" and not images.requires_grad:
+            # torch's CPU index_select along the last dim is ~15x slower than numpy's take.
+            return torch.from_numpy(np.take(flat.numpy(), index.numpy(), axis=2)).view(b, c, h, w)
+        return flat.index_select(2, index.to(images.device)).view(b, c, h, w)
+    index = index.to(images.device)
     return torch.gather(flat, 2, index.unsqueeze(1).expand(b, c, h * w)).view(b, c, h, w)
 
 

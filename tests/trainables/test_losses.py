@@ -1,0 +1,199 @@
+"""Reference tests for the losses: each against its paper's formula written out with loops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainables import losses
+
+
+def _unit(*shape: int, seed: int = 0) -> torch.Tensor:
+    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
+
+
+def _naive_nt_xent(z1: np.ndarray, z2: np.ndarray, t: float) -> float:
+    """SimCLR Eq. 1 with explicit loops over the 2B anchors."""
+    z = np.concatenate([z1, z2])
+    z = z / np.linalg.norm(z, axis=1, keepdims=True)
+    n, b = len(z), len(z1)
+    total = 0.0
+    for i in range(n):
+        pos = (i + b) % n
+        denom = sum(math.exp(z[i] @ z[a] / t) for a in range(n) if a != i)
+        total += -math.log(math.exp(z[i] @ z[pos] / t) / denom)
+    return total / n
+
+
+# --- info_nce -------------------------------------------------------------------------------
+
+
+def test_info_nce__with_queue_matches_hand_computed_softmax():
+    q, k, queue, t = _unit(4, 8, seed=1), _unit(4, 8, seed=2), _unit(6, 8, seed=3), 0.2
+    expected = 0.0
+    for i in range(4):
+        pos = math.exp(float(q[i] @ k[i]) / t)
+        neg = sum(math.exp(float(q[i] @ queue[j]) / t) for j in range(6))
+        expected += -math.log(pos / (pos + neg))
+    assert losses.info_nce(q, k, queue, t).item() == pytest.approx(expected / 4, rel=1e-5)
+
+
+def test_info_nce__without_queue_uses_other_keys_as_negatives():
+    q, k, t = _unit(5, 8, seed=1), _unit(5, 8, seed=2), 0.1
+    expected = 0.0
+    for i in range(5):
+        logits = [float(q[i] @ k[j]) / t for j in range(5)]
+        expected += -logits[i] + math.log(sum(math.exp(v) for v in logits))
+    assert losses.info_nce(q, k, None, t).item() == pytest.approx(expected / 5, rel=1e-5)
+
+
+def test_info_nce__aligned_keys_score_lower_than_random_keys():
+    q, queue = _unit(16, 32, seed=1), _unit(64, 32, seed=3)
+    aligned = losses.info_nce(q, q, queue, 0.2)
+    random = losses.info_nce(q, _unit(16, 32, seed=2), queue, 0.2)
+    assert aligned < random
+
+
+# --- nt_xent / supcon -----------------------------------------------------------------------
+
+
+def test_nt_xent__matches_naive_loop():
+    z1, z2 = torch.randn(6, 5), torch.randn(6, 5)
+    expected = _naive_nt_xent(z1.double().numpy(), z2.double().numpy(), 0.5)
+    assert losses.nt_xent(z1, z2, 0.5).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_supcon__instance_labels_equal_nt_xent():
+    z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
+    labels = torch.arange(8)
+    expected = losses.nt_xent(z1, z2, 0.2)
+    torch.testing.assert_close(losses.supcon([z1, z2], labels, 0.2), expected)
+    torch.testing.assert_close(losses.supcon(torch.stack([z1, z2], dim=1), labels, 0.2), expected)
+
+
+def test_supcon__matches_khosla_eq2_loop():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(6, 2, 4, generator=g)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    t = 0.3
+    z = F.normalize(torch.cat([feats[:, 0], feats[:, 1]]), dim=1).double()
+    lab = labels.repeat(2)
+    total = 0.0
+    for i in range(12):
+        positives = [p for p in range(12) if p != i and lab[p] == lab[i]]
+        denom = sum(math.exp(float(z[i] @ z[a]) / t) for a in range(12) if a != i)
+        terms = [math.log(math.exp(float(z[i] @ z[p]) / t) / denom) for p in positives]
+        total += -sum(terms) / len(terms)
+    assert losses.supcon(feats, labels, t).item() == pytest.approx(total / 12, rel=1e-5)
+
+
+def test_supcon__anchor_without_positive_is_skipped_not_nan():
+    feats = torch.randn(3, 1, 4)  # one view: a class seen once has no positive
+    loss = losses.supcon(feats, torch.tensor([0, 0, 1]), 0.1)
+    assert torch.isfinite(loss)
+
+
+def test_supcon__grouped_classes_score_lower_than_mixed_classes():
+    labels = torch.tensor([0, 0, 1, 1])
+    centres = torch.eye(4)[:2]
+    grouped = centres[labels].unsqueeze(1).repeat(1, 2, 1) + 0.01 * torch.randn(4, 2, 4)
+    mixed = centres[1 - labels].unsqueeze(1).repeat(1, 2, 1)
+    mixed[:, 1] = centres[labels]  # each sample's two views sit on different class centres
+    assert losses.supcon(grouped, labels, 0.1) < losses.supcon(mixed, labels, 0.1)
+
+
+# --- byol / barlow --------------------------------------------------------------------------
+
+
+def test_byol_loss__equals_two_minus_two_cosine():
+    p, z = torch.tensor([[1.0, 0.0], [3.0, 4.0]]), torch.tensor([[0.0, 2.0], [3.0, 4.0]])
+    # cosines 0 and 1 -> per-sample losses 2 and 0
+    assert losses.byol_loss(p, z).item() == pytest.approx(1.0, abs=1e-6)
+    assert losses.byol_loss(-z, z).item() == pytest.approx(4.0, abs=1e-6)
+
+
+def test_barlow_twins__matches_explicit_correlation_sums():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g)
+    a, b = z1.double().numpy(), z2.double().numpy()
+    a = (a - a.mean(0)) / np.sqrt(a.var(0) + 1e-5)
+    b = (b - b.mean(0)) / np.sqrt(b.var(0) + 1e-5)
+    on, off = 0.0, 0.0
+    for i in range(4):
+        for j in range(4):
+            c_ij = sum(a[n, i] * b[n, j] for n in range(10)) / 10
+            on, off = (on + (1 - c_ij) ** 2, off) if i == j else (on, off + c_ij**2)
+    expected = 0.1 * (on + 0.0051 * off)
+    assert losses.barlow_twins(z1, z2, scale=0.1).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_barlow_twins__identical_views_score_lower_than_independent():
+    z = torch.randn(64, 8)
+    assert losses.barlow_twins(z, z) < losses.barlow_twins(z, torch.randn(64, 8))
+
+
+# --- dino -----------------------------------------------------------------------------------
+
+
+def test_dino_loss__single_pair_matches_hand_computation():
+    s = torch.tensor([[1.0, 2.0, 0.0]])
+    t = torch.tensor([[0.5, 0.0, 1.0]])
+    center = torch.tensor([0.1, -0.1, 0.2])
+    teacher = np.exp((t.numpy()[0] - center.numpy()) / 0.04)
+    teacher /= teacher.sum()
+    logits = s.numpy()[0] / 0.1
+    log_student = logits - np.log(np.exp(logits).sum())
+    expected = -(teacher * log_student).sum()
+    got = losses.dino_loss(s, t, center, student_temp=0.1, teacher_temp=0.04)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_dino_loss__views_skip_same_view_pairs():
+    g = torch.Generator().manual_seed(0)
+    students = [torch.randn(4, 5, generator=g) for _ in range(3)]
+    teachers = [torch.randn(4, 5, generator=g) for _ in range(2)]
+    center = torch.zeros(5)
+    pairs = [(a, b) for a in range(2) for b in range(3) if a != b]
+    expected = sum(losses.dino_loss(students[b], teachers[a], center) for a, b in pairs) / 4
+    torch.testing.assert_close(losses.dino_loss(students, teachers, center), expected)
+
+
+def test_dino_loss__teacher_gets_no_gradient():
+    s, t = torch.randn(4, 5, requires_grad=True), torch.randn(4, 5, requires_grad=True)
+    losses.dino_loss(s, t, torch.zeros(5)).backward()
+    assert t.grad is None and torch.isfinite(s.grad).all()
+
+
+def test_update_center__is_an_ema_of_the_batch_mean():
+    center = torch.tensor([1.0, 0.0])
+    views = [torch.tensor([[2.0, 2.0], [4.0, 0.0]]), torch.tensor([[0.0, 2.0], [2.0, 0.0]])]
+    new = losses.update_center(center, views, momentum=0.9)
+    torch.testing.assert_close(new, torch.tensor([0.9 + 0.1 * 2.0, 0.1 * 1.0]))
+    assert center.tolist() == [1.0, 0.0]  # input untouched
+
+
+# --- all losses -----------------------------------------------------------------------------
+
+_CASES = {
+    "info_nce": lambda a, b: losses.info_nce(F.normalize(a, dim=1), F.normalize(b, dim=1), None),
+    "nt_xent": lambda a, b: losses.nt_xent(a, b),
+    "supcon": lambda a, b: losses.supcon([a, b], torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])),
+    "byol_loss": lambda a, b: losses.byol_loss(a, b),
+    "barlow_twins": lambda a, b: losses.barlow_twins(a, b),
+    "dino_loss": lambda a, b: losses.dino_loss(a, b, torch.zeros(16)),
+    "cross_entropy": lambda a, b: losses.cross_entropy(a, torch.arange(8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CASES))
+def test_losses__scalar_with_finite_gradients(name):
+    a = torch.randn(8, 16, requires_grad=True)
+    b = torch.randn(8, 16, requires_grad=True)
+    loss = _CASES[name](a, b)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0

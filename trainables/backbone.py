@@ -1,0 +1,85 @@
+"""Backbones: any timm ResNet with ``num_classes=0`` (pooled features out).
+
+``small_stem`` swaps the 7x7/stride-2 stem and max-pool for a 3x3/stride-1 conv and no pool,
+the usual choice for 32-96 px images (moco CIFAR demo, solo-learn). It is an explicit option,
+never inferred from a dataset name. ``width`` scales timm's per-stage ``channels``.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+RESNET_CHANNELS = (64, 128, 256, 512)
+
+
+def build_backbone(
+    name: str = "resnet18", *, small_stem: bool = True, width: float = 1.0, pretrained: bool = False
+) -> tuple[nn.Module, int]:
+    """Create a timm ResNet feature extractor.
+
+    Args:
+        name: a timm ResNet name (``resnet18``, ``resnet50``, ...).
+        small_stem: 3x3 stride-1 first conv and no max-pool.
+        width: multiplier on the stage widths (0.25 = quarter-width).
+        pretrained: load timm's pretrained weights (needs them cached or a network).
+
+    Returns:
+        (model, feature_dim): model maps (B, 3, H, W) float to (B, feature_dim).
+    """
+    if not name.startswith("resnet") or name not in timm.list_models("resnet*"):
+        valid = ", ".join(m for m in timm.list_models("resnet*") if m.count("_") == 0)
+        raise ValueError(f"unknown backbone {name!r}; valid timm ResNets include: {valid}")
+    if width <= 0:
+        raise ValueError(f"width {width} is invalid; valid: a positive multiplier such as 0.25, 0.5, 1")
+    channels = tuple(max(1, round(c * width)) for c in RESNET_CHANNELS)
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0, channels=channels)
+    if small_stem:
+        stem_out = model.conv1.out_channels
+        model.conv1 = nn.Conv2d(3, stem_out, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model, model.num_features
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over ``num_splits`` interleaved sub-batches in training (eval: plain BN).
+
+    One device sees the whole batch; MoCo's key encoder must not normalise a key with the
+    statistics of the batch that holds its query ("BN cheating", He et al. 2020 §3.3). Splitting
+    simulates per-GPU BN, as the moco CIFAR demo's SplitBatchNorm does. Sample ``i`` falls in
+    split ``i % num_splits``.
+    """
+
+    def __init__(self, num_features: int, num_splits: int = 8, **kwargs) -> None:
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.num_splits
+        if not self.training or s == 1:
+            return super().forward(x)
+        b, c, h, w = x.shape
+        if b % s:
+            raise ValueError(f"batch {b} is not divisible by bn_splits {s}")
+        mean, var = self.running_mean.repeat(s), self.running_var.repeat(s)
+        out = nn.functional.batch_norm(
+            x.reshape(b // s, c * s, h, w), mean, var, self.weight.repeat(s), self.bias.repeat(s),
+            True, self.momentum, self.eps,
+        ).view(b, c, h, w)
+        with torch.no_grad():
+            self.running_mean.copy_(mean.view(s, c).mean(0))
+            self.running_var.copy_(var.view(s, c).mean(0))
+        return out
+
+
+def split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every BatchNorm2d of ``module`` by a SplitBatchNorm2d with the same state."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, SplitBatchNorm2d):
+            split = SplitBatchNorm2d(child.num_features, num_splits, eps=child.eps, momentum=child.momentum)
+            split.load_state_dict(child.state_dict())
+            setattr(module, name, split)
+        else:
+            split_batchnorm(child, num_splits)
+    return module

@@ -1,0 +1,129 @@
+"""Construction of a trial's parts from its config: device, data, pipeline, model, optimizer."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from corruptions import parse
+from trainables.backbone import build_backbone
+from trainables.config import DataConfig, TrialConfig
+from trainables.data.augment import build_augmentation, normalize, to_float
+from trainables.data.batches import Pipeline, plan_corruption, to_device
+from trainables.data.datasets import ImageDataset, Split, load_dataset
+from trainables.methods import Method, build_method, method_class
+from trainables.optim import build_optimizer
+from trainables.seeding import derive_seed
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when ``torch.cuda.is_available()``, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"system.device {name!r} is invalid here: no CUDA device; valid: auto, cpu")
+    return device
+
+
+def autocast(cfg: TrialConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast unless ``precision == "fp32"`` (``auto`` means bf16 on CPU and GPU)."""
+    if cfg.system.precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def per_class_subset(split: Split, n: int | None) -> Split:
+    """The first ``n`` images of every class (stored order), or the split itself."""
+    if n is None:
+        return split
+    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[:n] for c in split.labels.unique()]).sort().values
+    return Split(split.images[keep], split.labels[keep], in_memory=True)
+
+
+def load_data(cfg: DataConfig) -> ImageDataset:
+    """Load (from cache) and subset the dataset named in the config."""
+    data = load_dataset(cfg.dataset, image_size=cfg.image_size, data_dir=cfg.data_dir,
+                        cache_dir=cfg.cache_dir, memory_budget_gb=cfg.memory_budget_gb)
+    return subset(data, cfg)
+
+
+def subset(data: ImageDataset, cfg: DataConfig) -> ImageDataset:
+    return dataclasses.replace(data, train=per_class_subset(data.train, cfg.train_per_class),
+                               test=per_class_subset(data.test, cfg.test_per_class))
+
+
+@dataclasses.dataclass
+class TrialData:
+    """The splits a trial trains and evaluates on, already placed and pre-corrupted."""
+
+    train: Split  # pretraining corruption pre-applied where fixed
+    pipeline: Pipeline  # what is left per batch: random corruption, augmentation, normalisation
+    eval_train: Split  # evaluation-corrupted (fixed part) training split, for the kNN bank/probe
+    eval_test: Split
+    eval_corruption: object  # per-batch part of the evaluation corruption
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> TrialData:
+    """Apply the corruption plan and build the batch pipeline (data flows one way from here)."""
+    h, w = data.image_size
+    for spec in (cfg.data.corruption, cfg.eval_corruption):
+        parse(spec).check(h, w)
+    pretrain = data.unlabeled if data.unlabeled is not None and not method_class(cfg.method).uses_labels else data.train
+    train, per_batch = plan_corruption(pretrain, parse(cfg.data.corruption))
+    eval_train, eval_per_batch = plan_corruption(data.train, parse(cfg.eval_corruption))
+    eval_test, _ = plan_corruption(data.test, parse(cfg.eval_corruption))
+    mean, std = data.mean_std()
+    n_views = method_class(cfg.method).n_views
+    pipeline = Pipeline(per_batch, build_augmentation(cfg.data.augmentation), n_views, mean, std)
+    return TrialData(to_device(train, device), pipeline, to_device(eval_train, device), to_device(eval_test, device),
+                     eval_per_batch, data.num_classes, mean, std)
+
+
+def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Method:
+    """Backbone + method head, initialised from the trial's ``init`` seed (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.system.seed, "init"))
+        backbone, dim = build_backbone(cfg.model.backbone, small_stem=cfg.model.small_stem,
+                                       width=cfg.model.width, pretrained=cfg.model.pretrained)
+        if cfg.model.init_checkpoint:
+            load_backbone(backbone, cfg.model.init_checkpoint)
+        method = build_method(cfg.method, backbone, dim, num_classes, dict(cfg.method_params))
+    if not cfg.optim.train_backbone:
+        method.backbone.requires_grad_(False)
+    method = method.to(device)
+    if cfg.system.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    if cfg.system.compile:
+        method.backbone = torch.compile(method.backbone)
+    return method
+
+
+def load_backbone(backbone: torch.nn.Module, path: str) -> None:
+    """Load the backbone weights of one of our checkpoints (``weights_only=True``)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    weights = {k.removeprefix("backbone."): v for k, v in state["method"].items() if k.startswith("backbone.")}
+    missing, unexpected = backbone.load_state_dict(weights, strict=False)
+    if missing:
+        raise ValueError(f"init_checkpoint {path!r} lacks backbone weights {missing[:3]}... for this backbone")
+
+
+def build_optim(cfg: TrialConfig, method: Method) -> torch.optim.Optimizer:
+    lr = cfg.optim.lr * cfg.optim.batch_size / 256  # solo-learn's linear scaling
+    return build_optimizer(method, cfg.optim.optimizer, lr, cfg.optim.weight_decay, cfg.optim.momentum)
+
+
+def eval_prepare(td: TrialData, channels_last: bool):
+    """(B, C, H, W) uint8 -> normalised float network input, no augmentation."""
+
+    def prepare(images: Tensor) -> Tensor:
+        x = normalize(to_float(images), td.mean, td.std)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    return prepare

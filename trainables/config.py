@@ -1,0 +1,164 @@
+"""Trial configuration: one frozen dataclass per concern, defaults declared only here.
+
+Ray and MLflow see the flat, JSON-able form: ``{"method": "moco_v2", "data.dataset": "digits",
+"optim.lr": 0.3, "method.temperature": 0.2, ...}``. ``from_flat`` rejects unknown keys listing
+the known ones. Fields left ``None`` take the method's defaults (``Method.defaults``) when the
+config is resolved, so the recorded flat config always holds the values that actually ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from corruptions import parse as parse_corruption
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"  # registered name or imagefolder:<path>
+    data_dir: str | None = None  # torchvision download/lookup folder
+    cache_dir: str | None = None  # decoded-array cache (default ~/.cache/spatial-bias-lab)
+    image_size: int | None = None  # square side; None = the dataset's own
+    train_per_class: int | None = None  # subset: first n training images of every class
+    test_per_class: int | None = None
+    memory_budget_gb: float = 8.0  # larger splits stream from a memory map
+    corruption: str = "ori"  # pretraining corruption spec
+    eval_corruption: str | None = None  # None: the pretraining corruption (the study's setting)
+    augmentation: str | None = None  # None: the method's recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"  # any timm ResNet
+    small_stem: bool = True  # 3x3 stride-1 stem, no max-pool (32-96 px images)
+    width: float = 1.0  # multiplier on stage widths; 0.25 = quarter width
+    pretrained: bool = False  # timm weights (needs them cached or a network)
+    init_checkpoint: str | None = None  # start from one of our checkpoints (downstream setting)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str | None = None  # sgd | lars; None: the method's
+    lr: float | None = None  # at batch 256; scaled by batch_size / 256 (solo-learn)
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    batch_size: int = 256
+    epochs: int = 10
+    # NOTE: solo-learn warms up 10 of 200 epochs; a fraction keeps that ratio for short runs.
+    warmup_fraction: float = 0.05
+    train_backbone: bool = True  # False: frozen backbone (downstream probing)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    eval_every: int = 1  # epochs between kNN/uniformity evaluations (0: only at the end)
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_distance: str = "cosine"  # cosine | euclidean
+    probe: bool = True  # linear probe + ECE at the end
+    bank_size: int | None = None  # cap on training features in per-epoch kNN (None: all)
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast) | bf16 | fp32
+    channels_last: bool = True
+    compile: bool = False  # torch.compile the backbone (GPU)
+    checkpoint_every: int = 1  # epochs between checkpoints handed to the caller
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "eval": EvalConfig, "system": SystemConfig}
+CHOICES = {
+    "optim.optimizer": ("sgd", "lars"),
+    "eval.knn_distance": ("cosine", "euclidean"),
+    "system.precision": ("auto", "bf16", "fp32"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialConfig:
+    """Everything one trial needs. ``method_params`` holds overrides of the method's Params."""
+
+    method: str = "moco_v2"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    eval: EvalConfig = EvalConfig()
+    system: SystemConfig = SystemConfig()
+    method_params: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def params(self) -> Any:
+        """The method's Params dataclass with the overrides applied."""
+        from trainables.methods import build_params
+
+        return build_params(self.method, dict(self.method_params))
+
+    @property
+    def eval_corruption(self) -> str:
+        return self.data.eval_corruption or self.data.corruption
+
+    def resolved(self) -> TrialConfig:
+        """Fill ``None`` optimizer/augmentation fields from the method's defaults and validate."""
+        from trainables.methods import method_class
+
+        defaults = method_class(self.method).defaults
+        optim = dataclasses.replace(
+            self.optim,
+            **{k: defaults[k] for k in ("optimizer", "lr", "weight_decay") if getattr(self.optim, k) is None},
+        )
+        data = self.data if self.data.augmentation else dataclasses.replace(self.data, augmentation=defaults["augmentation"])
+        cfg = dataclasses.replace(self, optim=optim, data=data)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad value and the valid choices."""
+        _ = self.params  # unknown method or method parameter
+        parse_corruption(self.data.corruption)
+        parse_corruption(self.eval_corruption)
+        flat = self.to_flat()
+        for key, choices in CHOICES.items():
+            if flat[key] is not None and flat[key] not in choices:
+                raise ValueError(f"{key} {flat[key]!r} is invalid; valid: {', '.join(choices)}")
+        for key in ("optim.batch_size", "optim.epochs"):
+            if flat[key] < 1:
+                raise ValueError(f"{key} {flat[key]!r} is invalid; valid: an integer >= 1")
+
+    def to_flat(self) -> dict[str, Any]:
+        """JSON-able flat dict: ``method``, ``<section>.<field>`` and ``method.<param>``."""
+        flat: dict[str, Any] = {"method": self.method}
+        for section in SECTIONS:
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                flat[f"{section}.{key}"] = value
+        for key, value in dataclasses.asdict(self.params).items():
+            flat[f"method.{key}"] = value
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> TrialConfig:
+        """Inverse of ``to_flat``; any subset of keys. Unknown keys raise listing the known ones."""
+        from trainables.methods import method_class
+
+        method = flat.get("method", cls.method)
+        known_params = [f.name for f in dataclasses.fields(method_class(method).Params)]
+        known = ["method"] + [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
+        known += [f"method.{p}" for p in known_params]
+        unknown = sorted(set(flat) - set(known))
+        if unknown:
+            raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
+        sections = {
+            s: c(**{k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(s + ".")}) for s, c in SECTIONS.items()
+        }
+        params = tuple(sorted((k.split(".", 1)[1], v) for k, v in flat.items() if k.startswith("method.")))
+        return cls(method=method, method_params=params, **sections)
+
+    def replace(self, overrides: dict[str, Any]) -> TrialConfig:
+        """A copy with flat-key overrides, e.g. ``cfg.replace({"optim.epochs": 2})``."""
+        flat = {k: v for k, v in self.to_flat().items() if not k.startswith("method.")}
+        if overrides.get("method", self.method) == self.method:  # keep our explicit params
+            flat.update({f"method.{k}": v for k, v in self.method_params})
+        return TrialConfig.from_flat({**flat, **overrides})

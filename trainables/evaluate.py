@@ -1,0 +1,70 @@
+"""Evaluation of a method the way the study does it, on frozen backbone features.
+
+Features are extracted once per evaluation without augmentation from the splits corrupted with
+the evaluation corruption; every metric is then a pure function from ``trainables.evaluation``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from corruptions import Corruption
+from trainables.config import EvalConfig
+from trainables.data.batches import eval_batches
+from trainables.data.datasets import Split
+from trainables.evaluation import (
+    alignment,
+    classwise_uniformity,
+    expected_calibration_error,
+    feature_distance_matrix,
+    knn_accuracy,
+    linear_probe,
+    uniformity,
+)
+
+Prepare = Callable[[Tensor], Tensor]  # (B,C,H,W) uint8 -> normalised float input
+
+
+@torch.no_grad()
+def extract_features(
+    embed: Callable[[Tensor], Tensor], split: Split, corruption: Corruption, prepare: Prepare,
+    device: torch.device, generator: torch.Generator | None = None, batch_size: int = 512,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Backbone features of every image of ``split``: (N, D) float32 on CPU and (N,) labels."""
+    feats, labels = [], []
+    for images, y in eval_batches(split, corruption, batch_size, device, generator):
+        with autocast or contextlib.nullcontext():
+            feats.append(embed(prepare(images)).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(feats), torch.cat(labels)
+
+
+def epoch_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, cfg: EvalConfig) -> dict[str, float]:
+    """kNN accuracy (%) of test on the training bank, and test-set uniformity."""
+    bank_x, bank_y = train
+    if cfg.bank_size is not None and len(bank_x) > cfg.bank_size:
+        bank_x, bank_y = bank_x[: cfg.bank_size], bank_y[: cfg.bank_size]
+    k = min(cfg.knn_k, len(bank_x))
+    acc = knn_accuracy(bank_x, bank_y, test[0], test[1], num_classes, k=k, temperature=cfg.knn_temperature, distance=cfg.knn_distance)
+    return {"knn_acc": acc, "uniformity": uniformity(test[0])}
+
+
+def final_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, cfg: EvalConfig,
+                  views: tuple[Tensor, Tensor] | None = None) -> dict:
+    """Probe accuracy and ECE, class-wise uniformity, class x class feature distances, alignment."""
+    out: dict = {}
+    if cfg.probe:
+        probe = linear_probe(train[0], train[1], test[0], test[1], num_classes)
+        out["probe_acc"] = float(probe["acc"])
+        out["ece"] = float(expected_calibration_error(probe["logits"], test[1]))
+    out["classwise_uniformity"] = [float(v) for v in classwise_uniformity(test[0], test[1], num_classes)]
+    out["feature_distance"] = feature_distance_matrix(test[0], test[1], num_classes).tolist()
+    if views is not None:
+        out["alignment"] = float(alignment(F.normalize(views[0], dim=1), F.normalize(views[1], dim=1)))
+    return out

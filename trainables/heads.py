@@ -1,0 +1,24 @@
+"""Projection / prediction heads as declarative MLPs."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def mlp(in_dim: int, hidden: int, out: int, *, layers: int = 2, batchnorm: bool = True, last_bn: bool = False) -> nn.Sequential:
+    """Linear(-BN)-ReLU blocks then a Linear: (B, in_dim) -> (B, out).
+
+    Args:
+        layers: number of Linear layers (>= 1).
+        batchnorm: BN after every hidden Linear (SimCLR/BYOL/Barlow heads have it; MoCo v2's has not).
+        last_bn: BN without affine after the last Linear (Barlow Twins' projector).
+    """
+    mods: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers - 1):
+        mods += [nn.Linear(dim, hidden)] + ([nn.BatchNorm1d(hidden)] if batchnorm else []) + [nn.ReLU(inplace=True)]
+        dim = hidden
+    mods.append(nn.Linear(dim, out))
+    if last_bn:
+        mods.append(nn.BatchNorm1d(out, affine=False))
+    return nn.Sequential(*mods)

@@ -1,0 +1,164 @@
+"""``run_trial(cfg, report) -> dict``: one trial end to end, plain Python, no Ray.
+
+Ray (``trainables.tune_adapter``) only wraps this function. ``report`` receives one dict of
+scalar metrics per epoch; ``save`` (optional) receives the full resumable state every
+``checkpoint_every`` epochs; ``resume`` restarts from such a state and ends bit for bit where
+an uninterrupted run ends (on CPU).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from trainables.build import (
+    autocast,
+    build_data,
+    build_model,
+    build_optim,
+    eval_prepare,
+    load_data,
+    pick_device,
+    subset,
+)
+from trainables.config import TrialConfig
+from trainables.data.augment import normalize
+from trainables.data.batches import train_batches
+from trainables.data.datasets import ImageDataset
+from trainables.evaluate import epoch_metrics, extract_features, final_metrics
+from trainables.optim import lr_at, set_lr
+from trainables.seeding import derive_seed, generators
+
+Report = Callable[[dict[str, Any]], None]
+
+
+def run_trial(
+    cfg: TrialConfig | dict,
+    report: Report = print,
+    *,
+    resume: dict | None = None,
+    save: Callable[[dict], None] | None = None,
+    dataset: ImageDataset | None = None,
+) -> dict[str, Any]:
+    """Train and evaluate one configuration.
+
+    Args:
+        cfg: a TrialConfig or its flat dict.
+        report: called once per epoch with scalar metrics (``epoch``, ``loss``, ``lr``,
+            ``samples_per_s``, and on evaluation epochs ``knn_acc``, ``uniformity``); the last
+            call also carries the final scalar metrics and ``done=True``.
+        resume: a state previously given to ``save``.
+        save: receives the resumable state (a dict of tensors and numbers, ``torch.save``-able).
+        dataset: an already loaded dataset (Ray passes one shared copy); else loaded from cfg.
+
+    Returns:
+        Final metrics: knn_acc, uniformity, probe_acc, ece, alignment (scalars),
+        classwise_uniformity (C,), feature_distance (C x C), plus timing.
+    """
+    cfg = (TrialConfig.from_flat(cfg) if isinstance(cfg, dict) else cfg).resolved()
+    device = pick_device(cfg.system.device)
+    data = subset(dataset, cfg.data) if dataset is not None else load_data(cfg.data)
+    td = build_data(cfg, data, device)
+    method = build_model(cfg, td.num_classes, device)
+    optimizer = build_optim(cfg, method)
+    gens = generators(cfg.system.seed)
+    steps_per_epoch = len(td.train) // cfg.optim.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(td.train)} training images; valid: <= {len(td.train)}")
+    total = steps_per_epoch * cfg.optim.epochs
+    start_epoch, step, history = 0, 0, []
+    if resume is not None:
+        start_epoch, step, history = _restore(resume, method, optimizer, gens)
+    precision = autocast(cfg, device)
+    started = time.perf_counter()
+    metrics: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        tic = time.perf_counter()
+        loss_sum, step = _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, total, epoch)
+        seconds = time.perf_counter() - tic
+        metrics = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
+                   "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds, "epoch_time_s": seconds}
+        if cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs:
+            metrics.update(_evaluate(cfg, method, td, device, precision, final=False))
+        history.append(metrics)
+        if save is not None and ((epoch + 1) % cfg.system.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs):
+            save(_state(epoch + 1, step, history, method, optimizer, gens))
+        if epoch + 1 < cfg.optim.epochs:
+            report(metrics)
+    final = _evaluate(cfg, method, td, device, precision, final=True)
+    final["train_time_s"] = time.perf_counter() - started
+    scalars = {k: v for k, v in final.items() if isinstance(v, (int, float))}
+    report({**metrics, "epoch": cfg.optim.epochs, **scalars, "done": True})
+    return final
+
+
+def _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, total, epoch) -> tuple[float, int]:
+    """One pass over the training split; returns (summed loss, global step)."""
+    method.train()
+    warmup = round(cfg.optim.warmup_fraction * total)
+    base_lr = cfg.optim.lr * cfg.optim.batch_size / 256
+    loss_sum = torch.zeros((), device=device)
+    for views, labels in train_batches(td.train, td.pipeline, cfg.optim.batch_size, gens, device):
+        if cfg.system.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        set_lr(optimizer, lr_at(step, total, warmup, base_lr))
+        with precision:
+            out = method.training_step(views, labels)
+        loss = out["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1} step {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        method.on_after_step(step / total)
+        loss_sum += loss.detach()
+    return float(loss_sum), step
+
+
+def _evaluate(cfg, method, td, device, precision, final: bool) -> dict:
+    """Features of the evaluation-corrupted train and test splits, then the metrics."""
+    method.eval()
+    prepare = eval_prepare(td, cfg.system.channels_last)
+    # A fresh generator per evaluation: the same model always gets the same numbers.
+    g = torch.Generator().manual_seed(derive_seed(cfg.system.seed, "eval"))
+    with torch.no_grad():
+        train = extract_features(method.embed, td.eval_train, td.eval_corruption, prepare, device, g, autocast=precision)
+        test = extract_features(method.embed, td.eval_test, td.eval_corruption, prepare, device, g, autocast=precision)
+        metrics = epoch_metrics(train, test, td.num_classes, cfg.eval)
+        if final:
+            views = _two_views(method, td, prepare, device, g, precision)
+            metrics.update(final_metrics(train, test, td.num_classes, cfg.eval, views))
+    return metrics
+
+
+def _two_views(method, td, prepare, device, g, precision) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backbone features of two augmented views of (up to 1024) test images, for alignment."""
+    images = td.eval_test.images[:1024].to(device)
+    images = td.eval_corruption(images, g)
+    views = []
+    for _ in range(2):
+        x = normalize(td.pipeline.augment(images, g), td.mean, td.std)
+        with precision:
+            views.append(method.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+    return views[0], views[1]
+
+
+def _state(epoch: int, step: int, history: list, method, optimizer, gens) -> dict:
+    return {
+        "epoch": epoch, "step": step, "history": history,
+        "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+        "generators": {k: g.get_state() for k, g in gens.items()},
+    }
+
+
+def _restore(state: dict, method, optimizer, gens) -> tuple[int, int, list]:
+    method.load_state_dict(state["method"])
+    optimizer.load_state_dict(state["optimizer"])
+    for k, g in gens.items():
+        g.set_state(state["generators"][k])
+    return state["epoch"], state["step"], list(state["history"])
+
