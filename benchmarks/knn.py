@@ -42,7 +42,9 @@ def clustered_features(n: int, generator: torch.Generator) -> tuple[torch.Tensor
     return centres[labels] + noise, labels
 
 
-def best_times(fns: dict[str, Callable[[], object]], repeats: int = REPEATS) -> dict[str, tuple[float, object]]:
+def best_times(
+    fns: dict[str, Callable[[], object]], repeats: int = REPEATS
+) -> dict[str, tuple[float, object]]:
     """Best wall time of each function over ``repeats`` rounds after a warm-up, and its result.
 
     Rounds interleave the functions so that load from other processes on a shared machine
@@ -89,33 +91,43 @@ def main() -> None:
     train, train_labels = clustered_features(N_TRAIN, generator)
     test, test_labels = clustered_features(N_TEST, generator)
 
-    timed = best_times({
-        "ours": lambda: knn_predict(
-            train, train_labels, test, NUM_CLASSES, k=K, temperature=TEMPERATURE
-        ),
-        "sklearn": lambda: sklearn_predict(train, train_labels, test),
-        "matmul": matmul_floor(train, test),
-    })
+    timed = best_times(
+        {
+            "ours": lambda: knn_predict(
+                train, train_labels, test, NUM_CLASSES, k=K, temperature=TEMPERATURE
+            ),
+            "sklearn": lambda: sklearn_predict(train, train_labels, test),
+            "matmul": matmul_floor(train, test),
+        }
+    )
     (ours_s, ours), (sklearn_s, theirs), (matmul_s, _) = timed.values()
 
     agree = float((ours.numpy() == theirs).mean())
     accuracy = 100.0 * float((ours == test_labels).float().mean())
-    print(f"kNN {N_TRAIN} train x {N_TEST} test x {DIM}-d, k={K}, cosine T={TEMPERATURE}, "
-          f"{torch.get_num_threads()} threads, best of {REPEATS}")
+    print(
+        f"kNN {N_TRAIN} train x {N_TEST} test x {DIM}-d, k={K}, cosine T={TEMPERATURE}, "
+        f"{torch.get_num_threads()} threads, best of {REPEATS}"
+    )
     print(f"  ours     {ours_s:7.3f} s   (accuracy {accuracy:.2f}%)")
-    print(f"  sklearn  {sklearn_s:7.3f} s   ({sklearn_s / ours_s:.2f}x ours; agreement {agree:.4f})")
+    print(
+        f"  sklearn  {sklearn_s:7.3f} s   ({sklearn_s / ours_s:.2f}x ours; agreement {agree:.4f})"
+    )
     print(f"  matmul   {matmul_s:7.3f} s   (ours is {ours_s / matmul_s:.2f}x the floor)")
     if agree < 0.999:
         print("  WARNING: predictions disagree with scikit-learn beyond tie-level noise")
-    print(json.dumps({
-        "benchmark": "knn",
-        "ours_s": round(ours_s, 4),
-        "sklearn_s": round(sklearn_s, 4),
-        "matmul_s": round(matmul_s, 4),
-        "ratio": round(sklearn_s / ours_s, 3),
-        "floor_ratio": round(ours_s / matmul_s, 3),
-        "agree": agree,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "knn",
+                "ours_s": round(ours_s, 4),
+                "sklearn_s": round(sklearn_s, 4),
+                "matmul_s": round(matmul_s, 4),
+                "ratio": round(sklearn_s / ours_s, 3),
+                "floor_ratio": round(ours_s / matmul_s, 3),
+                "agree": agree,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

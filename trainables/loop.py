@@ -49,7 +49,7 @@ def run_trial(
         cfg: a TrialConfig or its flat dict.
         report: called once per epoch with scalar metrics (``epoch``, ``loss``, ``lr``,
             ``samples_per_s``, and on evaluation epochs ``knn_acc``, ``uniformity``); the last
-            call also carries the final scalar metrics and ``done=True``.
+            call also carries the final metrics (lists included) and ``done=True``.
         resume: a state previously given to ``save``.
         save: receives the resumable state (a dict of tensors and numbers, ``torch.save``-able).
         dataset: an already loaded dataset (Ray passes one shared copy); else loaded from cfg.
@@ -90,8 +90,7 @@ def run_trial(
             report(metrics)
     final = _evaluate(cfg, method, td, device, precision, final=True)
     final["train_time_s"] = time.perf_counter() - started
-    scalars = {k: v for k, v in final.items() if isinstance(v, (int, float))}
-    report({**metrics, "epoch": cfg.optim.epochs, **scalars, "done": True})
+    report({**metrics, "epoch": cfg.optim.epochs, **final, "done": True})
     return final
 
 

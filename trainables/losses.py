@@ -214,7 +214,9 @@ def dino_loss(
     """
     single = isinstance(student_logits, Tensor) and isinstance(teacher_logits, Tensor)
     students = _as_views(student_logits)
-    teachers = [F.softmax((t - center) / teacher_temp, dim=1).detach() for t in _as_views(teacher_logits)]
+    teachers = [
+        F.softmax((t - center) / teacher_temp, dim=1).detach() for t in _as_views(teacher_logits)
+    ]
     total, pairs = students[0].new_zeros(()), 0
     for a, target in enumerate(teachers):
         for b, s in enumerate(students):

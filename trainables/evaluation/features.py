@@ -87,7 +87,7 @@ def feature_distance_matrix(x: Tensor, labels: Tensor, num_classes: int) -> Tens
         (C, C) float64, symmetric; NaN where a class is empty, and on the diagonal for
         classes with a single sample.
     """
-    z = F.normalize(x, dim=1).double()
+    z = F.normalize(x.double(), dim=1)
     counts = torch.bincount(labels, minlength=num_classes).double()
     sums = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, device=x.device)
     sums.index_add_(0, labels, z)

@@ -42,9 +42,9 @@ def knn_scores(
 ) -> Tensor:
     """Weighted kNN class scores: each class's share of the k neighbours' vote weight.
 
-    NOTE: weights are computed relative to each row's nearest neighbour (``exp((s - s_max)/T)``)
-    and rows are normalised to sum to 1; InstDisc/solo-learn use raw ``exp(s/T)``. The argmax
-    is identical, and this does not overflow float32 at the study's T=0.01 (exp(100)).
+    NOTE: weights are normalised per query (``softmax(s/T)`` over the k neighbours) and score
+    rows sum to 1; InstDisc/solo-learn sum raw ``exp(s/T)``. The argmax is identical, and this
+    does not overflow float32 at the study's T=0.01 (raw exp(1/0.01) = exp(100) does).
 
     Args:
         train_feats: (N, D) float, the feature bank.
@@ -89,6 +89,7 @@ def knn_predict(
     temperature: float = 0.1,
     distance: Distance = "cosine",
     chunk_size: int | None = None,
+    memory_budget: int = _DEFAULT_BUDGET,
 ) -> Tensor:
     """Weighted kNN predictions; arguments as in ``knn_scores``.
 
@@ -96,7 +97,15 @@ def knn_predict(
         (M,) int64 predicted labels.
     """
     scores = knn_scores(
-        train_feats, train_labels, test_feats, num_classes, k, temperature, distance, chunk_size
+        train_feats,
+        train_labels,
+        test_feats,
+        num_classes,
+        k,
+        temperature,
+        distance,
+        chunk_size,
+        memory_budget,
     )
     return scores.argmax(dim=1)
 
@@ -111,15 +120,26 @@ def knn_accuracy(
     temperature: float = 0.1,
     distance: Distance = "cosine",
     chunk_size: int | None = None,
+    memory_budget: int = _DEFAULT_BUDGET,
 ) -> float:
     """Top-1 accuracy of ``knn_predict`` against ``test_labels`` (M,), in percent [0, 100]."""
     pred = knn_predict(
-        train_feats, train_labels, test_feats, num_classes, k, temperature, distance, chunk_size
+        train_feats,
+        train_labels,
+        test_feats,
+        num_classes,
+        k,
+        temperature,
+        distance,
+        chunk_size,
+        memory_budget,
     )
     return 100.0 * (pred == test_labels).float().mean().item()
 
 
-def chunk_rows(num_columns: int, memory_budget: int = _DEFAULT_BUDGET, element_size: int = 4) -> int:
+def chunk_rows(
+    num_columns: int, memory_budget: int = _DEFAULT_BUDGET, element_size: int = 4
+) -> int:
     """Test rows per chunk so the (rows, N) buffer plus ~50% temporaries fit ``memory_budget``.
 
     The temporaries are the group maxima (N/4 + N/16 + ... per row) and top-k's per-row
@@ -178,8 +198,8 @@ def _grouped_topk(sim: Tensor, k: int) -> tuple[Tensor, Tensor]:
         return sim.topk(k, dim=1, sorted=False)
     stride = width // _GROUP
     parts = sim.view(m, _GROUP, stride).unbind(dim=1)
-    group_max = parts[0].clone()
-    for part in parts[1:]:  # elementwise max of contiguous slices: cheaper than amax(dim=1)
+    group_max = torch.maximum(parts[0], parts[1])
+    for part in parts[2:]:  # elementwise max of contiguous slices: cheaper than amax(dim=1)
         torch.maximum(group_max, part, out=group_max)
     best_groups = _grouped_topk(group_max, k)[1]
     offsets = torch.arange(_GROUP, device=sim.device).mul_(stride)
@@ -192,8 +212,9 @@ def _vote_weights(top_sim: Tensor, q: Tensor, distance: Distance, temperature: f
     """(m, k) float32 vote weights from the top-k scores of (m, D) queries ``q``."""
     top_sim = top_sim.float()
     if distance == "cosine":
-        best = top_sim.amax(dim=1, keepdim=True)
-        return torch.exp((top_sim - best) / temperature)
-    # Recover distances from the scores: |a - b|^2 = |a|^2 - (2 a.b - |b|^2).
+        # softmax = exp(s/T) up to a per-row factor: same vote, no overflow, one fused op.
+        return torch.softmax(top_sim / temperature, dim=1)
+    # Recover distances from the scores: |a - b|^2 = |a|^2 - (2 a.b - |b|^2). Near-duplicates
+    # lose precision to cancellation, as with torch.cdist's default (matmul) path.
     sq_dist = q.float().pow(2).sum(dim=1, keepdim=True) - top_sim
     return 1.0 / (sq_dist.clamp_min(0).sqrt() + _EUCLID_EPS)

@@ -54,7 +54,8 @@ def linear_probe(
         std = train_feats.float().std(dim=0).clamp_min(1e-6)  # constant dims (dead ReLUs) stay 0
         x_train = (train_feats.float() - mean) / std
         x_test = (test_feats.float() - mean) / std
-        weight, bias = _fit(x_train, train_labels, num_classes, weight_decay, max_iter)
+        labels = train_labels.clone()  # cross_entropy saves its target for backward too
+        weight, bias = _fit(x_train, labels, num_classes, weight_decay, max_iter)
         with torch.no_grad():
             train_acc = _accuracy(x_train @ weight.T + bias, train_labels)
             logits = x_test @ weight.T + bias

@@ -1,0 +1,95 @@
+"""Run a validated plan on Ray Tune: cluster connection, MLflow parent run, Tuner, summary.
+
+Distribution is Ray's job: trials are placed by Tune's scheduler with the requested (possibly
+fractional) resources; nothing here schedules by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+from ray import tune
+
+from sweeps.launch import Plan
+from sweeps.options import SweepError
+from sweeps.progress import Progress, print_summary
+from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, open_parent_run
+from trainables import tune_adapter
+
+# Tune's snapshot warning fires when every epoch checkpoints; it is harmless here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+
+
+def connect(address: str | None) -> None:
+    """``auto`` / ``ray://...``: join a running cluster; None: start a local instance."""
+    if ray.is_initialized():
+        return
+    kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    if address is None:
+        ray.init(address="local", **kwargs)  # never a stale /tmp/ray/ray_current_cluster
+        return
+    try:
+        ray.init(address=address, **kwargs)
+    except ConnectionError as err:
+        raise SweepError(f"--address {address!r}: no Ray cluster there ({str(err).splitlines()[0]}); valid: a running cluster's address, or omit --address") from None
+
+
+def check_resources(resources: dict[str, float]) -> None:
+    """Refuse requests the cluster can never satisfy (Tune would wait forever)."""
+    total = ray.cluster_resources()
+    gpus, cpus = total.get("GPU", 0.0), total.get("CPU", 0.0)
+    if resources["gpu"] > 0 and gpus < resources["gpu"]:
+        raise SweepError(f"--gpus-per-trial {resources['gpu']:g} but the Ray cluster has {gpus:g} GPUs; valid: 0 on this cluster, or add GPU nodes")
+    if resources["cpu"] > cpus:
+        raise SweepError(f"--cpus-per-trial {resources['cpu']:g} but the Ray cluster has {cpus:g} CPUs; valid: <= {cpus:g}")
+
+
+def execute(plan: Plan) -> int:
+    """Run every trial of the plan; returns 0 if all finished, 1 if some failed."""
+    started = time.time()
+    connect(plan.address)
+    check_resources(plan.opts["resources"])
+    plan.storage.mkdir(parents=True, exist_ok=True)
+    tags = {**code_version(), "sweep_name": plan.sweep.name, "dataset": plan.data.name, "trials": str(len(plan.cells))}
+    parent = open_parent_run(plan.mlflow_uri, plan.experiment, plan.storage / "mlartifacts",
+                             plan.experiment_path / "mlflow_parent_run_id", tags)
+    trainable = tune_adapter.trainable(plan.data, plan.opts["resources"])
+    progress = Progress(len(plan.cells))
+    status = "FAILED"
+    try:
+        tuner = _tuner(plan, trainable, parent, progress)
+        results = tuner.fit()
+        failed = len(results.errors)
+        status = "FINISHED" if not failed else "FAILED"
+    finally:
+        killed = close_runs(plan.mlflow_uri, parent, status)
+        if killed:
+            print(f"marked {killed} unfinished MLflow run(s) KILLED; `--resume` continues them", flush=True)
+    print_summary(plan, results, parent, time.time() - started)
+    return 0 if not failed else 1
+
+
+def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner:
+    if plan.resume:
+        print(f"resuming {plan.experiment_path}", flush=True)
+        return tune.Tuner.restore(str(plan.experiment_path), trainable, resume_unfinished=True, resume_errored=True)
+    setup = plan.sweep.tune_setup or grid_setup
+    param_space, tune_kwargs = setup(plan.opts, plan.cells)
+    param_space["sweep.gpu"] = plan.opts["resources"]["gpu"]
+    if plan.opts.get("max_concurrent"):
+        tune_kwargs.setdefault("max_concurrent_trials", int(plan.opts["max_concurrent"]))
+    writer = MLflowTrialWriter(plan.mlflow_uri, parent, SampleRenderer.from_dataset(plan.data))
+    run_config = tune.RunConfig(
+        name=plan.experiment, storage_path=str(plan.storage), verbose=0, callbacks=[writer, progress],
+        failure_config=tune.FailureConfig(max_failures=int(plan.opts.get("max_failures", 2))),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(**tune_kwargs), run_config=run_config)
+
+
+def grid_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
+    """Every cell once: a grid over complete flat configs."""
+    return {"sweep.cell": tune.grid_search(cells)}, {}

@@ -1,0 +1,29 @@
+"""Gamma-distortion study: methods x gamma x seeds (gamma 1 is the clean baseline, ``ori``).
+
+    python sweeps/gamma.py --methods supervised moco_v2 --seeds 0 1
+
+Gammas default to {0.1, 0.2, 0.5, 1, 2, 2.5, 5}; sweeps/configs/gamma.yaml holds the budget.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
+
+from sweeps.launch import Sweep, main  # noqa: E402
+
+DEFAULT_GAMMAS = (0.1, 0.2, 0.5, 1, 2, 2.5, 5)
+
+
+def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
+    """``ori`` for gamma 1, ``gam_<g>`` for the others."""
+    gammas = opts.get("gammas") or DEFAULT_GAMMAS
+    return ["ori"] + [f"gam_{g:g}" for g in gammas if float(g) != 1.0]
+
+
+SWEEP = Sweep("gamma", __doc__, corruptions, frozenset({"gammas"}))
+
+if __name__ == "__main__":
+    sys.exit(main(SWEEP))

@@ -1,0 +1,143 @@
+"""The one shared sweep launcher: validate everything, then run the trials with Ray Tune.
+
+A sweep script only declares its corruption axis (and, for searches, a Tune setup) and calls
+``main(Sweep(...))``. Nothing starts until every input has been checked: methods,
+corruptions against the image size, the dataset, the YAML, the MLflow store, the storage path,
+and the cluster's GPUs/CPUs against the per-trial request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from corruptions import CorruptionError, parse
+from sweeps.options import DEFAULT_STORAGE, SweepError, build_parser, load_yaml, merge_options
+from trainables.config import TrialConfig
+from trainables.data.datasets import DatasetError, ImageDataset, check_dataset, load_dataset
+from trainables.methods import method_class
+
+
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+    """What a sweep script declares."""
+
+    name: str
+    description: str
+    corruptions: Callable[[dict[str, Any], tuple[int, int]], list[str]]
+    extra_keys: frozenset[str] = frozenset()
+    # (opts, cells) -> (param_space, TuneConfig kwargs); default: a grid over the cells.
+    tune_setup: Callable[[dict[str, Any], list[dict]], tuple[dict, dict]] | None = None
+
+
+@dataclasses.dataclass
+class Plan:
+    """A validated sweep: every trial's flat config and where things go."""
+
+    sweep: Sweep
+    opts: dict[str, Any]
+    cells: list[dict[str, Any]]
+    data: ImageDataset
+    storage: Path
+    experiment: str
+    mlflow_uri: str
+    address: str | None
+    resume: bool
+
+    @property
+    def experiment_path(self) -> Path:
+        return self.storage / self.experiment
+
+
+def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool]:
+    """Parse and validate; returns (plan, dry_run). Raises SweepError with a one-line message."""
+    args = build_parser(sweep.description, sweep.name).parse_args(argv)
+    opts = merge_options(args, load_yaml(args.config), set(sweep.extra_keys))
+    try:
+        for m in opts["methods"]:
+            method_class(m)
+        check_dataset(opts["dataset"], opts.get("data_dir"))
+        base = {"data.dataset": opts["dataset"], **opts["trial"]}
+        if opts.get("data_dir"):
+            base["data.data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
+        probe = TrialConfig.from_flat({**base, "method": opts["methods"][0]})
+        data = load_dataset(probe.data.dataset, image_size=probe.data.image_size, data_dir=probe.data.data_dir,
+                            cache_dir=probe.data.cache_dir, memory_budget_gb=probe.data.memory_budget_gb)
+        corruptions = sweep.corruptions(opts, data.image_size)
+        for spec in corruptions:
+            parse(spec).check(*data.image_size)
+        cells = [_cell(base, opts, m, c, s) for m in opts["methods"] for c in corruptions for s in opts["seeds"]]
+    except (CorruptionError, DatasetError) as err:
+        raise SweepError(str(err)) from None
+    except ValueError as err:
+        raise SweepError(str(err).splitlines()[0]) from None
+    storage = (args.storage_path or DEFAULT_STORAGE).expanduser().resolve()
+    experiment = opts.get("experiment") or f"{sweep.name}-{_slug(opts['dataset'])}"
+    mlflow_uri = args.mlflow_uri or f"sqlite:///{storage / 'mlflow.db'}"
+    plan = Plan(sweep, opts, cells, data, storage, experiment, mlflow_uri, args.address, args.resume)
+    if plan.experiment_path.exists() and not args.resume and not args.dry_run:
+        raise SweepError(f"experiment {str(plan.experiment_path)!r} already exists; pass --resume to continue it or --experiment NEW_NAME")
+    if args.resume and not plan.experiment_path.exists():
+        raise SweepError(f"--resume: no experiment at {str(plan.experiment_path)!r}; valid: an existing --experiment under --storage-path")
+    if not args.dry_run:
+        from sweeps.tracking import check_tracking_uri
+
+        try:
+            check_tracking_uri(mlflow_uri)
+        except ValueError as err:
+            raise SweepError(str(err)) from None
+    return plan, args.dry_run
+
+
+def _cell(base: dict, opts: dict, method: str, corruption: str, seed: int) -> dict[str, Any]:
+    """One trial's complete, resolved flat config (validated here, before any trial starts)."""
+    flat = {**base, "method": method, "data.corruption": corruption, "system.seed": seed}
+    if opts.get("epochs") is not None:
+        flat["optim.epochs"] = int(opts["epochs"])
+    flat.update({f"method.{k}": v for k, v in ((opts.get("method_params") or {}).get(method) or {}).items()})
+    return TrialConfig.from_flat(flat).resolved().to_flat()
+
+
+def _slug(dataset: str) -> str:
+    name, _, arg = dataset.partition(":")
+    return Path(arg).name if arg else name
+
+
+def describe(plan: Plan) -> str:
+    """The trial table and the resource plan (what --dry-run prints)."""
+    r = plan.opts["resources"]
+    lines = [f"sweep {plan.sweep.name}: {len(plan.cells)} trials on {plan.data.name} "
+             f"({len(plan.data.train)} train / {len(plan.data.test)} test, {plan.data.image_size[0]}x{plan.data.image_size[1]} px)",
+             f"{'#':>3}  {'method':<13} {'corruption':<14} {'seed':>4} {'epochs':>6} {'batch':>5} {'lr':>7}"]
+    for i, c in enumerate(plan.cells):
+        lines.append(f"{i:>3}  {c['method']:<13} {c['data.corruption']:<14} {c['system.seed']:>4} "
+                     f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {c['optim.lr']:>7.3g}")
+    conc = plan.opts.get("max_concurrent")
+    lines += [f"resources per trial: {r['cpu']:g} CPU, {r['gpu']:g} GPU"
+              + (f" ({int(1 / r['gpu'])} trials per GPU)" if 0 < r["gpu"] < 1 else "")
+              + (f"; at most {conc} at once" if conc else ""),
+              f"cluster: {plan.address or 'a new local Ray instance'}; storage: {plan.experiment_path}; MLflow: {plan.mlflow_uri}"]
+    return "\n".join(lines)
+
+
+def main(sweep: Sweep, argv: Sequence[str] | None = None) -> int:
+    """CLI entry point of every sweep script. Exit codes: 0 done, 1 trials failed, 2 bad input."""
+    try:
+        plan, dry_run = prepare(sweep, argv)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(describe(plan), flush=True)
+    if dry_run:
+        return 0
+    from sweeps.execute import execute  # Ray is imported only when something runs
+
+    try:
+        return execute(plan)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+

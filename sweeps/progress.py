@@ -1,0 +1,68 @@
+"""What a sweep prints: one line per finished epoch and trial, then the results and the MLflow UI command."""
+
+from __future__ import annotations
+
+import shlex
+import time
+
+from ray import tune
+
+from analysis.drops import accuracy_table, drop_table
+from trainables.tune_adapter import trial_config
+
+
+class Progress(tune.Callback):
+    """Compact progress on stdout (Tune's own tables are turned off with verbose=0)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.time()
+
+    def _prefix(self, trial) -> str:
+        c = trial_config(trial.config)
+        return f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {c['method']:<12} {c['data.corruption']:<10} seed {c['system.seed']}"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if result.get("done"):
+            return
+        knn = f"  knn {result['knn_acc']:.1f}" if "knn_acc" in result else ""
+        print(f"{self._prefix(trial)}  epoch {result['epoch']}  loss {result['loss']:.3f}{knn}  {result['samples_per_s']:.0f} img/s", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.done += 1
+        r = trial.last_result or {}
+        probe = f"  probe {r['probe_acc']:.1f}" if "probe_acc" in r else ""
+        print(f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.done += 1
+        print(f"{self._prefix(trial)}  FAILED (see MLflow run tag 'error' or {trial.path})", flush=True)
+
+
+def results_frame(results):
+    """One row per finished trial: its flat config (method, corruption, seed, ...) and final metrics."""
+    import pandas as pd
+
+    rows = []
+    for r in results:
+        if r.error is not None or not r.metrics:
+            continue
+        c = trial_config(r.config)
+        rows.append({"method": c["method"], "corruption": c["data.corruption"], "seed": c["system.seed"],
+                     **{k: v for k, v in r.metrics.items() if k in ("knn_acc", "probe_acc", "uniformity", "ece", "alignment")}})
+    return pd.DataFrame(rows)
+
+
+def print_summary(plan, results, parent_run_id: str, seconds: float) -> None:
+    """Accuracy and drop tables, failures, and how to open the MLflow UI on this sweep."""
+    df = results_frame(results)
+    print(f"\n{len(df)} of {len(plan.cells)} trials finished in {seconds:.0f} s ({len(results.errors)} failed).")
+    if len(df):
+        metric = "knn_acc"
+        print(f"\nkNN accuracy (%), mean over seeds:\n{accuracy_table(df, metric).to_string(float_format='%.1f')}")
+        drops = drop_table(df, metric)
+        if drops is not None:
+            print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{drops.to_string(float_format='%.1f')}")
+    uri = plan.mlflow_uri
+    print(f"\nMLflow: experiment {plan.experiment!r}, parent run {parent_run_id}. Open the UI with:\n"
+          f"  mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000\n"
+          f"  then browse http://127.0.0.1:5000")

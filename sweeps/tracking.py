@@ -1,0 +1,228 @@
+"""MLflow tracking for sweeps: one writer, on the driver.
+
+Trials never talk to MLflow; the driver's ``MLflowTrialWriter`` (a Tune callback) turns their
+reports into one nested child run per trial under the sweep's parent run. Because there is a
+single writer, concurrent trials can never lock or corrupt a sqlite store, and runs are looked
+up by their ``ray_trial_id`` tag instead of kept in callback state, so FailureConfig retries and
+``--resume`` continue the same run (Ray's ``MLflowLoggerCallback`` makes a new one).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from corruptions import parse
+from trainables.tune_adapter import trial_config
+
+TRIAL_TAG = "ray_trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+LIBRARIES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy")
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (ValueError, one line) if the store cannot be reached or created."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+                if response.status != 200:
+                    raise OSError(f"HTTP {response.status}")
+        except OSError as err:
+            raise ValueError(f"MLflow URI {uri!r} is unreachable ({err}); start `mlflow server` or pass a sqlite:/// path") from None
+    elif uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.is_absolute():
+            raise ValueError(f"MLflow URI {uri!r} is relative (trials run in another cwd); valid: sqlite:////absolute/path.db or http://host:port")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"MLflow URI {uri!r}: cannot create {path.parent} ({err})") from None
+    else:
+        raise ValueError(f"MLflow URI {uri!r} is not supported; valid: sqlite:////absolute/path.db, http://host:port, https://host")
+
+
+def code_version() -> dict[str, str]:
+    """Git SHA (+dirty flag) of this checkout and the versions of the main libraries."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except OSError:
+            return ""
+
+    tags = {"git_sha": git("rev-parse", "HEAD") or "unknown", "git_dirty": str(bool(git("status", "--porcelain")))}
+    for lib in LIBRARIES:
+        try:
+            tags[f"version.{lib}"] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            tags[f"version.{lib}"] = "missing"
+    return tags
+
+
+def trial_tags(flat: dict[str, Any]) -> dict[str, str]:
+    """Searchable tags: method, corruption (+ grid / gamma), dataset, seed."""
+    corruption = parse(flat["data.corruption"]).to_dict()
+    tags = {"method": flat["method"], "corruption": flat["data.corruption"], "corruption_kind": corruption["name"],
+            "dataset": flat["data.dataset"], "seed": str(flat["system.seed"])}
+    for key in ("grid", "gamma", "severity"):
+        if key in corruption:
+            tags[key] = str(corruption[key])
+    return tags
+
+
+def open_parent_run(uri: str, experiment: str, artifact_root: Path, state_file: Path, tags: dict[str, str]) -> str:
+    """Create (or, on resume, reopen) the sweep's parent run; its id is kept in ``state_file``."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=(artifact_root / experiment).as_uri())
+    if state_file.exists():
+        run_id = state_file.read_text().strip()
+        client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = client.create_run(exp_id, run_name=experiment, tags={**tags, "sweep": "parent"})
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(run.info.run_id)
+    return run.info.run_id
+
+
+def close_runs(uri: str, parent_run_id: str, status: str = "FINISHED") -> int:
+    """End the parent run and mark any child still RUNNING as KILLED; returns how many were."""
+    client = MlflowClient(uri)
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    stale = client.search_runs([exp_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'RUNNING'")
+    for run in stale:
+        client.set_terminated(run.info.run_id, "KILLED")
+    client.set_terminated(parent_run_id, status)
+    return len(stale)
+
+
+class SampleRenderer:
+    """Draws a few test images under a corruption (a small picklable object: 8 images)."""
+
+    def __init__(self, images) -> None:
+        self.images = images  # (n, C, H, W) uint8
+
+    @classmethod
+    def from_dataset(cls, data, n: int = 8) -> SampleRenderer:
+        import torch
+
+        pick = torch.randperm(len(data.test), generator=torch.Generator().manual_seed(0))[:n]
+        return cls(data.test.images[pick].clone())
+
+    def __call__(self, spec: str):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import torch
+
+        corrupted = parse(spec)(self.images, torch.Generator().manual_seed(0))
+        fig, axes = plt.subplots(2, len(self.images), figsize=(1.2 * len(self.images), 2.6))
+        for j in range(len(self.images)):
+            for i, batch in enumerate((self.images, corrupted)):
+                axes[i, j].imshow(batch[j].permute(1, 2, 0).numpy(), interpolation="nearest")
+                axes[i, j].set_axis_off()
+        fig.suptitle(f"top: ori, bottom: {spec}", fontsize=9)
+        fig.tight_layout()
+        plt.close(fig)
+        return fig
+
+
+class MLflowTrialWriter(tune.Callback):
+    """Driver-side Tune callback: one child run per trial, params, per-epoch metrics, artifacts."""
+
+    def __init__(self, uri: str, parent_run_id: str, render_samples=None) -> None:
+        self.uri, self.parent_run_id, self.render_samples = uri, parent_run_id, render_samples
+        self._runs: dict[str, tuple[str, int]] = {}  # trial_id -> (run_id, last logged step)
+        self._client: MlflowClient | None = None
+        self._version = code_version()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_client": None, "_runs": {}}
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    def run_for(self, trial) -> tuple[str, int]:
+        """Get or create the trial's run (by tag), returning (run_id, last logged epoch)."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        exp_id = self.client.get_run(self.parent_run_id).info.experiment_id
+        found = self.client.search_runs([exp_id], f"tags.{TRIAL_TAG} = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+        if found:
+            run_id = found[0].info.run_id
+            history = self.client.get_metric_history(run_id, "loss")
+            last = max((m.step for m in history), default=0)
+            self.client.update_run(run_id, status="RUNNING")
+        else:
+            flat = trial_config(trial.config)
+            tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, **trial_tags(flat), **self._version}
+            run_id = self.client.create_run(exp_id, run_name=_run_name(flat), tags=tags).info.run_id
+            params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in sorted(flat.items())]
+            self.client.log_batch(run_id, params=params)
+            last = 0
+        self._runs[trial.trial_id] = (run_id, last)
+        return run_id, last
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self.run_for(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        run_id, last = self.run_for(trial)
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if step <= last:  # re-run epochs after a resume: already recorded
+            return
+        ts = int(result.get("timestamp", 0) * 1000)
+        metrics = [Metric(k, float(v), ts, step) for k, v in result.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k in _METRIC_KEYS]
+        self.client.log_batch(run_id, metrics=metrics)
+        self._runs[trial.trial_id] = (run_id, step)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        run_id, _ = self.run_for(trial)
+        result = dict(trial.last_result or {})
+        final = {k: v for k, v in result.items() if k in _METRIC_KEYS or k in ("classwise_uniformity", "feature_distance")}
+        self.client.log_dict(run_id, final, "final_metrics.json")
+        for key in ("classwise_uniformity", "feature_distance"):
+            if key in result:
+                self.client.log_dict(run_id, {key: result[key]}, f"{key}.json")
+        if self.render_samples is not None:
+            self.client.log_figure(run_id, self.render_samples(trial_config(trial.config)["data.corruption"]), "corrupted_samples.png")
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        run_id, _ = self.run_for(trial)
+        error = str(getattr(trial, "error_file", "") or "")
+        self.client.set_tag(run_id, "error", _error_text(trial) or error or "trial failed")
+        self.client.set_terminated(run_id, "FAILED")
+
+
+_METRIC_KEYS = {
+    "loss", "lr", "samples_per_s", "epoch_time_s", "knn_acc", "uniformity", "probe_acc", "ece",
+    "alignment", "train_time_s", "train_acc", "momentum",
+}
+
+
+def _run_name(flat: dict[str, Any]) -> str:
+    return f"{flat['method']}-{flat['data.corruption']}-s{flat['system.seed']}"
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None)
+    try:
+        return Path(path).read_text()[-2000:] if path else ""
+    except OSError:
+        return ""
+

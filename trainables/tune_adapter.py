@@ -1,0 +1,108 @@
+"""The only module outside ``sweeps/`` that imports Ray: ``run_trial`` as a Tune function trainable.
+
+Ray's reporting API has changed four times; it is confined here. The trial config arrives as the
+flat dict of ``TrialConfig.to_flat`` plus ``sweep.*`` keys that belong to the sweep (resources,
+fault injection), which are stripped before the config is built.
+
+* metrics: ``tune.report`` once per epoch; a ``tune.Checkpoint`` rides along every
+  ``system.checkpoint_every`` epochs (the state ``run_trial`` hands to ``save``);
+* resume: ``tune.get_checkpoint()`` on start (FailureConfig retries and ``Tuner.restore``);
+* data: the decoded dataset comes through Ray's object store (``tune.with_parameters``), so
+  concurrent trials on a node share one copy;
+* GPU: a trial that holds a fraction g of a GPU caps its own allocator at g (Ray does not).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from trainables.data.datasets import ImageDataset, Split
+from trainables.loop import run_trial
+
+STATE_FILE = "state.pt"
+SWEEP_PREFIX = "sweep."
+
+
+def pack_dataset(data: ImageDataset) -> dict[str, Any]:
+    """Numpy arrays for the object store (zero-copy reads on every node's workers)."""
+    splits = {s: getattr(data, s) for s in ("train", "test", "unlabeled") if getattr(data, s) is not None}
+    return {"name": data.name, "classes": data.classes,
+            **{s: (sp.images.numpy(), sp.labels.numpy()) for s, sp in splits.items()}}
+
+
+def unpack_dataset(packed: dict[str, Any]) -> ImageDataset:
+    """Inverse of ``pack_dataset``; tensors view the shared read-only buffers (never written)."""
+    splits = {}
+    for s in ("train", "test", "unlabeled"):
+        if s in packed:
+            images, labels = packed[s]
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                splits[s] = Split(torch.from_numpy(images), torch.from_numpy(labels))
+    return ImageDataset(name=packed["name"], classes=tuple(packed["classes"]), **splits)
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The flat TrialConfig of a Tune config.
+
+    Sweeps put each trial's complete flat config under ``sweep.cell`` (a grid over cells);
+    searchers sample flat keys at the top level, which override the cell. Other ``sweep.*``
+    keys (resources, fault injection) are not part of the trial config.
+    """
+    top = {k: v for k, v in config.items() if not k.startswith(SWEEP_PREFIX)}
+    return {**config.get("sweep.cell", {}), **top}
+
+
+def train(config: dict[str, Any], dataset: dict[str, Any] | None = None) -> None:
+    """Tune function trainable: one trial of ``run_trial`` with checkpoints and resume."""
+    _cap_gpu_memory(float(config.get("sweep.gpu", 0.0)))
+    resume = None
+    if (checkpoint := tune.get_checkpoint()) is not None:
+        with checkpoint.as_directory() as folder:
+            resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    pending: dict[str, Any] = {}
+    fail_at = config.get("sweep.fail_once_at_epoch")
+
+    def save(state: dict) -> None:
+        pending["state"] = state
+
+    def report(metrics: dict) -> None:
+        if fail_at is not None and metrics["epoch"] == fail_at and _first_attempt():
+            raise RuntimeError(f"injected failure at epoch {fail_at} (sweep.fail_once_at_epoch)")
+        state = pending.pop("state", None)
+        if state is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save(state, Path(folder) / STATE_FILE)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    data = unpack_dataset(dataset) if dataset is not None else None
+    run_trial(trial_config(config), report, resume=resume, save=save, dataset=data)
+
+
+def trainable(dataset: ImageDataset | None, resources: dict[str, float]):
+    """``train`` with the dataset in the object store and per-trial resources attached."""
+    fn = tune.with_parameters(train, dataset=pack_dataset(dataset)) if dataset is not None else train
+    return tune.with_resources(fn, {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)})
+
+
+def _cap_gpu_memory(fraction: float) -> None:
+    """Ray admits trials by fraction but does not isolate memory: cap our own allocator."""
+    if torch.cuda.is_available() and 0 < fraction < 1:
+        torch.cuda.set_per_process_memory_fraction(fraction)
+
+
+def _first_attempt() -> bool:
+    """True once per trial (a marker in the trial folder survives FailureConfig retries)."""
+    marker = Path(tune.get_context().get_trial_dir()) / ".injected_failure"
+    if marker.exists():
+        return False
+    marker.touch()
+    return True
