@@ -68,7 +68,7 @@ def execute(plan: Plan) -> int:
         killed = close_runs(plan.mlflow_uri, parent, status)
         if killed:
             print(f"marked {killed} unfinished MLflow run(s) KILLED; `--resume` continues them", flush=True)
-    print_summary(plan, results, parent, time.time() - started)
+    print_summary(plan, results, parent, time.time() - started, progress.total)
     return 0 if not failed else 1
 
 
@@ -78,7 +78,7 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
         return tune.Tuner.restore(str(plan.experiment_path), trainable, resume_unfinished=True, resume_errored=True)
     setup = plan.sweep.tune_setup or grid_setup
     param_space, tune_kwargs = setup(plan.opts, plan.cells)
-    param_space["sweep.gpu"] = plan.opts["resources"]["gpu"]
+    param_space.update({"sweep.gpu": plan.opts["resources"]["gpu"], **plan.opts.get("sweep_keys", {})})
     if plan.opts.get("max_concurrent"):
         tune_kwargs.setdefault("max_concurrent_trials", int(plan.opts["max_concurrent"]))
     writer = MLflowTrialWriter(plan.mlflow_uri, parent, SampleRenderer.from_dataset(plan.data))
@@ -87,6 +87,9 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
         failure_config=tune.FailureConfig(max_failures=int(plan.opts.get("max_failures", 2))),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
+    cell = param_space["sweep.cell"]
+    grid = len(cell["grid_search"]) if isinstance(cell, dict) and "grid_search" in cell else 1
+    progress.total = grid * int(tune_kwargs.get("num_samples", 1))
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(**tune_kwargs), run_config=run_config)
 
 

@@ -60,7 +60,8 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         for m in opts["methods"]:
             method_class(m)
         check_dataset(opts["dataset"], opts.get("data_dir"))
-        base = {"data.dataset": opts["dataset"], **opts["trial"]}
+        base = {"data.dataset": opts["dataset"], **{k: v for k, v in opts["trial"].items() if not k.startswith("sweep.")}}
+        opts["sweep_keys"] = {k: v for k, v in opts["trial"].items() if k.startswith("sweep.")}
         if opts.get("data_dir"):
             base["data.data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
         probe = TrialConfig.from_flat({**base, "method": opts["methods"][0]})
@@ -77,6 +78,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
     storage = (args.storage_path or DEFAULT_STORAGE).expanduser().resolve()
     experiment = opts.get("experiment") or f"{sweep.name}-{_slug(opts['dataset'])}"
     mlflow_uri = args.mlflow_uri or f"sqlite:///{storage / 'mlflow.db'}"
+    opts["_experiment"], opts["_experiment_path"] = experiment, str(storage / experiment)
     plan = Plan(sweep, opts, cells, data, storage, experiment, mlflow_uri, args.address, args.resume)
     if plan.experiment_path.exists() and not args.resume and not args.dry_run:
         raise SweepError(f"experiment {str(plan.experiment_path)!r} already exists; pass --resume to continue it or --experiment NEW_NAME")

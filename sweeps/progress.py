@@ -52,10 +52,24 @@ def results_frame(results):
     return pd.DataFrame(rows)
 
 
-def print_summary(plan, results, parent_run_id: str, seconds: float) -> None:
-    """Accuracy and drop tables, failures, and how to open the MLflow UI on this sweep."""
+def best_configs(results, metric: str, top: int = 5):
+    """Searched (top-level) keys and the metric of the best trials; None for plain grids."""
+    import pandas as pd
+
+    rows = [{**{k: v for k, v in r.config.items() if not k.startswith("sweep.")}, metric: r.metrics.get(metric)}
+            for r in results if r.error is None and r.metrics]
+    if not rows or len(rows[0]) == 1:
+        return None
+    return pd.DataFrame(rows).sort_values(metric, ascending=False).head(top)
+
+
+def print_summary(plan, results, parent_run_id: str, seconds: float, total: int) -> None:
+    """Accuracy and drop tables (or the best searched configs), and how to open the MLflow UI."""
     df = results_frame(results)
-    print(f"\n{len(df)} of {len(plan.cells)} trials finished in {seconds:.0f} s ({len(results.errors)} failed).")
+    print(f"\n{len(df)} of {total} trials finished in {seconds:.0f} s ({len(results.errors)} failed).")
+    searched = best_configs(results, plan.opts.get("metric", "knn_acc"))
+    if searched is not None:
+        print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
     if len(df):
         metric = "knn_acc"
         print(f"\nkNN accuracy (%), mean over seeds:\n{accuracy_table(df, metric).to_string(float_format='%.1f')}")

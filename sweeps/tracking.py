@@ -193,7 +193,7 @@ class MLflowTrialWriter(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id, _ = self.run_for(trial)
         result = dict(trial.last_result or {})
-        final = {k: v for k, v in result.items() if k in _METRIC_KEYS or k in ("classwise_uniformity", "feature_distance")}
+        final = {k: v for k, v in result.items() if k in _METRIC_KEYS or k in _FINAL_EXTRAS}
         self.client.log_dict(run_id, final, "final_metrics.json")
         for key in ("classwise_uniformity", "feature_distance"):
             if key in result:
@@ -213,6 +213,9 @@ _METRIC_KEYS = {
     "loss", "lr", "samples_per_s", "epoch_time_s", "knn_acc", "uniformity", "probe_acc", "ece",
     "alignment", "train_time_s", "train_acc", "momentum",
 }
+
+
+_FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "node_id"}
 
 
 def _run_name(flat: dict[str, Any]) -> str:

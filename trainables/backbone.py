@@ -36,8 +36,11 @@ def build_backbone(
     channels = tuple(max(1, round(c * width)) for c in RESNET_CHANNELS)
     model = timm.create_model(name, pretrained=pretrained, num_classes=0, channels=channels)
     if small_stem:
-        stem_out = model.conv1.out_channels
-        model.conv1 = nn.Conv2d(3, stem_out, kernel_size=3, stride=1, padding=1, bias=False)
+        if isinstance(model.conv1, nn.Sequential):  # deep 3x3 stem ("d"/"t"/"c"/"s" variants): stride 1
+            model.conv1[0].stride = (1, 1)
+        else:
+            stem_out = model.conv1.out_channels
+            model.conv1 = nn.Conv2d(3, stem_out, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     return model, model.num_features
 

@@ -166,6 +166,8 @@ def barlow_twins(
 
     NOTE: the paper has no ``scale``; solo-learn multiplies by ``scale_loss`` (0.1 in its
     CIFAR config ``scripts/pretrain/cifar/barlow.yaml``), so pass ``scale=0.1`` to match it.
+    The paper's pseudocode divides by the unbiased std without eps; the official code and
+    solo-learn use ``BatchNorm1d(affine=False)`` as here (a factor (B-1)/B on C).
 
     Args:
         z1: (B, D) float, first view's projections, B >= 2.
@@ -213,16 +215,16 @@ def dino_loss(
         Scalar loss, mean over pairs and samples.
     """
     single = isinstance(student_logits, Tensor) and isinstance(teacher_logits, Tensor)
-    students = _as_views(student_logits)
+    log_students = [F.log_softmax(s / student_temp, dim=1) for s in _as_views(student_logits)]
     teachers = [
         F.softmax((t - center) / teacher_temp, dim=1).detach() for t in _as_views(teacher_logits)
     ]
-    total, pairs = students[0].new_zeros(()), 0
+    total, pairs = log_students[0].new_zeros(()), 0
     for a, target in enumerate(teachers):
-        for b, s in enumerate(students):
+        for b, log_student in enumerate(log_students):
             if a == b and not single:
                 continue
-            total = total - (target * F.log_softmax(s / student_temp, dim=1)).sum(dim=1).mean()
+            total = total - (target * log_student).sum(dim=1).mean()
             pairs += 1
     if pairs == 0:
         raise ValueError("dino_loss needs a (teacher, student) pair of different views")

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -75,6 +76,8 @@ def train(config: dict[str, Any], dataset: dict[str, Any] | None = None) -> None
     def report(metrics: dict) -> None:
         if fail_at is not None and metrics["epoch"] == fail_at and _first_attempt():
             raise RuntimeError(f"injected failure at epoch {fail_at} (sweep.fail_once_at_epoch)")
+        if metrics.get("done"):  # where the trial ran, for cluster tests and debugging
+            metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
         state = pending.pop("state", None)
         if state is None:
             tune.report(metrics)

@@ -1,0 +1,49 @@
+"""Helpers for sweep tests: a real local Ray per test (shut down after) and MLflow queries."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from sweeps.tracking import PARENT_TAG
+
+# Tiny, fast trials: 20/10 digits per class, 1/8-width ResNet-18, small batch and queue.
+TINY = ["--set", "data.train_per_class=20", "--set", "data.test_per_class=10", "--set", "optim.batch_size=32",
+        "--set", "model.width=0.125", "--set", "eval.probe=false"]
+
+
+@pytest.fixture
+def ray_shutdown():
+    """Whatever Ray a test starts is shut down after it."""
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def storage(tmp_path, monkeypatch):
+    monkeypatch.setenv("SBL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "runs"
+
+
+def argv(storage, *extra, epochs=2):
+    return ["--storage-path", str(storage), "--epochs", str(epochs), *TINY, *extra]
+
+
+def runs(storage, experiment):
+    """(parent run, [child runs]) of an experiment in the sweep's default sqlite store."""
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    all_runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in all_runs if r.data.tags.get("sweep") == "parent"]
+    children = [r for r in all_runs if PARENT_TAG in r.data.tags]
+    return client, parents, children
+
+
+def final_metrics(client, run, folder) -> dict:
+    """The ``final_metrics.json`` artifact of a trial's run."""
+    path = client.download_artifacts(run.info.run_id, "final_metrics.json", str(folder))
+    return json.loads(open(path).read())

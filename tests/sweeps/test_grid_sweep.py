@@ -1,0 +1,74 @@
+"""End-to-end sweeps through real Ray Tune and a real MLflow sqlite store, on CPU."""
+
+from __future__ import annotations
+
+import pytest
+import ray
+
+from sweeps.grid_patch_sizes import SWEEP as GRID
+from sweeps.launch import main
+from tests.sweeps.conftest import argv, final_metrics, runs
+
+pytestmark = pytest.mark.slow
+
+
+def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdown, capsys):
+    code = main(GRID, argv(storage, "--experiment", "smoke", "--methods", "supervised", "moco_v2", "--config",
+                           "sweeps/configs/grid_patch_sizes.yaml", "--smoke-test"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    client, parents, children = runs(storage, "smoke")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 6  # 2 methods x {ori, glo_4, loc_4}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert len({c.data.tags["ray_trial_id"] for c in children}) == 6
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.params["method"] in ("supervised", "moco_v2")
+        assert child.data.params["optim.epochs"] == "2" and "data.corruption" in child.data.params
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1, 2]
+        assert child.data.tags["git_sha"] and child.data.tags["version.torch"]
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"final_metrics.json", "classwise_uniformity.json", "feature_distance.json", "corrupted_samples.png"} <= artifacts
+    assert "Relative accuracy drop vs ori" in out and "mlflow ui --backend-store-uri sqlite:///" in out
+
+
+def _max_concurrent(runs) -> int:
+    """Most runs open at one instant (runs open at trial start and close at its end)."""
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    level = peak = 0
+    for _, delta in events:
+        level += delta
+        peak = max(peak, level)
+    return peak
+
+
+def test_sweep__fractional_gpus_pack_four_trials_that_train_on_cpu(storage, ray_shutdown, capsys):
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=False)  # one logical GPU
+    code = main(GRID, argv(storage, "--experiment", "pack", "--methods", "supervised", "--seeds", "0", "1",
+                           "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5", "--smoke-test",
+                           "--config", "sweeps/configs/grid_patch_sizes.yaml", epochs=2))
+    assert code == 0, capsys.readouterr().out
+    client, _, children = runs(storage, "pack")
+    assert len(children) == 6
+    assert _max_concurrent(children) == 4  # 4 x 0.25 GPU at once, never a 5th
+    assert {final_metrics(client, c, storage)["device"] for c in children} == {"cpu"}
+
+
+def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown, capsys):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, configure_logging=False)
+        code = main(GRID, argv(storage, "--experiment", "two-nodes", "--methods", "supervised", "--smoke-test",
+                               "--set", "eval.eval_every=0", "--config", "sweeps/configs/grid_patch_sizes.yaml", epochs=1))
+        assert code == 0, capsys.readouterr().out
+        client, _, children = runs(storage, "two-nodes")
+        nodes = {final_metrics(client, c, storage)["node_id"] for c in children}
+        assert len(children) == 3 and len(nodes) == 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -1,0 +1,101 @@
+"""TrialConfig: flat round trip, unknown keys, method defaults and validation messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainables.config import TrialConfig
+
+
+def test_to_flat__round_trips_through_json_and_from_flat():
+    cfg = TrialConfig(method="byol").replace(
+        {"data.corruption": "glo_4", "model.width": 0.25, "optim.lr": 0.1, "eval.knn_k": 20,
+         "system.seed": 3, "method.proj_dim": 64}
+    )
+    flat = json.loads(json.dumps(cfg.to_flat()))
+    back = TrialConfig.from_flat(flat)
+    assert back.to_flat() == flat
+    assert (back.data, back.model, back.optim, back.eval, back.system) == (cfg.data, cfg.model, cfg.optim, cfg.eval, cfg.system)
+    assert back.params == cfg.params and back.params.proj_dim == 64
+
+
+def test_to_flat__has_every_section_and_method_params():
+    flat = TrialConfig(method="moco_v2").to_flat()
+    assert flat["method"] == "moco_v2"
+    assert {k.split(".")[0] for k in flat if "." in k} == {"data", "model", "optim", "eval", "system", "method"}
+    assert flat["method.queue_size"] == 32768 and flat["method.temperature"] == 0.2
+
+
+def test_from_flat__unknown_key_raises_listing_known_keys():
+    with pytest.raises(ValueError) as err:
+        TrialConfig.from_flat({"method": "moco_v2", "optim.lrr": 0.1})
+    msg = str(err.value)
+    assert "optim.lrr" in msg and "known keys" in msg
+    assert "optim.lr," in msg and "data.corruption" in msg and "method.queue_size" in msg
+
+
+def test_from_flat__param_of_another_method_is_unknown():
+    with pytest.raises(ValueError, match="method.queue_size"):
+        TrialConfig.from_flat({"method": "supervised", "method.queue_size": 64})
+
+
+def test_replace__keeps_explicit_method_params_and_drops_them_on_method_change():
+    cfg = TrialConfig(method="moco_v2").replace({"method.queue_size": 128})
+    assert cfg.replace({"optim.epochs": 2}).params.queue_size == 128
+    assert cfg.replace({"method": "supervised"}).method == "supervised"
+
+
+@pytest.mark.parametrize(
+    "method, optimizer, lr, weight_decay, augmentation",
+    [("moco_v2", "sgd", 0.3, 1e-4, "moco_v2"), ("byol", "lars", 1.0, 1e-5, "byol"),
+     ("supervised", "sgd", 0.4, 1e-5, "supervised"), ("dino", "lars", 0.3, 1e-6, "byol")],
+)
+def test_resolved__fills_method_defaults(method, optimizer, lr, weight_decay, augmentation):
+    cfg = TrialConfig(method=method)
+    assert cfg.optim.optimizer is None and cfg.optim.lr is None and cfg.data.augmentation is None
+    r = cfg.resolved()
+    assert (r.optim.optimizer, r.optim.lr, r.optim.weight_decay) == (optimizer, lr, weight_decay)
+    assert r.data.augmentation == augmentation
+    assert r.to_flat()["optim.lr"] == lr  # the recorded flat config holds what ran
+
+
+def test_resolved__keeps_explicit_values():
+    r = TrialConfig(method="byol").replace({"optim.optimizer": "sgd", "optim.lr": 0.05, "data.augmentation": "moco_v2"}).resolved()
+    assert (r.optim.optimizer, r.optim.lr, r.optim.weight_decay, r.data.augmentation) == ("sgd", 0.05, 1e-5, "moco_v2")
+
+
+@pytest.mark.parametrize(
+    "overrides, named, valid",
+    [
+        ({"optim.optimizer": "adam"}, "'adam'", "sgd, lars"),
+        ({"system.precision": "fp16"}, "'fp16'", "auto, bf16, fp32"),
+        ({"eval.knn_distance": "manhattan"}, "'manhattan'", "cosine, euclidean"),
+        ({"data.corruption": "swirl_4"}, "'swirl_4'", "glo"),
+        ({"data.eval_corruption": "glo_x"}, "'glo_x'", "grid"),
+        ({"optim.batch_size": 0}, "optim.batch_size 0", ">= 1"),
+        ({"optim.epochs": 0}, "optim.epochs 0", ">= 1"),
+    ],
+)
+def test_validate__names_the_bad_value_and_the_valid_ones(overrides, named, valid):
+    cfg = TrialConfig(method="moco_v2").replace(overrides)
+    with pytest.raises(ValueError) as err:
+        cfg.resolved()
+    assert named in str(err.value) and valid in str(err.value)
+
+
+def test_validate__unknown_method_lists_registered_ones():
+    with pytest.raises(ValueError) as err:
+        TrialConfig(method="mocov3").resolved()
+    assert "'mocov3'" in str(err.value) and "moco_v2" in str(err.value) and "supervised" in str(err.value)
+
+
+def test_validate__unknown_method_param_lists_valid_params():
+    with pytest.raises(ValueError) as err:
+        TrialConfig(method="moco_v2", method_params=(("queue", 16),)).resolved()
+    assert "queue" in str(err.value) and "queue_size" in str(err.value)
+
+
+def test_validate__default_config_is_valid():
+    TrialConfig().resolved().validate()
