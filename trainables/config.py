@@ -124,9 +124,10 @@ class TrialConfig:
         for key, choices in CHOICES.items():
             if flat[key] is not None and flat[key] not in choices:
                 raise ValueError(f"{key} {flat[key]!r} is invalid; valid: {', '.join(choices)}")
-        for key in ("optim.batch_size", "optim.epochs"):
-            if flat[key] < 1:
-                raise ValueError(f"{key} {flat[key]!r} is invalid; valid: an integer >= 1")
+        if flat["optim.batch_size"] < 1:
+            raise ValueError(f"optim.batch_size {flat['optim.batch_size']!r} is invalid; valid: an integer >= 1")
+        if flat["optim.epochs"] < 0:  # 0 = evaluate the initial network (the untrained reference)
+            raise ValueError(f"optim.epochs {flat['optim.epochs']!r} is invalid; valid: an integer >= 0")
 
     def to_flat(self) -> dict[str, Any]:
         """JSON-able flat dict: ``method``, ``<section>.<field>`` and ``method.<param>``."""

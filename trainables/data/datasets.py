@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 import torch
 import torchvision.datasets as tvd
+from PIL import Image
 from torch import Tensor
 
 from trainables.data import imagefolder

@@ -11,21 +11,23 @@ import torchvision.transforms.v2.functional as TF
 from tests.conftest import devices
 from trainables.data.augment import (
     AUGMENTATIONS,
-    CROP_ATTEMPTS,
     SSLRecipe,
     apply_ssl,
     apply_supervised,
-    blur_kernel_size,
     build_augmentation,
+    normalize,
+    register_augmentation,
+    sample_ssl_params,
+    sample_supervised_params,
+)
+from trainables.data.augment_ops import (
+    CROP_ATTEMPTS,
+    blur_kernel_size,
     color_jitter,
     gaussian_blur,
     grayscale,
-    normalize,
-    register_augmentation,
     resized_crop_flip,
     sample_crop_boxes,
-    sample_ssl_params,
-    sample_supervised_params,
     solarize,
 )
 
