@@ -1,15 +1,31 @@
-"""Accuracy and accuracy-drop tables: pure functions of a tidy DataFrame.
+"""Accuracy and accuracy-drop tables: pure functions of a trial frame (see ``analysis.frame``).
 
-Input rows are trials with columns ``method``, ``corruption``, ``seed`` and metric columns.
-The drop is the study's relative drop ``100 * (A_ori - A_c) / A_ori``, each corrupted trial
-matched with the clean (``ori``) trial of the same method and seed.
+The drop is the study's relative drop ``100 * (A_ori - A_c) / A_ori`` (paper-notes §2.4), each
+corrupted trial matched with the clean (``ori``) trial of the same method, dataset, budget and
+seed. Trials with ``optim.epochs == 0`` form the ``untrained`` row: the backbone at
+initialisation, evaluated the same way on the same corrupted data (the floor a method that
+learned little sits on). Spreads: with two or more seeds the std over seeds and a Student-t
+95% interval; with one seed the binomial sampling error of each accuracy over the evaluated
+test images, propagated to the drop (delta method) and a normal 95% interval.
+
+    python -m analysis.drops --experiment grid_patch_sizes-digits [--metric probe_acc] [--out DIR]
 """
 
 from __future__ import annotations
 
+import math
+import sys
+
+import numpy as np
 import pandas as pd
 
+from analysis import cli, stats
+from analysis.frame import CLEAN, UNTRAINED, AnalysisError, annotate, arm_order, budget_keys, n_test
 from corruptions import parse
+
+# spread: std over seeds (n_seeds >= 2) or the binomial sampling error (one seed); low/high: its
+# 95% interval; sampling_se: the binomial error of the mean, whatever the number of seeds.
+SUMMARY_COLUMNS = ["arm", "corruption", "n_seeds", "mean", "spread", "spread_kind", "low", "high", "sampling_se"]
 
 
 def corruption_order(specs) -> list[str]:
@@ -24,25 +40,202 @@ def corruption_order(specs) -> list[str]:
 
 
 def accuracy_table(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
-    """method x corruption table of the metric's mean over seeds."""
-    table = df.pivot_table(index="method", columns="corruption", values=metric, aggfunc="mean")
-    return table[corruption_order(table.columns)]
+    """arm x corruption table of the metric's mean over seeds (``untrained`` last)."""
+    df = annotate(df)
+    table = df.pivot_table(index="arm", columns="corruption", values=metric, aggfunc="mean")
+    return table.loc[arm_order(table.index), corruption_order(table.columns)]
 
 
 def relative_drops(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
-    """One row per corrupted trial with its matched clean accuracy and relative drop (%)."""
-    clean = df[df.corruption == "ori"][["method", "seed", metric]].rename(columns={metric: "clean"})
-    merged = df[df.corruption != "ori"].merge(clean, on=["method", "seed"], how="inner")
+    """One row per corrupted trial with its matched clean accuracy and relative drop (%).
+
+    Args:
+        df: trial frame with ``method``, ``corruption``, ``seed`` and ``metric`` (and any flat
+            config columns, which must agree between the two trials of a pair).
+        metric: accuracy column in percent.
+
+    Returns:
+        The corrupted trials (annotated) with ``clean``, ``clean_n_test`` and ``drop``.
+    """
+    df = annotate(df).dropna(subset=[metric])
+    keys = [*budget_keys(df), "seed"]
+    df["_match"] = df[keys].map(repr).agg("|".join, axis=1)  # config values may be lists
+    clean = df[df.corruption == CLEAN][["_match", metric, "n_test"]]
+    clean = clean.rename(columns={metric: "clean", "n_test": "clean_n_test"})
+    merged = df[df.corruption != CLEAN].merge(clean, on="_match", how="inner").drop(columns="_match")
     merged["drop"] = 100 * (merged["clean"] - merged[metric]) / merged["clean"]
     return merged
 
 
 def drop_table(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame | None:
-    """method x corruption mean relative drop (%) with an ``Avg`` column; None without ori trials."""
+    """arm x corruption mean relative drop (%) with an ``Avg`` column; None without ori trials."""
     drops = relative_drops(df, metric)
     if drops.empty:
         return None
-    table = drops.pivot_table(index="method", columns="corruption", values="drop", aggfunc="mean")
-    table = table[corruption_order(table.columns)]
+    table = drops.pivot_table(index="arm", columns="corruption", values="drop", aggfunc="mean")
+    table = table.loc[arm_order(table.index), corruption_order(table.columns)]
     table["Avg"] = table.mean(axis=1)
     return table
+
+
+def require_clean(df: pd.DataFrame, experiment: str = "this sweep") -> None:
+    """Raise AnalysisError if no clean (``ori``) trial exists to compare against."""
+    found = sorted(set(annotate(df)["corruption"])) if len(df) else []
+    if CLEAN not in found:
+        raise AnalysisError(f"experiment {experiment!r} has no clean (ori) trial to compare against; "
+                            f"corruptions found: {', '.join(found) or 'none'}")
+
+
+def accuracy_summary(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+    """Long table (``SUMMARY_COLUMNS``) of accuracy per arm x corruption with its spread."""
+    df = annotate(df).dropna(subset=[metric])
+    rows = []
+    for (arm, corruption), cell in df.groupby(["arm", "corruption"]):
+        per_seed = cell.groupby("seed")[metric].mean()
+        se = float(stats.binomial_se(cell[metric].mean(), n_test(cell).mean()))
+        if len(per_seed) >= 2:
+            rows.append(_seed_row(arm, corruption, per_seed.to_numpy(), se))
+        else:
+            rows.append(_binomial_row(arm, corruption, float(cell[metric].mean()), se))
+    return _sorted(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
+
+
+def drop_summary(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+    """Long table (``SUMMARY_COLUMNS``) of relative drops per arm x corruption, plus ``Avg``.
+
+    ``Avg`` is, per seed, the mean drop over the arm's corruptions (seeds missing one are left
+    out), then summarised like any cell.
+    """
+    drops = relative_drops(df, metric)
+    rows = []
+    for arm, cells in drops.groupby("arm"):
+        for corruption, cell in cells.groupby("corruption"):
+            rows.append(_drop_row(arm, corruption, cell, metric))
+        rows.append(_drop_row(arm, "Avg", _average_over_corruptions(cells, metric), metric))
+    return _sorted(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
+
+
+def _average_over_corruptions(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per seed: mean drop, mean corrupted accuracy and its error over the arm's corruptions."""
+    wanted = cells["corruption"].nunique()
+    cells = cells.assign(se=stats.binomial_se(cells[metric], cells["n_test"]))
+    per = cells.groupby("seed").agg(drop=("drop", "mean"), acc=(metric, "mean"), clean=("clean", "first"),
+                                    clean_n_test=("clean_n_test", "first"), k=("drop", "size"),
+                                    se=("se", lambda s: math.sqrt((s**2).sum()) / len(s)))
+    return per[per["k"] == wanted].reset_index().rename(columns={"acc": metric})
+
+
+def _drop_row(arm: str, corruption: str, cell: pd.DataFrame, metric: str) -> dict:
+    if cell.empty:
+        return _binomial_row(arm, corruption, math.nan, math.nan)
+    se_c = cell["se"] if "se" in cell else stats.binomial_se(cell[metric], cell["n_test"])
+    se_o = stats.binomial_se(cell["clean"], cell["clean_n_test"])
+    se = stats.drop_se(cell["clean"].mean(), se_o.mean(), cell[metric].mean(), float(np.mean(se_c)))
+    per_seed = cell.groupby("seed")["drop"].mean()
+    if len(per_seed) >= 2:
+        return _seed_row(arm, corruption, per_seed.to_numpy(), se)
+    return _binomial_row(arm, corruption, float(cell["drop"].mean()), se)
+
+
+def _seed_row(arm: str, corruption: str, values: np.ndarray, sampling_se: float) -> dict:
+    mean, std, low, high = stats.mean_interval(values)
+    return dict(arm=arm, corruption=corruption, n_seeds=len(values), mean=mean, spread=std,
+                spread_kind="std", low=low, high=high, sampling_se=sampling_se)
+
+
+def _binomial_row(arm: str, corruption: str, value: float, se: float) -> dict:
+    return dict(arm=arm, corruption=corruption, n_seeds=1, mean=value, spread=se, spread_kind="binomial",
+                low=value - stats.Z * se, high=value + stats.Z * se, sampling_se=se)
+
+
+def _sorted(summary: pd.DataFrame) -> pd.DataFrame:
+    arms = {a: i for i, a in enumerate(arm_order(summary["arm"]))}
+    columns = [c for c in summary["corruption"].unique() if c != "Avg"]
+    cols = {c: i for i, c in enumerate([*corruption_order(columns), "Avg"])}
+    order = summary["arm"].map(arms) * 1000 + summary["corruption"].map(cols)
+    return summary.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def wide(summary: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
+    """arm x corruption table of ``mean ± spread`` strings (``±`` std or binomial error)."""
+    text = summary.apply(lambda r: _cell_text(r["mean"], r["spread"], digits), axis=1)
+    table = summary.assign(text=text).pivot(index="arm", columns="corruption", values="text")
+    columns = list(dict.fromkeys(summary["corruption"]))
+    return table.loc[list(dict.fromkeys(summary["arm"])), columns].fillna("")
+
+
+def _cell_text(mean: float, spread: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" + (f" ± {spread:.{digits}f}" if not math.isnan(spread) else "")
+
+
+def spread_note(summary: pd.DataFrame) -> str:
+    """One sentence saying what the ± means in a summary table."""
+    kinds = set(summary["spread_kind"])
+    seeds = sorted(set(summary["n_seeds"]))
+    parts = []
+    if "std" in kinds:
+        parts.append(f"± std over seeds ({'/'.join(map(str, seeds))} seeds; 95% intervals and the binomial "
+                     "sampling error in the CSV)")
+    if "binomial" in kinds:
+        parts.append("± binomial sampling error over the test images (one seed)")
+    return "; ".join(parts) + f". `{UNTRAINED}`: the backbone at initialisation (optim.epochs = 0), evaluated the same way."
+
+
+def markdown(table: pd.DataFrame, index_name: str = "") -> str:
+    """A DataFrame of strings/numbers as a GitHub Markdown table."""
+    header = [index_name or table.index.name or "", *map(str, table.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for idx, row in table.iterrows():
+        lines.append("| " + " | ".join([str(idx), *(str(v) for v in row)]) + " |")
+    return "\n".join(lines)
+
+
+def drop_figure(summary: pd.DataFrame, metric: str = "knn_acc"):
+    """Grouped bars in the style of the study's Table 1 figure: one group per corruption
+    (and Avg), one bar per arm, error bars = the table's spread, values printed on the bars."""
+    from analysis.figures import arm_color, plt  # matplotlib only when drawing
+
+    arms, columns = list(dict.fromkeys(summary["arm"])), list(dict.fromkeys(summary["corruption"]))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(arms) * len(columns), 3.4))
+    width = 0.8 / max(1, len(arms))
+    for i, arm in enumerate(arms):
+        rows = summary[summary["arm"] == arm].set_index("corruption").reindex(columns)
+        x = np.arange(len(columns)) + (i - (len(arms) - 1) / 2) * width
+        bars = ax.bar(x, rows["mean"], width, yerr=rows["spread"].fillna(0), capsize=2,
+                      error_kw={"elinewidth": 0.8, "ecolor": "0.3"}, label=arm,
+                      color=arm_color(arm, arms), hatch="//" if arm == UNTRAINED else None, edgecolor="black", linewidth=0.4)
+        ax.bar_label(bars, labels=[f"{v:.1f}" if not math.isnan(v) else "" for v in rows["mean"]], fontsize=6, padding=1)
+    ax.set_xticks(np.arange(len(columns)), columns)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_ylabel(f"relative drop of {metric} (%)")
+    ax.legend(fontsize=7, ncols=min(len(arms), 4), frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0))
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: print the accuracy and drop tables; write them as Markdown and CSV, and the chart."""
+    return cli.run(_main, cli.parser(__doc__, metric=True).parse_args(argv))
+
+
+def _main(args) -> None:
+    from analysis import figures
+
+    df, source = cli.load(args, need_clean=True)
+    acc, drops = accuracy_summary(df, args.metric), drop_summary(df, args.metric)
+    text = (f"# {args.experiment}: {args.metric}\n\n## Accuracy (%)\n\n{markdown(wide(acc), 'arm')}\n\n"
+            f"## Relative drop vs ori (%), 100 (A_ori - A_c) / A_ori\n\n{markdown(wide(drops), 'arm')}\n\n"
+            f"{spread_note(drops)}\n")
+    out = source.out
+    (out / "drops.md").write_text(text)
+    acc.to_csv(out / "accuracy.csv", index=False)
+    drops.to_csv(out / "drops.csv", index=False)
+    figures.save(drop_figure(drops, args.metric), out / "drops.png")
+    print(text + f"\nwritten: {out}/drops.md, accuracy.csv, drops.csv, drops.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

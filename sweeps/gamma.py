@@ -2,7 +2,8 @@
 
     python sweeps/gamma.py --methods supervised moco_v2 --seeds 0 1
 
-Gammas default to {0.1, 0.2, 0.5, 1, 2, 2.5, 5}; sweeps/configs/gamma.yaml holds the budget.
+Gammas default to {0.1, 0.2, 0.5, 1, 2, 2.5, 5}; sweeps/configs/gamma.yaml holds the budget
+and ``include_untrained`` (the epochs-0 reference trials, as in grid_patch_sizes.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
+from sweeps.grid_patch_sizes import grid_with_untrained  # noqa: E402
 from sweeps.launch import Sweep, main  # noqa: E402
 
 DEFAULT_GAMMAS = (0.1, 0.2, 0.5, 1, 2, 2.5, 5)
@@ -23,7 +25,7 @@ def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
     return ["ori"] + [f"gam_{g:g}" for g in gammas if float(g) != 1.0]
 
 
-SWEEP = Sweep("gamma", __doc__, corruptions, frozenset({"gammas"}))
+SWEEP = Sweep("gamma", __doc__, corruptions, frozenset({"gammas", "include_untrained"}), tune_setup=grid_with_untrained)
 
 if __name__ == "__main__":
     sys.exit(main(SWEEP))

@@ -7,7 +7,9 @@
 Grids default to every divisor of the image side (1, 2, 4, 8, 16, 32 for 32 px). Settings that
 equal the clean images (glo_1, loc_<side>) are not trained twice: ``ori`` stands for them, and
 loc_1 is the same permutation as glo_<side> (analysis maps both). Search space and budget:
-sweeps/configs/grid_patch_sizes.yaml; flags override it.
+sweeps/configs/grid_patch_sizes.yaml; flags override it. ``include_untrained: true`` there adds
+the untrained reference: one ``optim.epochs: 0`` trial per corruption x seed (the backbone at
+initialisation, evaluated like the others; analysis labels it ``untrained``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,29 @@ def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
     return specs
 
 
-SWEEP = Sweep("grid_patch_sizes", __doc__, corruptions, frozenset({"families", "grids"}))
+def untrained_cells(opts: dict, cells: list[dict]) -> list[dict]:
+    """With ``include_untrained``: an epochs-0 copy of the first cell of each corruption x seed.
+
+    Every method builds its backbone first from the seed's ``init`` generator, so one
+    untrained trial per corruption x seed is the starting point of all methods' trials.
+    """
+    if not opts.get("include_untrained"):
+        return []
+    first: dict[tuple, dict] = {}
+    for cell in cells:
+        first.setdefault((cell["data.corruption"], cell["system.seed"]), cell)
+    return [{**cell, "optim.epochs": 0} for cell in first.values()]
+
+
+def grid_with_untrained(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
+    """The default grid over the cells plus ``untrained_cells`` (a Tune setup for ``Sweep``)."""
+    from sweeps.execute import grid_setup  # Ray is imported only when something runs
+
+    return grid_setup(opts, cells + untrained_cells(opts, cells))
+
+
+SWEEP = Sweep("grid_patch_sizes", __doc__, corruptions, frozenset({"families", "grids", "include_untrained"}),
+              tune_setup=grid_with_untrained)
 
 if __name__ == "__main__":
     sys.exit(main(SWEEP))

@@ -17,7 +17,7 @@ from typing import Any
 from corruptions import CorruptionError, parse
 from sweeps.options import DEFAULT_STORAGE, SweepError, build_parser, load_yaml, merge_options
 from trainables.config import TrialConfig
-from trainables.data.datasets import DatasetError, ImageDataset, check_dataset, load_dataset
+from trainables.data.datasets import DatasetError, ImageDataset, absolute_spec, check_dataset, load_dataset
 from trainables.methods import method_class
 
 
@@ -60,7 +60,10 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         for m in opts["methods"]:
             method_class(m)
         check_dataset(opts["dataset"], opts.get("data_dir"))
-        base = {"data.dataset": opts["dataset"], **{k: v for k, v in opts["trial"].items() if not k.startswith("sweep.")}}
+        # Trials run in another cwd: every path they get is absolute.
+        base = {"data.dataset": absolute_spec(opts["dataset"]), **{k: v for k, v in opts["trial"].items() if not k.startswith("sweep.")}}
+        if base.get("data.cache_dir"):
+            base["data.cache_dir"] = str(Path(base["data.cache_dir"]).expanduser().resolve())
         opts["sweep_keys"] = {k: v for k, v in opts["trial"].items() if k.startswith("sweep.")}
         if opts.get("data_dir"):
             base["data.data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())

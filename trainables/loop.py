@@ -98,6 +98,8 @@ def run_trial(
 def _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, total, epoch) -> tuple[float, int]:
     """One pass over the training split; returns (summed loss, global step)."""
     method.train()
+    if not cfg.optim.train_backbone:  # frozen includes BN statistics (solo-learn's linear eval)
+        method.backbone.eval()
     warmup = round(cfg.optim.warmup_fraction * total)
     base_lr = cfg.optim.lr * cfg.optim.batch_size / 256
     loss_sum = torch.zeros((), device=device)

@@ -19,7 +19,8 @@ from trainables.methods import method_class
 # Method hyperparameters shrunk for tests; applied only where the method's Params has the field,
 # so a newly registered method gets tiny heads without being listed here.
 SMALL_PARAMS = {"proj_hidden": 64, "proj_dim": 32, "pred_hidden": 64, "bottleneck_dim": 32,
-                "num_prototypes": 64, "queue_size": 64}
+                "num_prototypes": 64, "queue_size": 64,
+                "bn_splits": 2}
 
 
 def small_params(method: str) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -23,8 +24,8 @@ def test_lr_at__linear_warmup_then_cosine_to_zero():
 
 def test_lr_at__monotone_up_in_warmup_and_down_after():
     lrs = [lr_at(s, 50, 5, 1.0) for s in range(51)]
-    assert all(a < b for a, b in zip(lrs[:5], lrs[1:6]))
-    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+    assert all(a < b for a, b in itertools.pairwise(lrs[:6]))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[5:]))
 
 
 def test_lr_at__no_warmup_starts_at_base():

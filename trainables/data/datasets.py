@@ -98,6 +98,12 @@ def split_spec(spec: str) -> tuple[str, str]:
     return name, arg
 
 
+def absolute_spec(spec: str) -> str:
+    """``imagefolder:<relative>`` -> ``imagefolder:<absolute>`` (Ray trials run in another cwd)."""
+    name, arg = split_spec(spec)
+    return f"{name}:{Path(arg).expanduser().resolve()}" if name == "imagefolder" else spec
+
+
 def check_dataset(spec: str, data_dir: str | Path | None = None) -> None:
     """Cheap validation for sweeps (no decoding): the name exists and an image folder is well formed."""
     name, arg = split_spec(spec)

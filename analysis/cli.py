@@ -1,0 +1,79 @@
+"""What every ``python -m analysis.<name>`` command shares: flags, loading, errors, output.
+
+    python -m analysis.<name> --experiment NAME [--mlflow-uri URI] [--storage-path DIR]
+                              [--source mlflow|tune] [--out DIR] [--metric knn_acc|probe_acc]
+
+Bad inputs (an unknown experiment, a missing store, no clean trial) print one line
+``error: ...`` on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.frame import AnalysisError
+
+METRICS = ("knn_acc", "probe_acc")
+
+
+@dataclasses.dataclass
+class Source:
+    """Where a frame came from and where outputs go."""
+
+    experiment: str
+    uri: str | None  # None for a Tune folder
+    storage: Path | None
+    out: Path
+
+
+def parser(doc: str, metric: bool = False) -> argparse.ArgumentParser:
+    """The shared flags; ``doc`` is the module docstring (first paragraph = description)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", required=True, help="the sweep's experiment name (MLflow and Tune)")
+    p.add_argument("--mlflow-uri", help="tracking store (default: sqlite:///<abs --storage-path>/mlflow.db)")
+    p.add_argument("--storage-path", type=Path, help="the sweep's storage folder (default: ./runs, or the sqlite store's folder)")
+    p.add_argument("--source", choices=("mlflow", "tune"), default="mlflow", help="read MLflow runs or the Tune folder <storage>/<experiment>")
+    p.add_argument("--out", type=Path, help="output folder (default: <storage>/analysis/<experiment>)")
+    if metric:
+        p.add_argument("--metric", choices=METRICS, default="knn_acc", help="accuracy to analyse (default: %(default)s)")
+    return p
+
+
+def load(args: argparse.Namespace, need_clean: bool = False) -> tuple[pd.DataFrame, Source]:
+    """The experiment's finished trials and its Source; raises AnalysisError on bad input."""
+    from analysis import collect
+    from analysis.drops import require_clean
+
+    storage = args.storage_path.expanduser().resolve() if args.storage_path else None
+    if args.source == "tune":
+        uri = None
+        storage = storage or collect.DEFAULT_STORAGE.resolve()
+        df = collect.load_tune(storage / args.experiment)
+    else:
+        uri = args.mlflow_uri or collect.default_uri(storage or collect.DEFAULT_STORAGE)
+        storage = storage or collect.storage_of(uri)
+        df = collect.load_runs(args.experiment, uri, storage)
+    if df.empty:
+        raise AnalysisError(f"experiment {args.experiment!r} has no finished trials")
+    if need_clean:
+        require_clean(df, args.experiment)
+    out = args.out or (storage or collect.DEFAULT_STORAGE.resolve()) / "analysis" / args.experiment
+    out.mkdir(parents=True, exist_ok=True)
+    return df, Source(args.experiment, uri, storage, out)
+
+
+def run(body: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
+    """Run a command body; AnalysisError becomes ``error: <one line>`` and exit status 2."""
+    try:
+        body(args)
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,219 @@
+"""Trials of a sweep -> one tidy DataFrame. The only analysis module that knows the stores.
+
+Two sources, the same columns:
+
+* MLflow (what ``sweeps.tracking`` writes): experiment = sweep name, one parent run (tag
+  ``sweep=parent``) and one child run per trial (tags ``mlflow.parentRunId``,
+  ``ray_trial_id``); params = the flat trial config, JSON-encoded (strings raw); metrics per
+  epoch with step = epoch; artifact ``final_metrics.json`` (lists included).
+* a Tune experiment folder ``<storage>/<experiment>/<trial_dir>/result.json`` (one JSON line
+  per report; the flat config under ``config["sweep.cell"]``), with checkpoints in
+  ``<trial_dir>/checkpoint_NNNNNN/state.pt``.
+
+Rows: ``run_id``, ``trial_id``, ``status``, ``trial_dir``, ``checkpoint``, the flat config
+(``method``, ``data.corruption``, ``system.seed``, ``optim.epochs``, ...) and the final metrics
+(``knn_acc``, ``probe_acc``, ``uniformity``, ``ece``, ``alignment``, ``classwise_uniformity``
+(list), ``feature_distance`` (list of lists), ...).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.frame import AnalysisError
+
+PARENT_TAG = "mlflow.parentRunId"  # the same tags sweeps.tracking writes
+TRIAL_TAG = "ray_trial_id"
+DEFAULT_STORAGE = Path("runs")
+RESULT_FILE = "result.json"
+REPORT_FOLDER = "analysis"
+
+
+def default_uri(storage: Path = DEFAULT_STORAGE) -> str:
+    """The sweeps' default store: ``sqlite:///<abs storage>/mlflow.db``."""
+    return f"sqlite:///{Path(storage).expanduser().resolve() / 'mlflow.db'}"
+
+
+def storage_of(uri: str) -> Path | None:
+    """The sweep storage folder next to a sqlite store (where Tune keeps trial folders)."""
+    return Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else None
+
+
+def client_for(uri: str):
+    """An MlflowClient; a sqlite file that does not exist is an error (never created here)."""
+    from mlflow.tracking import MlflowClient
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise AnalysisError(f"no MLflow store at {uri!r}; run a sweep first, or pass --mlflow-uri / --storage-path")
+    return MlflowClient(uri)
+
+
+def experiment_id(client, experiment: str) -> str:
+    """Id of a named experiment; unknown names raise listing the existing ones."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments() if e.name != "Default")
+        raise AnalysisError(f"unknown experiment {experiment!r}; existing: {', '.join(names) or 'none'}")
+    return exp.experiment_id
+
+
+def load_runs(experiment: str, uri: str | None = None, storage: Path | None = None,
+              finished_only: bool = True) -> pd.DataFrame:
+    """One row per trial of an MLflow experiment written by a sweep.
+
+    Args:
+        experiment: the MLflow experiment (= sweep) name.
+        uri: tracking URI; default the sweeps' ``sqlite:///<abs ./runs>/mlflow.db``.
+        storage: the Tune storage folder, to find trial folders and checkpoints
+            (default: the sqlite store's folder).
+        finished_only: drop runs whose status is not FINISHED.
+
+    Returns:
+        The trial frame described in the module docstring (one row per child run).
+    """
+    uri = uri or default_uri()
+    client = client_for(uri)
+    exp_id = experiment_id(client, experiment)
+    runs = client.search_runs([exp_id], f"tags.`{PARENT_TAG}` != ''", max_results=50_000)
+    storage = storage or storage_of(uri)
+    folders = _trial_folders(Path(storage) / experiment) if storage else {}
+    rows = [_mlflow_row(client, run, folders) for run in runs]
+    df = pd.DataFrame(rows)
+    if finished_only and len(df):
+        df = df[df["status"] == "FINISHED"].reset_index(drop=True)
+    return df
+
+
+def _mlflow_row(client, run, folders: dict[str, Path]) -> dict[str, Any]:
+    info, data = run.info, run.data
+    trial_id = data.tags.get(TRIAL_TAG, "")
+    folder = folders.get(trial_id)
+    row = {"run_id": info.run_id, "trial_id": trial_id, "status": info.status,
+           "start_time": info.start_time, "end_time": info.end_time,
+           "trial_dir": str(folder) if folder else None, "checkpoint": _checkpoint(folder)}
+    row.update({k: _decode(v) for k, v in data.params.items()})
+    row.update(data.metrics)  # last value per key; an epochs-0 trial logs no epoch metrics
+    row.update(_read_json_artifact(client, run, "final_metrics.json") or {})
+    return row
+
+
+def _decode(value: str) -> Any:
+    """Params are JSON-encoded except strings, which are stored raw."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _read_json_artifact(client, run, name: str) -> dict | None:
+    uri = run.info.artifact_uri
+    if uri.startswith("file:"):
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        path = Path(local_file_uri_to_path(uri)) / name
+        return json.loads(path.read_text()) if path.is_file() else None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            return json.loads(Path(client.download_artifacts(run.info.run_id, name, folder)).read_text())
+        except Exception:  # a missing artifact: MlflowException or OSError, by store
+            return None
+
+
+def sweep_info(experiment: str, uri: str | None = None) -> dict[str, Any]:
+    """The sweep's parent run: id, status, tags (code and library versions) and wall time."""
+    uri = uri or default_uri()
+    client = client_for(uri)
+    parents = client.search_runs([experiment_id(client, experiment)], "tags.sweep = 'parent'")
+    if not parents:
+        return {"parent_run_id": None, "tags": {}, "wall_s": None, "status": None}
+    run = parents[0]
+    end = run.info.end_time
+    return {"parent_run_id": run.info.run_id, "status": run.info.status, "tags": dict(run.data.tags),
+            "start_time": run.info.start_time, "wall_s": (end - run.info.start_time) / 1000 if end else None}
+
+
+def log_report(path: Path, parent_run_id: str, uri: str | None = None) -> None:
+    """Attach a report file to the sweep's parent run (artifact folder ``analysis/``)."""
+    client_for(uri or default_uri()).log_artifact(parent_run_id, str(path), REPORT_FOLDER)
+
+
+def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc", "loss"),
+              uri: str | None = None) -> pd.DataFrame:
+    """Per-epoch metric values of the frame's trials, long form.
+
+    MLflow rows (a ``run_id`` and ``uri``) read the metric history; others read the trial
+    folder's ``result.json``.
+
+    Returns:
+        Columns ``run_id``, ``trial_id``, ``epoch``, ``metric``, ``value``.
+    """
+    client = client_for(uri) if uri else None
+    rows = []
+    for _, trial in df.iterrows():
+        if client is not None and isinstance(trial.get("run_id"), str):
+            points = [(m.step, key, m.value) for key in keys for m in client.get_metric_history(trial["run_id"], key)]
+        elif isinstance(trial.get("trial_dir"), str):
+            points = [(r.get("epoch"), key, r[key]) for r in _results(Path(trial["trial_dir"]))
+                      for key in keys if isinstance(r.get(key), (int, float))]
+        else:
+            points = []
+        rows += [{"run_id": trial.get("run_id"), "trial_id": trial.get("trial_id"), "epoch": int(e), "metric": k, "value": float(v)}
+                 for e, k, v in points if e is not None]
+    return pd.DataFrame(rows, columns=["run_id", "trial_id", "epoch", "metric", "value"])
+
+
+def load_tune(folder: Path, finished_only: bool = True) -> pd.DataFrame:
+    """One row per trial of a Tune experiment folder (``<storage>/<experiment>``)."""
+    from trainables.tune_adapter import trial_config  # how a Tune config holds the flat config
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        siblings = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
+        raise AnalysisError(f"no Tune experiment folder {str(folder)!r}; existing: {', '.join(siblings) or 'none'}")
+    rows = []
+    for trial_id, trial_dir in sorted(_trial_folders(folder).items()):
+        results = _results(trial_dir)
+        if not results:
+            continue
+        last = results[-1]
+        row = {"run_id": None, "trial_id": trial_id, "status": "FINISHED" if last.get("done") else "UNFINISHED",
+               "trial_dir": str(trial_dir), "checkpoint": _checkpoint(trial_dir), **trial_config(last.get("config", {}))}
+        row.update({k: v for k, v in last.items() if k not in ("config", "done")})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if finished_only and len(df):
+        df = df[df["status"] == "FINISHED"].reset_index(drop=True)
+    return df
+
+
+def _results(trial_dir: Path) -> list[dict]:
+    path = trial_dir / RESULT_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _trial_folders(experiment_dir: Path) -> dict[str, Path]:
+    """trial_id -> trial folder, read from each folder's first result line."""
+    out = {}
+    if not experiment_dir.is_dir():
+        return out
+    for path in experiment_dir.glob(f"*/{RESULT_FILE}"):
+        with path.open() as f:
+            first = f.readline()
+        if first.strip():
+            out[json.loads(first)["trial_id"]] = path.parent
+    return out
+
+
+def _checkpoint(trial_dir: Path | None) -> str | None:
+    """The latest ``checkpoint_*/state.pt`` of a trial folder, if any."""
+    if trial_dir is None:
+        return None
+    found = sorted(Path(trial_dir).glob("checkpoint_*/state.pt"))
+    return str(found[-1]) if found else None

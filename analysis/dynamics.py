@@ -1,0 +1,143 @@
+"""Feature geometry over training, per method (supplement Figure A.1).
+
+Overall uniformity per epoch comes from each trial's metric history (logged every
+``eval.eval_every`` epochs); class-wise uniformity and the class x class feature distances are
+logged only at the end of a trial, so for them the curve has two points: epoch 0 and the last
+epoch. Epoch 0 is the untrained reference (``optim.epochs == 0``) of the same seed and
+corruption: every method builds its backbone first from the seed's ``init`` generator, so that
+trial *is* the starting point of each trained one. Without it the curves start at the first
+evaluation.
+
+    python -m analysis.dynamics --experiment grid_patch_sizes-digits [--corruption glo_4]
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+
+from analysis import cli
+from analysis.frame import UNTRAINED, annotate, arm_order
+
+COLUMNS = ["arm", "corruption", "seed", "epoch", "quantity", "cls", "value"]
+OVERALL = -1  # ``cls`` of a value over all classes
+# Config that must agree between a trained trial and its epoch-0 (untrained) counterpart.
+_INIT_KEYS = ("corruption", "seed", "data.dataset", "data.image_size", "data.train_per_class", "data.test_per_class")
+_INIT_PREFIXES = ("model.", "eval.")
+
+
+def geometry(row: pd.Series) -> list[tuple[str, int, float]]:
+    """(quantity, class, value) of one trial's final feature geometry.
+
+    ``uniformity`` (overall), ``classwise_uniformity`` per class, and from the class x class
+    squared-distance matrix ``intra`` (its diagonal, per class) and ``inter`` (each class's
+    mean distance to the other classes).
+    """
+    out = []
+    if not pd.isna(row.get("uniformity")):
+        out.append(("uniformity", OVERALL, float(row["uniformity"])))
+    if isinstance(row.get("classwise_uniformity"), list):
+        out += [("classwise_uniformity", c, float(v)) for c, v in enumerate(row["classwise_uniformity"])]
+    if isinstance(row.get("feature_distance"), list):
+        d = np.asarray(row["feature_distance"], dtype=float)
+        off = d.copy()
+        np.fill_diagonal(off, np.nan)
+        out += [("intra", c, float(v)) for c, v in enumerate(np.diag(d))]
+        out += [("inter", c, float(v)) for c, v in enumerate(np.nanmean(off, axis=1))]
+    return out
+
+
+def dynamics_frame(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Long table (``COLUMNS``) of geometry over epochs for every trained trial.
+
+    Args:
+        df: trial frame (``analysis.collect``); needs ``optim.epochs``.
+        history: per-epoch metrics (``analysis.collect.histories``: ``run_id``/``trial_id``,
+            ``epoch``, ``metric``, ``value``); its ``uniformity`` rows give the curve between
+            epoch 0 and the end.
+
+    Returns:
+        One row per (trial, epoch, quantity, class).
+    """
+    df = annotate(df)
+    trained, untrained = df[df["arm"] != UNTRAINED], df[df["arm"] == UNTRAINED]
+    keys = [k for k in _INIT_KEYS if k in df] + sorted(c for c in df if c.startswith(_INIT_PREFIXES))
+    starts = {_key(r, keys): r for _, r in untrained.iterrows()}
+    rows = []
+    for _, trial in trained.iterrows():
+        ident = (trial["arm"], trial["corruption"], trial["seed"])
+        start = starts.get(_key(trial, keys))
+        if start is not None:
+            rows += [(*ident, 0, q, c, v) for q, c, v in geometry(start)]
+        rows += [(*ident, int(trial["optim.epochs"]), q, c, v) for q, c, v in geometry(trial)]
+        rows += [(*ident, e, "uniformity", OVERALL, v) for e, v in _uniformity_history(trial, history)]
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    return out.drop_duplicates(["arm", "corruption", "seed", "epoch", "quantity", "cls"]).sort_values(COLUMNS[:6])
+
+
+def _key(row: pd.Series, keys: list[str]) -> str:
+    return "|".join(repr(row.get(k)) for k in keys)
+
+
+def _uniformity_history(trial: pd.Series, history: pd.DataFrame | None) -> list[tuple[int, float]]:
+    if history is None or history.empty:
+        return []
+    ident = "run_id" if isinstance(trial.get("run_id"), str) else "trial_id"
+    mine = history[(history[ident] == trial.get(ident)) & (history["metric"] == "uniformity")]
+    return [(int(e), float(v)) for e, v in zip(mine["epoch"], mine["value"], strict=True)]
+
+
+def dynamics_figure(dyn: pd.DataFrame, corruption: str = "ori"):
+    """Figure A.1 style, one column per method: top, overall uniformity (black squares) and
+    class-wise uniformity (dashed, one line per class); bottom, intra- and inter-class
+    squared distance (mean over classes, shaded min-max over classes). Mean over seeds."""
+    from analysis.figures import plt
+
+    dyn = dyn[dyn["corruption"] == corruption]
+    arms = arm_order(dyn["arm"]) or ["(none)"]
+    fig, axes = plt.subplots(2, len(arms), figsize=(3.2 * len(arms), 5.0), squeeze=False, sharex="col")
+    for j, arm in enumerate(arms):
+        mine = dyn[dyn["arm"] == arm].groupby(["epoch", "quantity", "cls"])["value"].mean().reset_index()
+        top, bottom = axes[0, j], axes[1, j]
+        for c, curve in mine[mine["quantity"] == "classwise_uniformity"].groupby("cls"):
+            top.plot(curve["epoch"], curve["value"], "--", linewidth=0.8, color=f"C{int(c) % 10}", alpha=0.8)
+        overall = mine[mine["quantity"] == "uniformity"]
+        top.plot(overall["epoch"], overall["value"], "-s", color="black", markersize=4, label="overall")
+        for quantity, color in (("intra", "C3"), ("inter", "C0")):
+            part = mine[mine["quantity"] == quantity].groupby("epoch")["value"]
+            stats = part.agg(["mean", "min", "max"]).reset_index()
+            bottom.plot(stats["epoch"], stats["mean"], "-o", color=color, markersize=3, label=f"{quantity}-class")
+            bottom.fill_between(stats["epoch"], stats["min"], stats["max"], color=color, alpha=0.15)
+        top.set_title(f"{arm} ({corruption})", fontsize=9)
+        top.set_ylabel("uniformity (dashed: per class)", fontsize=8)
+        bottom.set_ylabel("squared feature distance", fontsize=8)
+        bottom.set_xlabel("epoch", fontsize=8)
+        for ax in (top, bottom):
+            ax.tick_params(labelsize=7)
+    axes[0, 0].legend(fontsize=7, frameon=False)
+    axes[1, 0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: write the dynamics table (CSV) and figure for one corruption."""
+    p = cli.parser(__doc__)
+    p.add_argument("--corruption", default="ori", help="which trials to plot (default: %(default)s)")
+    return cli.run(_main, p.parse_args(argv))
+
+
+def _main(args) -> None:
+    from analysis import collect, figures
+
+    df, source = cli.load(args)
+    dyn = dynamics_frame(df, collect.histories(df, ("uniformity",), source.uri))
+    dyn.to_csv(source.out / "dynamics.csv", index=False)
+    figures.save(dynamics_figure(dyn, args.corruption), source.out / f"dynamics_{args.corruption}.png")
+    print(f"written: {source.out}/dynamics.csv, dynamics_{args.corruption}.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Effect sizes with intervals, the building blocks of the claim checks.
+
+An effect is a signed contrast over table cells (arm x corruption), written so that the claim
+holds when it is positive. Its interval:
+
+* two or more seeds shared by every cell: the contrast is computed per seed, then a Student-t
+  95% interval over seeds;
+* one seed: accuracies and drops get the binomial sampling error of each accuracy over the
+  evaluated test images, propagated to the contrast (delta method, normal interval); other
+  quantities (uniformity, distances) have no sampling model, so no interval;
+* correlations: a percentile bootstrap over trials (resampled within methods).
+
+A claim is PASS when the interval lies above zero, FAIL when below, and INCONCLUSIVE when it
+spans zero, cannot be computed, or a needed cell is missing (``missing`` names it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+
+from analysis import stats
+
+Cell = tuple[str, str]  # (arm, corruption)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """An effect, its 95% interval, how the interval was made, and what was missing."""
+
+    effect: float = math.nan
+    low: float = math.nan
+    high: float = math.nan
+    n_seeds: int = 0
+    interval: str = ""
+    missing: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        return "INCONCLUSIVE" if self.missing else stats.verdict(self.low, self.high)
+
+
+def missing_cells(table: pd.DataFrame, cells, value: str) -> tuple[str, ...]:
+    """``arm × corruption`` names of cells with no non-NaN ``value`` in ``table``."""
+    present = set(map(tuple, table.dropna(subset=[value])[["arm", "corruption"]].to_numpy()))
+    return tuple(f"{a} × {c}" for a, c in cells if (a, c) not in present)
+
+
+def _per_seed(table: pd.DataFrame, weights: dict[Cell, float], columns: list[str]) -> pd.DataFrame:
+    """Cell means per seed, restricted to the seeds every weighted cell has."""
+    keep = table[[(a, c) in weights for a, c in zip(table["arm"], table["corruption"], strict=True)]]
+    per = keep.groupby(["arm", "corruption", "seed"])[columns].mean().dropna(subset=[columns[0]]).reset_index()
+    counts = per.groupby("seed").size()
+    return per[per["seed"].isin(counts.index[counts == len(weights)])]
+
+
+def _over_seeds(per: pd.DataFrame, weights: dict[Cell, float], value: str) -> Evidence:
+    w = np.array([weights[(a, c)] for a, c in zip(per["arm"], per["corruption"], strict=True)])
+    values = per.assign(_w=w * per[value]).groupby("seed")["_w"].sum()
+    mean, _, low, high = stats.mean_interval(values.to_numpy())
+    return Evidence(mean, low, high, len(values), f"t over {len(values)} seeds")
+
+
+def drop_contrast(drops: pd.DataFrame, weights: dict[Cell, float], metric: str) -> Evidence:
+    """Effect ``sum_w w * drop(arm, corruption)`` from ``analysis.drops.relative_drops`` rows."""
+    missing = missing_cells(drops, weights, "drop")
+    if missing:
+        return Evidence(missing=missing)
+    per = _per_seed(drops, weights, ["drop", metric, "clean", "n_test", "clean_n_test"])
+    if per.empty:
+        return Evidence(missing=("a seed shared by " + ", ".join(f"{a} × {c}" for a, c in weights),))
+    if per["seed"].nunique() >= 2:
+        return _over_seeds(per, weights, "drop")
+    effect, var = 0.0, 0.0
+    for arm, cells in per.groupby("arm"):
+        w = np.array([weights[(arm, c)] for c in cells["corruption"]])
+        clean, acc = cells["clean"].iloc[0], cells[metric].to_numpy()
+        effect += float((w * cells["drop"]).sum())
+        var += float(((w * 100 / clean) ** 2 * stats.binomial_se(acc, cells["n_test"]) ** 2).sum())
+        var += float((w * 100 * acc / clean**2).sum() ** 2 * stats.binomial_se(clean, cells["clean_n_test"].iloc[0]) ** 2)
+    return _normal(effect, var)
+
+
+def value_contrast(table: pd.DataFrame, weights: dict[Cell, float], value: str, binomial: bool = False) -> Evidence:
+    """Effect ``sum_w w * mean(value)`` over cells of a trial frame.
+
+    Args:
+        table: annotated trial frame.
+        weights: (arm, corruption) -> weight.
+        value: the column (an accuracy, uniformity, ...).
+        binomial: ``value`` is an accuracy in percent, so one seed still gets an interval.
+    """
+    missing = missing_cells(table, weights, value)
+    if missing:
+        return Evidence(missing=missing)
+    per = _per_seed(table, weights, [value, "n_test"])
+    if per.empty:
+        return Evidence(missing=("a seed shared by " + ", ".join(f"{a} × {c}" for a, c in weights),))
+    if per["seed"].nunique() >= 2:
+        return _over_seeds(per, weights, value)
+    w = np.array([weights[(a, c)] for a, c in zip(per["arm"], per["corruption"], strict=True)])
+    effect = float((w * per[value]).sum())
+    if not binomial:
+        return Evidence(effect, n_seeds=1, interval=f"one seed: no interval for {value}")
+    return _normal(effect, float((w**2 * stats.binomial_se(per[value], per["n_test"]) ** 2).sum()))
+
+
+def _normal(effect: float, var: float) -> Evidence:
+    half = stats.Z * math.sqrt(var)
+    if math.isnan(half):
+        return Evidence(effect, n_seeds=1, interval="one seed: n_test unknown, no sampling error")
+    return Evidence(effect, effect - half, effect + half, 1, "one seed: binomial sampling error")
+
+
+def correlation_contrast(points: pd.DataFrame, metric: str, quantity: str, against: str | None = None,
+                         n_boot: int = 2000, seed: int = 0) -> Evidence:
+    """Within-method Spearman r(quantity, metric), or ``r - |r(against, metric)|`` if given.
+
+    Args:
+        points: trained trials of one family (one point each), with an ``arm`` column.
+        metric: accuracy column.
+        quantity: e.g. ``uniformity``.
+        against: e.g. ``ece``: the effect is how much better ``quantity`` tracks accuracy.
+    """
+    needed = [metric, quantity] + ([against] if against else [])
+    missing = [c for c in needed if c not in points or points[c].isna().all()]
+    if missing:
+        return Evidence(missing=tuple(f"{c} values" for c in missing))
+    points = points.dropna(subset=needed)
+    if points["corruption"].nunique() < 3 or len(points) < 4:
+        return Evidence(missing=("three or more settings of the family (ori included) with these values",))
+    ids = stats.group_ids(points["arm"].to_numpy(), len(points))
+    index = np.vstack([np.arange(len(points)), stats.resample_index(ids, n_boot, seed)])
+    x = points[metric].to_numpy(float)[index]
+
+    def r(column: str) -> np.ndarray:
+        return stats.row_correlation(x, points[column].to_numpy(float)[index], "spearman", ids)
+
+    values = r(quantity) - (np.abs(r(against)) if against else 0)
+    low, high = stats.percentile_interval(values[1:])
+    return Evidence(float(values[0]), low, high, int(points["seed"].nunique()), f"bootstrap over {len(points)} trials")

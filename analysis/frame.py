@@ -1,0 +1,143 @@
+"""The tidy trial table every analysis reads: column names, arms, corruption families, budgets.
+
+A *trial frame* has one row per finished trial. The only required columns are ``method``,
+``corruption`` (or ``data.corruption``), ``seed`` (or ``system.seed``) and metric columns;
+``analysis.collect`` adds the whole flat config (``data.*``, ``model.*``, ``optim.*``, ...).
+Everything here is a pure function of DataFrames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from corruptions import parse
+
+UNTRAINED = "untrained"  # arm label of trials with optim.epochs == 0 (the backbone at init)
+CLEAN = "ori"
+FAMILIES = ("global", "local", "gamma")
+_KIND_FAMILY = {"glo": "global", "randglo": "global", "loc": "local", "randloc": "local", "gam": "gamma"}
+
+# Methods by what supervises them (paper-notes §2.1); unknown methods count as contrastive/SSL.
+SUPERVISED = "supervised"
+LABEL_METHODS = frozenset({"supervised", "supcon"})
+# Flat config keys that do not define a budget (where the data lives, or what was corrupted).
+NOT_BUDGET = frozenset({
+    "data.corruption", "data.eval_corruption", "data.cache_dir", "data.data_dir",
+    "data.memory_budget_gb", "system.seed", "system.device", "system.compile", "system.channels_last",
+    "system.checkpoint_every",
+})
+BUDGET_PREFIXES = ("data.", "model.", "optim.", "eval.", "system.", "method.")
+
+
+class AnalysisError(ValueError):
+    """A bad analysis input; the message is one line naming the value and the valid ones."""
+
+
+def annotate(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``corruption``/``seed`` aliases, ``arm`` (method or ``untrained``) and ``family``.
+
+    Args:
+        df: a trial frame (see module docstring).
+
+    Returns:
+        A copy with ``arm``: the method, or ``untrained`` where ``optim.epochs == 0``;
+        ``family``: ``clean``, ``global``, ``local``, ``gamma`` or ``other``; ``kind`` and
+        ``level`` (grid or gamma) of the corruption; ``n_test`` (see ``n_test``).
+    """
+    out = df.copy()
+    if "corruption" not in out and "data.corruption" in out:
+        out["corruption"] = out["data.corruption"]
+    if "seed" not in out and "system.seed" in out:
+        out["seed"] = out["system.seed"]
+    epochs = out["optim.epochs"] if "optim.epochs" in out else pd.Series(np.nan, index=out.index)
+    out["arm"] = np.where(epochs == 0, UNTRAINED, out["method"])
+    parsed = [_describe(c) for c in out["corruption"]]
+    out["kind"] = [p[0] for p in parsed]
+    out["level"] = [p[1] for p in parsed]
+    out["family"] = [_KIND_FAMILY.get(k, "clean" if k == CLEAN else "other") for k in out["kind"]]
+    out["n_test"] = n_test(out)
+    return out
+
+
+def _describe(spec: str) -> tuple[str, float]:
+    d = parse(spec).to_dict()
+    value = next((d[k] for k in ("grid", "gamma", "severity") if k in d), math.nan)
+    return d["name"], float(value)
+
+
+def in_family(df: pd.DataFrame, family: str) -> pd.Series:
+    """Rows belonging to a corruption family, its identity (``ori``) included.
+
+    ``ori`` is every family's identity setting (glo_1 = loc_<side> = gam_1), so it is the
+    first point of each family's curve. A global shuffle with one patch per pixel is the same
+    full permutation as loc_1 (paper-notes §1.1), so it counts in both families; the image
+    side comes from ``data.image_size`` or a recorded ``image_size`` metric when present.
+    """
+    if family == "all":
+        return pd.Series(True, index=df.index)
+    member = (df["family"] == family) | (df["family"] == "clean")
+    side = _image_side(df)
+    if family in ("global", "local") and side is not None:
+        other = "glo" if family == "local" else "loc"
+        full = side if other == "glo" else 1
+        member |= (df["kind"] == other) & (df["level"] == full)
+    return member
+
+
+def _image_side(df: pd.DataFrame) -> float | None:
+    for column in ("image_size", "data.image_size"):
+        if column in df and df[column].notna().any():
+            return float(df[column].dropna().iloc[0])
+    return None
+
+
+def budget_keys(df: pd.DataFrame) -> list[str]:
+    """Config columns that must agree for two trials to be compared (method, dataset, budget).
+
+    Everything in the flat config except the corruption, the seed and where things live.
+    Frames without config columns (e.g. a sweep's in-memory summary) match on method alone.
+    """
+    keys = [c for c in df.columns if c.startswith(BUDGET_PREFIXES) and c not in NOT_BUDGET]
+    return ["method", *sorted(keys)]
+
+
+def n_test(df: pd.DataFrame) -> pd.Series:
+    """Evaluated test images per trial: a recorded ``n_test``, else test_per_class x classes.
+
+    The class count is the length of ``classwise_uniformity``. NaN where neither is known.
+    """
+    recorded = df["n_test"] if "n_test" in df else pd.Series(np.nan, index=df.index)
+    per_class = df["data.test_per_class"] if "data.test_per_class" in df else pd.Series(np.nan, index=df.index)
+    if "classwise_uniformity" in df:
+        classes = df["classwise_uniformity"].map(lambda v: len(v) if isinstance(v, (list, tuple)) else np.nan)
+    else:
+        classes = pd.Series(np.nan, index=df.index)
+    return recorded.astype(float).fillna(per_class.astype(float) * classes.astype(float))
+
+
+def arm_order(arms) -> list[str]:
+    """Table row order: supervised, other label-using methods, the rest, ``untrained`` last."""
+    return sorted(set(arms), key=lambda a: (a == UNTRAINED, a != SUPERVISED, a not in LABEL_METHODS, a))
+
+
+def trained_arms(df: pd.DataFrame) -> list[str]:
+    """Arms other than the untrained reference, in ``arm_order``."""
+    return [a for a in arm_order(df["arm"]) if a != UNTRAINED]
+
+
+def contrastive_arms(df: pd.DataFrame) -> list[str]:
+    """Trained arms that learn without labels (everything but supervised and supcon)."""
+    return [a for a in trained_arms(df) if a not in LABEL_METHODS]
+
+
+def constant_config(df: pd.DataFrame) -> dict[str, object]:
+    """Config keys with a single value across the frame (the sweep's shared settings)."""
+    out = {}
+    for column in sorted(c for c in df.columns if c.startswith(BUDGET_PREFIXES) or c == "method"):
+        values = df[column].map(repr).unique()
+        if len(values) == 1:
+            out[column] = df[column].iloc[0]
+    return out

@@ -1,0 +1,125 @@
+"""Training-step throughput: supervised and MoCo v2 on ResNet-18, by width and numeric setting.
+
+One step is what the trial loop does per batch: forward (both views, both encoders for MoCo),
+backward, optimizer step and ``on_after_step`` (MoCo's momentum update). Inputs are random
+normalised 32 px batches already on the device, so data loading is not measured. Models and
+optimizers come from ``trainables.build`` with a TrialConfig (MoCo queue 4096, split BN), so
+the settings match real trials. CPU settings: fp32; channels_last; channels_last + bf16
+autocast. On CUDA (when present): bf16 + channels_last, and with ``--compile`` also
+``torch.compile``.
+
+Run: ``python benchmarks/train_step.py [--widths 1.0 0.25] [--batch 256] [--steps 3]``.
+The last line is JSON; ``ratio`` = channels_last+bf16 over fp32 samples/s for MoCo v2 at
+quarter width on CPU.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this folder would be sys.path[0]: put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import torch  # noqa: E402
+
+from benchmarks.common import emit  # noqa: E402
+from trainables.build import autocast, build_model, build_optim  # noqa: E402
+from trainables.config import TrialConfig  # noqa: E402
+
+# name -> (system.precision, system.channels_last, system.compile)
+CPU_SETTINGS = {"fp32": ("fp32", False, False), "channels_last": ("fp32", True, False),
+                "channels_last+bf16": ("bf16", True, False)}
+CUDA_SETTINGS = {"channels_last+bf16": ("bf16", True, False), "channels_last+bf16+compile": ("bf16", True, True)}
+
+
+def make_step(method_name: str, width: float, batch: int, device: str, setting: tuple) -> Callable[[], None]:
+    """One training step of a freshly built trial model, as ``trainables.loop`` runs it."""
+    precision, channels_last, compile_ = setting
+    cfg = TrialConfig(method=method_name).replace({
+        "model.width": width, "optim.batch_size": batch, "system.device": device, "system.precision": precision,
+        "system.channels_last": channels_last, "system.compile": compile_,
+        **({"method.queue_size": 4096} if method_name == "moco_v2" else {}),
+    }).resolved()
+    dev = torch.device(device)
+    method = build_model(cfg, num_classes=10, device=dev).train()
+    optimizer = build_optim(cfg, method)
+    g = torch.Generator(device=dev).manual_seed(0)
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    views = [torch.randn(batch, 3, 32, 32, device=dev, generator=g).contiguous(memory_format=memory)
+             for _ in range(method.n_views)]
+    labels = torch.randint(0, 10, (batch,), device=dev, generator=g)
+    precision_ctx = autocast(cfg, dev)
+
+    def step() -> None:
+        with precision_ctx:
+            loss = method.training_step(views, labels)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        method.on_after_step(0.5)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    return step
+
+
+def step_times(step: Callable[[], None], warmup: int, steps: int) -> list[float]:
+    """Wall seconds of ``steps`` single steps after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--methods", nargs="+", default=["supervised", "moco_v2"])
+    parser.add_argument("--widths", nargs="+", type=float, default=[1.0, 0.25])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps at quarter width (full width: 2)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
+    args = parser.parse_args()
+
+    targets = [("cpu", CPU_SETTINGS)]
+    if torch.cuda.is_available():
+        cuda = {k: v for k, v in CUDA_SETTINGS.items() if args.compile or not v[2]}
+        targets.append(("cuda", cuda))
+    rows = []
+    print(f"{'device':6} {'method':10} {'width':>5} {'setting':28} {'samples/s':>10} {'spread':>7}")
+    for device, settings in targets:
+        for width in args.widths:
+            for name in args.methods:
+                for label, setting in settings.items():
+                    cheap = width < 1.0 or device == "cuda"
+                    warmup = (10 if setting[2] else 3) if device == "cuda" else (2 if cheap else 1)
+                    times = step_times(make_step(name, width, args.batch, device, setting), warmup,
+                                       args.steps if cheap else 2)
+                    rate = args.batch / min(times)
+                    spread = max(times) / min(times)
+                    rows.append({"device": device, "method": name, "width": width, "setting": label,
+                                 "samples_per_s": rate, "median_samples_per_s": args.batch / statistics.median(times),
+                                 "spread": spread, "steps": len(times)})
+                    print(f"{device:6} {name:10} {width:5.2f} {label:28} {rate:10.1f} {spread:6.2f}x", flush=True)
+
+    def rate(setting: str) -> float:
+        return next(r["samples_per_s"] for r in rows if r["device"] == "cpu" and r["method"] == "moco_v2"
+                    and r["width"] == 0.25 and r["setting"] == setting)
+
+    ratio = rate("channels_last+bf16") / rate("fp32") if {"moco_v2"} <= set(args.methods) and 0.25 in args.widths else None
+    emit({"benchmark": "train_step", "batch": args.batch, "threads": torch.get_num_threads(),
+          "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+          "rows": rows, "ratio": ratio})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Claim checks on frames built to pass, to fail, and to be inconclusive."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from analysis import stats
+from analysis.claims import claim_checks, format_claims
+from analysis.drops import relative_drops
+from analysis.evidence import drop_contrast, value_contrast
+from analysis.frame import annotate
+from tests.analysis.conftest import frame
+
+LEVELS = ("glo_4", "glo_8", "loc_4", "loc_8")
+
+
+def sweep(sup_drop: dict, cl_drop: dict, seeds=(0, 1, 2), clean=80.0, **kwargs):
+    """Accuracies giving the wanted relative drops (%), with +-0.5 point seed noise."""
+    noise = [0.0, 0.5, -0.5][: len(seeds)]
+    accs = {}
+    for arm, d in (("supervised", sup_drop), ("moco_v2", cl_drop)):
+        accs[(arm, "ori")] = [clean + e for e in noise]
+        for level, drop in d.items():
+            accs[(arm, level)] = [(clean + e) * (1 - drop / 100) + e for e in noise]
+    return frame(accs, **kwargs)
+
+
+def row(table, cid: str, contains: str = ""):
+    found = table[(table["id"] == cid) & table["claim"].str.contains(contains, regex=False)]
+    assert len(found) == 1, (cid, contains, table[["id", "claim"]])
+    return found.iloc[0]
+
+
+def test_claims__cl_dropping_more_under_global_shuffling_passes():
+    table = claim_checks(sweep({c: 15 for c in LEVELS}, {"glo_4": 25, "glo_8": 32, "loc_4": 15, "loc_8": 15}))
+    avg = row(table, "C1.avg", "moco_v2 > supervised")
+    assert avg["verdict"] == "PASS" and avg["effect"] == pytest.approx((10 + 17) / 4, abs=0.3)
+    assert row(table, "C1.glo", "glo_8")["verdict"] == "PASS"
+    assert row(table, "C2.gap")["verdict"] == "PASS" and row(table, "C2.gap")["effect"] == pytest.approx(13.5, abs=0.3)
+    assert row(table, "C2.cl")["verdict"] == "PASS"
+    assert avg["interval"] == "t over 3 seeds" and avg["low"] > 0
+
+
+def test_claims__sl_dropping_more_fails():
+    table = claim_checks(sweep({c: 30 for c in LEVELS}, {c: 15 for c in LEVELS}))
+    avg = row(table, "C1.avg", "moco_v2 > supervised")
+    assert avg["verdict"] == "FAIL" and avg["high"] < 0 and avg["effect"] == pytest.approx(-15, abs=0.3)
+
+
+def test_claims__a_missing_cell_is_inconclusive_and_named():
+    table = claim_checks(sweep({"glo_4": 15, "glo_8": 26}, {"glo_4": 25}))
+    glo8 = row(table, "C1.glo", "glo_8")
+    assert glo8["verdict"] == "INCONCLUSIVE" and glo8["missing"] == "moco_v2 × glo_8" and math.isnan(glo8["effect"])
+    assert row(table, "C2.gap")["missing"] == "loc_* trials"
+    assert row(table, "C1.avg", "supcon > supervised")["verdict"] == "INCONCLUSIVE"
+
+
+def test_claims__an_interval_spanning_zero_is_inconclusive():
+    accs = {("supervised", "ori"): [80, 80, 80], ("supervised", "glo_4"): [60, 64, 56],
+            ("moco_v2", "ori"): [80, 80, 80], ("moco_v2", "glo_4"): [62, 58, 60]}
+    glo4 = row(claim_checks(frame(accs)), "C1.glo", "glo_4")
+    assert glo4["verdict"] == "INCONCLUSIVE" and glo4["low"] < 0 < glo4["high"] and not glo4["missing"]
+
+
+def test_claims__one_seed_uses_the_binomial_error_of_the_accuracies():
+    table = claim_checks(sweep({c: 10 for c in LEVELS}, {c: 40 for c in LEVELS}, seeds=(0,)))
+    avg = row(table, "C1.avg", "moco_v2 > supervised")
+    assert avg["verdict"] == "PASS" and avg["interval"] == "one seed: binomial sampling error"
+
+
+def test_claims__untrained_reference_is_epoch_zero_and_the_floor():
+    accs = {("supervised", "ori"): [80, 81, 79], ("moco_v2", "ori"): [70, 71, 69], ("untrained", "ori"): [20, 21, 19]}
+    unif = {("supervised", "ori"): [2.0, 2.1, 1.9], ("moco_v2", "ori"): [2.8, 2.9, 2.7], ("untrained", "ori"): [1.0, 1.1, 0.9]}
+    table = claim_checks(frame(accs, unif))
+    assert row(table, "S1.floor", "moco_v2")["verdict"] == "PASS"
+    assert row(table, "C5.order", "moco_v2 > supervised")["verdict"] == "PASS"
+    rises = row(table, "C5.train", "class-wise uniformity rises during training (moco_v2")
+    assert rises["verdict"] == "PASS" and rises["effect"] == pytest.approx((2.8 - 1.0) / 2)
+    falls = row(table, "C5.train", "class-wise uniformity falls during training (supervised")
+    assert falls["verdict"] == "FAIL"  # in this frame supervised class-wise uniformity rose
+
+
+def test_claims__uniformity_tracking_accuracy_within_a_family():
+    accs = {(arm, c): [a + d] for arm, d in (("supervised", 0), ("moco_v2", -5))
+            for c, a in (("ori", 80), ("glo_2", 70), ("glo_4", 60), ("glo_8", 50))}
+    unif = {(arm, c): [u] for arm in ("supervised", "moco_v2") for c, u in (("ori", 2.5), ("glo_2", 2.3), ("glo_4", 2.2), ("glo_8", 2.0))}
+    table = claim_checks(frame(accs, unif).assign(ece=[1, 2, 3, 1] * 2))
+    unif_row = row(table, "C6.unif", "global")
+    assert unif_row["verdict"] == "PASS" and unif_row["effect"] == pytest.approx(1.0)
+    assert row(table, "C6.unif", "local")["missing"] == "local trials"
+    assert row(table, "C6.ece", "global")["effect"] == pytest.approx(1 - abs(stats.correlation(
+        [80, 70, 60, 50] * 2, [1, 2, 3, 1] * 2, "spearman", ["a"] * 4 + ["b"] * 4)))
+
+
+def test_drop_contrast__one_seed_delta_method_by_hand():
+    d = relative_drops(frame({("a", "ori"): [80], ("a", "glo_4"): [60], ("b", "ori"): [50], ("b", "glo_4"): [40]}))
+    ev = drop_contrast(d, {("a", "glo_4"): 1.0, ("b", "glo_4"): -1.0}, "knn_acc")
+    se_a = stats.drop_se(80, stats.binomial_se(80, 1000), 60, stats.binomial_se(60, 1000))
+    se_b = stats.drop_se(50, stats.binomial_se(50, 1000), 40, stats.binomial_se(40, 1000))
+    assert ev.effect == pytest.approx(25 - 20)
+    assert ev.high - ev.effect == pytest.approx(stats.Z * math.hypot(se_a, se_b))
+
+
+def test_value_contrast__uniformity_with_one_seed_has_no_interval():
+    df = annotate(frame({("a", "ori"): [80], ("b", "ori"): [50]}, {("a", "ori"): [2.0], ("b", "ori"): [1.0]}))
+    ev = value_contrast(df, {("a", "ori"): 1.0, ("b", "ori"): -1.0}, "uniformity")
+    assert ev.effect == 1.0 and ev.verdict == "INCONCLUSIVE" and "no interval" in ev.interval
+
+
+def test_format_claims__one_line_per_check_and_a_count():
+    table = claim_checks(sweep({c: 15 for c in LEVELS}, {c: 30 for c in LEVELS}))
+    text = format_claims(table)
+    assert len(text.splitlines()) == len(table) + 1
+    assert text.splitlines()[0].startswith("PASS") and "C1.avg" in text and "paper: 24.5 > 20.3" in text
+    assert text.splitlines()[-1].endswith("INCONCLUSIVE")

@@ -1,0 +1,78 @@
+"""Relative drops with matched clean trials, spreads over seeds or binomial, and the outputs."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from analysis import drops, stats
+from analysis.frame import AnalysisError
+from tests.analysis.conftest import frame
+
+ACCS = {("supervised", "ori"): [80, 84, 82], ("supervised", "glo_4"): [60, 63, 60],
+        ("moco_v2", "ori"): [50, 50, 50], ("moco_v2", "glo_4"): [25, 30, 20],
+        ("untrained", "ori"): [20, 20, 20], ("untrained", "glo_4"): [19, 18, 20]}
+
+
+def test_relative_drops__each_corrupted_trial_uses_its_own_seeds_clean_accuracy():
+    d = drops.relative_drops(frame(ACCS)).set_index(["arm", "seed"])
+    assert d.loc[("supervised", 0), "drop"] == pytest.approx(25.0)
+    assert d.loc[("supervised", 1), "drop"] == pytest.approx(25.0)
+    assert d.loc[("moco_v2", 2), "drop"] == pytest.approx(60.0)
+    assert d.loc[("untrained", 1), "drop"] == pytest.approx(10.0)
+
+
+def test_relative_drops__a_different_budget_is_not_a_match():
+    df = pd.concat([frame({("supervised", "ori"): [80]}, **{"model.width": 1.0}),
+                    frame({("supervised", "glo_4"): [60]}, **{"model.width": 0.5})])
+    assert drops.relative_drops(df).empty
+    assert drops.drop_table(df) is None
+
+
+def test_drop_table__keeps_the_minimal_sweep_summary_frame_working():
+    df = pd.DataFrame({"method": ["a", "a", "a"], "corruption": ["ori", "glo_4", "loc_4"], "seed": [0, 0, 0],
+                       "knn_acc": [80.0, 60.0, 40.0]})
+    table = drops.drop_table(df)
+    assert list(table.columns) == ["glo_4", "loc_4", "Avg"]
+    assert table.loc["a"].tolist() == pytest.approx([25.0, 50.0, 37.5])
+    assert drops.accuracy_table(df).loc["a", "ori"] == 80.0
+
+
+def test_drop_summary__mean_std_and_t_interval_over_seeds_with_avg():
+    s = drops.drop_summary(frame(ACCS)).set_index(["arm", "corruption"])
+    moco = s.loc[("moco_v2", "glo_4")]
+    assert (moco["mean"], moco["spread"], moco["n_seeds"], moco["spread_kind"]) == (pytest.approx(50.0), pytest.approx(10.0), 3, "std")
+    assert (moco["low"], moco["high"]) == pytest.approx(stats.mean_interval([50, 40, 60])[2:])
+    assert s.loc[("moco_v2", "Avg"), "mean"] == pytest.approx(50.0)
+    assert list(s.index.get_level_values(0).unique()) == ["supervised", "moco_v2", "untrained"]
+
+
+def test_drop_summary__one_seed_shows_the_binomial_error_of_the_drop():
+    s = drops.drop_summary(frame({("moco_v2", "ori"): [50], ("moco_v2", "glo_4"): [25]})).set_index("corruption")
+    se = stats.drop_se(50, stats.binomial_se(50, 1000), 25, stats.binomial_se(25, 1000))
+    assert s.loc["glo_4", "spread_kind"] == "binomial"
+    assert s.loc["glo_4", "spread"] == pytest.approx(se) and s.loc["glo_4", "high"] == pytest.approx(50 + stats.Z * se)
+
+
+def test_accuracy_summary__one_seed_binomial_error_uses_test_per_class_times_classes():
+    s = drops.accuracy_summary(frame({("moco_v2", "ori"): [80]})).iloc[0]
+    assert s["spread"] == pytest.approx(100 * math.sqrt(0.8 * 0.2 / 1000))
+
+
+def test_require_clean__names_the_corruptions_found():
+    with pytest.raises(AnalysisError, match=r"'x' has no clean \(ori\) trial.*found: glo_4"):
+        drops.require_clean(frame({("moco_v2", "glo_4"): [25]}), "x")
+
+
+def test_wide_and_markdown__cells_read_mean_plus_minus_spread():
+    text = drops.markdown(drops.wide(drops.drop_summary(frame(ACCS))), "arm")
+    assert "| arm | glo_4 | Avg |" in text
+    assert "| moco_v2 | 50.0 ± 10.0 | 50.0 ± 10.0 |" in text
+    assert "| untrained |" in text
+
+
+def test_drop_figure__one_bar_per_arm_and_column():
+    fig = drops.drop_figure(drops.drop_summary(frame(ACCS)))
+    assert len(fig.axes[0].patches) == 3 * 2  # 3 arms x (glo_4, Avg)

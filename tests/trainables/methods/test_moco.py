@@ -1,0 +1,119 @@
+"""MoCo v2 specifics: the BN-cheating guard, the momentum schedule, the queue and the loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.trainables.methods.conftest import batch, build, train
+from trainables.backbone import SplitBatchNorm2d
+from trainables.losses import info_nce
+from trainables.methods.moco import MocoParams
+
+
+def test_moco__bn_cheating_guard_is_on_by_default():
+    assert MocoParams().bn_splits == 8
+    method = build("moco_v2", bn_splits=MocoParams().bn_splits)
+    for net in (method.backbone, method.key_backbone):
+        splits = [m for m in net.modules() if isinstance(m, SplitBatchNorm2d)]
+        assert splits and all(m.num_splits == 8 for m in splits)
+        assert not [m for m in net.modules() if type(m) is torch.nn.BatchNorm2d]
+
+
+def test_moco__bn_splits_1_turns_the_guard_off():
+    method = build("moco_v2", bn_splits=1)
+    assert not any(isinstance(m, SplitBatchNorm2d) for m in method.modules())
+
+
+def test_key__runs_the_key_encoder_on_a_shuffled_batch(digits):
+    method = build("moco_v2").train()
+    views, _ = batch("moco_v2", digits)
+    replay = torch.Generator().manual_seed(0)
+    replay.set_state(method.shuffle_generator.get_state())
+    perm = torch.randperm(len(views[0]), generator=replay)
+    assert not torch.equal(perm, torch.arange(len(perm)))
+    seen = []
+    method.key_backbone.register_forward_hook(lambda mod, inp, out: seen.append(inp[0]))
+    method.key(views[0])
+    assert torch.equal(seen[0], views[0][perm])
+
+
+def test_key__unshuffles_to_the_plain_key_encoder_output_in_eval_mode(digits):
+    method = build("moco_v2").eval()
+    x = batch("moco_v2", digits)[0][0]
+    state = method.shuffle_generator.get_state()
+    keys = method.key(x)
+    assert not torch.equal(method.shuffle_generator.get_state(), state), "the shuffle generator must advance"
+    with torch.no_grad():
+        plain = F.normalize(method.key_projector(method.key_backbone(x)), dim=1)
+    torch.testing.assert_close(keys, plain, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(keys, plain.roll(1, 0))  # order matters: the keys are distinct
+
+
+def test_key__in_training_differs_from_an_unshuffled_pass(digits):
+    """With split BN, which samples share statistics depends on the order: the shuffle is live."""
+    method = build("moco_v2").train()
+    x = batch("moco_v2", digits)[0][0]
+    keys = method.key(x)
+    with torch.no_grad():
+        plain = F.normalize(method.key_projector(method.key_backbone(x)), dim=1)
+    assert not torch.allclose(keys, plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.25, 0.5, 1.0])
+def test_on_after_step__momentum_follows_the_cosine_from_099_to_0999(progress):
+    method = build("moco_v2")
+    assert method.momentum == 0.99
+    method.on_after_step(progress)
+    expected = 0.999 - (0.999 - 0.99) * (math.cos(math.pi * progress) + 1) / 2
+    assert method.momentum == pytest.approx(expected)
+    assert method.momentum == pytest.approx({0.0: 0.99, 0.5: 0.9945, 1.0: 0.999}.get(progress, expected))
+
+
+def test_on_after_step__key_encoder_is_an_ema_with_the_current_momentum(digits):
+    method = build("moco_v2")
+    views, labels = batch("moco_v2", digits)
+    train(method, views, labels, steps=1)  # online and key encoders now differ; momentum moved
+    m = method.momentum
+    online = [p.detach().clone() for p in method.backbone.parameters()]
+    key = [p.detach().clone() for p in method.key_backbone.parameters()]
+    method.on_after_step(0.5)
+    for k0, o, k1 in zip(key, online, method.key_backbone.parameters(), strict=True):
+        torch.testing.assert_close(k1, m * k0 + (1 - m) * o)
+
+
+def test_enqueue__writes_at_the_pointer_and_wraps():
+    method = build("moco_v2", queue_size=20, proj_dim=4)
+    method.queue_ptr.fill_(16)
+    keys = torch.arange(2 * 8 * 4, dtype=torch.float32).view(2, 8, 4)
+    method._enqueue(keys)
+    assert method.queue_ptr.item() == 4
+    assert torch.equal(method.queue[:, 16:20], keys[:, :4])
+    assert torch.equal(method.queue[:, 0:4], keys[:, 4:])
+
+
+def test_training_step__queue_pointer_wraps_over_steps(digits):
+    method = build("moco_v2", queue_size=40)
+    views, labels = batch("moco_v2", digits)  # 16 keys per step
+    for ptr in (16, 32, 8, 24):
+        with torch.no_grad():
+            method.training_step(views, labels)
+        assert method.queue_ptr.item() == ptr
+
+
+def test_training_step__symmetric_loss_uses_the_other_views_queue(digits):
+    method = build("moco_v2").eval()  # eval: keys do not depend on the shuffle
+    views, labels = batch("moco_v2", digits)
+    queue = method.queue.clone()
+    with torch.no_grad():
+        q1, q2 = method.query(views[0]), method.query(views[1])
+        k1 = F.normalize(method.key_projector(method.key_backbone(views[0])), dim=1)
+        k2 = F.normalize(method.key_projector(method.key_backbone(views[1])), dim=1)
+        loss = method.training_step(views, labels)["loss"]
+    expected = (info_nce(q1, k2, queue[1], 0.2) + info_nce(q2, k1, queue[0], 0.2)) / 2
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(method.queue[0, :16], k1, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(method.queue[1, :16], k2, rtol=1e-5, atol=1e-6)

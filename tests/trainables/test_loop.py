@@ -1,0 +1,164 @@
+"""run_trial end to end on tiny digits trials: metrics, reports, resume, NaN guard, downstream."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from trainables.build import build_model, eval_prepare
+from trainables.loop import run_trial
+from trainables.methods import METHODS, Method, register_method
+
+NUMBERS = ("knn_acc", "uniformity", "probe_acc", "ece", "alignment", "classwise_uniformity", "feature_distance")
+
+
+def serialised(states: list[dict]):
+    """A ``save`` callback that stores each state as ``torch.save`` bytes, as a checkpoint would."""
+
+    def save(state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        states.append(buf.getvalue())
+
+    return save
+
+
+def load(blob: bytes) -> dict:
+    return torch.load(io.BytesIO(blob), weights_only=True)
+
+
+def test_run_trial__final_metrics_and_one_report_per_epoch(tiny_cfg, digits):
+    cfg = tiny_cfg("supervised", **{"optim.epochs": 3, "eval.eval_every": 2})
+    reports = []
+    final = run_trial(cfg.to_flat(), reports.append, dataset=digits)  # the flat dict Ray passes
+    assert 20 < final["knn_acc"] <= 100  # 10 classes: chance is 10
+    assert final["uniformity"] > 0
+    assert 0 <= final["probe_acc"] <= 100 and 0 <= final["ece"] <= 1
+    assert len(final["classwise_uniformity"]) == 10
+    assert len(final["feature_distance"]) == 10 and all(len(row) == 10 for row in final["feature_distance"])
+    assert all(math.isfinite(v) for v in [*final["classwise_uniformity"], *sum(final["feature_distance"], [])])
+    assert math.isfinite(final["alignment"])
+
+    assert [r["epoch"] for r in reports] == [1, 2, 3]
+    for r in reports:
+        assert math.isfinite(r["loss"]) and r["lr"] >= 0 and r["samples_per_s"] > 0
+    assert "knn_acc" not in reports[0]  # eval_every 2: no evaluation after epoch 1
+    assert 0 <= reports[1]["knn_acc"] <= 100 and reports[1]["uniformity"] > 0
+    assert reports[2]["done"] is True and reports[2]["knn_acc"] == final["knn_acc"]
+    assert reports[2]["lr"] < reports[1]["lr"]  # cosine decay
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto = bf16 autocast, the default
+def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrupted_run(tiny_cfg, digits, precision):
+    # MoCo carries the most state: queue, pointer, shuffle generator, momentum, split BN.
+    cfg = tiny_cfg("moco_v2", **{"optim.epochs": 3, "system.precision": precision})
+    states, full_reports = [], []
+    full = run_trial(cfg, full_reports.append, save=serialised(states), dataset=digits)
+    assert [load(s)["epoch"] for s in states] == [1, 2, 3]
+
+    resumed_reports = []
+    resumed = run_trial(cfg, resumed_reports.append, resume=load(states[0]), dataset=digits)
+    for key in NUMBERS:
+        assert resumed[key] == full[key], key
+    assert [r["loss"] for r in resumed_reports] == [r["loss"] for r in full_reports[1:]]
+    assert [r["epoch"] for r in resumed_reports] == [2, 3]
+
+
+def test_run_trial__same_seed_same_numbers_other_seed_other_numbers(tiny_cfg, digits):
+    cfg = tiny_cfg("supervised", **{"optim.epochs": 1, "eval.probe": False})
+    a, b = run_trial(cfg, lambda m: None, dataset=digits), run_trial(cfg, lambda m: None, dataset=digits)
+    c = run_trial(cfg.replace({"system.seed": 1}), lambda m: None, dataset=digits)
+    assert a["uniformity"] == b["uniformity"] and a["feature_distance"] == b["feature_distance"]
+    assert a["uniformity"] != c["uniformity"]
+
+
+@pytest.fixture
+def nan_method():
+    """A registered method whose loss turns NaN on its 8th training step (epoch 2 of 6 steps)."""
+
+    @register_method
+    class NanAtStep8(Method):
+        name = "nan_at_step_8"
+        n_views = 1
+
+        def __init__(self, backbone, feature_dim, num_classes, params) -> None:
+            super().__init__(backbone, feature_dim, num_classes, params)
+            self.calls = 0
+
+        def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
+            self.calls += 1
+            loss = self.backbone(views[0]).pow(2).mean()
+            return {"loss": loss * float("nan") if self.calls == 8 else loss}
+
+    yield NanAtStep8.name
+    METHODS.pop(NanAtStep8.name)
+
+
+def test_run_trial__non_finite_loss_raises_naming_epoch_and_step(tiny_cfg, digits, nan_method):
+    cfg = tiny_cfg(nan_method, **{"optim.epochs": 3})  # 200 images / batch 32 = 6 steps per epoch
+    reports = []
+    with pytest.raises(FloatingPointError, match="non-finite loss nan at epoch 2 step 8"):
+        run_trial(cfg, reports.append, dataset=digits)
+    assert [r["epoch"] for r in reports] == [1]
+
+
+def test_run_trial__diverging_lr_raises_floating_point_error(tiny_cfg, digits):
+    cfg = tiny_cfg("supervised", **{"optim.lr": 1e6, "optim.epochs": 1, "optim.warmup_fraction": 0.0})
+    with pytest.raises(FloatingPointError, match=r"non-finite loss .* at epoch 1 step \d+"):
+        run_trial(cfg, lambda m: None, dataset=digits)
+
+
+def test_run_trial__batch_larger_than_the_split_raises(tiny_cfg, digits):
+    with pytest.raises(ValueError, match="optim.batch_size 512 is larger than the 200 training images"):
+        run_trial(tiny_cfg("supervised", **{"optim.batch_size": 512}), lambda m: None, dataset=digits)
+
+
+def _embeddings(cfg, state: dict | None, images: Tensor) -> Tensor:
+    """Backbone features of ``images`` (uint8) from ``cfg``'s model, optionally with a trial's state."""
+    method = build_model(cfg.resolved(), 10, torch.device("cpu"))
+    if state is not None:
+        method.load_state_dict(state["method"])
+    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+    prepare = eval_prepare(type("TD", (), {"mean": mean, "std": std})(), channels_last=True)
+    with torch.no_grad():
+        return method.eval().embed(prepare(images))
+
+
+@pytest.mark.slow
+def test_run_trial__init_checkpoint_loads_the_trained_backbone(tiny_cfg, digits, tmp_path):
+    """The downstream setting: start from a pretraining checkpoint, evaluate on corrupted data."""
+    pre_cfg = tiny_cfg("moco_v2", **{"optim.epochs": 1})
+    states = []
+    pretrained = run_trial(pre_cfg, lambda m: None, save=states.append, dataset=digits)
+    path = tmp_path / "pretrained.pt"
+    torch.save(states[-1], path)
+    images = digits.test.images[:16]
+    trained = _embeddings(pre_cfg, states[-1], images)
+    assert not torch.equal(trained, _embeddings(pre_cfg, None, images))  # training moved the backbone
+
+    down = tiny_cfg("supervised", **{"model.init_checkpoint": str(path), "optim.epochs": 0})
+    assert torch.equal(_embeddings(down, None, images), trained)
+    same = run_trial(down, lambda m: None, dataset=digits)  # epochs 0: evaluate the loaded backbone
+    assert same["knn_acc"] == pretrained["knn_acc"] and same["uniformity"] == pretrained["uniformity"]
+
+    # A frozen backbone stays the pretrained one (BN statistics included) while its head trains.
+    frozen = down.replace({"optim.epochs": 1, "optim.train_backbone": False, "data.eval_corruption": "glo_4"})
+    states = []
+    corrupted = run_trial(frozen, lambda m: None, save=states.append, dataset=digits)
+    assert torch.equal(_embeddings(frozen, states[-1], images), trained)
+    head = [v for k, v in states[-1]["method"].items() if k.startswith("classifier.")]
+    assert head and corrupted["uniformity"] != same["uniformity"]  # evaluated on glo_4-shuffled images
+    assert 0 <= corrupted["knn_acc"] <= 100
+
+
+def test_run_trial__eval_corruption_changes_only_the_evaluation(tiny_cfg, digits):
+    cfg = tiny_cfg("supervised", **{"optim.epochs": 0, "eval.probe": False})
+    clean = run_trial(cfg, lambda m: None, dataset=digits)
+    shuffled = run_trial(cfg.replace({"data.eval_corruption": "glo_4"}), lambda m: None, dataset=digits)
+    assert shuffled["uniformity"] != clean["uniformity"]
+    assert run_trial(cfg, lambda m: None, dataset=digits)["uniformity"] == clean["uniformity"]
