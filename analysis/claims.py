@@ -22,7 +22,16 @@ import pandas as pd
 from analysis import cli
 from analysis.drops import relative_drops
 from analysis.evidence import Evidence, correlation_contrast, drop_contrast, value_contrast
-from analysis.frame import CLEAN, FAMILIES, SUPERVISED, UNTRAINED, annotate, contrastive_arms, in_family, trained_arms
+from analysis.frame import (
+    CLEAN,
+    FAMILIES,
+    SUPERVISED,
+    UNTRAINED,
+    annotate,
+    contrastive_arms,
+    in_family,
+    trained_arms,
+)
 
 COLUMNS = ["id", "claim", "paper", "verdict", "effect", "low", "high", "unit", "n_seeds", "interval", "missing", "scope"]
 # paper-notes §3.2 (CIFAR-10, ResNet-18): average relative drop (%) and per-level drops.

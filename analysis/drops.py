@@ -180,7 +180,11 @@ def spread_note(summary: pd.DataFrame) -> str:
                      "sampling error in the CSV)")
     if "binomial" in kinds:
         parts.append("± binomial sampling error over the test images (one seed)")
-    return "; ".join(parts) + f". `{UNTRAINED}`: the backbone at initialisation (optim.epochs = 0), evaluated the same way."
+    if UNTRAINED in set(summary["arm"]):
+        reference = f"`{UNTRAINED}`: the backbone at initialisation (optim.epochs = 0), evaluated the same way."
+    else:
+        reference = "No untrained reference in this sweep: set `include_untrained: true` in the sweep YAML."
+    return "; ".join(parts) + ". " + reference
 
 
 def markdown(table: pd.DataFrame, index_name: str = "") -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files and report images, never windows
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from analysis.frame import UNTRAINED  # noqa: E402
+from analysis.frame import UNTRAINED
 
 __all__ = ["arm_color", "data_uri", "plt", "png_bytes", "save"]
 

@@ -114,8 +114,8 @@ def trial_cams(trial, views: list[str], n_images: int = 4, per_class: int = 50) 
         x = trial.inputs(test.images[index], view)
         cams, scores = grad_cam(trial.method.backbone, head, x)
         images = trial.inputs(test.images[index], view).cpu()
-        out.append({"view": view, "images": _display(images), "cams": cams.cpu(), "pred": scores.argmax(1),
-                    "label": test.labels[index]})
+        out.append({"view": view, "images": _display(images).numpy(), "cams": cams.cpu().numpy(),
+                    "pred": scores.argmax(1).tolist(), "label": test.labels[index].tolist()})
     return out
 
 

@@ -24,7 +24,7 @@ from analysis.claims import claim_checks
 from analysis.correlate import correlation_table, formatted, scatter_figure
 from analysis.drops import accuracy_summary, drop_figure, drop_summary, spread_note, wide
 from analysis.dynamics import dynamics_figure, dynamics_frame
-from analysis.frame import AnalysisError, annotate, constant_config
+from analysis.frame import UNTRAINED, AnalysisError, annotate, constant_config
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0;font-size:12.5px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -102,15 +102,18 @@ def geometry_sections(df: pd.DataFrame, history: pd.DataFrame | None, metric: st
             section("Training dynamics (Figure A.1)", *dyn_figs or [note("no trained trial with geometry metrics")])]
 
 
-def inspection_sections(df: pd.DataFrame, max_cams: int = 4) -> list[str]:
-    """Grad-CAM and t-SNE of showcase trials (need checkpoints); failures become notes."""
+def inspection_sections(df: pd.DataFrame) -> list[str]:
+    """Grad-CAM (per trained method, its global-shuffle trial if any) and t-SNE of showcase
+    trials; they need checkpoints, and a missing one becomes a note."""
     from analysis import gradcam, tsne
     from analysis.figures import png_bytes
     from analysis.trial_model import showcase
 
     picks = showcase(df)
+    corrupted = picks[(picks["corruption"] != "ori") & (picks["arm"] != UNTRAINED)]
+    first = corrupted.assign(_g=corrupted["family"] != "global").sort_values("_g", kind="stable").groupby("arm").head(1)
     cams = []
-    for _, row in picks[picks["corruption"] != "ori"].head(max_cams).iterrows():
+    for _, row in first.loc[[i for i in corrupted.index if i in first.index]].iterrows():
         try:
             cams.append(figure_html(png_bytes(gradcam.figure_for(row)), f"Grad-CAM: {row['arm']} trained on {row['corruption']}, "
                                     "clean and corrupted test images (prototype-cosine score of the predicted class)."))
@@ -142,7 +145,8 @@ def config_section(df: pd.DataFrame, info: dict) -> str:
     varying = sorted(c for c in df.columns if c.startswith(("data.", "model.", "optim.", "eval.", "system.", "method"))
                      and c not in shared)
     versions = {k: v for k, v in info.get("tags", {}).items() if k.startswith(("version.", "git_"))}
-    trials = annotate(df)[[c for c in TRIAL_COLUMNS if c in annotate(df)]]
+    trials = annotate(df)
+    trials = trials[[c for c in TRIAL_COLUMNS if c in trials]]
     return section("Configuration and versions",
                    "<h3>Shared by every trial</h3>", table_html(pd.DataFrame(shared.items(), columns=["key", "value"])),
                    note("varying: " + (", ".join(varying) or "nothing")),

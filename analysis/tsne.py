@@ -24,10 +24,14 @@ def embed(features: Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarr
     The perplexity is capped at (N - 1) / 3, which t-SNE needs to be well defined.
     """
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     z = F.normalize(features.float(), dim=1).numpy()
     perplexity = max(1.0, min(perplexity, (len(z) - 1) / 3))
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
+    # One thread: for a few hundred points OpenMP's threads cost more than they save, and on a
+    # busy machine they spin-wait (measured 0.2 s vs 1-30 s for 90 points on 2 loaded cores).
+    with threadpool_limits(1):
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
 
 
 def trial_panel(row, per_class: int = 50) -> dict:

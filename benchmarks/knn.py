@@ -15,6 +15,7 @@ Run: ``python benchmarks/knn.py``. The last line printed is one JSON object.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 
@@ -113,6 +114,9 @@ def main() -> None:
         f"  sklearn  {sklearn_s:7.3f} s   ({sklearn_s / ours_s:.2f}x ours; agreement {agree:.4f})"
     )
     print(f"  matmul   {matmul_s:7.3f} s   (ours is {ours_s / matmul_s:.2f}x the floor)")
+    # Many small parallel ops suffer more than one big matmul when other processes hold the
+    # cores, so a busy machine inflates floor_ratio; the load average says how busy it was.
+    print(f"  load average (1 min) at the end: {os.getloadavg()[0]:.2f}")
     if agree < 0.999:
         print("  WARNING: predictions disagree with scikit-learn beyond tie-level noise")
     print(

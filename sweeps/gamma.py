@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
-from sweeps.grid_patch_sizes import grid_with_untrained  # noqa: E402
+from sweeps.grid_patch_sizes import untrained_cells  # noqa: E402
 from sweeps.launch import Sweep, main  # noqa: E402
 
 DEFAULT_GAMMAS = (0.1, 0.2, 0.5, 1, 2, 2.5, 5)
@@ -25,7 +25,7 @@ def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
     return ["ori"] + [f"gam_{g:g}" for g in gammas if float(g) != 1.0]
 
 
-SWEEP = Sweep("gamma", __doc__, corruptions, frozenset({"gammas", "include_untrained"}), tune_setup=grid_with_untrained)
+SWEEP = Sweep("gamma", __doc__, corruptions, frozenset({"gammas", "include_untrained"}), extra_cells=untrained_cells)
 
 if __name__ == "__main__":
     sys.exit(main(SWEEP))

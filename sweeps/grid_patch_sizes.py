@@ -51,15 +51,8 @@ def untrained_cells(opts: dict, cells: list[dict]) -> list[dict]:
     return [{**cell, "optim.epochs": 0} for cell in first.values()]
 
 
-def grid_with_untrained(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
-    """The default grid over the cells plus ``untrained_cells`` (a Tune setup for ``Sweep``)."""
-    from sweeps.execute import grid_setup  # Ray is imported only when something runs
-
-    return grid_setup(opts, cells + untrained_cells(opts, cells))
-
-
 SWEEP = Sweep("grid_patch_sizes", __doc__, corruptions, frozenset({"families", "grids", "include_untrained"}),
-              tune_setup=grid_with_untrained)
+              extra_cells=untrained_cells)
 
 if __name__ == "__main__":
     sys.exit(main(SWEEP))

@@ -31,6 +31,8 @@ class Sweep:
     extra_keys: frozenset[str] = frozenset()
     # (opts, cells) -> (param_space, TuneConfig kwargs); default: a grid over the cells.
     tune_setup: Callable[[dict[str, Any], list[dict]], tuple[dict, dict]] | None = None
+    # (opts, cells) -> more flat cells (e.g. the untrained reference), validated like the others.
+    extra_cells: Callable[[dict[str, Any], list[dict]], list[dict]] | None = None
 
 
 @dataclasses.dataclass
@@ -74,6 +76,8 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         for spec in corruptions:
             parse(spec).check(*data.image_size)
         cells = [_cell(base, opts, m, c, s) for m in opts["methods"] for c in corruptions for s in opts["seeds"]]
+        if sweep.extra_cells is not None:
+            cells += [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.extra_cells(opts, cells)]
     except (CorruptionError, DatasetError) as err:
         raise SweepError(str(err)) from None
     except ValueError as err:

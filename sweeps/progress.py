@@ -7,6 +7,7 @@ import time
 
 from ray import tune
 
+from analysis.claims import claim_checks, format_claims
 from analysis.drops import accuracy_table, drop_table
 from trainables.tune_adapter import trial_config
 
@@ -47,8 +48,8 @@ def results_frame(results):
         if r.error is not None or not r.metrics:
             continue
         c = trial_config(r.config)
-        rows.append({"method": c["method"], "corruption": c["data.corruption"], "seed": c["system.seed"],
-                     **{k: v for k, v in r.metrics.items() if k in ("knn_acc", "probe_acc", "uniformity", "ece", "alignment")}})
+        rows.append({**c, "corruption": c["data.corruption"], "seed": c["system.seed"],
+                     **{k: v for k, v in r.metrics.items() if k != "config"}})
     return pd.DataFrame(rows)
 
 
@@ -72,10 +73,14 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
         print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
     if len(df):
         metric = "knn_acc"
-        print(f"\nkNN accuracy (%), mean over seeds:\n{accuracy_table(df, metric).to_string(float_format='%.1f')}")
-        drops = drop_table(df, metric)
+        shown = df.assign(method=df["method"].where(df["optim.epochs"] > 0, "untrained")) if "optim.epochs" in df else df
+        print(f"\nkNN accuracy (%), mean over seeds (untrained = the same network at initialisation):\n"
+              f"{accuracy_table(shown, metric).to_string(float_format='%.1f')}")
+        trained = df[df["optim.epochs"] > 0] if "optim.epochs" in df else df
+        drops = drop_table(trained, metric)
         if drops is not None:
             print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{drops.to_string(float_format='%.1f')}")
+            print(f"\nClaim checks ({metric}):\n{format_claims(claim_checks(df, metric))}")
     uri = plan.mlflow_uri
     print(f"\nMLflow: experiment {plan.experiment!r}, parent run {parent_run_id}. Open the UI with:\n"
           f"  mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000\n"

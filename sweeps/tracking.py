@@ -164,7 +164,7 @@ class MLflowTrialWriter(tune.Callback):
         if found:
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "loss")
-            last = max((m.step for m in history), default=0)
+            last = max((m.step for m in history), default=-1)
             self.client.update_run(run_id, status="RUNNING")
         else:
             flat = trial_config(trial.config)
@@ -172,7 +172,7 @@ class MLflowTrialWriter(tune.Callback):
             run_id = self.client.create_run(exp_id, run_name=_run_name(flat), tags=tags).info.run_id
             params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in sorted(flat.items())]
             self.client.log_batch(run_id, params=params)
-            last = 0
+            last = -1  # an untrained (epochs 0) trial reports once, at step 0
         self._runs[trial.trial_id] = (run_id, last)
         return run_id, last
 
@@ -215,7 +215,7 @@ _METRIC_KEYS = {
 }
 
 
-_FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "node_id"}
+_FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "node_id", "n_test", "image_size"}
 
 
 def _run_name(flat: dict[str, Any]) -> str:

@@ -90,7 +90,7 @@ def run_trial(
             report(metrics)
     final = _evaluate(cfg, method, td, device, precision, final=True)
     final["train_time_s"] = time.perf_counter() - started
-    final["device"] = str(device)
+    final.update(device=str(device), n_test=len(td.eval_test), image_size=data.image_size[0])
     report({**metrics, "epoch": cfg.optim.epochs, **final, "done": True})
     return final
 

@@ -28,12 +28,14 @@ def frame(accs: dict[tuple[str, str], list[float]], uniformity: dict[tuple[str, 
     return pd.DataFrame(rows)
 
 
-@pytest.fixture
-def fake_store(tmp_path):
+@pytest.fixture(scope="session")
+def fake_store(tmp_path_factory):
     """A sqlite MLflow store with experiment ``tiny`` (supervised ori + glo_4, seed 0, with a
-    parent run) and ``dirty`` (glo_4 only): returns the tracking URI."""
+    parent run) and ``dirty`` (glo_4 only): returns the tracking URI. Session-wide (creating
+    a store costs seconds); tests only read it."""
     from mlflow.tracking import MlflowClient
 
+    tmp_path = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     for name, corruptions in (("tiny", ("ori", "glo_4")), ("dirty", ("glo_4",))):

@@ -76,3 +76,9 @@ def test_wide_and_markdown__cells_read_mean_plus_minus_spread():
 def test_drop_figure__one_bar_per_arm_and_column():
     fig = drops.drop_figure(drops.drop_summary(frame(ACCS)))
     assert len(fig.axes[0].patches) == 3 * 2  # 3 arms x (glo_4, Avg)
+
+
+def test_spread_note__says_when_the_untrained_reference_is_missing():
+    with_ref = drops.spread_note(drops.drop_summary(frame(ACCS)))
+    without = drops.spread_note(drops.drop_summary(frame({k: v for k, v in ACCS.items() if k[0] != "untrained"})))
+    assert "`untrained`: the backbone at initialisation" in with_ref and "include_untrained: true" in without

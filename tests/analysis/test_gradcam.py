@@ -41,7 +41,7 @@ def peak_quadrant(cam: torch.Tensor) -> str:
                                             ("top-right", "top-left")])
 def test_grad_cam__peaks_in_the_quadrant_holding_the_explained_class(red, green):
     net, x = colour_net(), image(red, green)
-    cams, scores = grad_cam(net, lambda f: f, x, target=torch.tensor([0]))
+    cams, _ = grad_cam(net, lambda f: f, x, target=torch.tensor([0]))
     assert peak_quadrant(cams[0]) == red
     ys, xs = QUADRANTS[red]
     assert cams[0][ys, xs].sum() > 0.9 * cams[0].sum()  # almost all the evidence is there
@@ -64,7 +64,7 @@ def test_last_spatial_layer__is_layer4_of_a_timm_resnet():
 
 def test_grad_cam__runs_on_a_resnet_with_the_prototype_head():
     torch.manual_seed(0)
-    backbone, dim = build_backbone("resnet18", width=0.125)
+    backbone, _ = build_backbone("resnet18", width=0.125)
     backbone.eval()
     x = torch.randn(6, 3, 32, 32)
     with torch.no_grad():

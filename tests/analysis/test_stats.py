@@ -48,7 +48,7 @@ def test_bootstrap_correlation__recovers_a_known_correlation():
 
 def test_bootstrap_correlation__independent_data_interval_spans_zero():
     rng = np.random.default_rng(1)
-    r, low, high = stats.bootstrap_correlation(rng.normal(size=50), rng.normal(size=50), "spearman", n_boot=500)
+    _, low, high = stats.bootstrap_correlation(rng.normal(size=50), rng.normal(size=50), "spearman", n_boot=500)
     assert low < 0 < high
 
 
