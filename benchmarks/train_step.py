@@ -33,26 +33,34 @@ from trainables.build import autocast, build_model, build_optim  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 
 # name -> (system.precision, system.channels_last, system.compile)
-CPU_SETTINGS = {"fp32": ("fp32", False, False), "channels_last": ("fp32", True, False),
-                "channels_last+bf16": ("bf16", True, False)}
-CUDA_SETTINGS = {"channels_last+bf16": ("bf16", True, False), "channels_last+bf16+compile": ("bf16", True, True)}
+CPU_SETTINGS = {
+    "fp32": ("fp32", False, False),
+    "channels_last": ("fp32", True, False),
+    "channels_last+bf16": ("bf16", True, False),
+}
+CUDA_SETTINGS = {
+    "channels_last+bf16": ("bf16", True, False),
+    "channels_last+bf16+compile": ("bf16", True, True),
+}
 
 
 def make_step(method_name: str, width: float, batch: int, device: str, setting: tuple) -> Callable[[], None]:
     """One training step of a freshly built trial model, as ``trainables.loop`` runs it."""
     precision, channels_last, compile_ = setting
-    cfg = TrialConfig(method=method_name).replace({
-        "model.width": width, "optim.batch_size": batch, "system.device": device, "system.precision": precision,
-        "system.channels_last": channels_last, "system.compile": compile_,
-        **({"method.queue_size": 4096} if method_name == "moco_v2" else {}),
-    }).resolved()
+    overrides = {"model.width": width, "optim.batch_size": batch, "system.device": device,
+                 "system.precision": precision, "system.channels_last": channels_last, "system.compile": compile_}
+    if method_name == "moco_v2":
+        overrides["method.queue_size"] = 4096
+    cfg = TrialConfig(method=method_name).replace(overrides).resolved()
     dev = torch.device(device)
     method = build_model(cfg, num_classes=10, device=dev).train()
     optimizer = build_optim(cfg, method)
     g = torch.Generator(device=dev).manual_seed(0)
     memory = torch.channels_last if channels_last else torch.contiguous_format
-    views = [torch.randn(batch, 3, 32, 32, device=dev, generator=g).contiguous(memory_format=memory)
-             for _ in range(method.n_views)]
+    views = [
+        torch.randn(batch, 3, 32, 32, device=dev, generator=g).contiguous(memory_format=memory)
+        for _ in range(method.n_views)
+    ]
     labels = torch.randint(0, 10, (batch,), device=dev, generator=g)
     precision_ctx = autocast(cfg, dev)
 
@@ -81,44 +89,51 @@ def step_times(step: Callable[[], None], warmup: int, steps: int) -> list[float]
     return times
 
 
+def measure(device: str, name: str, width: float, label: str, args: argparse.Namespace) -> dict:
+    """One table row: best and median samples/s over the timed steps, and their spread."""
+    setting = (CUDA_SETTINGS if device == "cuda" else CPU_SETTINGS)[label]
+    cheap = width < 1.0 or device == "cuda"
+    warmup = (10 if setting[2] else 3) if device == "cuda" else (2 if cheap else 1)
+    step = make_step(name, width, args.batch, device, setting)
+    times = step_times(step, warmup, args.steps if cheap else args.full_steps)
+    return {
+        "device": device, "method": name, "width": width, "setting": label, "steps": len(times),
+        "samples_per_s": args.batch / min(times),
+        "median_samples_per_s": args.batch / statistics.median(times),
+        "spread": max(times) / min(times),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=["supervised", "moco_v2"])
     parser.add_argument("--widths", nargs="+", type=float, default=[1.0, 0.25])
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=4, help="timed steps at quarter width (full width: 2)")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps (CUDA; CPU below width 1)")
+    parser.add_argument("--full-steps", type=int, default=1, help="timed steps, CPU, width 1 (5-20 s each)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
     args = parser.parse_args()
 
-    targets = [("cpu", CPU_SETTINGS)]
+    targets = [("cpu", list(CPU_SETTINGS))]
     if torch.cuda.is_available():
-        cuda = {k: v for k, v in CUDA_SETTINGS.items() if args.compile or not v[2]}
-        targets.append(("cuda", cuda))
+        targets.append(("cuda", [k for k, v in CUDA_SETTINGS.items() if args.compile or not v[2]]))
     rows = []
     print(f"{'device':6} {'method':10} {'width':>5} {'setting':28} {'samples/s':>10} {'spread':>7}")
-    for device, settings in targets:
+    for device, labels in targets:
         for width in args.widths:
             for name in args.methods:
-                for label, setting in settings.items():
-                    cheap = width < 1.0 or device == "cuda"
-                    warmup = (10 if setting[2] else 3) if device == "cuda" else (2 if cheap else 1)
-                    times = step_times(make_step(name, width, args.batch, device, setting), warmup,
-                                       args.steps if cheap else 2)
-                    rate = args.batch / min(times)
-                    spread = max(times) / min(times)
-                    rows.append({"device": device, "method": name, "width": width, "setting": label,
-                                 "samples_per_s": rate, "median_samples_per_s": args.batch / statistics.median(times),
-                                 "spread": spread, "steps": len(times)})
-                    print(f"{device:6} {name:10} {width:5.2f} {label:28} {rate:10.1f} {spread:6.2f}x", flush=True)
+                for label in labels:
+                    r = measure(device, name, width, label, args)
+                    rows.append(r)
+                    print(f"{device:6} {name:10} {width:5.2f} {label:28} {r['samples_per_s']:10.1f} "
+                          f"{r['spread']:6.2f}x", flush=True)
 
-    def rate(setting: str) -> float:
-        return next(r["samples_per_s"] for r in rows if r["device"] == "cpu" and r["method"] == "moco_v2"
-                    and r["width"] == 0.25 and r["setting"] == setting)
-
-    ratio = rate("channels_last+bf16") / rate("fp32") if {"moco_v2"} <= set(args.methods) and 0.25 in args.widths else None
+    moco_q = {r["setting"]: r["samples_per_s"] for r in rows
+              if (r["device"], r["method"], r["width"]) == ("cpu", "moco_v2", 0.25)}
+    ratio = moco_q["channels_last+bf16"] / moco_q["fp32"] if moco_q else None
+    cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     emit({"benchmark": "train_step", "batch": args.batch, "threads": torch.get_num_threads(),
-          "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-          "rows": rows, "ratio": ratio})
+          "cuda": cuda, "rows": rows, "ratio": ratio})
 
 
 if __name__ == "__main__":

@@ -73,6 +73,10 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         with torch.no_grad():
             self.running_mean.copy_(mean.view(s, c).mean(0))
             self.running_var.copy_(var.view(s, c).mean(0))
+        # The split view is NCHW; give channels_last back, else every following conv converts
+        # layouts (MoCo steps ~20% slower on CPU with channels_last, fp32 and bf16 alike).
+        if x.is_contiguous(memory_format=torch.channels_last):
+            return out.contiguous(memory_format=torch.channels_last)
         return out
 
 

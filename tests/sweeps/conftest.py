@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
 from sweeps.tracking import PARENT_TAG
+
+TINY_YAML = str(Path(__file__).with_name("tiny.yaml"))
 
 # Tiny, fast trials: 20/10 digits per class, 1/8-width ResNet-18, small batch and queue.
 TINY = ["--set", "data.train_per_class=20", "--set", "data.test_per_class=10", "--set", "optim.batch_size=32",

@@ -13,11 +13,10 @@ import pytest
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main
 from tests.conftest import REPO
-from tests.sweeps.conftest import argv, final_metrics, runs
+from tests.sweeps.conftest import TINY_YAML, argv, final_metrics, runs
 
 pytestmark = pytest.mark.slow
-ONE_TRIAL = ["--methods", "supervised", "--smoke-test", "--config", str(REPO / "sweeps/configs/grid_patch_sizes.yaml"),
-             "--set", "eval.eval_every=1"]
+ONE_TRIAL = ["--config", TINY_YAML, "--set", "eval.eval_every=1"]
 
 
 def test_fault__failed_trial_resumes_from_checkpoint_with_identical_metrics(storage, ray_shutdown):

@@ -7,19 +7,21 @@ import ray
 
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main
-from tests.sweeps.conftest import argv, final_metrics, runs
+from tests.sweeps.conftest import TINY_YAML, argv, final_metrics, runs
 
 pytestmark = pytest.mark.slow
 
 
 def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdown, capsys):
-    code = main(GRID, argv(storage, "--experiment", "smoke", "--methods", "supervised", "moco_v2", "--config",
-                           "sweeps/configs/grid_patch_sizes.yaml", "--smoke-test"))
+    code = main(GRID, argv(storage, "--experiment", "smoke", "--methods", "supervised", "moco_v2", "--smoke-test"))
     out = capsys.readouterr().out
     assert code == 0, out
-    client, parents, children = runs(storage, "smoke")
+    client, parents, everything = runs(storage, "smoke")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 6  # 2 methods x {ori, glo_4, loc_4}
+    untrained = [c for c in everything if c.data.params["optim.epochs"] == "0"]
+    children = [c for c in everything if c.data.params["optim.epochs"] != "0"]
+    assert len(children) == 6 and len(untrained) == 3  # 2 methods x {ori, glo_4, loc_4} + reference per corruption
+    assert all(u.info.status == "FINISHED" for u in untrained)
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert len({c.data.tags["ray_trial_id"] for c in children}) == 6
     for child in children:
@@ -46,8 +48,7 @@ def _max_concurrent(runs) -> int:
 def test_sweep__fractional_gpus_pack_four_trials_that_train_on_cpu(storage, ray_shutdown, capsys):
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=False)  # one logical GPU
     code = main(GRID, argv(storage, "--experiment", "pack", "--methods", "supervised", "--seeds", "0", "1",
-                           "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5", "--smoke-test",
-                           "--config", "sweeps/configs/grid_patch_sizes.yaml", epochs=2))
+                           "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5", "--config", TINY_YAML, epochs=2))
     assert code == 0, capsys.readouterr().out
     client, _, children = runs(storage, "pack")
     assert len(children) == 6
@@ -63,8 +64,7 @@ def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, configure_logging=False)
-        code = main(GRID, argv(storage, "--experiment", "two-nodes", "--methods", "supervised", "--smoke-test",
-                               "--set", "eval.eval_every=0", "--config", "sweeps/configs/grid_patch_sizes.yaml", epochs=1))
+        code = main(GRID, argv(storage, "--experiment", "two-nodes", "--set", "eval.eval_every=0", "--config", TINY_YAML, epochs=1))
         assert code == 0, capsys.readouterr().out
         client, _, children = runs(storage, "two-nodes")
         nodes = {final_metrics(client, c, storage)["node_id"] for c in children}

@@ -18,9 +18,15 @@ from trainables.methods import method_class
 
 # Method hyperparameters shrunk for tests; applied only where the method's Params has the field,
 # so a newly registered method gets tiny heads without being listed here.
-SMALL_PARAMS = {"proj_hidden": 64, "proj_dim": 32, "pred_hidden": 64, "bottleneck_dim": 32,
-                "num_prototypes": 64, "queue_size": 64,
-                "bn_splits": 2}
+SMALL_PARAMS = {
+    "proj_hidden": 64,
+    "proj_dim": 32,
+    "pred_hidden": 64,
+    "bottleneck_dim": 32,
+    "num_prototypes": 64,
+    "queue_size": 64,
+    "bn_splits": 2,
+}
 
 
 def small_params(method: str) -> dict[str, Any]:
@@ -41,9 +47,16 @@ def tiny_cfg(tmp_path) -> Callable[..., TrialConfig]:
 
     def make(method: str = "supervised", **overrides: Any) -> TrialConfig:
         flat = {
-            "method": method, "data.dataset": "digits", "data.cache_dir": str(tmp_path / "cache"),
-            "data.train_per_class": 20, "data.test_per_class": 10, "model.width": 0.125,
-            "optim.batch_size": 32, "optim.epochs": 2, "eval.knn_k": 20, "system.device": "cpu",
+            "method": method,
+            "data.dataset": "digits",
+            "data.cache_dir": str(tmp_path / "cache"),
+            "data.train_per_class": 20,
+            "data.test_per_class": 10,
+            "model.width": 0.125,
+            "optim.batch_size": 32,
+            "optim.epochs": 2,
+            "eval.knn_k": 20,
+            "system.device": "cpu",
             **{f"method.{k}": v for k, v in small_params(method).items()},
         }
         return TrialConfig.from_flat({**flat, **overrides})

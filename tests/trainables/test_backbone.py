@@ -16,7 +16,11 @@ def _convs(model: nn.Module) -> dict[str, nn.Conv2d]:
 
 def test_build_backbone__small_stem_is_3x3_stride1_without_maxpool():
     model, dim = build_backbone("resnet18", small_stem=True, width=0.25)
-    assert (model.conv1.kernel_size, model.conv1.stride, model.conv1.padding) == ((3, 3), (1, 1), (1, 1))
+    assert (model.conv1.kernel_size, model.conv1.stride, model.conv1.padding) == (
+        (3, 3),
+        (1, 1),
+        (1, 1),
+    )
     assert isinstance(model.maxpool, nn.Identity)
     assert dim == 128
     seen = []
@@ -59,7 +63,11 @@ def test_build_backbone__width_scales_stage_channels(width, dim):
 def test_build_backbone__unknown_name_lists_valid_resnets(name):
     with pytest.raises(ValueError) as err:
         build_backbone(name)
-    assert repr(name) in str(err.value) and "resnet18" in str(err.value) and "resnet50" in str(err.value)
+    assert (
+        repr(name) in str(err.value)
+        and "resnet18" in str(err.value)
+        and "resnet50" in str(err.value)
+    )
 
 
 @pytest.mark.parametrize("width", [0.0, -0.5])
@@ -69,7 +77,9 @@ def test_build_backbone__non_positive_width_raises_with_choices(width):
     assert str(width) in str(err.value) and "0.25" in str(err.value)
 
 
-def _split_bn_pair(channels: int = 4, splits: int = 4) -> tuple[SplitBatchNorm2d, torch.Tensor, torch.Tensor]:
+def _split_bn_pair(
+    channels: int = 4, splits: int = 4
+) -> tuple[SplitBatchNorm2d, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     bn = SplitBatchNorm2d(channels, splits)
     with torch.no_grad():
@@ -90,17 +100,25 @@ def test_split_batchnorm__training_equals_bn_on_each_interleaved_split(channels_
     expected = torch.empty_like(x)
     for r in range(s):  # split r holds samples r, r + s, r + 2s, ... (sample i -> split i % s)
         rm, rv = bn.running_mean.clone(), bn.running_var.clone()
-        expected[r::s] = F.batch_norm(x[r::s], rm, rv, bn.weight, bn.bias, True, bn.momentum, bn.eps)
+        expected[r::s] = F.batch_norm(
+            x[r::s], rm, rv, bn.weight, bn.bias, True, bn.momentum, bn.eps
+        )
         means.append(rm)
         vars_.append(rv)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     out = bn.train()(x)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # the layout is kept, so the next convolution needs no conversion
+    assert out.is_contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
     torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0))
     torch.testing.assert_close(bn.running_var, torch.stack(vars_).mean(0))
     # and it is not plain BN over the whole batch
-    assert not torch.allclose(out, F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.1, bn.eps), atol=1e-3)
+    assert not torch.allclose(
+        out, F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.1, bn.eps), atol=1e-3
+    )
 
 
 def test_split_batchnorm__eval_mode_is_plain_batchnorm():
@@ -121,7 +139,10 @@ def test_split_batchnorm__gradients_match_per_split_bn():
     s = bn.num_splits
     x1 = x.clone().requires_grad_(True)
     bn.train()(x1).backward(grad_out)
-    weight, bias = bn.weight.detach().clone().requires_grad_(True), bn.bias.detach().clone().requires_grad_(True)
+    weight, bias = (
+        bn.weight.detach().clone().requires_grad_(True),
+        bn.bias.detach().clone().requires_grad_(True),
+    )
     x2 = x.clone().requires_grad_(True)
     out = torch.empty_like(x)
     for r in range(s):

@@ -11,20 +11,39 @@ from trainables.config import TrialConfig
 
 def test_to_flat__round_trips_through_json_and_from_flat():
     cfg = TrialConfig(method="byol").replace(
-        {"data.corruption": "glo_4", "model.width": 0.25, "optim.lr": 0.1, "eval.knn_k": 20,
-         "system.seed": 3, "method.proj_dim": 64}
+        {
+            "data.corruption": "glo_4",
+            "model.width": 0.25,
+            "optim.lr": 0.1,
+            "eval.knn_k": 20,
+            "system.seed": 3,
+            "method.proj_dim": 64,
+        }
     )
     flat = json.loads(json.dumps(cfg.to_flat()))
     back = TrialConfig.from_flat(flat)
     assert back.to_flat() == flat
-    assert (back.data, back.model, back.optim, back.eval, back.system) == (cfg.data, cfg.model, cfg.optim, cfg.eval, cfg.system)
+    assert (back.data, back.model, back.optim, back.eval, back.system) == (
+        cfg.data,
+        cfg.model,
+        cfg.optim,
+        cfg.eval,
+        cfg.system,
+    )
     assert back.params == cfg.params and back.params.proj_dim == 64
 
 
 def test_to_flat__has_every_section_and_method_params():
     flat = TrialConfig(method="moco_v2").to_flat()
     assert flat["method"] == "moco_v2"
-    assert {k.split(".")[0] for k in flat if "." in k} == {"data", "model", "optim", "eval", "system", "method"}
+    assert {k.split(".")[0] for k in flat if "." in k} == {
+        "data",
+        "model",
+        "optim",
+        "eval",
+        "system",
+        "method",
+    }
     assert flat["method.queue_size"] == 32768 and flat["method.temperature"] == 0.2
 
 
@@ -49,8 +68,12 @@ def test_replace__keeps_explicit_method_params_and_drops_them_on_method_change()
 
 @pytest.mark.parametrize(
     "method, optimizer, lr, weight_decay, augmentation",
-    [("moco_v2", "sgd", 0.3, 1e-4, "moco_v2"), ("byol", "lars", 1.0, 1e-5, "byol"),
-     ("supervised", "sgd", 0.4, 1e-5, "supervised"), ("dino", "lars", 0.3, 1e-6, "byol")],
+    [
+        ("moco_v2", "sgd", 0.3, 1e-4, "moco_v2"),
+        ("byol", "lars", 1.0, 1e-5, "byol"),
+        ("supervised", "sgd", 0.4, 1e-5, "supervised"),
+        ("dino", "lars", 0.3, 1e-6, "byol"),
+    ],
 )
 def test_resolved__fills_method_defaults(method, optimizer, lr, weight_decay, augmentation):
     cfg = TrialConfig(method=method)
@@ -62,8 +85,17 @@ def test_resolved__fills_method_defaults(method, optimizer, lr, weight_decay, au
 
 
 def test_resolved__keeps_explicit_values():
-    r = TrialConfig(method="byol").replace({"optim.optimizer": "sgd", "optim.lr": 0.05, "data.augmentation": "moco_v2"}).resolved()
-    assert (r.optim.optimizer, r.optim.lr, r.optim.weight_decay, r.data.augmentation) == ("sgd", 0.05, 1e-5, "moco_v2")
+    r = (
+        TrialConfig(method="byol")
+        .replace({"optim.optimizer": "sgd", "optim.lr": 0.05, "data.augmentation": "moco_v2"})
+        .resolved()
+    )
+    assert (r.optim.optimizer, r.optim.lr, r.optim.weight_decay, r.data.augmentation) == (
+        "sgd",
+        0.05,
+        1e-5,
+        "moco_v2",
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,7 +120,11 @@ def test_validate__names_the_bad_value_and_the_valid_ones(overrides, named, vali
 def test_validate__unknown_method_lists_registered_ones():
     with pytest.raises(ValueError) as err:
         TrialConfig(method="mocov3").resolved()
-    assert "'mocov3'" in str(err.value) and "moco_v2" in str(err.value) and "supervised" in str(err.value)
+    assert (
+        "'mocov3'" in str(err.value)
+        and "moco_v2" in str(err.value)
+        and "supervised" in str(err.value)
+    )
 
 
 def test_validate__unknown_method_param_lists_valid_params():

@@ -9,11 +9,20 @@ import pytest
 import torch
 from torch import Tensor
 
-from trainables.build import build_model, eval_prepare
+from trainables.build import build_model
+from trainables.data.augment import normalize, to_float
 from trainables.loop import run_trial
 from trainables.methods import METHODS, Method, register_method
 
-NUMBERS = ("knn_acc", "uniformity", "probe_acc", "ece", "alignment", "classwise_uniformity", "feature_distance")
+NUMBERS = (
+    "knn_acc",
+    "uniformity",
+    "probe_acc",
+    "ece",
+    "alignment",
+    "classwise_uniformity",
+    "feature_distance",
+)
 
 
 def serialised(states: list[dict]):
@@ -39,8 +48,11 @@ def test_run_trial__final_metrics_and_one_report_per_epoch(tiny_cfg, digits):
     assert final["uniformity"] > 0
     assert 0 <= final["probe_acc"] <= 100 and 0 <= final["ece"] <= 1
     assert len(final["classwise_uniformity"]) == 10
-    assert len(final["feature_distance"]) == 10 and all(len(row) == 10 for row in final["feature_distance"])
-    assert all(math.isfinite(v) for v in [*final["classwise_uniformity"], *sum(final["feature_distance"], [])])
+    assert len(final["feature_distance"]) == 10 and all(
+        len(row) == 10 for row in final["feature_distance"]
+    )
+    cells = [v for row in final["feature_distance"] for v in row]
+    assert all(math.isfinite(v) for v in [*final["classwise_uniformity"], *cells])
     assert math.isfinite(final["alignment"])
 
     assert [r["epoch"] for r in reports] == [1, 2, 3]
@@ -54,7 +66,9 @@ def test_run_trial__final_metrics_and_one_report_per_epoch(tiny_cfg, digits):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto = bf16 autocast, the default
-def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrupted_run(tiny_cfg, digits, precision):
+def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrupted_run(
+    tiny_cfg, digits, precision
+):
     # MoCo carries the most state: queue, pointer, shuffle generator, momentum, split BN.
     cfg = tiny_cfg("moco_v2", **{"optim.epochs": 3, "system.precision": precision})
     states, full_reports = [], []
@@ -71,7 +85,10 @@ def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrup
 
 def test_run_trial__same_seed_same_numbers_other_seed_other_numbers(tiny_cfg, digits):
     cfg = tiny_cfg("supervised", **{"optim.epochs": 1, "eval.probe": False})
-    a, b = run_trial(cfg, lambda m: None, dataset=digits), run_trial(cfg, lambda m: None, dataset=digits)
+    a, b = (
+        run_trial(cfg, lambda m: None, dataset=digits),
+        run_trial(cfg, lambda m: None, dataset=digits),
+    )
     c = run_trial(cfg.replace({"system.seed": 1}), lambda m: None, dataset=digits)
     assert a["uniformity"] == b["uniformity"] and a["feature_distance"] == b["feature_distance"]
     assert a["uniformity"] != c["uniformity"]
@@ -108,25 +125,32 @@ def test_run_trial__non_finite_loss_raises_naming_epoch_and_step(tiny_cfg, digit
 
 
 def test_run_trial__diverging_lr_raises_floating_point_error(tiny_cfg, digits):
-    cfg = tiny_cfg("supervised", **{"optim.lr": 1e6, "optim.epochs": 1, "optim.warmup_fraction": 0.0})
+    cfg = tiny_cfg(
+        "supervised", **{"optim.lr": 1e6, "optim.epochs": 1, "optim.warmup_fraction": 0.0}
+    )
     with pytest.raises(FloatingPointError, match=r"non-finite loss .* at epoch 1 step \d+"):
         run_trial(cfg, lambda m: None, dataset=digits)
 
 
 def test_run_trial__batch_larger_than_the_split_raises(tiny_cfg, digits):
-    with pytest.raises(ValueError, match="optim.batch_size 512 is larger than the 200 training images"):
-        run_trial(tiny_cfg("supervised", **{"optim.batch_size": 512}), lambda m: None, dataset=digits)
+    with pytest.raises(
+        ValueError, match=r"optim\.batch_size 512 is larger than the 200 training images"
+    ):
+        run_trial(
+            tiny_cfg("supervised", **{"optim.batch_size": 512}), lambda m: None, dataset=digits
+        )
 
 
 def _embeddings(cfg, state: dict | None, images: Tensor) -> Tensor:
-    """Backbone features of ``images`` (uint8) from ``cfg``'s model, optionally with a trial's state."""
+    """Backbone features of uint8 ``images`` from ``cfg``'s model, with a trial's state if given."""
     method = build_model(cfg.resolved(), 10, torch.device("cpu"))
     if state is not None:
         method.load_state_dict(state["method"])
-    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    prepare = eval_prepare(type("TD", (), {"mean": mean, "std": std})(), channels_last=True)
+    x = normalize(to_float(images), (0.5,) * 3, (0.25,) * 3).contiguous(
+        memory_format=torch.channels_last
+    )
     with torch.no_grad():
-        return method.eval().embed(prepare(images))
+        return method.eval().embed(x)
 
 
 @pytest.mark.slow
@@ -134,31 +158,41 @@ def test_run_trial__init_checkpoint_loads_the_trained_backbone(tiny_cfg, digits,
     """The downstream setting: start from a pretraining checkpoint, evaluate on corrupted data."""
     pre_cfg = tiny_cfg("moco_v2", **{"optim.epochs": 1})
     states = []
-    pretrained = run_trial(pre_cfg, lambda m: None, save=states.append, dataset=digits)
+    pretrained = run_trial(pre_cfg, lambda m: None, save=serialised(states), dataset=digits)
     path = tmp_path / "pretrained.pt"
-    torch.save(states[-1], path)
+    path.write_bytes(states[-1])
     images = digits.test.images[:16]
-    trained = _embeddings(pre_cfg, states[-1], images)
-    assert not torch.equal(trained, _embeddings(pre_cfg, None, images))  # training moved the backbone
+    trained = _embeddings(pre_cfg, load(states[-1]), images)
+    assert not torch.equal(trained, _embeddings(pre_cfg, None, images))  # training moved it
 
     down = tiny_cfg("supervised", **{"model.init_checkpoint": str(path), "optim.epochs": 0})
     assert torch.equal(_embeddings(down, None, images), trained)
-    same = run_trial(down, lambda m: None, dataset=digits)  # epochs 0: evaluate the loaded backbone
-    assert same["knn_acc"] == pretrained["knn_acc"] and same["uniformity"] == pretrained["uniformity"]
+    same = run_trial(down, lambda m: None, dataset=digits)  # epochs 0: evaluate what was loaded
+    assert same["knn_acc"] == pretrained["knn_acc"]
+    assert same["uniformity"] == pretrained["uniformity"]
 
-    # A frozen backbone stays the pretrained one (BN statistics included) while its head trains.
-    frozen = down.replace({"optim.epochs": 1, "optim.train_backbone": False, "data.eval_corruption": "glo_4"})
+    # A frozen backbone stays the pretrained one (BN statistics included) while the head trains.
+    frozen = down.replace({"optim.epochs": 1, "optim.train_backbone": False})
     states = []
-    corrupted = run_trial(frozen, lambda m: None, save=states.append, dataset=digits)
-    assert torch.equal(_embeddings(frozen, states[-1], images), trained)
-    head = [v for k, v in states[-1]["method"].items() if k.startswith("classifier.")]
-    assert head and corrupted["uniformity"] != same["uniformity"]  # evaluated on glo_4-shuffled images
+    clean = run_trial(frozen, lambda m: None, save=serialised(states), dataset=digits)
+    state = load(states[-1])
+    assert torch.equal(_embeddings(frozen, state, images), trained)
+    init = build_model(frozen.resolved(), 10, torch.device("cpu")).classifier.weight
+    assert not torch.equal(state["method"]["classifier.weight"], init)
+
+    corrupted = run_trial(
+        frozen.replace({"data.eval_corruption": "glo_4"}), lambda m: None, dataset=digits
+    )
+    # Same backbone, so a different uniformity can only come from the glo_4-shuffled images.
+    assert corrupted["uniformity"] != clean["uniformity"]
     assert 0 <= corrupted["knn_acc"] <= 100
 
 
-def test_run_trial__eval_corruption_changes_only_the_evaluation(tiny_cfg, digits):
+def test_run_trial__eval_corruption_is_applied_to_the_evaluation_sets(tiny_cfg, digits):
     cfg = tiny_cfg("supervised", **{"optim.epochs": 0, "eval.probe": False})
     clean = run_trial(cfg, lambda m: None, dataset=digits)
-    shuffled = run_trial(cfg.replace({"data.eval_corruption": "glo_4"}), lambda m: None, dataset=digits)
+    shuffled = run_trial(
+        cfg.replace({"data.eval_corruption": "glo_4"}), lambda m: None, dataset=digits
+    )
     assert shuffled["uniformity"] != clean["uniformity"]
     assert run_trial(cfg, lambda m: None, dataset=digits)["uniformity"] == clean["uniformity"]

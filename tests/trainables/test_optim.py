@@ -15,11 +15,15 @@ from trainables.optim import LARS, WARMUP_START_LR, build_optimizer, lr_at, set_
 def test_lr_at__linear_warmup_then_cosine_to_zero():
     base, total, warmup = 0.6, 100, 10
     assert lr_at(0, total, warmup, base) == pytest.approx(WARMUP_START_LR)
-    assert lr_at(5, total, warmup, base) == pytest.approx(WARMUP_START_LR + (base - WARMUP_START_LR) / 2)
+    assert lr_at(5, total, warmup, base) == pytest.approx(
+        WARMUP_START_LR + (base - WARMUP_START_LR) / 2
+    )
     assert lr_at(warmup, total, warmup, base) == pytest.approx(base)
     assert lr_at(55, total, warmup, base) == pytest.approx(base / 2)  # half-way through the cosine
     assert lr_at(total, total, warmup, base) == pytest.approx(0.0, abs=1e-12)
-    assert lr_at(total + 5, total, warmup, base) == pytest.approx(0.0, abs=1e-12)  # no cosine bounce
+    assert lr_at(total + 5, total, warmup, base) == pytest.approx(
+        0.0, abs=1e-12
+    )  # no cosine bounce
 
 
 def test_lr_at__monotone_up_in_warmup_and_down_after():
@@ -81,7 +85,9 @@ def test_lars__without_clip_uses_the_raw_trust_ratio():
     nn.functional.mse_loss(model(x), y).backward()
     gw = model.weight.grad.clone()
     opt.step()
-    torch.testing.assert_close(model.weight.detach(), w0 - 0.1 * 0.02 * w0.norm() / (gw.norm() + 1e-8) * gw)
+    torch.testing.assert_close(
+        model.weight.detach(), w0 - 0.1 * 0.02 * w0.norm() / (gw.norm() + 1e-8) * gw
+    )
 
 
 def test_build_optimizer__sgd_skips_frozen_params():

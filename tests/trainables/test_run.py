@@ -13,14 +13,34 @@ from trainables.run import main, parse_assignment
 
 
 def _tiny_args(tmp_path) -> list[str]:
-    return ["--dataset", "digits", "--width", "0.125", "--train-per-class", "20", "--test-per-class", "10",
-            "--batch-size", "32", "--device", "cpu", "--set", f"data.cache_dir={tmp_path / 'cache'}",
-            "--set", "eval.knn_k=20"]
+    return [
+        "--dataset",
+        "digits",
+        "--width",
+        "0.125",
+        "--train-per-class",
+        "20",
+        "--test-per-class",
+        "10",
+        "--batch-size",
+        "32",
+        "--device",
+        "cpu",
+        "--set",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "--set",
+        "eval.knn_k=20",
+    ]
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainables.run", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "trainables.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli__prints_final_metrics_json_on_the_last_stdout_line(tmp_path):
@@ -54,20 +74,53 @@ def test_main__bad_input_returns_2_with_a_one_line_error(argv, message, capsys):
 
 
 def test_main__print_config_shows_the_resolved_flat_config(capsys):
-    assert main(["--method", "byol", "--set", "optim.lr=0.1", "--set", "method.proj_dim=64", "--print-config"]) == 0
+    assert (
+        main(
+            [
+                "--method",
+                "byol",
+                "--set",
+                "optim.lr=0.1",
+                "--set",
+                "method.proj_dim=64",
+                "--print-config",
+            ]
+        )
+        == 0
+    )
     flat = json.loads(capsys.readouterr().out)
-    assert flat["optim.lr"] == 0.1 and flat["optim.optimizer"] == "lars" and flat["method.proj_dim"] == 64
+    assert (
+        flat["optim.lr"] == 0.1
+        and flat["optim.optimizer"] == "lars"
+        and flat["method.proj_dim"] == 64
+    )
 
 
-@pytest.mark.parametrize("text, expected", [("a=1", ("a", 1)), ("b=0.5", ("b", 0.5)), ("c=true", ("c", True)),
-                                            ("d=null", ("d", None)), ("e=glo_4", ("e", "glo_4"))])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("a=1", ("a", 1)),
+        ("b=0.5", ("b", 0.5)),
+        ("c=true", ("c", True)),
+        ("d=null", ("d", None)),
+        ("e=glo_4", ("e", "glo_4")),
+    ],
+)
 def test_parse_assignment__reads_values_as_yaml(text, expected):
     assert parse_assignment(text) == expected
 
 
 def test_main__checkpoint_is_written_and_a_rerun_resumes_from_it(tmp_path, capsys):
     ckpt = tmp_path / "run.pt"
-    argv = ["--method", "supervised", "--epochs", "2", "--checkpoint", str(ckpt), *_tiny_args(tmp_path)]
+    argv = [
+        "--method",
+        "supervised",
+        "--epochs",
+        "2",
+        "--checkpoint",
+        str(ckpt),
+        *_tiny_args(tmp_path),
+    ]
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert ckpt.exists() and not ckpt.with_suffix(".tmp").exists()
@@ -75,4 +128,7 @@ def test_main__checkpoint_is_written_and_a_rerun_resumes_from_it(tmp_path, capsy
     out = capsys.readouterr()
     assert f"resuming from {ckpt} at epoch 2" in out.err
     again = json.loads(out.out.strip().splitlines()[-1])
-    assert again["knn_acc"] == first["knn_acc"] and again["feature_distance"] == first["feature_distance"]
+    assert (
+        again["knn_acc"] == first["knn_acc"]
+        and again["feature_distance"] == first["feature_distance"]
+    )

@@ -28,11 +28,18 @@ def build(name: str, seed: int = 0, **overrides) -> Method:
 def batch(name: str, data: ImageDataset, n: int = BATCH) -> tuple[list[Tensor], Tensor]:
     """``n_views`` x (n, 3, 32, 32) augmented, normalised views of the first ``n`` digits, and labels."""
     cls = method_class(name)
-    pipeline = Pipeline(parse("ori"), build_augmentation(cls.defaults["augmentation"]), cls.n_views, *data.mean_std())
+    pipeline = Pipeline(
+        parse("ori"),
+        build_augmentation(cls.defaults["augmentation"]),
+        cls.n_views,
+        *data.mean_std(),
+    )
     return pipeline(data.train.images[:n], generators(0)), data.train.labels[:n]
 
 
-def train(method: Method, views: list[Tensor], labels: Tensor, steps: int, lr: float = 0.1) -> list[float]:
+def train(
+    method: Method, views: list[Tensor], labels: Tensor, steps: int, lr: float = 0.1
+) -> list[float]:
     """``steps`` SGD steps on one fixed batch in the loop's order; returns the losses."""
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=lr, momentum=0.9)
     method.train()

@@ -122,4 +122,5 @@ def test_build_params__unknown_parameter_lists_valid_ones():
 
 
 def test_registry__has_the_studys_methods():
-    assert {"supervised", "supcon", "moco_v2", "simclr", "byol", "barlow_twins", "dino"} <= set(METHODS)
+    study = {"supervised", "supcon", "moco_v2", "simclr", "byol", "barlow_twins", "dino"}
+    assert study <= set(METHODS)

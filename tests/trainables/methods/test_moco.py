@@ -10,13 +10,14 @@ import torch.nn.functional as F
 
 from tests.trainables.methods.conftest import batch, build, train
 from trainables.backbone import SplitBatchNorm2d
+from trainables.build import build_model
+from trainables.config import TrialConfig
 from trainables.losses import info_nce
-from trainables.methods.moco import MocoParams
 
 
 def test_moco__bn_cheating_guard_is_on_by_default():
-    assert MocoParams().bn_splits == 8
-    method = build("moco_v2", bn_splits=MocoParams().bn_splits)
+    cfg = TrialConfig(method="moco_v2").replace({"model.width": 0.125, "method.queue_size": 64})
+    method = build_model(cfg.resolved(), 10, torch.device("cpu"))
     for net in (method.backbone, method.key_backbone):
         splits = [m for m in net.modules() if isinstance(m, SplitBatchNorm2d)]
         assert splits and all(m.num_splits == 8 for m in splits)
@@ -46,7 +47,9 @@ def test_key__unshuffles_to_the_plain_key_encoder_output_in_eval_mode(digits):
     x = batch("moco_v2", digits)[0][0]
     state = method.shuffle_generator.get_state()
     keys = method.key(x)
-    assert not torch.equal(method.shuffle_generator.get_state(), state), "the shuffle generator must advance"
+    assert not torch.equal(method.shuffle_generator.get_state(), state), (
+        "the shuffle generator must advance"
+    )
     with torch.no_grad():
         plain = F.normalize(method.key_projector(method.key_backbone(x)), dim=1)
     torch.testing.assert_close(keys, plain, rtol=1e-5, atol=1e-6)
@@ -70,7 +73,9 @@ def test_on_after_step__momentum_follows_the_cosine_from_099_to_0999(progress):
     method.on_after_step(progress)
     expected = 0.999 - (0.999 - 0.99) * (math.cos(math.pi * progress) + 1) / 2
     assert method.momentum == pytest.approx(expected)
-    assert method.momentum == pytest.approx({0.0: 0.99, 0.5: 0.9945, 1.0: 0.999}.get(progress, expected))
+    assert method.momentum == pytest.approx(
+        {0.0: 0.99, 0.5: 0.9945, 1.0: 0.999}.get(progress, expected)
+    )
 
 
 def test_on_after_step__key_encoder_is_an_ema_with_the_current_momentum(digits):
