@@ -8,9 +8,11 @@ the settings match real trials. CPU settings: fp32; channels_last; channels_last
 autocast. On CUDA (when present): bf16 + channels_last, and with ``--compile`` also
 ``torch.compile``.
 
-Run: ``python benchmarks/train_step.py [--widths 1.0 0.25] [--batch 256] [--steps 3]``.
-The last line is JSON; ``ratio`` = channels_last+bf16 over fp32 samples/s for MoCo v2 at
-quarter width on CPU.
+Run: ``python benchmarks/train_step.py [--widths 1.0 0.25] [--batch 256] [--steps 4]`` (about
+2.5 min on 2 idle cores; full width on CPU times a single step after one warm-up step). The last
+line is JSON; ``ratio`` = channels_last+bf16 over fp32 samples/s for MoCo v2 at quarter width on
+CPU. Rows are the best step; ``spread`` (slowest / fastest step) and the load average flag runs
+disturbed by other processes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -114,6 +117,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]  # other processes on the cores make every row erratic
     targets = [("cpu", list(CPU_SETTINGS))]
     if torch.cuda.is_available():
         targets.append(("cuda", [k for k, v in CUDA_SETTINGS.items() if args.compile or not v[2]]))
@@ -133,7 +137,8 @@ def main() -> None:
     ratio = moco_q["channels_last+bf16"] / moco_q["fp32"] if moco_q else None
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     emit({"benchmark": "train_step", "batch": args.batch, "threads": torch.get_num_threads(),
-          "cuda": cuda, "rows": rows, "ratio": ratio})
+          "loadavg_before_after": [load_before, os.getloadavg()[0]], "cuda": cuda, "rows": rows,
+          "ratio": ratio})
 
 
 if __name__ == "__main__":

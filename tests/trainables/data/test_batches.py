@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from corruptions import parse
-from trainables.data.batches import Pipeline, corrupt_split, eval_batches, index_batches, plan_corruption, train_batches
+from trainables.data.batches import (
+    Pipeline,
+    corrupt_split,
+    eval_batches,
+    index_batches,
+    plan_corruption,
+    train_batches,
+)
 from trainables.data.datasets import Split
 from trainables.seeding import derive_seed, generators
 
