@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 
 
-def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
-    """Best wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (seconds)."""
+def run_times(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> list[float]:
+    """Wall seconds of ``repeats`` runs of ``fn()`` after ``warmup`` untimed runs."""
     for _ in range(warmup):
         fn()
     times = []
@@ -16,7 +16,12 @@ def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (seconds)."""
+    return min(run_times(fn, repeats, warmup))
 
 
 def emit(result: dict) -> None:

@@ -26,12 +26,11 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])
 import argparse  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import emit, run_times  # noqa: E402
 from trainables.build import autocast, build_model, build_optim  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 
@@ -82,14 +81,7 @@ def make_step(method_name: str, width: float, batch: int, device: str, setting: 
 
 def step_times(step: Callable[[], None], warmup: int, steps: int) -> list[float]:
     """Wall seconds of ``steps`` single steps after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+    return run_times(step, repeats=steps, warmup=warmup)
 
 
 def measure(device: str, name: str, width: float, label: str, args: argparse.Namespace) -> dict:
