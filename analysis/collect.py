@@ -147,7 +147,8 @@ def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc"
     """Per-epoch metric values of the frame's trials, long form.
 
     MLflow rows (a ``run_id`` and ``uri``) read the metric history; others read the trial
-    folder's ``result.json``.
+    folder's ``result.json``. A key ending in ``/`` is a prefix: every metric under it
+    (``"classwise_uniformity/"`` gives one metric per class).
 
     Returns:
         Columns ``run_id``, ``trial_id``, ``epoch``, ``metric``, ``value``.
@@ -156,15 +157,25 @@ def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc"
     rows = []
     for _, trial in df.iterrows():
         if client is not None and isinstance(trial.get("run_id"), str):
-            points = [(m.step, key, m.value) for key in keys for m in client.get_metric_history(trial["run_id"], key)]
+            logged = client.get_run(trial["run_id"]).data.metrics
+            points = [(m.step, key, m.value) for key in _matching(keys, logged)
+                      for m in client.get_metric_history(trial["run_id"], key)]
         elif isinstance(trial.get("trial_dir"), str):
             points = [(r.get("epoch"), key, r[key]) for r in _results(Path(trial["trial_dir"]))
-                      for key in keys if isinstance(r.get(key), (int, float))]
+                      for key in _matching(keys, r) if isinstance(r.get(key), (int, float))]
         else:
             points = []
         rows += [{"run_id": trial.get("run_id"), "trial_id": trial.get("trial_id"), "epoch": int(e), "metric": k, "value": float(v)}
                  for e, k, v in points if e is not None]
     return pd.DataFrame(rows, columns=["run_id", "trial_id", "epoch", "metric", "value"])
+
+
+def _matching(keys: tuple[str, ...], available) -> list[str]:
+    """``keys`` with each prefix key (ending in ``/``) expanded to the available keys under it."""
+    out = []
+    for key in keys:
+        out += sorted(k for k in available if k.startswith(key)) if key.endswith("/") else [key]
+    return out
 
 
 def load_tune(folder: Path, finished_only: bool = True) -> pd.DataFrame:

@@ -1,12 +1,12 @@
 """Feature geometry over training, per method (supplement Figure A.1).
 
-Overall uniformity per epoch comes from each trial's metric history (logged every
-``eval.eval_every`` epochs); class-wise uniformity and the class x class feature distances are
-logged only at the end of a trial, so for them the curve has two points: epoch 0 and the last
-epoch. Epoch 0 is the untrained reference (``optim.epochs == 0``) of the same seed and
-corruption: every method builds its backbone first from the seed's ``init`` generator, so that
-trial *is* the starting point of each trained one. Without it the curves start at the first
-evaluation.
+Every evaluation (each ``eval.eval_every`` epochs) logs overall uniformity and, per class,
+class-wise uniformity and intra-/inter-class squared feature distance
+(``trainables.evaluation.geometry_scalars``; per-class values for up to 100 classes), so each
+curve has a point per evaluation. Epoch 0 is the untrained reference (``optim.epochs == 0``)
+of the same seed and corruption: every method builds its backbone first from the seed's
+``init`` generator, so that trial *is* the starting point of each trained one. Without it the
+curves start at the first evaluation.
 
     python -m analysis.dynamics --experiment grid_patch_sizes-digits [--corruption glo_4]
 """
@@ -72,7 +72,7 @@ def dynamics_frame(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.
         if start is not None:
             rows += [(*ident, 0, q, c, v) for q, c, v in geometry(start)]
         rows += [(*ident, int(trial["optim.epochs"]), q, c, v) for q, c, v in geometry(trial)]
-        rows += [(*ident, e, "uniformity", OVERALL, v) for e, v in _uniformity_history(trial, history)]
+        rows += [(*ident, e, q, c, v) for e, q, c, v in _history(trial, history)]
     out = pd.DataFrame(rows, columns=COLUMNS)
     return out.drop_duplicates(["arm", "corruption", "seed", "epoch", "quantity", "cls"]).sort_values(COLUMNS[:6])
 
@@ -81,12 +81,24 @@ def _key(row: pd.Series, keys: list[str]) -> str:
     return "|".join(repr(row.get(k)) for k in keys)
 
 
-def _uniformity_history(trial: pd.Series, history: pd.DataFrame | None) -> list[tuple[int, float]]:
+# Per-epoch metric -> (quantity, class) of the long table; per-class keys are "<name>/<class>".
+HISTORY_KEYS = ("uniformity", "classwise_uniformity/", "intra_distance/", "inter_distance/")
+_QUANTITY = {"uniformity": "uniformity", "classwise_uniformity": "classwise_uniformity",
+             "intra_distance": "intra", "inter_distance": "inter"}
+
+
+def _history(trial: pd.Series, history: pd.DataFrame | None) -> list[tuple[int, str, int, float]]:
+    """(epoch, quantity, class, value) of one trial's logged per-epoch geometry."""
     if history is None or history.empty:
         return []
     ident = "run_id" if isinstance(trial.get("run_id"), str) else "trial_id"
-    mine = history[(history[ident] == trial.get(ident)) & (history["metric"] == "uniformity")]
-    return [(int(e), float(v)) for e, v in zip(mine["epoch"], mine["value"], strict=True)]
+    mine = history[history[ident] == trial.get(ident)]
+    out = []
+    for e, metric, v in zip(mine["epoch"], mine["metric"], mine["value"], strict=True):
+        name, _, cls = metric.partition("/")
+        if name in _QUANTITY and (cls.isdigit() or (not cls and name == "uniformity")):
+            out.append((int(e), _QUANTITY[name], int(cls) if cls else OVERALL, float(v)))
+    return out
 
 
 def dynamics_figure(dyn: pd.DataFrame, corruption: str = "ori"):
@@ -133,7 +145,7 @@ def _main(args) -> None:
     from analysis import collect, figures
 
     df, source = cli.load(args)
-    dyn = dynamics_frame(df, collect.histories(df, ("uniformity",), source.uri))
+    dyn = dynamics_frame(df, collect.histories(df, HISTORY_KEYS, source.uri))
     dyn.to_csv(source.out / "dynamics.csv", index=False)
     figures.save(dynamics_figure(dyn, args.corruption), source.out / f"dynamics_{args.corruption}.png")
     print(f"written: {source.out}/dynamics.csv, dynamics_{args.corruption}.png")

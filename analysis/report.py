@@ -23,7 +23,7 @@ from analysis import cli
 from analysis.claims import claim_checks
 from analysis.correlate import correlation_table, formatted, scatter_figure
 from analysis.drops import accuracy_summary, drop_figure, drop_summary, spread_note, wide
-from analysis.dynamics import dynamics_figure, dynamics_frame
+from analysis.dynamics import HISTORY_KEYS, dynamics_figure, dynamics_frame
 from analysis.frame import UNTRAINED, AnalysisError, annotate, constant_config
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -190,7 +190,7 @@ def _main(args) -> None:
         info = collect.sweep_info(args.experiment, source.uri)
     else:
         all_trials, info = collect.load_tune(source.storage / args.experiment, finished_only=False), {}
-    history = collect.histories(df, ("uniformity",), source.uri)
+    history = collect.histories(df, HISTORY_KEYS, source.uri)
     page = render(df, all_trials, info, args.experiment, args.metric, history, not args.no_inspect, started)
     path = source.out / "report.html"
     path.write_text(page)

@@ -186,14 +186,14 @@ class MLflowTrialWriter(tune.Callback):
             return
         ts = int(result.get("timestamp", 0) * 1000)
         metrics = [Metric(k, float(v), ts, step) for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k in _METRIC_KEYS]
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and _is_metric(k)]
         self.client.log_batch(run_id, metrics=metrics)
         self._runs[trial.trial_id] = (run_id, step)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id, _ = self.run_for(trial)
         result = dict(trial.last_result or {})
-        final = {k: v for k, v in result.items() if k in _METRIC_KEYS or k in _FINAL_EXTRAS}
+        final = {k: v for k, v in result.items() if _is_metric(k) or k in _FINAL_EXTRAS}
         self.client.log_dict(run_id, final, "final_metrics.json")
         for key in ("classwise_uniformity", "feature_distance"):
             if key in result:
@@ -212,7 +212,14 @@ class MLflowTrialWriter(tune.Callback):
 _METRIC_KEYS = {
     "loss", "lr", "samples_per_s", "epoch_time_s", "knn_acc", "uniformity", "probe_acc", "ece",
     "alignment", "train_time_s", "train_acc", "momentum",
+    "classwise_uniformity_mean", "intra_distance", "inter_distance",
 }
+# Per-class geometry scalars (``trainables.evaluation.geometry_scalars``): ``<prefix>/<class>``.
+_PER_CLASS_PREFIXES = ("classwise_uniformity/", "intra_distance/", "inter_distance/")
+
+
+def _is_metric(key: str) -> bool:
+    return key in _METRIC_KEYS or key.startswith(_PER_CLASS_PREFIXES)
 
 
 _FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "node_id", "n_test", "image_size"}

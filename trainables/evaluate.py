@@ -22,6 +22,7 @@ from trainables.evaluation import (
     classwise_uniformity,
     expected_calibration_error,
     feature_distance_matrix,
+    geometry_scalars,
     knn_accuracy,
     linear_probe,
     uniformity,
@@ -46,13 +47,14 @@ def extract_features(
 
 
 def epoch_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, cfg: EvalConfig) -> dict[str, float]:
-    """kNN accuracy (%) of test on the training bank, and test-set uniformity."""
+    """kNN accuracy (%) of test on the training bank, test-set uniformity and class geometry
+    (``geometry_scalars``: class-wise uniformity, intra- and inter-class distances)."""
     bank_x, bank_y = train
     if cfg.bank_size is not None and len(bank_x) > cfg.bank_size:
         bank_x, bank_y = bank_x[: cfg.bank_size], bank_y[: cfg.bank_size]
     k = min(cfg.knn_k, len(bank_x))
     acc = knn_accuracy(bank_x, bank_y, test[0], test[1], num_classes, k=k, temperature=cfg.knn_temperature, distance=cfg.knn_distance)
-    return {"knn_acc": acc, "uniformity": uniformity(test[0])}
+    return {"knn_acc": acc, "uniformity": uniformity(test[0]), **geometry_scalars(test[0], test[1], num_classes)}
 
 
 def final_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, cfg: EvalConfig,

@@ -55,7 +55,8 @@ def _child(client, exp: str, parent: str, trial_id: str, corruption: str, acc: f
     flat = {"method": "supervised", "data.corruption": corruption, "system.seed": 0, "optim.epochs": 2,
             "data.test_per_class": 10, "data.image_size": None, "model.width": 0.125}
     client.log_batch(run, params=[Param(k, v if isinstance(v, str) else json.dumps(v)) for k, v in flat.items()],
-                     metrics=[Metric("uniformity", 0.5, 0, 1), Metric("uniformity", 0.7, 0, 2), Metric("knn_acc", acc, 0, 2)])
+                     metrics=[Metric("uniformity", 0.5, 0, 1), Metric("uniformity", 0.7, 0, 2), Metric("knn_acc", acc, 0, 2),
+                              Metric("intra_distance/0", 0.3, 0, 1), Metric("intra_distance/1", 0.2, 0, 2)])
     final = {"knn_acc": acc, "uniformity": 0.7, "classwise_uniformity": [0.1, 0.2], "feature_distance": [[0.1, 0.5], [0.5, 0.2]]}
     client.log_dict(run, final, "final_metrics.json")
     client.set_terminated(run)

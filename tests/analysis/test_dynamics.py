@@ -38,6 +38,17 @@ def test_dynamics_frame__untrained_trial_of_the_same_seed_and_backbone_is_epoch_
     assert classwise[classwise["epoch"] == 0]["value"].tolist() == pytest.approx([0.1, 0.3])
 
 
+def test_dynamics_frame__per_class_history_gives_every_quantity_at_every_evaluation():
+    metrics = ["classwise_uniformity/0", "classwise_uniformity/1", "intra_distance/1", "inter_distance/0",
+               "intra_distance", "knn_acc"]  # class means and other metrics are not per-class rows
+    history = pd.DataFrame({"run_id": "r1", "trial_id": None, "epoch": 2, "metric": metrics,
+                            "value": [0.7, 0.8, 0.45, 0.9, 0.5, 60.0]})
+    d = dynamics_frame(trials(), history).set_index(["epoch", "quantity", "cls"])["value"]
+    assert d[(2, "classwise_uniformity", 1)] == 0.8 and d[(2, "intra", 1)] == 0.45 and d[(2, "inter", 0)] == 0.9
+    assert sorted(d.xs("intra", level="quantity").index.get_level_values("epoch").unique()) == [0, 2, 4]
+    assert (2, "intra", OVERALL) not in d.index and len(d.xs(2, level="epoch")) == 4
+
+
 def test_dynamics_figure__a_column_per_method():
     fig = dynamics_figure(dynamics_frame(trials()))
     assert len(fig.axes) == 2 and fig.axes[0].get_title() == "moco_v2 (ori)"

@@ -29,6 +29,9 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
         assert child.data.params["method"] in ("supervised", "moco_v2")
         assert child.data.params["optim.epochs"] == "2" and "data.corruption" in child.data.params
         assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1, 2]
+        evaluations = [m.step for m in client.get_metric_history(child.info.run_id, "knn_acc")]
+        for key in ("intra_distance/9", "classwise_uniformity/0", "inter_distance"):  # geometry at every evaluation
+            assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == evaluations != [], key
         assert child.data.tags["git_sha"] and child.data.tags["version.torch"]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"final_metrics.json", "classwise_uniformity.json", "feature_distance.json", "corrupted_samples.png"} <= artifacts

@@ -8,6 +8,7 @@ from trainables.evaluation.features import (
     alignment,
     classwise_uniformity,
     feature_distance_matrix,
+    geometry_scalars,
     uniformity,
 )
 from trainables.evaluation.knn import knn_accuracy, knn_predict, knn_scores
@@ -18,6 +19,7 @@ __all__ = [
     "classwise_uniformity",
     "expected_calibration_error",
     "feature_distance_matrix",
+    "geometry_scalars",
     "knn_accuracy",
     "knn_predict",
     "knn_scores",

@@ -113,3 +113,39 @@ def alignment(x1: Tensor, x2: Tensor, alpha: float = 2.0) -> float:
     """
     diff = F.normalize(x1, dim=1) - F.normalize(x2, dim=1)
     return diff.norm(dim=1).pow(alpha).double().mean().item()
+
+
+PER_CLASS_LIMIT = 100  # above this many classes only the class means are logged per epoch
+
+
+def geometry_scalars(x: Tensor, labels: Tensor, num_classes: int) -> dict[str, float]:
+    """Class geometry of one evaluation as flat scalars (the supplement's Figure A.1 per epoch).
+
+    Keys: ``classwise_uniformity_mean``, ``intra_distance`` (mean of the diagonal of
+    ``feature_distance_matrix``) and ``inter_distance`` (mean of its off-diagonal entries), each
+    averaged over classes with a value; and, for at most ``PER_CLASS_LIMIT`` classes, the
+    per-class values ``classwise_uniformity/<c>``, ``intra_distance/<c>`` and
+    ``inter_distance/<c>`` (class ``c``'s mean distance to the other classes).
+
+    Args:
+        x: (N, D) float features.
+        labels: (N,) int64 in [0, num_classes).
+        num_classes: C.
+
+    Returns:
+        Finite floats only: classes without a value (too few samples) are left out.
+    """
+    cu = classwise_uniformity(x, labels, num_classes)
+    d = feature_distance_matrix(x, labels, num_classes)
+    intra = torch.diagonal(d)
+    off = d.masked_fill(torch.eye(num_classes, dtype=torch.bool, device=d.device), torch.nan)
+    inter = off.nanmean(dim=1) if num_classes > 1 else torch.full((1,), torch.nan, dtype=d.dtype)
+    out: dict[str, float] = {}
+    for name, values in (("classwise_uniformity", cu), ("intra_distance", intra), ("inter_distance", inter)):
+        values = values.cpu()
+        finite = values[torch.isfinite(values)]
+        if len(finite):
+            out["classwise_uniformity_mean" if name == "classwise_uniformity" else name] = float(finite.mean())
+        if num_classes <= PER_CLASS_LIMIT:
+            out.update({f"{name}/{c}": float(v) for c, v in enumerate(values.tolist()) if math.isfinite(v)})
+    return out

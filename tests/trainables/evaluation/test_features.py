@@ -12,8 +12,10 @@ from trainables.evaluation import (
     alignment,
     classwise_uniformity,
     feature_distance_matrix,
+    geometry_scalars,
     uniformity,
 )
+from trainables.evaluation import features
 
 
 def _clustered(n: int = 60, dim: int = 8, classes: int = 3, seed: int = 0):
@@ -86,3 +88,23 @@ def test_alignment__hand_computed():
     x2 = torch.tensor([[3.0, 0.0], [1.0, 0.0]])  # distances 0 and sqrt(2)
     assert alignment(x1, x2) == pytest.approx(1.0, rel=1e-6)
     assert alignment(x1, x2, alpha=1) == pytest.approx(math.sqrt(2) / 2, rel=1e-6)
+
+
+def test_geometry_scalars__hand_case_per_class_and_means_with_an_empty_class_left_out():
+    # class 0: e1, e2; class 1: -e1, -e2; class 2 empty. Pair distances: 2 within, (4+2+2+4)/4 = 3 across.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    got = geometry_scalars(x, torch.tensor([0, 0, 1, 1]), num_classes=3)
+    expected = {"classwise_uniformity/0": 4.0, "classwise_uniformity/1": 4.0, "intra_distance/0": 2.0,
+                "intra_distance/1": 2.0, "inter_distance/0": 3.0, "inter_distance/1": 3.0,
+                "classwise_uniformity_mean": 4.0, "intra_distance": 2.0, "inter_distance": 3.0}
+    assert got.keys() == expected.keys()
+    assert got == pytest.approx(expected)
+
+
+def test_geometry_scalars__above_the_per_class_limit_only_the_means(monkeypatch):
+    x, labels = _clustered()
+    monkeypatch.setattr(features, "PER_CLASS_LIMIT", 2)
+    got = geometry_scalars(x, labels, num_classes=3)
+    assert set(got) == {"classwise_uniformity_mean", "intra_distance", "inter_distance"}
+    assert got["classwise_uniformity_mean"] == pytest.approx(classwise_uniformity(x, labels, 3).mean().item())
+    assert got["intra_distance"] < got["inter_distance"]  # clustered data: classes are tighter than apart
