@@ -109,7 +109,7 @@ def load_backbone(backbone: torch.nn.Module, path: str) -> None:
     """Load the backbone weights of one of our checkpoints (``weights_only=True``)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     weights = {k.removeprefix("backbone."): v for k, v in state["method"].items() if k.startswith("backbone.")}
-    missing, unexpected = backbone.load_state_dict(weights, strict=False)
+    missing, _unexpected = backbone.load_state_dict(weights, strict=False)
     if missing:
         raise ValueError(f"init_checkpoint {path!r} lacks backbone weights {missing[:3]}... for this backbone")
 

@@ -38,7 +38,7 @@ def test_histories__per_epoch_values_with_step_as_epoch(fake_store):
     assert sorted(h[h["run_id"] == df["run_id"].iloc[0]]["epoch"]) == [1, 2]
     assert set(h["metric"]) == {"uniformity"}
     per_class = collect.histories(df, ("intra_distance/",), fake_store)
-    assert sorted(zip(per_class["metric"], per_class["epoch"]))[:2] == [("intra_distance/0", 1), ("intra_distance/0", 1)]
+    assert sorted(zip(per_class["metric"], per_class["epoch"], strict=True))[:2] == [("intra_distance/0", 1), ("intra_distance/0", 1)]
     assert set(per_class["metric"]) == {"intra_distance/0", "intra_distance/1"}
 
 
@@ -76,7 +76,7 @@ def test_histories__a_key_ending_in_slash_is_a_prefix(tmp_path):
     lines[1].update({"intra_distance/0": 0.4, "intra_distance/1": 0.6, "intra_distance": 0.5})
     result.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     h = collect.histories(collect.load_tune(folder), ("intra_distance/",))
-    assert sorted(zip(h["metric"], h["value"])) == [("intra_distance/0", 0.4), ("intra_distance/1", 0.6)]
+    assert sorted(zip(h["metric"], h["value"], strict=True)) == [("intra_distance/0", 0.4), ("intra_distance/1", 0.6)]
 
 
 def test_load_tune__a_missing_folder_lists_its_siblings(tmp_path):

@@ -75,7 +75,7 @@ def test_fixed__same_permutation_in_another_process():
     )
     for spec in ("glo_8", "loc_4"):
         out = subprocess.run([sys.executable, "-c", code.format(spec=spec)], capture_output=True, text=True, check=True)
-        assert eval(out.stdout) == _source_index(spec)[0].tolist()  # noqa: S307  (our own list literal)
+        assert eval(out.stdout) == _source_index(spec)[0].tolist()
 
 
 def test_local_shared__same_inner_permutation_in_every_patch():

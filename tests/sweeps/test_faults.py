@@ -60,7 +60,7 @@ def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(stor
     done_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
     assert len(done_before) < 3, "the sweep finished before it could be interrupted"
 
-    resumed = subprocess.run(cmd + ["--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     client, parents, after = runs(storage, "cut")
     assert len(after) == 3 and all(r.info.status == "FINISHED" for r in after)

@@ -12,10 +12,10 @@ from trainables.evaluation import (
     alignment,
     classwise_uniformity,
     feature_distance_matrix,
+    features,
     geometry_scalars,
     uniformity,
 )
-from trainables.evaluation import features
 
 
 def _clustered(n: int = 60, dim: int = 8, classes: int = 3, seed: int = 0):
