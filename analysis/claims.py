@@ -108,6 +108,13 @@ def _uniformity_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
         ev = (value_contrast(df, {(cl, CLEAN): 1.0, **_mean_weights(cl, patch, -1)}, "uniformity") if patch
               else Evidence(missing=("glo_*/loc_* trials",)))
         rows.append(_row("C5.corrupt", f"patch shuffling lowers {cl} uniformity", "2.82 > 2.41-2.62", ev, "uniformity"))
+    blur = sorted(c for c in set(df["corruption"]) if str(c).startswith("defocusblur"))
+    for cl in cls:
+        needs = [m for m, ok in (("defocusblur_* trials", blur), ("glo_*/loc_* trials", patch)) if not ok]
+        ev = (Evidence(missing=tuple(needs)) if needs
+              else value_contrast(df, {**_mean_weights(cl, blur), **_mean_weights(cl, patch, -1)}, "uniformity"))
+        rows.append(_row("C5.blur", f"defocus blur lowers {cl} uniformity less than patch shuffling",
+                         "2.80 vs 2.41-2.62", ev, "uniformity"))
     for a, b in [(cl, SUPERVISED) for cl in cls] + [(SUPERVISED, "supcon")]:
         ev = value_contrast(df, {(a, CLEAN): 1.0, (b, CLEAN): -1.0}, "uniformity")
         rows.append(_row("C5.order", f"uniformity on ori: {a} > {b}",
@@ -134,6 +141,29 @@ def _tracking_claims(df: pd.DataFrame, metric: str) -> list[dict]:
     return rows
 
 
+def _seed_noise_claims(drops: pd.DataFrame, cls: list[str]) -> list[dict]:
+    """C7: seed noise is small next to the CL-SL gap. On the corrupted settings where both arms
+    have two or more seeds: effect = mean |drop(cl) - drop(sup)| - 2 x pooled seed std of a
+    drop. A point value (no interval): PASS when the gap exceeds twice the noise."""
+    rows = []
+    for cl in cls:
+        cells = drops[drops["arm"].isin([cl, SUPERVISED])].groupby(["corruption", "arm"])["drop"].agg(["mean", "var", "count"])
+        wide = cells[cells["count"] >= 2].unstack("arm")
+        shared = [c for c in wide.index if all((k, a) in wide.columns and not pd.isna(wide.loc[c, (k, a)])
+                                               for k in ("mean", "var") for a in (cl, SUPERVISED))]
+        if not shared:
+            ev = Evidence(missing=(f"two or more seeds of {cl} and supervised on a corrupted setting",))
+        else:
+            gap = float(np.mean([abs(wide.loc[c, ("mean", cl)] - wide.loc[c, ("mean", SUPERVISED)]) for c in shared]))
+            sd = math.sqrt(float(np.mean([wide.loc[c, ("var", a)] for c in shared for a in (cl, SUPERVISED)])))
+            effect = gap - 2 * sd
+            ev = Evidence(effect, effect, effect, int(wide.loc[shared, ("count", cl)].min()),
+                          f"point value: |gap| {gap:.2f} vs seed sd {sd:.2f} over {', '.join(shared)}")
+        rows.append(_row("C7.seeds", f"seed noise small next to the {cl}-supervised drop gap (|gap| - 2 sd)",
+                         "sd 0.2-0.4 kNN pts", ev, "pts"))
+    return rows
+
+
 def _floor_claims(df: pd.DataFrame, metric: str) -> list[dict]:
     """S1 (a sanity check, not the study's): every method learned above the untrained floor."""
     return [_row("S1.floor", f"{arm} on ori beats the untrained backbone", "",
@@ -150,7 +180,8 @@ def _pretraining(df: pd.DataFrame, metric: str) -> list[dict]:
         ev = (drop_contrast(drops, {**_mean_weights(cl, gam), **_mean_weights(SUPERVISED, gam, -1)}, "_metric")
               if gam else Evidence(missing=("gam_* trials (sweeps/gamma.py)",)))
         rows.append(_row("C8.gamma", f"Avg Δ over gamma: {cl} > supervised", "ICLR version, no numbers", ev, "pts"))
-    return rows + _uniformity_claims(df, cls) + _tracking_claims(df, metric) + _floor_claims(df, metric)
+    return (rows + _uniformity_claims(df, cls) + _tracking_claims(df, metric) + _seed_noise_claims(drops, cls)
+            + _floor_claims(df, metric))
 
 
 def _with_geometry(df: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from corruptions import parse
 
-UNTRAINED = "untrained"  # arm label of trials with optim.epochs == 0 (the backbone at init)
+UNTRAINED = "untrained"  # arm label of trials with optim.epochs == 0 and no init_checkpoint (the backbone at init)
 CLEAN = "ori"
 FAMILIES = ("global", "local", "gamma")
 _KIND_FAMILY = {"glo": "global", "randglo": "global", "loc": "local", "randloc": "local", "gam": "gamma"}
@@ -43,7 +43,8 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
         df: a trial frame (see module docstring).
 
     Returns:
-        A copy with ``arm``: the method, or ``untrained`` where ``optim.epochs == 0``;
+        A copy with ``arm``: the method, or ``untrained`` where ``optim.epochs == 0`` and no
+        ``model.init_checkpoint`` is set;
         ``family``: ``clean``, ``global``, ``local``, ``gamma`` or ``other``; ``kind`` and
         ``level`` (grid or gamma) of the corruption; ``n_test`` (see ``n_test``).
     """
@@ -53,7 +54,9 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
     if "seed" not in out and "system.seed" in out:
         out["seed"] = out["system.seed"]
     epochs = out["optim.epochs"] if "optim.epochs" in out else pd.Series(np.nan, index=out.index)
-    out["arm"] = np.where(epochs == 0, UNTRAINED, out["method"])
+    init = out["model.init_checkpoint"] if "model.init_checkpoint" in out else pd.Series(None, index=out.index)
+    from_checkpoint = init.map(lambda v: isinstance(v, str) and bool(v))  # a downstream probe of a pretrained net
+    out["arm"] = np.where((epochs == 0) & ~from_checkpoint, UNTRAINED, out["method"])
     parsed = [_describe(c) for c in out["corruption"]]
     out["kind"] = [p[0] for p in parsed]
     out["level"] = [p[1] for p in parsed]

@@ -29,6 +29,7 @@ import statistics  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from benchmarks.common import emit, run_times  # noqa: E402
 from trainables.build import autocast, build_model, build_optim  # noqa: E402
@@ -46,13 +47,19 @@ CUDA_SETTINGS = {
 }
 
 
-def make_step(method_name: str, width: float, batch: int, device: str, setting: tuple) -> Callable[[], None]:
-    """One training step of a freshly built trial model, as ``trainables.loop`` runs it."""
+def make_step(method_name: str, width: float, batch: int, device: str, setting: tuple,
+              extra: dict | None = None) -> Callable[[], None]:
+    """One training step of a freshly built trial model, as ``trainables.loop`` runs it.
+
+    ``extra``: flat config overrides (``--set``) for keys of this method; others are skipped.
+    """
     precision, channels_last, compile_ = setting
     overrides = {"model.width": width, "optim.batch_size": batch, "system.device": device,
                  "system.precision": precision, "system.channels_last": channels_last, "system.compile": compile_}
     if method_name == "moco_v2":
         overrides["method.queue_size"] = 4096
+    known = TrialConfig(method=method_name).to_flat()
+    overrides.update({k: v for k, v in (extra or {}).items() if k in known})
     cfg = TrialConfig(method=method_name).replace(overrides).resolved()
     dev = torch.device(device)
     method = build_model(cfg, num_classes=10, device=dev).train()
@@ -89,7 +96,8 @@ def measure(device: str, name: str, width: float, label: str, args: argparse.Nam
     setting = (CUDA_SETTINGS if device == "cuda" else CPU_SETTINGS)[label]
     cheap = width < 1.0 or device == "cuda"
     warmup = (10 if setting[2] else 3) if device == "cuda" else (2 if cheap else 1)
-    step = make_step(name, width, args.batch, device, setting)
+    extra = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
+    step = make_step(name, width, args.batch, device, setting, extra)
     times = step_times(step, warmup, args.steps if cheap else args.full_steps)
     return {
         "device": device, "method": name, "width": width, "setting": label, "steps": len(times),
@@ -107,10 +115,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps (CUDA; CPU below width 1)")
     parser.add_argument("--full-steps", type=int, default=1, help="timed steps, CPU, width 1 (5-20 s each)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
+    parser.add_argument("--settings", nargs="+", default=list(CPU_SETTINGS), choices=list(CPU_SETTINGS),
+                        help="CPU settings to time (default: all)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="flat config override for every row, e.g. method.proj_hidden=512 (repeatable)")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]  # other processes on the cores make every row erratic
-    targets = [("cpu", list(CPU_SETTINGS))]
+    targets = [("cpu", list(args.settings))]
     if torch.cuda.is_available():
         targets.append(("cuda", [k for k, v in CUDA_SETTINGS.items() if args.compile or not v[2]]))
     rows = []
@@ -126,7 +138,7 @@ def main() -> None:
 
     moco_q = {r["setting"]: r["samples_per_s"] for r in rows
               if (r["device"], r["method"], r["width"]) == ("cpu", "moco_v2", 0.25)}
-    ratio = moco_q["channels_last+bf16"] / moco_q["fp32"] if moco_q else None
+    ratio = moco_q["channels_last+bf16"] / moco_q["fp32"] if {"fp32", "channels_last+bf16"} <= set(moco_q) else None
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     emit({"benchmark": "train_step", "batch": args.batch, "threads": torch.get_num_threads(),
           "loadavg_before_after": [load_before, os.getloadavg()[0]], "cuda": cuda, "rows": rows,

@@ -33,6 +33,8 @@ class Sweep:
     tune_setup: Callable[[dict[str, Any], list[dict]], tuple[dict, dict]] | None = None
     # (opts, cells) -> more flat cells (e.g. the untrained reference), validated like the others.
     extra_cells: Callable[[dict[str, Any], list[dict]], list[dict]] | None = None
+    # (opts, cells) -> the cells rewritten (e.g. a checkpoint per method and seed), then re-validated.
+    edit_cells: Callable[[dict[str, Any], list[dict]], list[dict]] | None = None
 
 
 @dataclasses.dataclass
@@ -76,6 +78,8 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         for spec in corruptions:
             parse(spec).check(*data.image_size)
         cells = [_cell(base, opts, m, c, s) for m in opts["methods"] for c in corruptions for s in opts["seeds"]]
+        if sweep.edit_cells is not None:
+            cells = [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.edit_cells(opts, cells)]
         if sweep.extra_cells is not None:
             cells += [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.extra_cells(opts, cells)]
     except (CorruptionError, DatasetError) as err:
@@ -106,7 +110,8 @@ def _cell(base: dict, opts: dict, method: str, corruption: str, seed: int) -> di
     flat = {**base, "method": method, "data.corruption": corruption, "system.seed": seed}
     if opts.get("epochs") is not None:
         flat["optim.epochs"] = int(opts["epochs"])
-    flat.update({f"method.{k}": v for k, v in ((opts.get("method_params") or {}).get(method) or {}).items()})
+    # Per-method overrides: a bare key is a method parameter, a dotted one a flat trial key (optim.lr).
+    flat.update({k if "." in k else f"method.{k}": v for k, v in ((opts.get("method_params") or {}).get(method) or {}).items()})
     return TrialConfig.from_flat(flat).resolved().to_flat()
 
 

@@ -15,7 +15,8 @@ RESNET_CHANNELS = (64, 128, 256, 512)
 
 
 def build_backbone(
-    name: str = "resnet18", *, small_stem: bool = True, width: float = 1.0, pretrained: bool = False
+    name: str = "resnet18", *, small_stem: bool = True, width: float = 1.0, pretrained: bool = False,
+    zero_init_last: bool = False,
 ) -> tuple[nn.Module, int]:
     """Create a timm ResNet feature extractor.
 
@@ -24,6 +25,10 @@ def build_backbone(
         small_stem: 3x3 stride-1 first conv and no max-pool.
         width: multiplier on the stage widths (0.25 = quarter-width).
         pretrained: load timm's pretrained weights (needs them cached or a network).
+        zero_init_last: zero the last BN of every residual block (timm's default). Off by
+            default, as in torchvision's ResNet that the study (solo-learn) used: with it on, every
+            block starts as the identity and the initial features of all images are nearly the
+            same direction, which stalls MoCo's InfoNCE (no BN in its head) at chance.
 
     Returns:
         (model, feature_dim): model maps (B, 3, H, W) float to (B, feature_dim).
@@ -34,7 +39,7 @@ def build_backbone(
     if width <= 0:
         raise ValueError(f"width {width} is invalid; valid: a positive multiplier such as 0.25, 0.5, 1")
     channels = tuple(max(1, round(c * width)) for c in RESNET_CHANNELS)
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0, channels=channels)
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0, channels=channels, zero_init_last=zero_init_last)
     if small_stem:
         if isinstance(model.conv1, nn.Sequential):  # deep 3x3 stem ("d"/"t"/"c"/"s" variants): stride 1
             model.conv1[0].stride = (1, 1)

@@ -81,7 +81,8 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     eval_test, _ = plan_corruption(data.test, parse(cfg.eval_corruption))
     mean, std = data.mean_std()
     n_views = method_class(cfg.method).n_views
-    pipeline = Pipeline(per_batch, build_augmentation(cfg.data.augmentation), n_views, mean, std)
+    crop = {} if cfg.data.crop_min_scale is None else {"crop_scale": (cfg.data.crop_min_scale, 1.0)}
+    pipeline = Pipeline(per_batch, build_augmentation(cfg.data.augmentation, **crop), n_views, mean, std)
     return TrialData(to_device(train, device), pipeline, to_device(eval_train, device), to_device(eval_test, device),
                      eval_per_batch, data.num_classes, mean, std)
 
@@ -91,7 +92,8 @@ def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Met
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.system.seed, "init"))
         backbone, dim = build_backbone(cfg.model.backbone, small_stem=cfg.model.small_stem,
-                                       width=cfg.model.width, pretrained=cfg.model.pretrained)
+                                       width=cfg.model.width, pretrained=cfg.model.pretrained,
+                                       zero_init_last=cfg.model.zero_init_last)
         if cfg.model.init_checkpoint:
             load_backbone(backbone, cfg.model.init_checkpoint)
         method = build_method(cfg.method, backbone, dim, num_classes, dict(cfg.method_params))

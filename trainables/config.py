@@ -26,6 +26,7 @@ class DataConfig:
     corruption: str = "ori"  # pretraining corruption spec
     eval_corruption: str | None = None  # None: the pretraining corruption (the study's setting)
     augmentation: str | None = None  # None: the method's recipe
+    crop_min_scale: float | None = None  # None: the recipe's (0.08 for SSL); larger = milder crops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +35,7 @@ class ModelConfig:
     small_stem: bool = True  # 3x3 stride-1 stem, no max-pool (32-96 px images)
     width: float = 1.0  # multiplier on stage widths; 0.25 = quarter width
     pretrained: bool = False  # timm weights (needs them cached or a network)
+    zero_init_last: bool = False  # timm's zero-init of each block's last BN; off = torchvision's init (the study's)
     init_checkpoint: str | None = None  # start from one of our checkpoints (downstream setting)
 
 
@@ -128,6 +130,15 @@ class TrialConfig:
             raise ValueError(f"optim.batch_size {flat['optim.batch_size']!r} is invalid; valid: an integer >= 1")
         if flat["optim.epochs"] < 0:  # 0 = evaluate the initial network (the untrained reference)
             raise ValueError(f"optim.epochs {flat['optim.epochs']!r} is invalid; valid: an integer >= 0")
+        if self.data.crop_min_scale is not None and self.data.augmentation:
+            from trainables.data.augment import AUGMENTATIONS
+
+            cropped = sorted(k for k, r in AUGMENTATIONS.items() if hasattr(r, "crop_scale"))
+            if self.data.augmentation in AUGMENTATIONS and self.data.augmentation not in cropped:
+                raise ValueError(f"data.crop_min_scale {self.data.crop_min_scale!r} needs random-resized crops, which "
+                                 f"augmentation {self.data.augmentation!r} has not; valid augmentations: {', '.join(cropped)}")
+            if not 0 < self.data.crop_min_scale <= 1:
+                raise ValueError(f"data.crop_min_scale {self.data.crop_min_scale!r} is invalid; valid: 0 < value <= 1")
 
     def to_flat(self) -> dict[str, Any]:
         """JSON-able flat dict: ``method``, ``<section>.<field>`` and ``method.<param>``."""

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(args.checkpoint)
 
     def report(metrics: dict) -> None:
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+        scalars = {k: v for k, v in metrics.items() if "/" not in k and not isinstance(v, list)}  # per-class values: JSON only
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in scalars.items())
         print(shown, file=sys.stderr, flush=True)
 
     from trainables.loop import run_trial  # imported late: --help stays fast

@@ -115,3 +115,25 @@ def test_format_claims__one_line_per_check_and_a_count():
     assert len(text.splitlines()) == len(table) + 1
     assert text.splitlines()[0].startswith("PASS") and "C1.avg" in text and "paper: 24.5 > 20.3" in text
     assert text.splitlines()[-1].endswith("INCONCLUSIVE")
+
+
+def test_claims__seed_noise_small_next_to_the_gap_passes_and_large_noise_fails():
+    quiet = claim_checks(sweep({c: 15 for c in LEVELS}, {c: 25 for c in LEVELS}))
+    c7 = row(quiet, "C7.seeds")
+    # drops are exact but the accuracies carry +-0.5 noise: the seed sd of a drop is well under 1 point
+    assert c7["verdict"] == "PASS" and c7["effect"] == c7["low"] and 8.0 < c7["effect"] < 10.0
+    noisy = sweep({c: 15 for c in LEVELS}, {c: 17 for c in LEVELS})
+    noisy.loc[noisy["data.corruption"] != "ori", "knn_acc"] += [0, 6, -6] * (len(noisy[noisy["data.corruption"] != "ori"]) // 3)
+    assert row(claim_checks(noisy), "C7.seeds")["verdict"] == "FAIL"
+    one_seed = claim_checks(sweep({"glo_4": 15}, {"glo_4": 25}, seeds=(0,)))
+    assert row(one_seed, "C7.seeds")["verdict"] == "INCONCLUSIVE"
+
+
+def test_claims__defocus_blur_keeps_uniformity_closer_than_patch_shuffling():
+    cells = {("moco_v2", c): [50, 51] for c in ("ori", "glo_4", "defocusblur_3")}
+    cells.update({("supervised", c): [60, 61] for c in ("ori", "glo_4")})
+    uniformity = {("moco_v2", "ori"): [2.8, 2.8], ("moco_v2", "glo_4"): [2.4, 2.45], ("moco_v2", "defocusblur_3"): [2.78, 2.8]}
+    blur = row(claim_checks(frame(cells, uniformity)), "C5.blur")
+    assert blur["verdict"] == "PASS" and blur["effect"] == pytest.approx(2.79 - 2.425)
+    missing = row(claim_checks(sweep({"glo_4": 15}, {"glo_4": 25})), "C5.blur")
+    assert missing["verdict"] == "INCONCLUSIVE" and missing["missing"] == "defocusblur_* trials"

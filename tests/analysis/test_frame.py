@@ -16,6 +16,13 @@ def test_annotate__epochs_zero_is_the_untrained_arm():
     assert list(df["method"]) == ["supervised", "supervised"]
 
 
+def test_annotate__epochs_zero_from_a_checkpoint_is_a_downstream_probe_not_untrained():
+    df = frame({("untrained", "ori"): [20, 21]})
+    df["method"] = "moco_v2"
+    df["model.init_checkpoint"] = ["/runs/pretrain/state.pt", None]
+    assert list(annotate(df)["arm"]) == ["moco_v2", "untrained"]
+
+
 def test_annotate__families_and_levels_from_the_corruption_spec():
     df = annotate(frame({("moco_v2", c): [50] for c in ("ori", "glo_4", "loc_8", "gam_0.2")}))
     assert list(df["family"]) == ["clean", "global", "local", "gamma"]

@@ -26,6 +26,14 @@ class MocoParams:
     symmetric: bool = True
     bn_splits: int = 8
     shuffle_seed: int = 0
+    proj_batchnorm: bool = False  # BN after the projector's hidden layer (MoCo v3 / SimCLR style)
+    # "grow": negatives are only keys already enqueued (in-batch keys at the very first step);
+    # "random": the queue starts as K random unit vectors (MoCo, solo-learn). See the class note.
+    queue_init: str = "grow"
+
+    def __post_init__(self) -> None:
+        if self.queue_init not in ("grow", "random"):
+            raise ValueError(f"method.queue_init {self.queue_init!r} is invalid; valid: grow, random")
 
 
 @register_method
@@ -42,6 +50,13 @@ class MocoV2(Method):
 
     NOTE: the 2048-128 projector has no BN (solo-learn mocov2plus); momentum 0.99 -> 0.999 on a
     cosine; queue 32768 and T 0.2 from the study's ``script/cifar_mocov2.sh``.
+
+    NOTE (deviation, ``queue_init="grow"``): MoCo fills the queue with random unit vectors. For
+    the first K/B steps every query is then pushed away from random directions and towards keys
+    that, at initialisation, all point nearly the same way; on CIFAR-10 at CPU budgets one such
+    step at lr 0.3 collapses the head (cosine of every query to the mean 0.9996, gradients
+    ~0, loss stuck at ln(K+1)) and the run never recovers. Growing the queue from real keys
+    avoids it; ``queue_init="random"`` restores the original.
     """
 
     name = "moco_v2"
@@ -52,13 +67,14 @@ class MocoV2(Method):
         if params.bn_splits > 1:
             split_batchnorm(backbone, params.bn_splits)
         super().__init__(backbone, feature_dim, num_classes, params)
-        self.projector = mlp(feature_dim, params.proj_hidden, params.proj_dim, batchnorm=False)
+        self.projector = mlp(feature_dim, params.proj_hidden, params.proj_dim, batchnorm=params.proj_batchnorm)
         self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         n_queues = 2 if params.symmetric else 1
         g = torch.Generator().manual_seed(params.shuffle_seed)
         self.register_buffer("queue", F.normalize(torch.randn(n_queues, params.queue_size, params.proj_dim, generator=g), dim=-1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_filled", torch.tensor(params.queue_size if params.queue_init == "random" else 0))
         self.shuffle_generator = g
         self.momentum = params.momentum_base
 
@@ -82,7 +98,8 @@ class MocoV2(Method):
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         q1, q2 = self.query(views[0]), self.query(views[1])
         k1, k2 = self.key(views[0]), self.key(views[1])
-        queue = self.queue.clone()
+        filled = int(self.queue_filled)
+        queue = self.queue[:, :filled].clone() if filled else [None, None]  # none yet: in-batch negatives
         t = self.params.temperature
         if self.params.symmetric:
             loss = (info_nce(q1, k2, queue[1], t) + info_nce(q2, k1, queue[0], t)) / 2
@@ -99,6 +116,7 @@ class MocoV2(Method):
         idx = (self.queue_ptr + torch.arange(keys.shape[1], device=keys.device)) % size
         self.queue[:, idx] = keys.to(self.queue.dtype)
         self.queue_ptr.copy_((self.queue_ptr + keys.shape[1]) % size)
+        self.queue_filled.copy_(torch.clamp(self.queue_filled + keys.shape[1], max=size))
 
     def on_after_step(self, progress: float) -> None:
         ema_update(self.key_backbone, self.backbone, self.momentum)

@@ -110,7 +110,7 @@ def test_training_step__queue_pointer_wraps_over_steps(digits):
 
 
 def test_training_step__symmetric_loss_uses_the_other_views_queue(digits):
-    method = build("moco_v2").eval()  # eval: keys do not depend on the shuffle
+    method = build("moco_v2", queue_init="random").eval()  # eval: keys do not depend on the shuffle
     views, labels = batch("moco_v2", digits)
     queue = method.queue.clone()
     with torch.no_grad():
@@ -122,3 +122,27 @@ def test_training_step__symmetric_loss_uses_the_other_views_queue(digits):
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(method.queue[0, :16], k1, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(method.queue[1, :16], k2, rtol=1e-5, atol=1e-6)
+
+
+def test_queue_init_grow__first_step_in_batch_negatives_then_only_enqueued_keys(digits):
+    method = build("moco_v2", queue_size=40).eval()  # 16 keys per step
+    views, labels = batch("moco_v2", digits)
+    with torch.no_grad():
+        q1, q2 = method.query(views[0]), method.query(views[1])
+        k1 = F.normalize(method.key_projector(method.key_backbone(views[0])), dim=1)
+        k2 = F.normalize(method.key_projector(method.key_backbone(views[1])), dim=1)
+        first = method.training_step(views, labels)["loss"]
+        assert method.queue_filled.item() == 16
+        second = method.training_step(views, labels)["loss"]
+    in_batch = (info_nce(q1, k2, None, 0.2) + info_nce(q2, k1, None, 0.2)) / 2
+    torch.testing.assert_close(first, in_batch, rtol=1e-5, atol=1e-5)
+    grown = (info_nce(q1, k2, k2, 0.2) + info_nce(q2, k1, k1, 0.2)) / 2  # the 16 keys of step one
+    torch.testing.assert_close(second, grown, rtol=1e-5, atol=1e-5)
+    for _ in range(2):
+        with torch.no_grad():
+            method.training_step(views, labels)
+    assert method.queue_filled.item() == 40  # full: capped at K
+
+
+def test_queue_init_random__starts_full():
+    assert build("moco_v2", queue_size=40, queue_init="random").queue_filled.item() == 40

@@ -1,0 +1,100 @@
+"""Downstream setting: pretrain on clean data (or take a checkpoint), then probe on corrupted data.
+
+    python sweeps/downstream.py --methods supervised moco_v2        # stage 1 + stage 2
+    python sweeps/downstream.py --methods moco_v2 --set model.init_checkpoint=/path/state.pt
+
+Stage 1 pretrains every method x seed on ``ori`` (Tune/MLflow experiment ``<experiment>-pretrain``;
+run again, it resumes and keeps what finished). Stage 2 (experiment ``<experiment>``) evaluates
+each pretrained backbone frozen on every corruption (default: ori, glo_4, glo_8, loc_4, loc_8):
+kNN, linear probe, ECE and feature geometry on the corrupted splits (``optim.epochs: 0`` with
+``model.init_checkpoint``). With ``--set model.init_checkpoint=...`` stage 1 is skipped.
+The study fine-tuned ImageNet-pretrained nets on corrupted CIFAR-10 (paper-notes §2.3-2.4);
+this is its frozen-probe variant. Budget and corruptions: sweeps/configs/downstream.yaml.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
+
+from sweeps.grid_patch_sizes import untrained_cells  # noqa: E402
+from sweeps.launch import Sweep, _slug, main  # noqa: E402
+from sweeps.options import DEFAULT_STORAGE, SweepError, build_parser  # noqa: E402
+from sweeps.paper_table1 import TABLE1  # noqa: E402
+
+INIT = "model.init_checkpoint"
+
+
+def probe_corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
+    return [str(c) for c in opts.get("corruptions") or TABLE1]
+
+
+def probe_cells(checkpoints: dict[tuple[str, int], str] | None):
+    """Cells -> frozen probes: epochs 0 from the checkpoint of the same method and seed."""
+
+    def edit(opts: dict, cells: list[dict]) -> list[dict]:
+        out = []
+        for cell in cells:
+            path = cell.get(INIT) if checkpoints is None else checkpoints.get((cell["method"], cell["system.seed"]))
+            if not path:
+                have = ", ".join(f"{m}/seed {s}" for m, s in sorted(checkpoints or {})) or "none"
+                raise SweepError(f"no pretrained checkpoint for {cell['method']} seed {cell['system.seed']}; found: {have}")
+            if not Path(path).is_file():
+                raise SweepError(f"{INIT} {path!r} does not exist; valid: a state.pt written by a trial")
+            out.append({**cell, INIT: str(Path(path).resolve()), "optim.epochs": 0})
+        return out
+
+    return edit
+
+
+def references(opts: dict, cells: list[dict]) -> list[dict]:
+    """The untrained reference per corruption x seed (``include_untrained``): no checkpoint."""
+    return [{**c, INIT: None} for c in untrained_cells(opts, cells)]
+
+
+PRETRAIN = Sweep("downstream", __doc__, lambda opts, size: ["ori"], frozenset({"corruptions", "include_untrained"}))
+
+
+def probe_sweep(checkpoints: dict[tuple[str, int], str] | None) -> Sweep:
+    return Sweep("downstream", __doc__, probe_corruptions, frozenset({"corruptions", "include_untrained"}),
+                 extra_cells=references, edit_cells=probe_cells(checkpoints))
+
+
+def pretrained(folder: Path) -> dict[tuple[str, int], str]:
+    """(method, seed) -> final checkpoint of each finished stage-1 trial."""
+    from analysis.collect import load_tune
+
+    df = load_tune(folder)
+    return {(r["method"], int(r["system.seed"])): r["checkpoint"] for _, r in df.iterrows() if r.get("checkpoint")}
+
+
+def run(argv: Sequence[str]) -> int:
+    """Both stages (or stage 2 alone when ``model.init_checkpoint`` is set)."""
+    argv = list(argv)
+    args = build_parser(__doc__, "downstream").parse_args(argv)
+    if any(item.partition("=")[0].strip() == INIT for item in args.set):
+        return main(probe_sweep(None), argv)
+    storage = (args.storage_path or DEFAULT_STORAGE).expanduser().resolve()
+    experiment = args.experiment or f"downstream-{_slug(args.dataset or 'digits')}"
+    stage1 = [*argv, "--experiment", f"{experiment}-pretrain", "--set", "eval.probe=false"]
+    if (storage / f"{experiment}-pretrain").exists() and "--resume" not in stage1 and not args.dry_run:
+        stage1.append("--resume")
+    print(f"stage 1: pretraining on clean data ({experiment}-pretrain)", flush=True)
+    code = main(PRETRAIN, stage1)
+    if code != 0 or args.dry_run:
+        if args.dry_run:
+            print("stage 2: each pretrained backbone probed (frozen) on every corruption; needs stage 1's checkpoints")
+        return code
+    print(f"stage 2: frozen probes on corrupted data ({experiment})", flush=True)
+    return main(probe_sweep(pretrained(storage / f"{experiment}-pretrain")), argv)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(run(sys.argv[1:]))
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,75 @@
+"""paper_table1.py (budgets, extra seeds) and downstream.py (pretrain, then frozen probes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeps import downstream, paper_table1
+from sweeps.launch import main, prepare
+from sweeps.options import CONFIG_DIR, SweepError
+from tests.sweeps.conftest import TINY, argv, runs
+
+
+def test_with_budget__picks_the_budget_yaml_and_refuses_unknown_budgets():
+    assert paper_table1.with_budget(["--budget", "gpu"])[-1].endswith("paper_table1_gpu.yaml")
+    assert paper_table1.with_budget([])[-1] == str(CONFIG_DIR / "paper_table1_cpu.yaml")
+    assert paper_table1.with_budget(["--config", "x.yaml"]) == ["--config", "x.yaml"]
+    with pytest.raises(SweepError, match=r"--budget 'tpu' is invalid; valid: cpu, gpu"):
+        paper_table1.with_budget(["--budget", "tpu"])
+
+
+@pytest.mark.parametrize("budget", ["cpu", "gpu"])
+def test_paper_table1__every_budget_plans_table1_with_untrained_references(storage, budget):
+    plan, _ = prepare(paper_table1.SWEEP, paper_table1.with_budget(["--budget", budget, "--dataset", "digits",
+                                                                    "--storage-path", str(storage), "--dry-run"]))
+    trained = [c for c in plan.cells if c["optim.epochs"] > 0]
+    untrained = [c for c in plan.cells if c["optim.epochs"] == 0]
+    corruptions = {c["data.corruption"] for c in trained}
+    assert {"ori", "glo_4", "loc_8"} <= corruptions <= set(paper_table1.TABLE1)
+    assert {(c["data.corruption"], c["system.seed"]) for c in untrained} == {(c["data.corruption"], c["system.seed"]) for c in trained}
+    if budget == "gpu":
+        assert len(trained) == 6 * 5 * 3 and plan.opts["resources"]["gpu"] == 0.25
+        assert {c["model.width"] for c in trained} == {1.0} and {c["optim.epochs"] for c in trained} == {200}
+
+
+def test_more_cells__extra_seeds_for_some_corruptions_only():
+    cells = [{"method": m, "data.corruption": c, "system.seed": 0, "optim.epochs": 5}
+             for m in ("supervised", "moco_v2") for c in ("ori", "glo_4", "loc_8")]
+    opts = {"seeds": [0], "extra_seeds": {"ori": [1, 2], "glo_4": [1]}, "include_untrained": True}
+    extra = paper_table1.more_cells(opts, cells)
+    seeds = sorted((c["method"], c["data.corruption"], c["system.seed"]) for c in extra if c["optim.epochs"] > 0)
+    assert seeds == sorted((m, c, s) for m in ("supervised", "moco_v2") for c, s in (("ori", 1), ("ori", 2), ("glo_4", 1)))
+    assert len([c for c in extra if c["optim.epochs"] == 0]) == 3 + 3  # one per corruption x seed
+    with pytest.raises(SweepError, match=r"extra_seeds: corruption\(s\) glo_8 are not in this sweep; valid: glo_4, loc_8, ori"):
+        paper_table1.more_cells({**opts, "extra_seeds": {"glo_8": [1]}}, cells)
+
+
+def test_downstream__a_missing_checkpoint_is_a_one_line_error(storage, capsys):
+    code = main(downstream.probe_sweep(None), argv(storage, "--set", "model.init_checkpoint=/nowhere/state.pt"))
+    assert code == 2 and "model.init_checkpoint '/nowhere/state.pt' does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_downstream__pretrains_on_clean_data_then_probes_each_corruption_frozen(storage, ray_shutdown, capsys):
+    code = downstream.run(["--storage-path", str(storage), "--smoke-test", "--methods", "supervised", *TINY])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    _, _, pretrain = runs(storage, "downstream-digits-pretrain")
+    assert [(r.data.params["data.corruption"], r.data.params["optim.epochs"]) for r in pretrain] == [("ori", "1")]
+    _, _, probes = runs(storage, "downstream-digits")
+    inits = {r.data.params["data.corruption"]: r.data.params["model.init_checkpoint"] for r in probes}
+    trained = {c: p for c, p in inits.items() if p != "null"}
+    assert set(trained) == {"ori", "glo_4"} and len(set(trained.values())) == 1
+    assert all(r.data.params["optim.epochs"] == "0" and r.info.status == "FINISHED" for r in probes)
+    assert len(probes) == 4  # 2 probes + the untrained reference of each corruption
+
+
+def test_method_params__bare_keys_are_method_parameters_dotted_keys_flat_trial_keys(storage, tmp_path):
+    config = tmp_path / "per_method.yaml"
+    config.write_text("methods: [supervised, moco_v2]\ncorruptions: [ori]\n"
+                      "method_params:\n  moco_v2: {queue_size: 64, optim.lr: 0.05}\n  supervised: {optim.batch_size: 16}\n")
+    plan, _ = prepare(paper_table1.SWEEP, ["--config", str(config), "--storage-path", str(storage), "--dry-run"])
+    by_method = {c["method"]: c for c in plan.cells}
+    assert by_method["moco_v2"]["method.queue_size"] == 64 and by_method["moco_v2"]["optim.lr"] == 0.05
+    assert by_method["moco_v2"]["optim.batch_size"] == 256 and by_method["supervised"]["optim.batch_size"] == 16
+    assert by_method["supervised"]["optim.lr"] == 0.4  # the method's own default
