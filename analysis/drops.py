@@ -58,6 +58,8 @@ def relative_drops(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
         The corrupted trials (annotated) with ``clean``, ``clean_n_test`` and ``drop``.
     """
     df = annotate(df).dropna(subset=[metric])
+    if df.empty:
+        return df.assign(clean=pd.Series(dtype=float), clean_n_test=pd.Series(dtype=float), drop=pd.Series(dtype=float))
     keys = [*budget_keys(df), "seed"]
     df["_match"] = df[keys].map(repr).agg("|".join, axis=1)  # config values may be lists
     clean = df[df.corruption == CLEAN][["_match", metric, "n_test"]]

@@ -9,6 +9,7 @@ from ray import tune
 
 from analysis.claims import claim_checks, format_claims
 from analysis.drops import accuracy_table, drop_table
+from analysis.frame import UNTRAINED, annotate
 from trainables.tune_adapter import trial_config
 
 
@@ -73,10 +74,10 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
         print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
     if len(df):
         metric = "knn_acc"
-        shown = df.assign(method=df["method"].where(df["optim.epochs"] > 0, "untrained")) if "optim.epochs" in df else df
+        arms = annotate(df)["arm"]  # untrained: epochs 0 and no init_checkpoint (a downstream probe is its method)
         print(f"\nkNN accuracy (%), mean over seeds (untrained = the same network at initialisation):\n"
-              f"{accuracy_table(shown, metric).to_string(float_format='%.1f')}")
-        trained = df[df["optim.epochs"] > 0] if "optim.epochs" in df else df
+              f"{accuracy_table(df, metric).to_string(float_format='%.1f')}")
+        trained = df[(arms != UNTRAINED).to_numpy()]
         drops = drop_table(trained, metric)
         if drops is not None:
             print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{drops.to_string(float_format='%.1f')}")

@@ -87,7 +87,9 @@ def test_training__loss_decreases_on_a_fixed_batch_of_digits(name, digits):
     queue = {"queue_size": BATCH} if "queue_size" in small_params(name) else {}
     method = build(name, **queue)
     views, labels = batch(name, digits)
-    losses = train(method, views, labels, steps=20, lr=0.1)
+    # DINO's loss first rises while its centre settles (teacher sharper than student), then falls.
+    steps, lr = (40, 0.05) if name == "dino" else (20, 0.1)
+    losses = train(method, views, labels, steps=steps, lr=lr)
     # From step 1: step 0 of MoCo scores against the random initial queue, an easier task.
     assert losses[-1] < 0.95 * losses[1], losses
 
