@@ -35,7 +35,7 @@ class ModelConfig:
     small_stem: bool = True  # 3x3 stride-1 stem, no max-pool (32-96 px images)
     width: float = 1.0  # multiplier on stage widths; 0.25 = quarter width
     pretrained: bool = False  # timm weights (needs them cached or a network)
-    zero_init_last: bool = False  # timm's zero-init of each block's last BN; off = torchvision's init (the study's)
+    zero_init_last: bool = True  # timm's zero-init of each block's last BN; false = torchvision's init (the study's presets)
     init_checkpoint: str | None = None  # start from one of our checkpoints (downstream setting)
 
 

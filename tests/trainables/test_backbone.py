@@ -164,11 +164,11 @@ def test_split_batchnorm__conversion_keeps_state_and_reaches_every_bn():
     assert torch.all(model.bn1.running_mean == 0.5)
 
 
-def test_build_backbone__last_bn_of_each_block_is_zeroed_only_when_asked():
+def test_build_backbone__last_bn_of_each_block_is_zeroed_unless_turned_off():
     def last_bn_weights(model):
         return [block.bn2.weight for stage in (model.layer1, model.layer2) for block in stage]
 
-    default, _ = build_backbone("resnet18", width=0.125)  # torchvision's init, as the study used
-    zeroed, _ = build_backbone("resnet18", width=0.125, zero_init_last=True)  # timm's default
-    assert all(bool((w != 0).all()) for w in last_bn_weights(default))
+    zeroed, _ = build_backbone("resnet18", width=0.125)  # timm's default
+    torchvision_like, _ = build_backbone("resnet18", width=0.125, zero_init_last=False)  # the study's init
     assert all(bool((w == 0).all()) for w in last_bn_weights(zeroed))
+    assert all(bool((w != 0).all()) for w in last_bn_weights(torchvision_like))
