@@ -146,3 +146,9 @@ def test_queue_init_grow__first_step_in_batch_negatives_then_only_enqueued_keys(
 
 def test_queue_init_random__starts_full():
     assert build("moco_v2", queue_size=40, queue_init="random").queue_filled.item() == 40
+
+
+def test_proj_batchnorm__adds_bn_after_the_hidden_layer_only_when_asked():
+    plain, with_bn = build("moco_v2"), build("moco_v2", proj_batchnorm=True)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.projector.modules())
+    assert [type(m).__name__ for m in with_bn.projector] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
