@@ -157,7 +157,8 @@ def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc"
     rows = []
     for _, trial in df.iterrows():
         if client is not None and isinstance(trial.get("run_id"), str):
-            logged = client.get_run(trial["run_id"]).data.metrics
+            prefixed = any(k.endswith("/") for k in keys)  # only then list the run's metric names
+            logged = client.get_run(trial["run_id"]).data.metrics if prefixed else ()
             points = [(m.step, key, m.value) for key in _matching(keys, logged)
                       for m in client.get_metric_history(trial["run_id"], key)]
         elif isinstance(trial.get("trial_dir"), str):

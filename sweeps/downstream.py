@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 from sweeps.grid_patch_sizes import untrained_cells  # noqa: E402
-from sweeps.launch import Sweep, _slug, main  # noqa: E402
-from sweeps.options import DEFAULT_STORAGE, SweepError, build_parser  # noqa: E402
+from sweeps.launch import Sweep, main, prepare  # noqa: E402
+from sweeps.options import SweepError, build_parser  # noqa: E402
 from sweeps.paper_table1 import TABLE1  # noqa: E402
 
 INIT = "model.init_checkpoint"
@@ -77,8 +77,9 @@ def run(argv: Sequence[str]) -> int:
     args = build_parser(__doc__, "downstream").parse_args(argv)
     if any(item.partition("=")[0].strip() == INIT for item in args.set):
         return main(probe_sweep(None), argv)
-    storage = (args.storage_path or DEFAULT_STORAGE).expanduser().resolve()
-    experiment = args.experiment or f"downstream-{_slug(args.dataset or 'digits')}"
+    # Names and storage exactly as the launcher resolves them (YAML dataset included).
+    plan, _ = prepare(PRETRAIN, [*argv, "--dry-run"])
+    storage, experiment = plan.storage, plan.experiment
     stage1 = [*argv, "--experiment", f"{experiment}-pretrain", "--set", "eval.probe=false"]
     if (storage / f"{experiment}-pretrain").exists() and "--resume" not in stage1 and not args.dry_run:
         stage1.append("--resume")
