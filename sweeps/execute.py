@@ -12,7 +12,7 @@ import time
 import ray
 from ray import tune
 
-from sweeps.launch import Plan
+from sweeps.launch import Plan, save_plan
 from sweeps.options import SweepError
 from sweeps.progress import Progress, print_summary
 from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, open_parent_run
@@ -53,6 +53,8 @@ def execute(plan: Plan) -> int:
     connect(plan.address)
     check_resources(plan.opts["resources"])
     plan.storage.mkdir(parents=True, exist_ok=True)
+    if not plan.resume:
+        save_plan(plan)
     tags = {**code_version(), "sweep_name": plan.sweep.name, "dataset": plan.data.name, "trials": str(len(plan.cells))}
     parent = open_parent_run(plan.mlflow_uri, plan.experiment, plan.storage / "mlartifacts",
                              plan.experiment_path / "mlflow_parent_run_id", tags)

@@ -9,6 +9,7 @@ and the cluster's GPUs/CPUs against the per-trial request.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -95,6 +96,8 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         raise SweepError(f"experiment {str(plan.experiment_path)!r} already exists; pass --resume to continue it or --experiment NEW_NAME")
     if args.resume and not plan.experiment_path.exists():
         raise SweepError(f"--resume: no experiment at {str(plan.experiment_path)!r}; valid: an existing --experiment under --storage-path")
+    if args.resume:
+        check_resume(plan)
     if not args.dry_run:
         from sweeps.tracking import check_tracking_uri
 
@@ -103,6 +106,33 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         except ValueError as err:
             raise SweepError(str(err)) from None
     return plan, args.dry_run
+
+
+PLAN_FILE = "sweep_plan.json"
+
+
+def save_plan(plan: Plan) -> None:
+    """Record the trials' flat configs next to the Tune experiment (read back by ``check_resume``)."""
+    plan.experiment_path.mkdir(parents=True, exist_ok=True)
+    (plan.experiment_path / PLAN_FILE).write_text(json.dumps(plan.cells, indent=1, sort_keys=True))
+
+
+def check_resume(plan: Plan) -> None:
+    """--resume continues the recorded trials; a changed config would be silently ignored by Tune,
+    so it is refused, naming the first trial and key that differ."""
+    path = plan.experiment_path / PLAN_FILE
+    if not path.exists():  # experiments from before the plan was recorded
+        return
+    recorded = json.loads(path.read_text())
+    if len(recorded) != len(plan.cells):
+        raise SweepError(f"--resume: this config makes {len(plan.cells)} trials, the experiment recorded {len(recorded)}; valid: the experiment's own config ({path}), or --experiment NEW_NAME")
+    current = json.loads(json.dumps(plan.cells))  # tuples -> lists, as recorded
+    for old, new in zip(recorded, current, strict=True):
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            k = changed[0]
+            raise SweepError(f"--resume: {k} of trial {old.get('method')} {old.get('data.corruption')} seed {old.get('system.seed')} "
+                             f"is {new.get(k)!r} now, {old.get(k)!r} when recorded; valid: the experiment's own config ({path}), or --experiment NEW_NAME")
 
 
 def _cell(base: dict, opts: dict, method: str, corruption: str, seed: int) -> dict[str, Any]:

@@ -82,3 +82,15 @@ def test_bad_input__gpus_on_a_cluster_without_gpus(storage, capsys, ray_shutdown
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, configure_logging=False)
     err = _error(capsys, argv(storage, "--gpus-per-trial", "0.25", "--smoke-test"))
     assert "0.25" in err and "0 GPUs" in err
+
+
+def test_bad_input__resume_with_a_changed_config_names_the_key(storage, capsys):
+    from sweeps.launch import prepare, save_plan
+
+    plan, _ = prepare(GRID, argv(storage, "--experiment", "e", "--dry-run"))
+    save_plan(plan)
+    prepare(GRID, argv(storage, "--experiment", "e", "--resume", "--dry-run"))  # unchanged: accepted
+    err = _error(capsys, argv(storage, "--experiment", "e", "--resume", "--set", "optim.lr=0.5"))
+    assert "optim.lr" in err and "0.5" in err and "--experiment NEW_NAME" in err
+    err = _error(capsys, argv(storage, "--experiment", "e", "--resume", "--methods", "supervised"))
+    assert f"{len(plan.cells)}" in err and "recorded" in err
