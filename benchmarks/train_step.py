@@ -126,7 +126,7 @@ def main() -> None:
     if torch.cuda.is_available():
         targets.append(("cuda", [k for k, v in CUDA_SETTINGS.items() if args.compile or not v[2]]))
     rows = []
-    print(f"{'device':6} {'method':10} {'width':>5} {'setting':28} {'samples/s':>10} {'spread':>7}")
+    print(f"{'device':6} {'method':10} {'width':>5} {'setting':28} {'samples/s':>10} {'median':>8} {'spread':>7}")
     for device, labels in targets:
         for width in args.widths:
             for name in args.methods:
@@ -134,7 +134,7 @@ def main() -> None:
                     r = measure(device, name, width, label, args)
                     rows.append(r)
                     print(f"{device:6} {name:10} {width:5.2f} {label:28} {r['samples_per_s']:10.1f} "
-                          f"{r['spread']:6.2f}x", flush=True)
+                          f"{r['median_samples_per_s']:8.1f} {r['spread']:6.2f}x", flush=True)
 
     moco_q = {r["setting"]: r["samples_per_s"] for r in rows
               if (r["device"], r["method"], r["width"]) == ("cpu", "moco_v2", 0.25)}
