@@ -13,7 +13,7 @@ import ray
 from ray import tune
 
 from sweeps.launch import Plan, save_plan
-from sweeps.options import SweepError
+from sweeps.options import SweepError, searched_keys
 from sweeps.progress import Progress, print_summary
 from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, open_parent_run
 from trainables import tune_adapter
@@ -59,7 +59,7 @@ def execute(plan: Plan) -> int:
     parent = open_parent_run(plan.mlflow_uri, plan.experiment, plan.storage / "mlartifacts",
                              plan.experiment_path / "mlflow_parent_run_id", tags)
     trainable = tune_adapter.trainable(plan.data, plan.opts["resources"])
-    progress = Progress(len(plan.cells))
+    progress = Progress(len(plan.cells), tuple(searched_keys(plan.opts)))
     status = "FAILED"
     try:
         tuner = _tuner(plan, trainable, parent, progress)

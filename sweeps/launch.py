@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from corruptions import CorruptionError, parse
-from sweeps.options import DEFAULT_STORAGE, SweepError, build_parser, load_yaml, merge_options
+from sweeps.options import DEFAULT_STORAGE, SweepError, build_parser, load_yaml, merge_options, searched_keys
 from trainables.config import TrialConfig
 from trainables.data.datasets import DatasetError, ImageDataset, absolute_spec, check_dataset, load_dataset
 from trainables.methods import method_class
@@ -150,15 +150,21 @@ def _slug(dataset: str) -> str:
     return Path(arg).name if arg else name
 
 
+SHOWN = ("method", "data.corruption", "system.seed", "optim.epochs", "optim.batch_size", "optim.lr")
+
+
 def describe(plan: Plan) -> str:
     """The trial table and the resource plan (what --dry-run prints)."""
     r = plan.opts["resources"]
     lines = [f"sweep {plan.sweep.name}: {len(plan.cells)} trials on {plan.data.name} "
              f"({len(plan.data.train)} train / {len(plan.data.test)} test, {plan.data.image_size[0]}x{plan.data.image_size[1]} px)",
              f"{'#':>3}  {'method':<13} {'corruption':<14} {'seed':>4} {'epochs':>6} {'batch':>5} {'lr':>7}"]
+    extra = [k for k in searched_keys(plan.opts) if k not in SHOWN]  # what a candidate list varies
+    lines[-1] += "".join(f"  {k}" for k in extra)
     for i, c in enumerate(plan.cells):
         lines.append(f"{i:>3}  {c['method']:<13} {c['data.corruption']:<14} {c['system.seed']:>4} "
-                     f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {c['optim.lr']:>7.3g}")
+                     f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {c['optim.lr']:>7.3g}"
+                     + "".join(f"  {c.get(k)!s:>{len(k)}}" for k in extra))
     conc = plan.opts.get("max_concurrent")
     lines += [f"resources per trial: {r['cpu']:g} CPU, {r['gpu']:g} GPU"
               + (f" ({int(1 / r['gpu'])} trials per GPU)" if 0 < r["gpu"] < 1 else "")

@@ -99,3 +99,11 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
     opts.setdefault("seeds", [0])
     opts.setdefault("dataset", "digits")
     return opts
+
+
+def searched_keys(opts: dict) -> list[str]:
+    """Config keys a search varies: its ``space`` and the keys of its ``candidates``."""
+    keys = list(opts.get("space") or {})
+    for candidate in opts.get("candidates") or []:
+        keys += [k for k in candidate if k not in keys]
+    return keys

@@ -10,34 +10,44 @@ from ray import tune
 from analysis.claims import claim_checks, format_claims
 from analysis.drops import accuracy_table, drop_table
 from analysis.frame import UNTRAINED, annotate
+from sweeps.options import searched_keys
 from trainables.tune_adapter import trial_config
 
 
 class Progress(tune.Callback):
     """Compact progress on stdout (Tune's own tables are turned off with verbose=0)."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, keys: tuple[str, ...] = ()) -> None:
         self.total, self.done, self.started = total, 0, time.time()
+        self.keys = keys  # config keys that tell trials apart besides method, corruption and seed
 
     def _prefix(self, trial) -> str:
         c = trial_config(trial.config)
-        return f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {c['method']:<12} {c['data.corruption']:<10} seed {c['system.seed']}"
+        extra = "".join(f" {k.rpartition('.')[2]} {_short(c.get(k))}" for k in self.keys)
+        return (f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {c['method']:<12} "
+                f"{c['data.corruption']:<10} seed {c['system.seed']}{extra}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if result.get("done"):
             return
         knn = f"  knn {result['knn_acc']:.1f}" if "knn_acc" in result else ""
+        knn += f" ({result['knn_gain']:+.1f} over untrained)" if "knn_gain" in result else ""
         print(f"{self._prefix(trial)}  epoch {result['epoch']}  loss {result['loss']:.3f}{knn}  {result['samples_per_s']:.0f} img/s", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
         r = trial.last_result or {}
-        probe = f"  probe {r['probe_acc']:.1f}" if "probe_acc" in r else ""
+        probe = f" ({r['knn_gain']:+.1f} over untrained)" if "knn_gain" in r else ""
+        probe += f"  probe {r['probe_acc']:.1f}" if "probe_acc" in r else ""
         print(f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.done += 1
         print(f"{self._prefix(trial)}  FAILED (see MLflow run tag 'error' or {trial.path})", flush=True)
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def results_frame(results):
@@ -54,13 +64,13 @@ def results_frame(results):
     return pd.DataFrame(rows)
 
 
-def best_configs(results, metric: str, top: int = 5):
-    """Searched (top-level) keys and the metric of the best trials; None for plain grids."""
+def best_configs(results, metric: str, keys: list[str], top: int = 5):
+    """The searched ``keys`` and the metric of the best trials; None when nothing was searched."""
     import pandas as pd
 
-    rows = [{**{k: v for k, v in r.config.items() if not k.startswith("sweep.")}, metric: r.metrics.get(metric)}
+    rows = [{**{k: trial_config(r.config).get(k) for k in keys}, metric: r.metrics.get(metric)}
             for r in results if r.error is None and r.metrics]
-    if not rows or len(rows[0]) == 1:
+    if not rows or not keys:
         return None
     return pd.DataFrame(rows).sort_values(metric, ascending=False).head(top)
 
@@ -69,7 +79,7 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
     """Accuracy and drop tables (or the best searched configs), and how to open the MLflow UI."""
     df = results_frame(results)
     print(f"\n{len(df)} of {total} trials finished in {seconds:.0f} s ({len(results.errors)} failed).")
-    searched = best_configs(results, plan.opts.get("metric", "knn_acc"))
+    searched = best_configs(results, plan.opts.get("metric", "knn_acc"), searched_keys(plan.opts))
     if searched is not None:
         print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
     if len(df):

@@ -210,7 +210,7 @@ class MLflowTrialWriter(tune.Callback):
 
 
 _METRIC_KEYS = {
-    "loss", "lr", "samples_per_s", "epoch_time_s", "knn_acc", "uniformity", "probe_acc", "ece",
+    "loss", "lr", "samples_per_s", "epoch_time_s", "knn_acc", "knn_acc_init", "knn_gain", "uniformity", "probe_acc", "ece",
     "alignment", "train_time_s", "train_acc", "momentum",
     "classwise_uniformity_mean", "intra_distance", "inter_distance",
 }

@@ -3,6 +3,10 @@
     python sweeps/tune_hparams.py --methods moco_v2 --set data.corruption=glo_4
     python sweeps/tune_hparams.py --resume ...      # an interrupted search continues
 
+``candidates`` (a list of flat overrides) instead of ``space`` compares a few hand-named settings
+side by side, each run to the end with no early stopping: the way to compare settings whose cost
+per epoch differs (subset size, width) at a matched budget, which ASHA's per-epoch rungs cannot.
+
 The Optuna study is persisted next to the Tune experiment (``<storage>/<experiment>/optuna.db``),
 so an interrupted search resumes with everything it learned. Space, budget and ASHA settings:
 sweeps/configs/tune_hparams.yaml.
@@ -38,8 +42,35 @@ def domain(key: str, spec: dict):
     return {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint}[kind](*args) if kind != "choice" else tune.choice(args)
 
 
+EVERY_EPOCH = ("loss", "lr", "samples_per_s", "epoch_time_s")  # the rest comes with evaluations
+
+
+def search_cells(opts: dict, cells: list[dict]) -> list[dict]:
+    """One cell per ``candidates`` entry (the base cell with its overrides); else the base cell."""
+    candidates = opts.get("candidates")
+    metric = opts.get("metric", "knn_acc")
+    if not candidates:
+        if metric not in EVERY_EPOCH and cells[0]["eval.eval_every"] != 1:
+            raise SweepError(f"eval.eval_every {cells[0]['eval.eval_every']} is invalid for a searched space: ASHA needs "
+                             f"{metric!r} every epoch; valid: eval.eval_every: 1, or metric one of {', '.join(EVERY_EPOCH)}")
+        return cells
+    if opts.get("space"):
+        raise SweepError("candidates and space are exclusive; valid: a searched space (Optuna + ASHA) or a list of candidates")
+    if not isinstance(candidates, list) or not all(isinstance(c, dict) and c for c in candidates):
+        raise SweepError(f"candidates: {candidates!r} is invalid; valid: a list of flat overrides, e.g. [{{model.width: 0.5}}]")
+    return [{**cells[0], **c} for c in candidates]
+
+
 def tune_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
-    """Optuna TPE (study persisted in sqlite) + ASHA on the trial's metric; cells[0] is the base."""
+    """Optuna TPE (study persisted in sqlite) + ASHA on the trial's metric; cells[0] is the base.
+
+    With ``candidates`` every cell runs once to the end (a grid, no searcher, no early stopping).
+    """
+    from ray import tune
+
+    if opts.get("candidates"):  # no metric for Tune: it would demand it in every epoch's report
+        return {"sweep.cell": tune.grid_search(cells)}, {}
+    metric = {"metric": opts.get("metric", "knn_acc"), "mode": opts.get("mode", "max")}
     import optuna
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
@@ -57,12 +88,12 @@ def tune_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=int(cells[0]["optim.epochs"]),
                               grace_period=int(asha.get("grace_period", 1)), reduction_factor=int(asha.get("reduction_factor", 2)))
     param_space = {"sweep.cell": cells[0], **{k: domain(k, v) for k, v in space.items()}}
-    return param_space, {"search_alg": searcher, "scheduler": scheduler, "metric": opts.get("metric", "knn_acc"),
-                         "mode": opts.get("mode", "max"), "num_samples": int(opts.get("num_samples", 8))}
+    return param_space, {"search_alg": searcher, "scheduler": scheduler, **metric, "num_samples": int(opts.get("num_samples", 8))}
 
 
 SWEEP = Sweep("tune_hparams", __doc__, corruptions,
-              frozenset({"space", "asha", "metric", "mode", "num_samples", "search_seed"}), tune_setup)
+              frozenset({"space", "candidates", "asha", "metric", "mode", "num_samples", "search_seed"}), tune_setup,
+              edit_cells=search_cells)
 
 if __name__ == "__main__":
     sys.exit(main(SWEEP))

@@ -60,6 +60,7 @@ class EvalConfig:
     knn_distance: str = "cosine"  # cosine | euclidean
     probe: bool = True  # linear probe + ECE at the end
     bank_size: int | None = None  # cap on training features in per-epoch kNN (None: all)
+    knn_at_init: bool = False  # also evaluate the untrained network: knn_acc_init, knn_gain = knn_acc - it
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,9 +70,14 @@ def run_trial(
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(td.train)} training images; valid: <= {len(td.train)}")
     total = steps_per_epoch * cfg.optim.epochs
     start_epoch, step, history = 0, 0, []
+    precision = autocast(cfg, device)
+    init: dict[str, float] = {}
     if resume is not None:
         start_epoch, step, history = _restore(resume, method, optimizer, gens)
-    precision = autocast(cfg, device)
+        init = dict(resume.get("init", {}))
+    elif cfg.eval.knn_at_init:
+        # The same network the untrained reference (optim.epochs 0, same seed) evaluates.
+        init = {"knn_acc_init": _evaluate(cfg, method, td, device, precision, final=False)["knn_acc"]}
     started = time.perf_counter()
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
@@ -82,13 +87,13 @@ def run_trial(
         metrics = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds, "epoch_time_s": seconds}
         if cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs:
-            metrics.update(_evaluate(cfg, method, td, device, precision, final=False))
+            metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, final=False), init))
         history.append(metrics)
         if save is not None and ((epoch + 1) % cfg.system.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs):
-            save(_state(epoch + 1, step, history, method, optimizer, gens))
+            save({**_state(epoch + 1, step, history, method, optimizer, gens), "init": init})
         if epoch + 1 < cfg.optim.epochs:
             report(metrics)
-    final = _evaluate(cfg, method, td, device, precision, final=True)
+    final = _with_gain(_evaluate(cfg, method, td, device, precision, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
     final.update(device=str(device), n_test=len(td.eval_test), image_size=data.image_size[0])
     report({**metrics, "epoch": cfg.optim.epochs, **final, "done": True})
@@ -135,6 +140,13 @@ def _evaluate(cfg, method, td, device, precision, final: bool) -> dict:
             views = _two_views(method, td, prepare, device, g, precision)
             metrics.update(final_metrics(train, test, td.num_classes, cfg.eval, views))
     return metrics
+
+
+def _with_gain(metrics: dict, init: dict) -> dict:
+    """Adds ``knn_acc_init`` and ``knn_gain`` (points over the untrained network) when measured."""
+    if not init:
+        return metrics
+    return {**metrics, **init, "knn_gain": metrics["knn_acc"] - init["knn_acc_init"]}
 
 
 def _two_views(method, td, prepare, device, g, precision) -> tuple[torch.Tensor, torch.Tensor]:

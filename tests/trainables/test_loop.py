@@ -83,6 +83,24 @@ def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrup
     assert [r["epoch"] for r in resumed_reports] == [2, 3]
 
 
+def test_run_trial__knn_at_init_is_the_untrained_reference_and_leaves_training_alone(tiny_cfg, digits):
+    cfg = tiny_cfg("supervised", **{"optim.epochs": 2, "eval.eval_every": 1, "eval.probe": False})
+    plain_reports, gain_reports, states = [], [], []
+    plain = run_trial(cfg, plain_reports.append, dataset=digits)
+    with_init = cfg.replace({"eval.knn_at_init": True})
+    gained = run_trial(with_init, gain_reports.append, save=serialised(states), dataset=digits)
+    untrained = run_trial(cfg.replace({"optim.epochs": 0}), lambda m: None, dataset=digits)
+
+    assert gained["knn_acc_init"] == untrained["knn_acc"]  # same seed, same initial network
+    assert [r["loss"] for r in gain_reports] == [r["loss"] for r in plain_reports]
+    assert gained["knn_acc"] == plain["knn_acc"]
+    for r in gain_reports:
+        assert r["knn_gain"] == pytest.approx(r["knn_acc"] - untrained["knn_acc"])
+    assert "knn_gain" not in plain
+    resumed = run_trial(with_init, lambda m: None, resume=load(states[0]), dataset=digits)
+    assert resumed["knn_gain"] == gained["knn_gain"]  # the reference survives a restart
+
+
 def test_run_trial__same_seed_same_numbers_other_seed_other_numbers(tiny_cfg, digits):
     cfg = tiny_cfg("supervised", **{"optim.epochs": 1, "eval.probe": False})
     a, b = (

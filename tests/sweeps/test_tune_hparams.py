@@ -1,0 +1,60 @@
+"""tune_hparams.py: an Optuna space or a list of budget-matched candidates."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweeps import tune_hparams
+from sweeps.launch import main, prepare
+from tests.sweeps.conftest import argv, runs
+
+
+def _config(tmp_path, body: str) -> str:
+    path = tmp_path / "search.yaml"
+    path.write_text("methods: [supervised]\nmetric: knn_gain\ntrial: {eval.knn_at_init: true}\n" + body)
+    return str(path)
+
+
+def test_candidates__one_cell_per_candidate_with_its_overrides(storage, tmp_path, capsys):
+    config = _config(tmp_path, "candidates:\n  - {model.width: 0.125, optim.epochs: 2}\n  - {model.width: 0.25, optim.epochs: 1}\n")
+    args = ["--config", config, "--storage-path", str(storage), "--dry-run"]
+    plan, _ = prepare(tune_hparams.SWEEP, args)
+    assert [(c["model.width"], c["optim.epochs"]) for c in plan.cells] == [(0.125, 2), (0.25, 1)]
+    assert all(c["eval.knn_at_init"] is True for c in plan.cells)
+    assert main(tune_hparams.SWEEP, args) == 0
+    rows = capsys.readouterr().out.splitlines()[1:4]
+    assert rows[0].split()[-1] == "model.width" and [r.split()[-1] for r in rows[1:]] == ["0.125", "0.25"]
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("candidates:\n  - {model.widht: 0.5}\n", "model.widht"),
+    ("candidates: [{model.width: 0.5}]\nspace: {optim.lr: {loguniform: [0.01, 1.0]}}\n", "candidates and space are exclusive"),
+    ("candidates: [0.5]\n", "candidates: [0.5] is invalid; valid: a list of flat overrides"),
+    ("space: {optim.lr: {loguniform: [0.01, 1.0]}}\n", "eval.eval_every 2 is invalid for a searched space"),
+])
+def test_search__bad_input_is_a_one_line_error_before_any_trial(storage, tmp_path, capsys, body, message):
+    extra = ["--set", "eval.eval_every=2"] if "space" in body else []
+    code = main(tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage), *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (storage / "tune_hparams-digits").exists()
+
+
+@pytest.mark.slow
+def test_candidates__each_runs_to_the_end_and_the_summary_ranks_them_by_gain(storage, tmp_path, ray_shutdown, capsys):
+    config = _config(tmp_path, "candidates:\n  - {model.width: 0.125, optim.epochs: 2}\n  - {model.width: 0.25, optim.epochs: 1}\n")
+    code = main(tune_hparams.SWEEP, argv(storage, "--config", config, "--experiment", "cands", epochs=3))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    _, _, children = runs(storage, "cands")
+    by_width = {float(c.data.params["model.width"]): c for c in children}
+    assert sorted(by_width) == [0.125, 0.25]
+    assert [int(by_width[w].data.params["optim.epochs"]) for w in (0.125, 0.25)] == [2, 1]
+    gains = {w: c.data.metrics["knn_gain"] for w, c in by_width.items()}
+    for w, c in by_width.items():
+        assert gains[w] == pytest.approx(c.data.metrics["knn_acc"] - c.data.metrics["knn_acc_init"])
+    assert "seed 0 width 0.125 epochs 2  finished" in out  # progress lines tell candidates apart
+    table = out.split("Best configurations by final knn_gain:")[1].splitlines()
+    assert "model.width" in table[1] and "optim.epochs" in table[1]
+    best = max(gains, key=gains.get)
+    assert table[2].split()[0] == f"{best:g}"  # best first
