@@ -158,12 +158,15 @@ def describe(plan: Plan) -> str:
     r = plan.opts["resources"]
     lines = [f"sweep {plan.sweep.name}: {len(plan.cells)} trials on {plan.data.name} "
              f"({len(plan.data.train)} train / {len(plan.data.test)} test, {plan.data.image_size[0]}x{plan.data.image_size[1]} px)",
-             f"{'#':>3}  {'method':<13} {'corruption':<14} {'seed':>4} {'epochs':>6} {'batch':>5} {'lr':>7}"]
+             f"{'#':>3}  {'method':<13} {'corruption':<14} {'seed':>4} {'epochs':>6} {'batch':>5} {'lr':>8}"]
     extra = [k for k in searched_keys(plan.opts) if k not in SHOWN]  # what a candidate list varies
     lines[-1] += "".join(f"  {k}" for k in extra)
-    for i, c in enumerate(plan.cells):
+    space = plan.opts.get("space") or {}
+    for i, cell in enumerate(plan.cells):
+        c = {k: "searched" if k in space else v for k, v in cell.items()}  # a space overrides the cell
+        lr = c["optim.lr"] if isinstance(c["optim.lr"], str) else f"{c['optim.lr']:.3g}"
         lines.append(f"{i:>3}  {c['method']:<13} {c['data.corruption']:<14} {c['system.seed']:>4} "
-                     f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {c['optim.lr']:>7.3g}"
+                     f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {lr:>8}"
                      + "".join(f"  {c.get(k)!s:>{len(k)}}" for k in extra))
     conc = plan.opts.get("max_concurrent")
     lines += [f"resources per trial: {r['cpu']:g} CPU, {r['gpu']:g} GPU"
