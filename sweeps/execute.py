@@ -48,7 +48,7 @@ def check_resources(resources: dict[str, float]) -> None:
 
 
 def execute(plan: Plan) -> int:
-    """Run every trial of the plan; returns 0 if all finished, 1 if some failed."""
+    """Run every trial of the plan; returns 0 if all finished, 1 if some failed, 130 if interrupted."""
     started = time.time()
     connect(plan.address)
     check_resources(plan.opts["resources"])
@@ -65,12 +65,17 @@ def execute(plan: Plan) -> int:
         tuner = _tuner(plan, trainable, parent, progress)
         results = tuner.fit()
         failed = len(results.errors)
-        status = "FINISHED" if not failed else "FAILED"
+        # Ctrl+C / SIGINT: Tune saves its state and returns with trials that never finished.
+        unfinished = sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done"))
+        status = "FAILED" if failed else "KILLED" if unfinished else "FINISHED"
     finally:
         killed = close_runs(plan.mlflow_uri, parent, status)
         if killed:
             print(f"marked {killed} unfinished MLflow run(s) KILLED; `--resume` continues them", flush=True)
     print_summary(plan, results, parent, time.time() - started, progress.total)
+    if unfinished and not failed:
+        print(f"interrupted with {unfinished} trial(s) unfinished; continue with the same command and --resume", flush=True)
+        return 130
     return 0 if not failed else 1
 
 

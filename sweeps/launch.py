@@ -177,7 +177,7 @@ def describe(plan: Plan) -> str:
 
 
 def main(sweep: Sweep, argv: Sequence[str] | None = None) -> int:
-    """CLI entry point of every sweep script. Exit codes: 0 done, 1 trials failed, 2 bad input."""
+    """CLI entry point of every sweep script. Exit codes: 0 done, 1 trials failed, 2 bad input, 130 interrupted."""
     try:
         plan, dry_run = prepare(sweep, argv)
     except SweepError as err:

@@ -56,7 +56,7 @@ def results_frame(results):
 
     rows = []
     for r in results:
-        if r.error is not None or not r.metrics:
+        if r.error is not None or not r.metrics or not r.config:  # failed, never started, or interrupted
             continue
         c = trial_config(r.config)
         rows.append({**c, "corruption": c["data.corruption"], "seed": c["system.seed"],
@@ -69,7 +69,7 @@ def best_configs(results, metric: str, keys: list[str], top: int = 5):
     import pandas as pd
 
     rows = [{**{k: trial_config(r.config).get(k) for k in keys}, metric: r.metrics.get(metric)}
-            for r in results if r.error is None and r.metrics]
+            for r in results if r.error is None and r.metrics and r.config]
     if not rows or not keys:
         return None
     return pd.DataFrame(rows).sort_values(metric, ascending=False).head(top)

@@ -53,10 +53,12 @@ def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(stor
             except Exception:  # the store is still being created
                 pass
     proc.send_signal(signal.SIGINT)  # Tune saves its state and stops gracefully
-    proc.communicate(timeout=120)
+    out, _ = proc.communicate(timeout=120)
     assert finished, "no trial finished before the interruption"
-    _, _, before = runs(storage, "cut")
-    assert all(r.info.status != "RUNNING" for r in before)
+    assert proc.returncode == 130 and "Traceback" not in out, out[-3000:]
+    assert "trial(s) unfinished; continue with the same command and --resume" in out
+    _, parents, before = runs(storage, "cut")
+    assert all(r.info.status != "RUNNING" for r in before) and parents[0].info.status == "KILLED"
     done_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
     assert len(done_before) < 3, "the sweep finished before it could be interrupted"
 
