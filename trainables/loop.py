@@ -48,8 +48,9 @@ def run_trial(
     Args:
         cfg: a TrialConfig or its flat dict.
         report: called once per epoch with scalar metrics (``epoch``, ``loss``, ``lr``,
-            ``samples_per_s``, and on evaluation epochs ``knn_acc``, ``uniformity``); the last
-            call also carries the final metrics (lists included) and ``done=True``.
+            ``samples_per_s``, and on evaluation epochs ``knn_acc``, ``uniformity``, plus
+            ``knn_acc_init`` and ``knn_gain`` with ``eval.knn_at_init``); the last call also
+            carries the final metrics (lists included) and ``done=True``.
         resume: a state previously given to ``save``.
         save: receives the resumable state (a dict of tensors and numbers, ``torch.save``-able).
         dataset: an already loaded dataset (Ray passes one shared copy); else loaded from cfg.
