@@ -28,6 +28,7 @@ import statistics  # noqa: E402
 from analysis.collect import load_tune  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from benchmarks.train_step import CPU_SETTINGS, make_step, step_times  # noqa: E402
+from trainables.tune_adapter import trial_config  # noqa: E402
 
 SPEED_KEYS = ("method.", "model.")  # with batch and precision: what sets the cost of one step
 
@@ -43,8 +44,17 @@ def step_key(trial: dict) -> tuple:
 
 def epoch_speeds(trial_dir: str) -> list[float]:
     """Per-epoch samples/s from a trial folder's ``result.json`` (one JSON object per epoch)."""
+    return [r["samples_per_s"] for r in _results(trial_dir) if "samples_per_s" in r]
+
+
+def flat_config(trial_dir: str) -> dict:
+    """The trial's flat config as Tune recorded it (types kept, unlike a DataFrame row)."""
+    return trial_config(_results(trial_dir)[-1]["config"])
+
+
+def _results(trial_dir: str) -> list[dict]:
     lines = (Path(trial_dir) / "result.json").read_text().splitlines()
-    return [r["samples_per_s"] for r in map(json.loads, filter(str.strip, lines)) if "samples_per_s" in r]
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def bench(key: tuple, steps: int) -> dict:
@@ -57,8 +67,7 @@ def bench(key: tuple, steps: int) -> dict:
 
 
 def _scalar(value) -> bool:
-    """A config value (pandas fills another method's keys with NaN, which is not one)."""
-    return isinstance(value, (bool, int, str)) or value is None or (isinstance(value, float) and value == value)
+    return isinstance(value, (bool, int, float, str)) or value is None
 
 
 def main() -> None:
@@ -69,8 +78,9 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=0.10)
     args = parser.parse_args()
 
-    trials = load_tune(args.storage_path.resolve() / args.experiment)
-    trials = [t for t in trials.to_dict("records") if t["optim.epochs"] > 0]
+    folders = load_tune(args.storage_path.resolve() / args.experiment)["trial_dir"]
+    trials = [{**flat_config(d), "trial_dir": d} for d in folders]
+    trials = [t for t in trials if t["optim.epochs"] > 0]
     if not trials:
         raise SystemExit(f"error: no finished trained trials in {args.storage_path / args.experiment}")
     load_before = os.getloadavg()[0]
