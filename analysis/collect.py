@@ -162,7 +162,7 @@ def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc"
             points = [(m.step, key, m.value) for key in _matching(keys, logged)
                       for m in client.get_metric_history(trial["run_id"], key)]
         elif isinstance(trial.get("trial_dir"), str):
-            points = [(r.get("epoch"), key, r[key]) for r in _results(Path(trial["trial_dir"]))
+            points = [(r.get("epoch"), key, r[key]) for r in trial_results(Path(trial["trial_dir"]))
                       for key in _matching(keys, r) if isinstance(r.get(key), (int, float))]
         else:
             points = []
@@ -189,7 +189,7 @@ def load_tune(folder: Path, finished_only: bool = True) -> pd.DataFrame:
         raise AnalysisError(f"no Tune experiment folder {str(folder)!r}; existing: {', '.join(siblings) or 'none'}")
     rows = []
     for trial_id, trial_dir in sorted(_trial_folders(folder).items()):
-        results = _results(trial_dir)
+        results = trial_results(trial_dir)
         if not results:
             continue
         last = results[-1]
@@ -203,7 +203,8 @@ def load_tune(folder: Path, finished_only: bool = True) -> pd.DataFrame:
     return df
 
 
-def _results(trial_dir: Path) -> list[dict]:
+def trial_results(trial_dir: Path) -> list[dict]:
+    """Every result Tune recorded for one trial folder (``result.json``, one object per report)."""
     path = trial_dir / RESULT_FILE
     if not path.is_file():
         return []

@@ -21,11 +21,10 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 
-from analysis.collect import load_tune  # noqa: E402
+from analysis.collect import load_tune, trial_results  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from benchmarks.train_step import CPU_SETTINGS, make_step, step_times  # noqa: E402
 from trainables.tune_adapter import trial_config  # noqa: E402
@@ -35,26 +34,21 @@ SPEED_KEYS = ("method.", "model.")  # with batch and precision: what sets the co
 
 def step_key(trial: dict) -> tuple:
     """What makes two trials' training steps cost the same: method, batch, setting, model/method keys."""
-    setting = "fp32" if trial["system.precision"] == "fp32" else "bf16"
-    setting = f"channels_last+{setting}" if trial["system.channels_last"] else setting
-    setting = "channels_last" if setting == "channels_last+fp32" else setting
+    # train_step times no bf16 without channels_last: such a trial has no benchmark row (KeyError).
+    setting = {(False, False): "fp32", (True, False): "channels_last", (True, True): "channels_last+bf16"}[
+        (bool(trial["system.channels_last"]), trial["system.precision"] != "fp32")]
     extra = tuple(sorted((k, v) for k, v in trial.items() if k.startswith(SPEED_KEYS) and _scalar(v)))
     return trial["method"], int(trial["optim.batch_size"]), setting, extra
 
 
 def epoch_speeds(trial_dir: str) -> list[float]:
     """Per-epoch samples/s from a trial folder's ``result.json`` (one JSON object per epoch)."""
-    return [r["samples_per_s"] for r in _results(trial_dir) if "samples_per_s" in r]
+    return [r["samples_per_s"] for r in trial_results(Path(trial_dir)) if "samples_per_s" in r]
 
 
 def flat_config(trial_dir: str) -> dict:
     """The trial's flat config as Tune recorded it (types kept, unlike a DataFrame row)."""
-    return trial_config(_results(trial_dir)[-1]["config"])
-
-
-def _results(trial_dir: str) -> list[dict]:
-    lines = (Path(trial_dir) / "result.json").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    return trial_config(trial_results(Path(trial_dir))[-1]["config"])
 
 
 def bench(key: tuple, steps: int) -> dict:
