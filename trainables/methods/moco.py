@@ -46,7 +46,9 @@ class MocoV2(Method):
 
     BN cheating guard: both encoders use SplitBatchNorm (``bn_splits`` interleaved sub-batches),
     and the key encoder sees the batch in a shuffled order, so a query and its key are never
-    normalised with the same statistics (moco CIFAR demo). ``bn_splits=1`` turns it off.
+    normalised with the same statistics (moco CIFAR demo). ``bn_splits=1`` turns it off, as the
+    study's code (solo-learn, one GPU) has it; on CPU with channels_last it also makes a step
+    ~1.4x faster, since the interleaved split of a channels_last activation is a copy.
 
     NOTE: the 2048-128 projector has no BN (solo-learn mocov2plus); momentum 0.99 -> 0.999 on a
     cosine; queue 32768 and T 0.2 from the study's ``script/cifar_mocov2.sh``.
