@@ -1,0 +1,40 @@
+"""loop_overhead.py: the one-epoch config, the round summary, and the step and loop arms on real data."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.loop_overhead import loop_rate, one_epoch, step_rate, summarize
+from trainables.build import load_data
+from trainables.config import TrialConfig
+
+
+def test_one_epoch__keeps_the_model_and_method_and_turns_off_untimed_work():
+    flat = {"method": "moco_v2", "method.queue_size": 1024, "optim.epochs": 28, "eval.eval_every": 6,
+            "eval.knn_at_init": True, "eval.probe": True, "model.width": 0.25}
+    cut = one_epoch(flat)
+    assert cut["optim.epochs"] == 1 and cut["eval.eval_every"] == 0
+    assert cut["eval.knn_at_init"] is False and cut["eval.probe"] is False
+    assert cut["method.queue_size"] == 1024 and cut["model.width"] == 0.25
+    assert flat["optim.epochs"] == 28  # the trial's own config is not touched
+
+
+def test_summarize__medians_per_arm_and_of_the_per_round_ratios():
+    rounds = [{"step": 100.0, "loop": 90.0, "tune": 80.0},
+              {"step": 200.0, "loop": 200.0, "tune": 190.0},
+              {"step": 150.0, "loop": 120.0, "tune": 150.0}]
+    s = summarize(rounds)
+    assert (s["step"], s["loop"], s["tune"]) == (150.0, 120.0, 150.0)
+    # per-round ratios 0.9, 1.0, 0.8 and 0.8, 0.95, 1.0: the median of ratios, not the ratio of medians
+    assert s["loop/step"] == pytest.approx(0.9) and s["tune/step"] == pytest.approx(0.95)
+    assert "tune" not in summarize([{"step": 1.0, "loop": 1.0}])
+
+
+def test_step_and_loop_arms__time_the_same_model_on_real_data():
+    flat = one_epoch(TrialConfig(method="supervised").replace(
+        {"data.dataset": "digits", "data.train_per_class": 20, "model.width": 0.125, "optim.batch_size": 32}).resolved().to_flat())
+    data = load_data(TrialConfig.from_flat(flat).data)
+    steps = len(data.train) // 32
+    assert steps >= 2
+    assert step_rate(flat, steps) > 0
+    assert loop_rate(flat, data) > 0
