@@ -1,19 +1,19 @@
-"""loop_overhead.py: the one-epoch config, the round summary, and the step and loop arms on real data."""
+"""loop_overhead.py: the timed config, the round summary, and the step and loop arms on real data."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.loop_overhead import loop_rate, one_epoch, step_rate, summarize
+from benchmarks.loop_overhead import loop_rate, timed_config, step_rate, summarize
 from trainables.build import load_data
 from trainables.config import TrialConfig
 
 
-def test_one_epoch__keeps_the_model_and_method_and_turns_off_untimed_work():
+def test_timed_config__keeps_the_model_and_method_two_epochs_no_evaluation_between():
     flat = {"method": "moco_v2", "method.queue_size": 1024, "optim.epochs": 28, "eval.eval_every": 6,
             "eval.knn_at_init": True, "eval.probe": True, "model.width": 0.25}
-    cut = one_epoch(flat)
-    assert cut["optim.epochs"] == 1 and cut["eval.eval_every"] == 0
+    cut = timed_config(flat)
+    assert cut["optim.epochs"] == 2 and cut["eval.eval_every"] == 0
     assert cut["eval.knn_at_init"] is False and cut["eval.probe"] is False
     assert cut["method.queue_size"] == 1024 and cut["model.width"] == 0.25
     assert flat["optim.epochs"] == 28  # the trial's own config is not touched
@@ -31,7 +31,7 @@ def test_summarize__medians_per_arm_and_of_the_per_round_ratios():
 
 
 def test_step_and_loop_arms__time_the_same_model_on_real_data():
-    flat = one_epoch(TrialConfig(method="supervised").replace(
+    flat = timed_config(TrialConfig(method="supervised").replace(
         {"data.dataset": "digits", "data.train_per_class": 20, "model.width": 0.125, "optim.batch_size": 32}).resolved().to_flat())
     data = load_data(TrialConfig.from_flat(flat).data)
     steps = len(data.train) // 32
