@@ -50,13 +50,19 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _finished(result) -> bool:
+    """Ended normally or stopped by the scheduler (Tune sets ``done``); not failed, never started or
+    interrupted (an interrupted trial's last report is an epoch's, not its final metrics)."""
+    return result.error is None and bool(result.config) and bool((result.metrics or {}).get("done"))
+
+
 def results_frame(results):
     """One row per finished trial: its flat config (method, corruption, seed, ...) and final metrics."""
     import pandas as pd
 
     rows = []
     for r in results:
-        if r.error is not None or not r.metrics or not r.config:  # failed, never started, or interrupted
+        if not _finished(r):
             continue
         c = trial_config(r.config)
         rows.append({**c, "corruption": c["data.corruption"], "seed": c["system.seed"],
@@ -69,7 +75,7 @@ def best_configs(results, metric: str, keys: list[str], top: int = 5):
     import pandas as pd
 
     rows = [{**{k: trial_config(r.config).get(k) for k in keys}, metric: r.metrics.get(metric)}
-            for r in results if r.error is None and r.metrics and r.config]
+            for r in results if _finished(r)]
     if not rows or not keys:
         return None
     return pd.DataFrame(rows).sort_values(metric, ascending=False).head(top)
@@ -82,7 +88,7 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
     searched = best_configs(results, plan.opts.get("metric", "knn_acc"), searched_keys(plan.opts))
     if searched is not None:
         print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
-    if len(df):
+    if len(df) and "knn_acc" in df:
         metric = "knn_acc"
         arms = annotate(df)["arm"]  # untrained: epochs 0 and no init_checkpoint (a downstream probe is its method)
         print(f"\nkNN accuracy (%), mean over seeds (untrained = the same network at initialisation):\n"

@@ -61,6 +61,7 @@ def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(stor
     assert all(r.info.status != "RUNNING" for r in before) and parents[0].info.status == "KILLED"
     done_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
     assert len(done_before) < 3, "the sweep finished before it could be interrupted"
+    assert f"\n{len(done_before)} of 3 trials finished" in out, out[-3000:]  # the interrupted trial is not counted
 
     resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]

@@ -1,0 +1,31 @@
+"""sweeps/progress.py: which trials the summary counts and tabulates."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from sweeps.progress import best_configs, results_frame
+
+
+def _result(done: bool | None, error=None, knn: float = 50.0, lr: float = 0.1):
+    config = {"sweep.cell": {"method": "moco_v2", "data.corruption": "ori", "system.seed": 0}, "optim.lr": lr}
+    metrics = {"epoch": 3, "knn_acc": knn, "config": config}
+    if done is not None:
+        metrics["done"] = done
+    return SimpleNamespace(error=error, config=config, metrics=metrics)
+
+
+def test_results_frame__only_trials_that_ended_not_interrupted_failed_or_unstarted():
+    results = [
+        _result(True, knn=60.0, lr=0.1),                   # finished (or stopped by ASHA: Tune sets done)
+        _result(False, knn=30.0, lr=0.2),                  # interrupted: an epoch's report, not final metrics
+        _result(None, knn=31.0, lr=0.3),                   # interrupted before Tune filled in done
+        _result(True, error=RuntimeError("x"), lr=0.4),    # failed
+        SimpleNamespace(error=None, config={}, metrics={}),  # never started
+    ]
+    df = results_frame(results)
+    assert len(df) == 1 and df["knn_acc"].tolist() == [60.0] and df["optim.lr"].tolist() == [0.1]
+    assert "config" not in df and df["corruption"].tolist() == ["ori"]
+    best = best_configs(results, "knn_acc", ["optim.lr"])
+    assert best["optim.lr"].tolist() == [0.1]
+    assert best_configs(results[1:3], "knn_acc", ["optim.lr"]) is None
