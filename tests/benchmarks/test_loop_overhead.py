@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.loop_overhead import loop_rate, timed_config, step_rate, summarize
+from benchmarks.loop_overhead import loop_rate, step_rate, summarize, timed_config
 from trainables.build import load_data
 from trainables.config import TrialConfig
 
