@@ -9,13 +9,11 @@ fault injection), which are stripped before the config is built.
 * resume: ``tune.get_checkpoint()`` on start (FailureConfig retries and ``Tuner.restore``);
 * data: the decoded dataset comes through Ray's object store (``tune.with_parameters``), so
   concurrent trials on a node share one copy;
-* GPU: a trial that holds a fraction g of a GPU caps its own allocator at g (Ray does not);
-* CPU memory: the worker keeps freed host memory for the next step (``keep_freed_memory``).
+* GPU: a trial that holds a fraction g of a GPU caps its own allocator at g (Ray does not).
 """
 
 from __future__ import annotations
 
-import ctypes
 import tempfile
 import warnings
 from pathlib import Path
@@ -29,7 +27,6 @@ from trainables.data.datasets import ImageDataset, Split
 from trainables.loop import run_trial
 
 STATE_FILE = "state.pt"
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 SWEEP_PREFIX = "sweep."
 
 
@@ -66,7 +63,6 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
 def train(config: dict[str, Any], dataset: dict[str, Any] | None = None) -> None:
     """Tune function trainable: one trial of ``run_trial`` with checkpoints and resume."""
     _cap_gpu_memory(float(config.get("sweep.gpu", 0.0)))
-    keep_freed_memory()
     resume = None
     if (checkpoint := tune.get_checkpoint()) is not None:
         with checkpoint.as_directory() as folder:
@@ -98,24 +94,6 @@ def trainable(dataset: ImageDataset | None, resources: dict[str, float]):
     """``train`` with the dataset in the object store and per-trial resources attached."""
     fn = tune.with_parameters(train, dataset=pack_dataset(dataset)) if dataset is not None else train
     return tune.with_resources(fn, {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)})
-
-
-def keep_freed_memory(limit: int = 1 << 30) -> bool:
-    """Serve allocations up to ``limit`` bytes from the heap and keep what is freed (glibc only).
-
-    NOTE: a fresh Ray worker hands each step's freed activation buffers back to the OS and faults
-    them in again at the next step; a process that has run a while does not. A MoCo-v2 trial at
-    width 0.25 on 2 CPU cores ran at a median 273.9 instead of 231.6 pairs/s with these thresholds
-    (4 interleaved rounds in fresh Ray workers, docs/results/cifar10-cpu.md section 2).
-
-    Returns:
-        True if both thresholds were set; False without glibc (macOS, musl), where nothing changes.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(M_TRIM_THRESHOLD, limit))
 
 
 def _cap_gpu_memory(fraction: float) -> None:
