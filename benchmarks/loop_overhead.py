@@ -38,15 +38,14 @@ import time  # noqa: E402
 
 from analysis.collect import load_tune  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
-from benchmarks.train_step import CPU_SETTINGS, make_step  # noqa: E402
-from benchmarks.trial_throughput import flat_config, step_key  # noqa: E402
+from benchmarks.trial_throughput import flat_config, step_for, step_key  # noqa: E402
 from trainables.build import load_data  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.loop import run_trial  # noqa: E402
 
 ARMS = ("step", "loop", "tune")
 TIMED = {"optim.epochs": 2, "eval.eval_every": 0, "eval.probe": False, "eval.knn_at_init": False,
-             "data.test_per_class": 10, "system.checkpoint_every": 1}  # evaluation is not timed: keep it small
+         "data.test_per_class": 10, "system.checkpoint_every": 1}  # evaluation is not timed: keep it small
 
 
 def timed_config(flat: dict) -> dict:
@@ -56,9 +55,8 @@ def timed_config(flat: dict) -> dict:
 
 def step_rate(flat: dict, steps: int) -> float:
     """Samples/s of ``steps`` consecutive training steps of that model alone, warm-up excluded."""
-    method, batch, setting, extra = step_key(flat)
-    extra = dict(extra)
-    step = make_step(method, float(extra.get("model.width", 1.0)), batch, "cpu", CPU_SETTINGS[setting], extra)
+    key = step_key(flat)
+    step, batch = step_for(key), key[1]
     for _ in range(3):
         step()
     start = time.perf_counter()

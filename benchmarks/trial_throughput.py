@@ -23,6 +23,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from a
 import argparse  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 from analysis.collect import load_tune, trial_results  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
@@ -51,12 +52,17 @@ def flat_config(trial_dir: str) -> dict:
     return trial_config(trial_results(Path(trial_dir))[-1]["config"])
 
 
-def bench(key: tuple, steps: int) -> dict:
-    """Best and median samples/s of ``steps`` timed training steps of that model alone (CPU)."""
+def step_for(key: tuple) -> Callable[[], None]:
+    """One CPU training step of the model a ``step_key`` names, built as ``train_step.py`` builds it."""
     method, batch, setting, extra = key
     extra = dict(extra)
-    step = make_step(method, float(extra.get("model.width", 1.0)), batch, "cpu", CPU_SETTINGS[setting], extra)
-    times = step_times(step, warmup=3, steps=steps)
+    return make_step(method, float(extra.get("model.width", 1.0)), batch, "cpu", CPU_SETTINGS[setting], extra)
+
+
+def bench(key: tuple, steps: int) -> dict:
+    """Best and median samples/s of ``steps`` timed training steps of that model alone (CPU)."""
+    times = step_times(step_for(key), warmup=3, steps=steps)
+    batch = key[1]
     return {"best": batch / min(times), "median": batch / statistics.median(times)}
 
 

@@ -14,7 +14,7 @@ from ray import tune
 
 from sweeps.launch import Plan, save_plan
 from sweeps.options import SweepError, searched_keys
-from sweeps.progress import Progress, print_summary
+from sweeps.progress import Progress, ended, print_summary
 from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, open_parent_run
 from trainables import tune_adapter
 
@@ -66,7 +66,7 @@ def execute(plan: Plan) -> int:
         results = tuner.fit()
         failed = len(results.errors)
         # Ctrl+C / SIGINT: Tune saves its state and returns with trials that never finished.
-        unfinished = sum(1 for r in results if r.error is None and not (r.metrics or {}).get("done"))
+        unfinished = sum(1 for r in results if r.error is None and not ended(r))
         status = "FAILED" if failed else "KILLED" if unfinished else "FINISHED"
     finally:
         killed = close_runs(plan.mlflow_uri, parent, status)

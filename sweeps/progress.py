@@ -50,7 +50,7 @@ def _short(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _finished(result) -> bool:
+def ended(result) -> bool:
     """Ended normally or stopped by the scheduler (Tune sets ``done``); not failed, never started or
     interrupted (an interrupted trial's last report is an epoch's, not its final metrics)."""
     return result.error is None and bool(result.config) and bool((result.metrics or {}).get("done"))
@@ -62,7 +62,7 @@ def results_frame(results):
 
     rows = []
     for r in results:
-        if not _finished(r):
+        if not ended(r):
             continue
         c = trial_config(r.config)
         rows.append({**c, "corruption": c["data.corruption"], "seed": c["system.seed"],
@@ -75,7 +75,7 @@ def best_configs(results, metric: str, keys: list[str], top: int = 5):
     import pandas as pd
 
     rows = [{**{k: trial_config(r.config).get(k) for k in keys}, metric: r.metrics.get(metric)}
-            for r in results if _finished(r)]
+            for r in results if ended(r)]
     if not rows or not keys:
         return None
     return pd.DataFrame(rows).sort_values(metric, ascending=False).head(top)
