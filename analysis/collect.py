@@ -81,7 +81,7 @@ def load_runs(experiment: str, uri: str | None = None, storage: Path | None = No
     exp_id = experiment_id(client, experiment)
     runs = client.search_runs([exp_id], f"tags.`{PARENT_TAG}` != ''", max_results=50_000)
     storage = storage or storage_of(uri)
-    folders = _trial_folders(Path(storage) / experiment) if storage else {}
+    folders = trial_folders(Path(storage) / experiment) if storage else {}
     rows = [_mlflow_row(client, run, folders) for run in runs]
     df = pd.DataFrame(rows)
     if finished_only and len(df):
@@ -188,7 +188,7 @@ def load_tune(folder: Path, finished_only: bool = True) -> pd.DataFrame:
         siblings = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
         raise AnalysisError(f"no Tune experiment folder {str(folder)!r}; existing: {', '.join(siblings) or 'none'}")
     rows = []
-    for trial_id, trial_dir in sorted(_trial_folders(folder).items()):
+    for trial_id, trial_dir in sorted(trial_folders(folder).items()):
         results = trial_results(trial_dir)
         if not results:
             continue
@@ -211,7 +211,7 @@ def trial_results(trial_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _trial_folders(experiment_dir: Path) -> dict[str, Path]:
+def trial_folders(experiment_dir: Path) -> dict[str, Path]:
     """trial_id -> trial folder, read from each folder's first result line."""
     out = {}
     if not experiment_dir.is_dir():

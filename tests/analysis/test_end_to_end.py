@@ -9,7 +9,7 @@ import ray
 import yaml
 from mlflow.tracking import MlflowClient
 
-from analysis import collect, report
+from analysis import collect, curves, report
 from sweeps.grid_patch_sizes import SWEEP
 from sweeps.launch import main
 from sweeps.options import CONFIG_DIR
@@ -48,3 +48,7 @@ def test_report__from_a_real_smoke_sweep(tmp_path, monkeypatch, ray_shutdown, ca
     client = MlflowClient(collect.default_uri(storage))
     parent = collect.sweep_info("e2e", collect.default_uri(storage))["parent_run_id"]
     assert [a.path for a in client.list_artifacts(parent, "analysis")] == ["analysis/report.html"]
+
+    assert curves.main(["--experiment", "e2e", "--storage-path", str(storage), "--out", str(tmp_path / "curves")]) == 0
+    frame = curves.curves_frame(storage / "e2e")  # what Tune wrote: the untrained references train no epoch
+    assert len(frame) == 4 and set(frame["run"]) == {0} and frame["timestamp"].notna().all() and (frame["samples"] > 0).all()
