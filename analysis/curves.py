@@ -34,15 +34,16 @@ def trial_curve(trial_dir: Path) -> pd.DataFrame:
     """One trial's per-epoch rows: ``COLUMNS`` plus ``run`` (0 for the first command, +1 per resume)."""
     from trainables.tune_adapter import trial_config  # how a Tune config holds the flat config
 
+    results = trial_results(trial_dir)
     rows, run = [], -1
-    for r in trial_results(trial_dir):
+    for r in results:
         if "samples_per_s" not in r:  # an untrained reference (epochs 0) trains nothing
             continue
         run += r.get("iterations_since_restore") == 1
         rows.append({"run": max(run, 0), **{k: r.get(k) for k in COLUMNS}})
     if not rows:
         return pd.DataFrame(columns=["run", *COLUMNS])
-    cfg = trial_config(trial_results(trial_dir)[-1].get("config", {}))
+    cfg = trial_config(results[-1].get("config", {}))
     df = pd.DataFrame(rows).drop_duplicates("epoch", keep="last")  # a resume re-runs epochs after its checkpoint
     df["samples"] = df["samples_per_s"] * df["epoch_time_s"]
     for key, name in (("method", "method"), ("data.corruption", "corruption"), ("system.seed", "seed")):
