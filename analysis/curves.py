@@ -9,11 +9,15 @@ appended), so it works on a sweep that is still running or was interrupted. Writ
 * ``curves.csv``: one row per trial x epoch; where a resume re-ran an epoch, its last report wins;
 * ``curves.png``: kNN accuracy per epoch (one line per trial; ``--target`` draws a reference level
   for a method:corruption, e.g. a paper's final accuracy) and training samples/s per epoch;
-* ``throughput.csv``: per trial, epochs reached, runs (commands that trained it), median samples/s.
+* ``throughput.csv``: per trial, epochs reached, runs (the first start, each ``--resume`` and each
+  retry after a failure), median samples/s.
 
-It prints the per-trial table and two aggregate rates: the sum of the trials' median training
-rates, and the samples all trials trained per second of wall time while all of them ran
-(evaluation, checkpoints and start-up included).
+Trials are labelled ``method corruption s<seed>``, plus the Tune trial id where several trials
+share that label (a search's candidates).
+
+It prints the per-trial table and, where all trials ran at once, two aggregate rates: the sum of
+the trials' median training rates, and the samples all trials trained per second of wall time
+while all of them ran (evaluation, checkpoints and start-up included).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ def trial_curve(trial_dir: Path) -> pd.DataFrame:
     for key, name in (("method", "method"), ("data.corruption", "corruption"), ("system.seed", "seed")):
         df[name] = cfg.get(key)
     df["trial"] = f"{cfg.get('method')} {cfg.get('data.corruption')} s{cfg.get('system.seed')}"
+    df["trial_id"] = results[-1].get("trial_id")
     df["redone"] = len(rows) - len(df)
     return df.reset_index(drop=True)
 
@@ -62,7 +67,10 @@ def curves_frame(folder: Path) -> pd.DataFrame:
     parts = [p for p in parts if len(p)]
     if not parts:
         raise AnalysisError(f"no trial in {str(folder)!r} has reported an epoch yet")
-    return pd.concat(parts, ignore_index=True)
+    df = pd.concat(parts, ignore_index=True)
+    shared = df.groupby("trial")["trial_id"].transform("nunique") > 1  # a search's candidates share a label
+    df.loc[shared, "trial"] = df.loc[shared, "trial"] + " " + df.loc[shared, "trial_id"].astype(str)
+    return df
 
 
 def throughput_table(curves: pd.DataFrame) -> pd.DataFrame:
@@ -153,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     curves_figure(curves, targets).savefig(out / "curves.png", dpi=120)
     rate, seconds = wall_rate(curves)
     print(table.round(1).to_string())
-    print(f"aggregate: {table['median_samples_per_s'].sum():.0f} samples/s (sum of trial medians, training only); "
-          f"{rate:.0f} samples/s over {seconds:.0f} s of wall time with every trial running")
+    if seconds:
+        print(f"aggregate: {table['median_samples_per_s'].sum():.0f} samples/s (sum of trial medians, training only); "
+              f"{rate:.0f} samples/s over {seconds:.0f} s of wall time with every trial running")
+    else:
+        print("aggregate: none (the trials never all ran at once)")
     print(f"wrote {out / 'curves.csv'}, {out / 'throughput.csv'}, {out / 'curves.png'}")
     return 0
 

@@ -69,6 +69,24 @@ def test_main__a_bad_target_is_one_line_naming_the_valid_form(tmp_path, capsys, 
     assert err.count("\n") == 0 and repr(target) in err and "method:corruption=value" in err
 
 
+def test_curves_frame__trials_sharing_method_corruption_and_seed_keep_apart(tmp_path):
+    cell = {"method": "moco_v2", "data.corruption": "ori", "system.seed": 0}
+    write_trial(tmp_path, "c1", {**cell, "method.queue_size": 1024}, [(1, 1, 10, 20.0, 30.0)])
+    folder = write_trial(tmp_path, "c2", {**cell, "method.queue_size": 4096}, [(1, 1, 11, 10.0, 31.0)])
+    table = curves.throughput_table(curves.curves_frame(folder))
+    assert sorted(table.index) == ["moco_v2 ori s0 c1", "moco_v2 ori s0 c2"]
+    assert table.loc["moco_v2 ori s0 c2", "median_samples_per_s"] == 10.0
+    assert curves.wall_rate(curves.curves_frame(folder))[1] == 0  # one after the other: no shared window
+
+
+def test_main__no_aggregate_when_the_trials_never_ran_together(tmp_path, capsys):
+    cell = {"method": "supervised", "data.corruption": "ori"}
+    write_trial(tmp_path, "t1", {**cell, "system.seed": 0}, [(1, 1, 10, 50.0, 40.0), (2, 2, 12, 50.0, 41.0)])
+    write_trial(tmp_path, "t2", {**cell, "system.seed": 1}, [(1, 1, 20, 50.0, 40.0), (2, 2, 22, 50.0, 41.0)])
+    assert curves.main(["--experiment", "exp", "--storage-path", str(tmp_path), "--out", str(tmp_path / "o")]) == 0
+    assert "aggregate: none (the trials never all ran at once)" in capsys.readouterr().out
+
+
 def test_curves_frame__missing_folder_and_no_reports_are_errors(tmp_path):
     with pytest.raises(AnalysisError, match="no Tune experiment folder"):
         curves.curves_frame(tmp_path / "nope")
