@@ -7,10 +7,12 @@ back, each timing one epoch's worth of steps at the trial's settings:
 * ``step``: ``benchmarks.train_step.make_step`` alone (random batches already on the device);
 * ``loop``: ``run_trial`` called directly on the trial's real data (batch assembly, augmentation,
   channels_last copies, the loss check), no Ray;
+* ``thread``: the same call in a ``threading.Thread``, as Tune runs a function trainable (its
+  ``RunnerThread``), no Ray;
 * ``tune``: the same trial through Ray Tune (``tune_adapter.trainable``, every core), with a
   local Ray instance started for this arm only.
 
-``loop`` and ``tune`` run two epochs and time the second, as a sweep's per-epoch median does: the
+``loop``, ``thread`` and ``tune`` run two epochs and time the second, as a sweep's per-epoch median does: the
 first epoch of a Tune trial shares the cores with the trial's start-up in the driver.
 
 Every arm's samples/s is a whole epoch's rate (steps x batch / wall seconds), so the arms compare
@@ -34,6 +36,7 @@ import argparse  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 
 from analysis.collect import load_tune  # noqa: E402
@@ -43,7 +46,7 @@ from trainables.build import load_data  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.loop import run_trial  # noqa: E402
 
-ARMS = ("step", "loop", "tune")
+ARMS = ("step", "loop", "thread", "tune")
 TIMED = {"optim.epochs": 2, "eval.eval_every": 0, "eval.probe": False, "eval.knn_at_init": False,
          "data.test_per_class": 10, "system.checkpoint_every": 1}  # evaluation is not timed: keep it small
 
@@ -72,6 +75,17 @@ def loop_rate(flat: dict, data) -> float:
     return reports[-1]["samples_per_s"]
 
 
+def thread_rate(flat: dict, data) -> float:
+    """``loop_rate`` on a fresh worker thread while this one waits, as Tune runs a function trainable."""
+    out: dict[str, float] = {}
+    worker = threading.Thread(target=lambda: out.update(rate=loop_rate(flat, data)))
+    worker.start()
+    worker.join()
+    if "rate" not in out:
+        raise RuntimeError("the thread arm failed (its traceback is above)")
+    return out["rate"]
+
+
 def tune_rate(flat: dict, data, cpus: int) -> float:
     """Samples/s of the same last epoch in a Ray Tune trial holding every core."""
     import ray
@@ -94,12 +108,19 @@ def tune_rate(flat: dict, data, cpus: int) -> float:
 
 
 def summarize(rounds: list[dict[str, float]]) -> dict[str, float]:
-    """Median samples/s per arm and median per-round ratios ``loop/step`` and ``tune/step``."""
+    """Median samples/s per arm and median per-round ratios ``<arm>/step`` for the other arms."""
     out = {arm: statistics.median(r[arm] for r in rounds) for arm in ARMS if all(arm in r for r in rounds)}
-    for arm in ("loop", "tune"):
+    for arm in ARMS[1:]:
         if arm in out:
             out[f"{arm}/step"] = statistics.median(r[arm] / r["step"] for r in rounds)
     return out
+
+
+def line(method: str, label: str, rates: dict[str, float], ratios: dict[str, float]) -> str:
+    """One printed row: samples/s per arm, then each arm's ratio to the step (nan where not run)."""
+    nan = float("nan")
+    return (f"{method:12} {label:>5}" + "".join(f" {rates.get(a, nan):7.1f}" for a in ARMS)
+            + "".join(f" {ratios.get(a + '/step', nan):11.2f}" for a in ARMS[1:]))
 
 
 def main() -> None:
@@ -107,35 +128,34 @@ def main() -> None:
     parser.add_argument("--experiment", required=True, help="Tune experiment name (a folder under --storage-path)")
     parser.add_argument("--storage-path", type=Path, default=Path("runs"))
     parser.add_argument("--rounds", type=int, default=3, help="rounds of step, loop and tune per distinct step")
-    parser.add_argument("--no-tune", action="store_true", help="skip the Ray Tune arm (step and loop only)")
+    parser.add_argument("--no-tune", action="store_true", help="skip the Ray Tune arm (step, loop and thread only)")
+    parser.add_argument("--methods", nargs="+", default=None, help="time only these methods' steps (default: all in the sweep)")
     args = parser.parse_args()
 
     folders = load_tune(args.storage_path.resolve() / args.experiment)["trial_dir"]
     trials = [flat_config(d) for d in folders]
     stand_ins: dict[tuple, dict] = {}
-    for t in (t for t in trials if t["optim.epochs"] > 0):
+    for t in (t for t in trials if t["optim.epochs"] > 0 and (args.methods is None or t["method"] in args.methods)):
         stand_ins.setdefault(step_key(t), t)
     if not stand_ins:
         raise SystemExit(f"error: no trained trials in {args.storage_path / args.experiment}")
     cpus = os.cpu_count() or 1
     load_before = os.getloadavg()[0]
     rows = []
-    print(f"{'method':12} {'round':>5} {'step':>7} {'loop':>7} {'tune':>7} {'loop/step':>9} {'tune/step':>9}")
+    print(f"{'method':12} {'round':>5}" + "".join(f" {a:>7}" for a in ARMS) + "".join(f" {a + '/step':>11}" for a in ARMS[1:]))
     for key, trial in stand_ins.items():
         flat = timed_config(trial)
         data = load_data(TrialConfig.from_flat(flat).data)
         steps = len(data.train) // int(flat["optim.batch_size"])
         rounds = []
         for i in range(args.rounds):
-            r = {"step": step_rate(flat, steps), "loop": loop_rate(flat, data)}
+            r = {"step": step_rate(flat, steps), "loop": loop_rate(flat, data), "thread": thread_rate(flat, data)}
             if not args.no_tune:
                 r["tune"] = tune_rate(flat, data, cpus)
             rounds.append(r)
-            print(f"{key[0]:12} {i + 1:5} {r['step']:7.1f} {r['loop']:7.1f} {r.get('tune', float('nan')):7.1f} "
-                  f"{r['loop'] / r['step']:9.2f} {r.get('tune', float('nan')) / r['step']:9.2f}", flush=True)
+            print(line(key[0], str(i + 1), r, {f"{a}/step": r[a] / r["step"] for a in ARMS[1:] if a in r}), flush=True)
         s = summarize(rounds)
-        print(f"{key[0]:12} {'med':>5} {s['step']:7.1f} {s['loop']:7.1f} {s.get('tune', float('nan')):7.1f} "
-              f"{s['loop/step']:9.2f} {s.get('tune/step', float('nan')):9.2f}")
+        print(line(key[0], "med", s, s))
         rows.append({"method": key[0], "batch": key[1], "setting": key[2], "steps": steps, "rounds": rounds, **s})
     worst = min(r.get("tune/step", r["loop/step"]) for r in rows)
     emit({"benchmark": "loop_overhead", "experiment": args.experiment, "rows": rows, "cpus": cpus,

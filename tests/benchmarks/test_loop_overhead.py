@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.loop_overhead import loop_rate, step_rate, summarize, timed_config
+from benchmarks.loop_overhead import line, loop_rate, step_rate, summarize, thread_rate, timed_config
 from trainables.build import load_data
 from trainables.config import TrialConfig
 
@@ -20,14 +20,20 @@ def test_timed_config__keeps_the_model_and_method_two_epochs_no_evaluation_betwe
 
 
 def test_summarize__medians_per_arm_and_of_the_per_round_ratios():
-    rounds = [{"step": 100.0, "loop": 90.0, "tune": 80.0},
-              {"step": 200.0, "loop": 200.0, "tune": 190.0},
-              {"step": 150.0, "loop": 120.0, "tune": 150.0}]
+    rounds = [{"step": 100.0, "loop": 90.0, "thread": 70.0, "tune": 80.0},
+              {"step": 200.0, "loop": 200.0, "thread": 160.0, "tune": 190.0},
+              {"step": 150.0, "loop": 120.0, "thread": 150.0, "tune": 150.0}]
     s = summarize(rounds)
-    assert (s["step"], s["loop"], s["tune"]) == (150.0, 120.0, 150.0)
+    assert (s["step"], s["loop"], s["thread"], s["tune"]) == (150.0, 120.0, 150.0, 150.0)
     # per-round ratios 0.9, 1.0, 0.8 and 0.8, 0.95, 1.0: the median of ratios, not the ratio of medians
     assert s["loop/step"] == pytest.approx(0.9) and s["tune/step"] == pytest.approx(0.95)
+    assert s["thread/step"] == pytest.approx(0.8)  # 0.7, 0.8, 1.0
     assert "tune" not in summarize([{"step": 1.0, "loop": 1.0}])
+
+
+def test_line__rates_then_ratios_with_nan_for_arms_not_run():
+    text = line("moco_v2", "1", {"step": 200.0, "loop": 180.0, "thread": 150.0}, {"loop/step": 0.9, "thread/step": 0.75})
+    assert text.split() == ["moco_v2", "1", "200.0", "180.0", "150.0", "nan", "0.90", "0.75", "nan"]
 
 
 def test_step_and_loop_arms__time_the_same_model_on_real_data():
@@ -38,3 +44,4 @@ def test_step_and_loop_arms__time_the_same_model_on_real_data():
     assert steps >= 2
     assert step_rate(flat, steps) > 0
     assert loop_rate(flat, data) > 0
+    assert thread_rate(flat, data) > 0
