@@ -127,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="Tune experiment name (a folder under --storage-path)")
     parser.add_argument("--storage-path", type=Path, default=Path("runs"))
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of step, loop and tune per distinct step")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every arm per distinct step")
     parser.add_argument("--no-tune", action="store_true", help="skip the Ray Tune arm (step, loop and thread only)")
     parser.add_argument("--methods", nargs="+", default=None, help="time only these methods' steps (default: all in the sweep)")
     args = parser.parse_args()
@@ -138,6 +138,10 @@ def main() -> None:
     for t in (t for t in trials if t["optim.epochs"] > 0 and (args.methods is None or t["method"] in args.methods)):
         stand_ins.setdefault(step_key(t), t)
     if not stand_ins:
+        present = sorted({t["method"] for t in trials if t["optim.epochs"] > 0})
+        if args.methods and present:
+            raise SystemExit(f"error: --methods {' '.join(args.methods)}: no trained trials of these in {args.experiment}; "
+                             f"valid: {', '.join(present)}")
         raise SystemExit(f"error: no trained trials in {args.storage_path / args.experiment}")
     cpus = os.cpu_count() or 1
     load_before = os.getloadavg()[0]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import sys
+
 import pytest
 
-from benchmarks.loop_overhead import line, loop_rate, step_rate, summarize, thread_rate, timed_config
+from benchmarks.loop_overhead import line, loop_rate, main, step_rate, summarize, thread_rate, timed_config
 from trainables.build import load_data
 from trainables.config import TrialConfig
 
@@ -45,3 +48,13 @@ def test_step_and_loop_arms__time_the_same_model_on_real_data():
     assert step_rate(flat, steps) > 0
     assert loop_rate(flat, data) > 0
     assert thread_rate(flat, data) > 0
+
+
+def test_main__methods_with_no_trained_trial_name_the_valid_ones(tmp_path, monkeypatch):
+    trial = tmp_path / "exp" / "train_00000"
+    trial.mkdir(parents=True)
+    cell = {"method": "supervised", "data.corruption": "ori", "system.seed": 0, "optim.epochs": 2}
+    (trial / "result.json").write_text(json.dumps({"epoch": 2, "trial_id": "t0", "done": True, "config": {"sweep.cell": cell}}) + "\n")
+    monkeypatch.setattr(sys, "argv", ["loop_overhead.py", "--experiment", "exp", "--storage-path", str(tmp_path), "--methods", "byol"])
+    with pytest.raises(SystemExit, match=r"--methods byol: no trained trials of these in exp; valid: supervised"):
+        main()
