@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.collect import trial_folders, trial_results
+from analysis import cli
+from analysis.collect import DEFAULT_STORAGE, trial_folders, trial_results
 from analysis.frame import AnalysisError
 
 COLUMNS = ("epoch", "knn_acc", "knn_acc_init", "loss", "lr", "samples_per_s", "epoch_time_s", "timestamp")
@@ -142,17 +143,16 @@ def parse_target(text: str) -> tuple[tuple[str, str], float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.curves", description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", required=True, help="Tune experiment name (folder under --storage-path)")
-    p.add_argument("--storage-path", type=Path, default=Path("runs"), help="the sweep's --storage-path")
+    p.add_argument("--storage-path", type=Path, default=DEFAULT_STORAGE, help="the sweep's --storage-path")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <storage>/analysis/<experiment>)")
     p.add_argument("--target", action="append", default=[], metavar="METHOD:CORRUPTION=VALUE",
                    help="reference kNN accuracy drawn as a dashed line (repeatable)")
-    args = p.parse_args(argv)
-    try:
-        targets = dict(parse_target(t) for t in args.target)
-        curves = curves_frame(args.storage_path.resolve() / args.experiment)
-    except AnalysisError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return cli.run(_main, p.parse_args(argv))  # AnalysisError -> one line on stderr, exit 2
+
+
+def _main(args: argparse.Namespace) -> None:
+    targets = dict(parse_target(t) for t in args.target)
+    curves = curves_frame(args.storage_path.resolve() / args.experiment)
     out = args.out or args.storage_path / "analysis" / args.experiment
     out.mkdir(parents=True, exist_ok=True)
     table = throughput_table(curves)
@@ -167,7 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("aggregate: none (the trials never all ran at once)")
     print(f"wrote {out / 'curves.csv'}, {out / 'throughput.csv'}, {out / 'curves.png'}")
-    return 0
 
 
 if __name__ == "__main__":
