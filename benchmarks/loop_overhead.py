@@ -7,8 +7,10 @@ back, each timing one epoch's worth of steps at the trial's settings:
 * ``step``: ``benchmarks.train_step.make_step`` alone (random batches already on the device);
 * ``loop``: ``run_trial`` called directly on the trial's real data (batch assembly, augmentation,
   channels_last copies, the loss check), no Ray;
-* ``thread``: the same call in a ``threading.Thread``, as Tune runs a function trainable (its
-  ``RunnerThread``), no Ray;
+* ``thread``: the same call in a ``threading.Thread`` of a fresh interpreter whose main thread never
+  runs torch, as Tune runs a function trainable (its runner thread in a fresh worker), no Ray. In
+  this process the main thread has already trained, and a second thread would pay libgomp's
+  throttled spin-wait, which a Tune worker does not (``benchmarks/omp_threads.py``);
 * ``tune``: the same trial through Ray Tune (``tune_adapter.trainable``, every core), with a
   local Ray instance started for this arm only.
 
@@ -33,8 +35,10 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -75,10 +79,23 @@ def loop_rate(flat: dict, data) -> float:
     return reports[-1]["samples_per_s"]
 
 
-def thread_rate(flat: dict, data) -> float:
-    """``loop_rate`` on a fresh worker thread while this one waits, as Tune runs a function trainable."""
+def thread_rate(flat: dict) -> float:
+    """``loop_rate`` on a worker thread of a fresh interpreter (data loaded there, in the thread)."""
+    proc = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(flat), text=True,
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the thread arm failed:\n{proc.stderr[-2000:]}")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["rate"])
+
+
+def thread_child(flat: dict) -> float:
+    """The thread arm's interpreter: everything torch runs on one new thread, as in a Tune worker."""
     out: dict[str, float] = {}
-    worker = threading.Thread(target=lambda: out.update(rate=loop_rate(flat, data)))
+
+    def work() -> None:
+        out["rate"] = loop_rate(flat, load_data(TrialConfig.from_flat(flat).data))
+
+    worker = threading.Thread(target=work)
     worker.start()
     worker.join()
     if "rate" not in out:
@@ -130,6 +147,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every arm per distinct step")
     parser.add_argument("--no-tune", action="store_true", help="skip the Ray Tune arm (step, loop and thread only)")
     parser.add_argument("--methods", nargs="+", default=None, help="time only these methods' steps (default: all in the sweep)")
+    if sys.argv[1:] == ["--child"]:  # the thread arm's fresh interpreter; flat config on stdin
+        print(json.dumps({"rate": thread_child(json.loads(sys.stdin.read()))}))
+        return
     args = parser.parse_args()
 
     folders = load_tune(args.storage_path.resolve() / args.experiment)["trial_dir"]
@@ -153,7 +173,7 @@ def main() -> None:
         steps = len(data.train) // int(flat["optim.batch_size"])
         rounds = []
         for i in range(args.rounds):
-            r = {"step": step_rate(flat, steps), "loop": loop_rate(flat, data), "thread": thread_rate(flat, data)}
+            r = {"step": step_rate(flat, steps), "loop": loop_rate(flat, data), "thread": thread_rate(flat)}
             if not args.no_tune:
                 r["tune"] = tune_rate(flat, data, cpus)
             rounds.append(r)

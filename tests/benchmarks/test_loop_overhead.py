@@ -47,7 +47,7 @@ def test_step_and_loop_arms__time_the_same_model_on_real_data():
     assert steps >= 2
     assert step_rate(flat, steps) > 0
     assert loop_rate(flat, data) > 0
-    assert thread_rate(flat, data) > 0
+    assert thread_rate(flat) > 0
 
 
 def test_main__methods_with_no_trained_trial_name_the_valid_ones(tmp_path, monkeypatch):
