@@ -141,15 +141,15 @@ def line(method: str, label: str, rates: dict[str, float], ratios: dict[str, flo
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--child"]:  # the thread arm's fresh interpreter; flat config on stdin
+        print(json.dumps({"rate": thread_child(json.loads(sys.stdin.read()))}))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="Tune experiment name (a folder under --storage-path)")
     parser.add_argument("--storage-path", type=Path, default=Path("runs"))
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every arm per distinct step")
     parser.add_argument("--no-tune", action="store_true", help="skip the Ray Tune arm (step, loop and thread only)")
     parser.add_argument("--methods", nargs="+", default=None, help="time only these methods' steps (default: all in the sweep)")
-    if sys.argv[1:] == ["--child"]:  # the thread arm's fresh interpreter; flat config on stdin
-        print(json.dumps({"rate": thread_child(json.loads(sys.stdin.read()))}))
-        return
     args = parser.parse_args()
 
     folders = load_tune(args.storage_path.resolve() / args.experiment)["trial_dir"]

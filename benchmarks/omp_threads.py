@@ -88,6 +88,9 @@ def summarize(rounds: list[dict[str, float]]) -> dict[str, float]:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--child"]:  # one arm in a fresh interpreter; its spec on stdin
+        print(json.dumps({"rate": child(json.loads(sys.stdin.read()))}))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--method", default="moco_v2", help="a registered method (default moco_v2)")
     parser.add_argument("--width", type=float, default=0.25)
@@ -97,11 +100,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="flat config override, e.g. method.queue_size=1024 (repeatable)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # one arm, spec on stdin
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps({"rate": child(json.loads(sys.stdin.read()))}))
-        return
 
     import yaml
 
