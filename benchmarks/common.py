@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -28,3 +30,17 @@ def emit(result: dict) -> None:
     """Print the result as the last line: one JSON object (with a ``ratio`` field)."""
     assert "ratio" in result, result
     print(json.dumps(result, sort_keys=True))
+
+
+def run_child(script: str, payload: dict, what: str) -> dict:
+    """``python script --child`` in a fresh interpreter, ``payload`` as JSON on stdin.
+
+    Returns the JSON object of its last stdout line; raises RuntimeError naming ``what`` with the
+    tail of its stderr if it fails. Benchmarks use it for arms that must not share this process's
+    threads (an OpenMP team, once rooted in a thread, lives as long as the thread).
+    """
+    proc = subprocess.run([sys.executable, script, "--child"], input=json.dumps(payload), text=True,
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -38,13 +38,12 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
 from analysis.collect import load_tune  # noqa: E402
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import emit, run_child  # noqa: E402
 from benchmarks.trial_throughput import flat_config, step_for, step_key  # noqa: E402
 from trainables.build import load_data  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
@@ -81,11 +80,7 @@ def loop_rate(flat: dict, data) -> float:
 
 def thread_rate(flat: dict) -> float:
     """``loop_rate`` on a worker thread of a fresh interpreter (data loaded there, in the thread)."""
-    proc = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(flat), text=True,
-                          capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"the thread arm failed:\n{proc.stderr[-2000:]}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["rate"])
+    return float(run_child(__file__, flat, "the thread arm")["rate"])
 
 
 def thread_child(flat: dict) -> float:

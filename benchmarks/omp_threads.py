@@ -30,11 +30,10 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from a
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import emit, run_child  # noqa: E402
 
 ARMS = ("main", "thread", "thread_after_main")
 SETTINGS = {"fp32": ("fp32", True, False), "bf16": ("bf16", True, False)}  # channels_last in both
@@ -72,11 +71,7 @@ def child(spec: dict) -> float:
 
 def arm_rate(spec: dict) -> float:
     """``child(spec)`` in a fresh interpreter: its samples/s."""
-    proc = subprocess.run([sys.executable, __file__, "--child"], input=json.dumps(spec), text=True,
-                          capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"arm {spec['arm']} failed:\n{proc.stderr[-2000:]}")
-    return float(json.loads(proc.stdout.strip().splitlines()[-1])["rate"])
+    return float(run_child(__file__, spec, f"arm {spec['arm']}")["rate"])
 
 
 def summarize(rounds: list[dict[str, float]]) -> dict[str, float]:
