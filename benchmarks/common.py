@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def run_times(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> list[float]:
@@ -44,3 +48,21 @@ def run_child(script: str, payload: dict, what: str) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def on_new_thread(fn: Callable[[], T]) -> T:
+    """``fn()`` on a new ``threading.Thread`` while this thread waits; its result, or its exception."""
+    out: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            out["result"] = fn()
+        except BaseException as err:  # re-raised on the calling thread
+            out["error"] = err
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["result"]

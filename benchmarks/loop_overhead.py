@@ -39,11 +39,10 @@ import json  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
 from analysis.collect import load_tune  # noqa: E402
-from benchmarks.common import emit, run_child  # noqa: E402
+from benchmarks.common import emit, on_new_thread, run_child  # noqa: E402
 from benchmarks.trial_throughput import flat_config, step_for, step_key  # noqa: E402
 from trainables.build import load_data  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
@@ -85,17 +84,7 @@ def thread_rate(flat: dict) -> float:
 
 def thread_child(flat: dict) -> float:
     """The thread arm's interpreter: everything torch runs on one new thread, as in a Tune worker."""
-    out: dict[str, float] = {}
-
-    def work() -> None:
-        out["rate"] = loop_rate(flat, load_data(TrialConfig.from_flat(flat).data))
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    worker.join()
-    if "rate" not in out:
-        raise RuntimeError("the thread arm failed (its traceback is above)")
-    return out["rate"]
+    return on_new_thread(lambda: loop_rate(flat, load_data(TrialConfig.from_flat(flat).data)))
 
 
 def tune_rate(flat: dict, data, cpus: int) -> float:

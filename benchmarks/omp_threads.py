@@ -30,10 +30,8 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from a
 import argparse  # noqa: E402
 import json  # noqa: E402
 import statistics  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 
-from benchmarks.common import emit, run_child  # noqa: E402
+from benchmarks.common import emit, on_new_thread, run_child, run_times  # noqa: E402
 
 ARMS = ("main", "thread", "thread_after_main")
 SETTINGS = {"fp32": ("fp32", True, False), "bf16": ("bf16", True, False)}  # channels_last in both
@@ -44,12 +42,7 @@ def step_rate(spec: dict) -> float:
     from benchmarks.train_step import make_step
 
     step = make_step(spec["method"], spec["width"], spec["batch"], "cpu", SETTINGS[spec["precision"]], spec["set"])
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(spec["steps"]):
-        step()
-    return spec["steps"] * spec["batch"] / (time.perf_counter() - start)
+    return spec["steps"] * spec["batch"] / sum(run_times(step, repeats=spec["steps"], warmup=3))
 
 
 def child(spec: dict) -> float:
@@ -60,13 +53,7 @@ def child(spec: dict) -> float:
         import torch
 
         torch.ones(512, 512) @ torch.ones(512, 512)  # one parallel region: the main thread's team now exists
-    out: dict[str, float] = {}
-    worker = threading.Thread(target=lambda: out.update(rate=step_rate(spec)))
-    worker.start()
-    worker.join()
-    if "rate" not in out:
-        raise RuntimeError("the thread arm failed (its traceback is above)")
-    return out["rate"]
+    return on_new_thread(lambda: step_rate(spec))
 
 
 def arm_rate(spec: dict) -> float:
