@@ -34,7 +34,8 @@ import statistics  # noqa: E402
 from benchmarks.common import emit, on_new_thread, run_child, run_times  # noqa: E402
 
 ARMS = ("main", "thread", "thread_after_main")
-SETTINGS = {"fp32": ("fp32", True, False), "bf16": ("bf16", True, False)}  # channels_last in both
+# channels_last in all; auto = what trials run in (bf16 only where the CPU has native bf16)
+SETTINGS = {"auto": ("auto", True, False), "fp32": ("fp32", True, False), "bf16": ("bf16", True, False)}
 
 
 def step_rate(spec: dict) -> float:
@@ -77,7 +78,8 @@ def main() -> None:
     parser.add_argument("--method", default="moco_v2", help="a registered method (default moco_v2)")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--precision", default="bf16", choices=list(SETTINGS))
+    parser.add_argument("--precision", default="auto", choices=list(SETTINGS),
+                        help="auto (default): as trials run, bf16 only on native-bf16 CPUs")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per arm")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -11,7 +11,8 @@ autocast. On CUDA (when present): bf16 + channels_last, and with ``--compile`` a
 Run: ``python benchmarks/train_step.py [--widths 1.0 0.25] [--batch 256] [--steps 4]`` (about
 2.5 min on 2 idle cores; full width on CPU times a single step after one warm-up step). The last
 line is JSON; ``ratio`` = channels_last+bf16 over fp32 samples/s for MoCo v2 at quarter width on
-CPU. Rows are the best step; ``spread`` (slowest / fastest step) and the load average flag runs
+CPU (0.11 measured on an AVX2-only AMD EPYC, where oneDNN emulates bf16; ``cpu_native_bf16`` says
+whether this CPU has AVX512-BF16 or AMX, and trials' ``system.precision: auto`` follows it). Rows are the best step; ``spread`` (slowest / fastest step) and the load average flag runs
 disturbed by other processes.
 """
 
@@ -32,7 +33,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.common import emit, run_times  # noqa: E402
-from trainables.build import autocast, build_model, build_optim  # noqa: E402
+from trainables.build import autocast, build_model, build_optim, native_bf16  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 
 # name -> (system.precision, system.channels_last, system.compile)
@@ -140,7 +141,10 @@ def main() -> None:
               if (r["device"], r["method"], r["width"]) == ("cpu", "moco_v2", 0.25)}
     ratio = moco_q["channels_last+bf16"] / moco_q["fp32"] if {"fp32", "channels_last+bf16"} <= set(moco_q) else None
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    emit({"benchmark": "train_step", "batch": args.batch, "threads": torch.get_num_threads(),
+    native = native_bf16(torch.device("cpu"))  # where false, trials' precision auto runs fp32 on this CPU
+    print(f"CPU native bf16 (AVX512-BF16 or AMX): {'yes' if native else 'no'}; system.precision=auto runs "
+          f"{'channels_last+bf16' if native else 'channels_last (fp32)'} here")
+    emit({"benchmark": "train_step", "batch": args.batch, "threads": torch.get_num_threads(), "cpu_native_bf16": native,
           "loadavg_before_after": [load_before, os.getloadavg()[0]], "cuda": cuda, "rows": rows,
           "ratio": ratio})
 

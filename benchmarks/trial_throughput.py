@@ -25,9 +25,12 @@ import os  # noqa: E402
 import statistics  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
+import torch  # noqa: E402
+
 from analysis.collect import load_tune, trial_results  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from benchmarks.train_step import CPU_SETTINGS, make_step, step_times  # noqa: E402
+from trainables.build import resolve_precision  # noqa: E402
 from trainables.tune_adapter import trial_config  # noqa: E402
 
 SPEED_KEYS = ("method.", "model.")  # with batch and precision: what sets the cost of one step
@@ -36,8 +39,10 @@ SPEED_KEYS = ("method.", "model.")  # with batch and precision: what sets the co
 def step_key(trial: dict) -> tuple:
     """What makes two trials' training steps cost the same: method, batch, setting, model/method keys."""
     # train_step times no bf16 without channels_last: such a trial has no benchmark row (KeyError).
+    # The step is timed on this machine's CPU, as the trial ran: ``auto`` resolves as it did there.
+    bf16 = resolve_precision(trial["system.precision"], torch.device("cpu")) == "bf16"
     setting = {(False, False): "fp32", (True, False): "channels_last", (True, True): "channels_last+bf16"}[
-        (bool(trial["system.channels_last"]), trial["system.precision"] != "fp32")]
+        (bool(trial["system.channels_last"]), bf16)]
     extra = tuple(sorted((k, v) for k, v in trial.items() if k.startswith(SPEED_KEYS) and _scalar(v)))
     return trial["method"], int(trial["optim.batch_size"]), setting, extra
 

@@ -222,7 +222,8 @@ def _is_metric(key: str) -> bool:
     return key in _METRIC_KEYS or key.startswith(_PER_CLASS_PREFIXES)
 
 
-_FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "node_id", "n_test", "image_size"}
+_FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "precision", "node_id", "n_test",
+                 "image_size"}
 
 
 def _run_name(flat: dict[str, Any]) -> str:

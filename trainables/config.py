@@ -67,7 +67,7 @@ class EvalConfig:
 class SystemConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast) | bf16 | fp32
+    precision: str = "auto"  # auto (bf16 autocast where the device has native bf16, else fp32) | bf16 | fp32
     channels_last: bool = True
     compile: bool = False  # torch.compile the backbone (GPU)
     checkpoint_every: int = 1  # epochs between checkpoints handed to the caller

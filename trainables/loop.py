@@ -22,6 +22,7 @@ from trainables.build import (
     eval_prepare,
     load_data,
     pick_device,
+    resolve_precision,
     subset,
 )
 from trainables.config import TrialConfig
@@ -96,7 +97,8 @@ def run_trial(
             report(metrics)
     final = _with_gain(_evaluate(cfg, method, td, device, precision, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
-    final.update(device=str(device), n_test=len(td.eval_test), image_size=data.image_size[0])
+    final.update(device=str(device), precision=resolve_precision(cfg.system.precision, device),
+                 n_test=len(td.eval_test), image_size=data.image_size[0])
     report({**metrics, "epoch": cfg.optim.epochs, **final, "done": True})
     return final
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from benchmarks.trial_throughput import epoch_speeds, flat_config, step_key
+from trainables.build import resolve_precision
 
 
 def _trial(**overrides) -> dict:
@@ -17,7 +20,10 @@ def _trial(**overrides) -> dict:
 def test_step_key__same_model_shares_a_step_whatever_the_data_seed_or_lr():
     a = step_key(_trial())
     assert a == step_key(_trial(**{"data.corruption": "glo_4", "system.seed": 1, "optim.lr": 0.1}))
-    assert a[2] == "channels_last+bf16" and ("model.width", 0.25) in a[3] and ("optim.lr", 0.3) not in a[3]
+    assert ("model.width", 0.25) in a[3] and ("optim.lr", 0.3) not in a[3]
+    auto = {"bf16": "channels_last+bf16", "fp32": "channels_last"}[resolve_precision("auto", torch.device("cpu"))]
+    assert a[2] == auto  # auto resolves as the trial's did on this CPU
+    assert step_key(_trial(**{"system.precision": "bf16"}))[2] == "channels_last+bf16"
     assert a != step_key(_trial(**{"optim.batch_size": 128}))
     assert a != step_key(_trial(**{"method.queue_size": 4096}))
     assert step_key(_trial(**{"system.precision": "fp32"}))[2] == "channels_last"

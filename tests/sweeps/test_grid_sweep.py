@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import ray
+import torch
 
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main
 from tests.sweeps.conftest import TINY_YAML, argv, final_metrics, runs
+from trainables.build import resolve_precision
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +58,9 @@ def test_sweep__fractional_gpus_pack_four_trials_that_train_on_cpu(storage, ray_
     client, _, children = runs(storage, "pack")
     assert len(children) == 6
     assert _max_concurrent(children) == 4  # 4 x 0.25 GPU at once, never a 5th
-    assert {final_metrics(client, c, storage)["device"] for c in children} == {"cpu"}
+    finals = [final_metrics(client, c, storage) for c in children]
+    assert {f["device"] for f in finals} == {"cpu"}
+    assert {f["precision"] for f in finals} == {resolve_precision("auto", torch.device("cpu"))}  # what auto ran in
 
 
 def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown, capsys):

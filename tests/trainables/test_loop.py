@@ -65,7 +65,7 @@ def test_run_trial__final_metrics_and_one_report_per_epoch(tiny_cfg, digits):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision", ["fp32", "auto"])  # auto = bf16 autocast, the default
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: the autocast path `auto` takes on native-bf16 hardware
 def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrupted_run(
     tiny_cfg, digits, precision
 ):

@@ -1,0 +1,44 @@
+"""trainables.build: which numeric precision a trial computes in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainables import build
+from trainables.build import autocast, native_bf16, resolve_precision
+from trainables.config import TrialConfig
+
+CPU = torch.device("cpu")
+
+
+def _cpu_flags() -> set[str]:
+    """The first CPU's feature flags from ``/proc/cpuinfo`` (Linux, as on every machine this runs on)."""
+    line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    return set(line.split(":", 1)[1].split())
+
+
+def test_native_bf16__cpu_agrees_with_the_kernel_cpu_flags():
+    flags = _cpu_flags()
+    assert native_bf16(CPU) == bool({"avx512_bf16", "amx_tile"} & flags), sorted(f for f in flags if "avx" in f)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_resolve_precision__auto_is_bf16_only_where_native_and_explicit_names_stay(monkeypatch, native):
+    monkeypatch.setattr(build, "native_bf16", lambda device: native)
+    assert resolve_precision("auto", CPU) == ("bf16" if native else "fp32")
+    assert resolve_precision("bf16", CPU) == "bf16" and resolve_precision("fp32", CPU) == "fp32"
+
+
+@pytest.mark.parametrize(("precision", "native", "dtype"), [
+    ("auto", True, torch.bfloat16), ("auto", False, torch.float32),
+    ("bf16", False, torch.bfloat16), ("fp32", True, torch.float32),
+])
+def test_autocast__a_matmul_computes_in_the_resolved_precision(monkeypatch, precision, native, dtype):
+    monkeypatch.setattr(build, "native_bf16", lambda device: native)
+    cfg = TrialConfig.from_flat({"system.precision": precision})
+    with autocast(cfg, CPU):
+        out = torch.ones(4, 8) @ torch.ones(8, 2)
+    assert out.dtype == dtype
