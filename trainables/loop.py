@@ -79,7 +79,7 @@ def run_trial(
         init = dict(resume.get("init", {}))
     elif cfg.eval.knn_at_init:
         # The same network the untrained reference (optim.epochs 0, same seed) evaluates.
-        init = {"knn_acc_init": _evaluate(cfg, method, td, device, precision, final=False)["knn_acc"]}
+        init = {"knn_acc_init": _evaluate(cfg, method, td, device, precision, 0, final=False)["knn_acc"]}
     started = time.perf_counter()
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
@@ -89,13 +89,13 @@ def run_trial(
         metrics = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
                    "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds, "epoch_time_s": seconds}
         if cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs:
-            metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, final=False), init))
+            metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, epoch + 1, final=False), init))
         history.append(metrics)
         if save is not None and ((epoch + 1) % cfg.system.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs):
             save({**_state(epoch + 1, step, history, method, optimizer, gens), "init": init})
         if epoch + 1 < cfg.optim.epochs:
             report(metrics)
-    final = _with_gain(_evaluate(cfg, method, td, device, precision, final=True), init)
+    final = _with_gain(_evaluate(cfg, method, td, device, precision, cfg.optim.epochs, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
     final.update(device=str(device), precision=resolve_precision(cfg.system.precision, device),
                  n_test=len(td.eval_test), image_size=data.image_size[0])
@@ -129,8 +129,8 @@ def _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, tota
     return float(loss_sum), step
 
 
-def _evaluate(cfg, method, td, device, precision, final: bool) -> dict:
-    """Features of the evaluation-corrupted train and test splits, then the metrics."""
+def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> dict:
+    """Features of the evaluation-corrupted train and test splits after ``epoch``, then the metrics."""
     method.eval()
     prepare = eval_prepare(td, cfg.system.channels_last)
     # A fresh generator per evaluation: the same model always gets the same numbers.
@@ -138,6 +138,10 @@ def _evaluate(cfg, method, td, device, precision, final: bool) -> dict:
     with torch.no_grad():
         train = extract_features(method.embed, td.eval_train, td.eval_corruption, prepare, device, g, autocast=precision)
         test = extract_features(method.embed, td.eval_test, td.eval_corruption, prepare, device, g, autocast=precision)
+        for split, (feats, _) in (("training", train), ("test", test)):
+            if not torch.isfinite(feats).all():  # a finite loss does not rule it out (fp32, huge lr)
+                raise FloatingPointError(f"non-finite {split}-split features at the evaluation after epoch {epoch}: "
+                                         "the network diverged; valid: a lower optim.lr")
         metrics = epoch_metrics(train, test, td.num_classes, cfg.eval)
         if final:
             views = _two_views(method, td, prepare, device, g, precision)

@@ -142,12 +142,41 @@ def test_run_trial__non_finite_loss_raises_naming_epoch_and_step(tiny_cfg, digit
     assert [r["epoch"] for r in reports] == [1]
 
 
-def test_run_trial__diverging_lr_raises_floating_point_error(tiny_cfg, digits):
-    cfg = tiny_cfg(
-        "supervised", **{"optim.lr": 1e6, "optim.epochs": 1, "optim.warmup_fraction": 0.0}
-    )
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_run_trial__diverging_lr_raises_floating_point_error(tiny_cfg, digits, precision):
+    # lr 1e12: the loss overflows within the first epoch in both precisions (at lr 1e6 an fp32
+    # loss stayed finite and only the features overflowed: the next test's case).
+    cfg = tiny_cfg("supervised", **{"optim.lr": 1e12, "optim.epochs": 1, "optim.warmup_fraction": 0.0,
+                                    "system.precision": precision})
     with pytest.raises(FloatingPointError, match=r"non-finite loss .* at epoch 1 step \d+"):
         run_trial(cfg, lambda m: None, dataset=digits)
+
+
+@pytest.fixture
+def inf_features_method():
+    """A registered method that trains normally but whose features are infinite at evaluation."""
+
+    @register_method
+    class InfFeatures(Method):
+        name = "inf_features"
+        n_views = 1
+
+        def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
+            return {"loss": self.backbone(views[0]).pow(2).mean()}
+
+        def embed(self, x: Tensor) -> Tensor:
+            return self.backbone(x) * float("inf")
+
+    yield InfFeatures.name
+    METHODS.pop(InfFeatures.name)
+
+
+def test_run_trial__non_finite_features_raise_before_the_metrics(tiny_cfg, digits, inf_features_method):
+    cfg = tiny_cfg(inf_features_method, **{"optim.epochs": 2, "eval.eval_every": 1})
+    reports = []
+    with pytest.raises(FloatingPointError, match="non-finite training-split features at the evaluation after epoch 1"):
+        run_trial(cfg, reports.append, dataset=digits)
+    assert reports == []  # nothing reported from a diverged network
 
 
 def test_run_trial__batch_larger_than_the_split_raises(tiny_cfg, digits):
