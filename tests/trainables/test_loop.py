@@ -70,17 +70,18 @@ def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrup
     tiny_cfg, digits, precision
 ):
     # MoCo carries the most state: queue, pointer, shuffle generator, momentum, split BN.
-    cfg = tiny_cfg("moco_v2", **{"optim.epochs": 3, "system.precision": precision})
+    # Two epochs: bf16 is emulated (about 10x slower) on CPUs without AVX512-BF16/AMX.
+    cfg = tiny_cfg("moco_v2", **{"optim.epochs": 2, "system.precision": precision})
     states, full_reports = [], []
     full = run_trial(cfg, full_reports.append, save=serialised(states), dataset=digits)
-    assert [load(s)["epoch"] for s in states] == [1, 2, 3]
+    assert [load(s)["epoch"] for s in states] == [1, 2]
 
     resumed_reports = []
     resumed = run_trial(cfg, resumed_reports.append, resume=load(states[0]), dataset=digits)
     for key in NUMBERS:
         assert resumed[key] == full[key], key
     assert [r["loss"] for r in resumed_reports] == [r["loss"] for r in full_reports[1:]]
-    assert [r["epoch"] for r in resumed_reports] == [2, 3]
+    assert [r["epoch"] for r in resumed_reports] == [2]
 
 
 def test_run_trial__knn_at_init_is_the_untrained_reference_and_leaves_training_alone(tiny_cfg, digits):
