@@ -12,8 +12,9 @@ Run: ``python benchmarks/train_step.py [--widths 1.0 0.25] [--batch 256] [--step
 2.5 min on 2 idle cores; full width on CPU times a single step after one warm-up step). The last
 line is JSON; ``ratio`` = channels_last+bf16 over fp32 samples/s for MoCo v2 at quarter width on
 CPU (0.11 measured on an AVX2-only AMD EPYC, where oneDNN emulates bf16; ``cpu_native_bf16`` says
-whether this CPU has AVX512-BF16 or AMX, and trials' ``system.precision: auto`` follows it). Rows are the best step; ``spread`` (slowest / fastest step) and the load average flag runs
-disturbed by other processes.
+whether this CPU has AVX512-BF16 or AMX, and trials' ``system.precision: auto`` follows it). Rows
+are the best step; ``spread`` (slowest / fastest step) and the load average flag runs disturbed by
+other processes.
 """
 
 from __future__ import annotations
