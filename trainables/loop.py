@@ -8,6 +8,7 @@ an uninterrupted run ends (on CPU).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,6 +73,7 @@ def run_trial(
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(td.train)} training images; valid: <= {len(td.train)}")
     total = steps_per_epoch * cfg.optim.epochs
     start_epoch, step, history = 0, 0, []
+    cfg = cfg.replace({"system.precision": _precision(cfg, device, resume)})
     precision = autocast(cfg, device)
     init: dict[str, float] = {}
     if resume is not None:
@@ -92,15 +94,29 @@ def run_trial(
             metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, epoch + 1, final=False), init))
         history.append(metrics)
         if save is not None and ((epoch + 1) % cfg.system.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs):
-            save({**_state(epoch + 1, step, history, method, optimizer, gens), "init": init})
+            save({**_state(epoch + 1, step, history, method, optimizer, gens), "init": init,
+                  "precision": cfg.system.precision})
         if epoch + 1 < cfg.optim.epochs:
             report(metrics)
     final = _with_gain(_evaluate(cfg, method, td, device, precision, cfg.optim.epochs, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
-    final.update(device=str(device), precision=resolve_precision(cfg.system.precision, device),
+    final.update(device=str(device), precision=cfg.system.precision,
                  n_test=len(td.eval_test), image_size=data.image_size[0])
     report({**metrics, "epoch": cfg.optim.epochs, **final, "done": True})
     return final
+
+
+def _precision(cfg: TrialConfig, device: torch.device, resume: dict | None) -> str:
+    """``fp32`` or ``bf16``: ``auto`` resolved for ``device``, except that a resumed trial keeps the
+    precision it started in (a checkpoint moved to a machine that resolves ``auto`` otherwise would
+    switch numerics mid-run); an explicit setting is used as given."""
+    here = resolve_precision(cfg.system.precision, device)
+    kept = (resume or {}).get("precision") if cfg.system.precision == "auto" else None
+    if kept is None or kept == here:
+        return here
+    print(f"resuming in {kept}, the precision this trial started in; system.precision auto would pick "
+          f"{here} on this {device.type}", file=sys.stderr, flush=True)
+    return kept
 
 
 def _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, total, epoch) -> tuple[float, int]:

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+import yaml
 
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main
@@ -16,15 +17,18 @@ from tests.conftest import REPO
 from tests.sweeps.conftest import TINY_YAML, argv, final_metrics, runs
 
 pytestmark = pytest.mark.slow
-ONE_TRIAL = ["--config", TINY_YAML, "--set", "eval.eval_every=1"]
+TINY_GRID = ["--config", TINY_YAML, "--set", "eval.eval_every=1"]
 
 
-def test_fault__failed_trial_resumes_from_checkpoint_with_identical_metrics(storage, ray_shutdown):
-    assert main(GRID, argv(storage, "--experiment", "clean", *ONE_TRIAL, epochs=3)) == 0
-    assert main(GRID, argv(storage, "--experiment", "faulty", *ONE_TRIAL, "--set", "sweep.fail_once_at_epoch=2", epochs=3)) == 0
+def test_fault__failed_trial_resumes_from_checkpoint_with_identical_metrics(storage, tmp_path, ray_shutdown):
+    config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"]}  # ori and glo_4: both cores, one wave
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
+    two_trials = ["--config", str(tmp_path / "two.yaml"), "--set", "eval.eval_every=1"]
+    assert main(GRID, argv(storage, "--experiment", "clean", *two_trials, epochs=3)) == 0
+    assert main(GRID, argv(storage, "--experiment", "faulty", *two_trials, "--set", "sweep.fail_once_at_epoch=2", epochs=3)) == 0
     client, _, clean = runs(storage, "clean")
     _, _, faulty = runs(storage, "faulty")
-    assert len(faulty) == len(clean) == 3  # one run per trial despite the retry
+    assert len(faulty) == len(clean) == 2  # one run per trial despite the retry
     by_corruption = {r.data.tags["corruption"]: r for r in clean}
     for run in faulty:
         assert run.info.status == "FINISHED"
@@ -38,7 +42,7 @@ def test_fault__failed_trial_resumes_from_checkpoint_with_identical_metrics(stor
 
 
 def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(storage, tmp_path):
-    cmd = [sys.executable, str(REPO / "sweeps/grid_patch_sizes.py"), *argv(storage, "--experiment", "cut", *ONE_TRIAL,
+    cmd = [sys.executable, str(REPO / "sweeps/grid_patch_sizes.py"), *argv(storage, "--experiment", "cut", *TINY_GRID,
            "--max-concurrent", "1", epochs=3)]
     env = {**os.environ, "SBL_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

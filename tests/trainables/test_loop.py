@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from trainables.build import build_model
+from trainables.build import build_model, resolve_precision
 from trainables.data.augment import normalize, to_float
 from trainables.loop import run_trial
 from trainables.methods import METHODS, Method, register_method
@@ -67,17 +67,25 @@ def test_run_trial__final_metrics_and_one_report_per_epoch(tiny_cfg, digits):
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])  # bf16: the autocast path `auto` takes on native-bf16 hardware
 def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrupted_run(
-    tiny_cfg, digits, precision
+    tiny_cfg, digits, precision, capsys
 ):
     # MoCo carries the most state: queue, pointer, shuffle generator, momentum, split BN.
-    # Two epochs: bf16 is emulated (about 10x slower) on CPUs without AVX512-BF16/AMX.
-    cfg = tiny_cfg("moco_v2", **{"optim.epochs": 2, "system.precision": precision})
+    # Two epochs of 80 images (the 64-key queue still wraps in the first): bf16 is emulated,
+    # about 10x slower, on CPUs without AVX512-BF16/AMX.
+    cfg = tiny_cfg("moco_v2", **{"optim.epochs": 2, "system.precision": precision,
+                                 "data.train_per_class": 8, "optim.batch_size": 16})
     states, full_reports = [], []
     full = run_trial(cfg, full_reports.append, save=serialised(states), dataset=digits)
-    assert [load(s)["epoch"] for s in states] == [1, 2]
+    assert [load(s)["epoch"] for s in states] == [1, 2] and full["precision"] == precision
 
+    # Resumed under `auto`, as on another machine: the trial keeps the precision it started in
+    # (on any machine one of the two cases resolves `auto` to the other precision).
     resumed_reports = []
-    resumed = run_trial(cfg, resumed_reports.append, resume=load(states[0]), dataset=digits)
+    switched = resolve_precision("auto", torch.device("cpu")) != precision
+    auto = cfg.replace({"system.precision": "auto"})
+    resumed = run_trial(auto, resumed_reports.append, resume=load(states[0]), dataset=digits)
+    assert resumed["precision"] == precision
+    assert (f"resuming in {precision}, the precision this trial started in" in capsys.readouterr().err) == switched
     for key in NUMBERS:
         assert resumed[key] == full[key], key
     assert [r["loss"] for r in resumed_reports] == [r["loss"] for r in full_reports[1:]]
