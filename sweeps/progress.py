@@ -70,6 +70,12 @@ def results_frame(results):
     return pd.DataFrame(rows)
 
 
+def summary_keys(opts: dict) -> list[str]:
+    """The columns of the best-configurations table: what the search varies, and the seed when it runs several."""
+    keys = searched_keys(opts)
+    return ["system.seed", *keys] if keys and len(set(opts.get("seeds") or [])) > 1 else keys
+
+
 def best_configs(results, metric: str, keys: list[str], top: int = 5):
     """The searched ``keys`` and the metric of the best trials; None when nothing was searched."""
     import pandas as pd
@@ -85,7 +91,7 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
     """Accuracy and drop tables (or the best searched configs), and how to open the MLflow UI."""
     df = results_frame(results)
     print(f"\n{len(df)} of {total} trials finished in {seconds:.0f} s ({len(results.errors)} failed).")
-    searched = best_configs(results, plan.opts.get("metric", "knn_acc"), searched_keys(plan.opts))
+    searched = best_configs(results, plan.opts.get("metric", "knn_acc"), summary_keys(plan.opts))
     if searched is not None:
         print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
     if len(df) and "knn_acc" in df:

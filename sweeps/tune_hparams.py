@@ -46,10 +46,17 @@ EVERY_EPOCH = ("loss", "lr", "samples_per_s", "epoch_time_s")  # the rest comes 
 
 
 def search_cells(opts: dict, cells: list[dict]) -> list[dict]:
-    """One cell per ``candidates`` entry (the base cell with its overrides); else the base cell."""
+    """One cell per seed and ``candidates`` entry (the seed's cell with its overrides); else the one base cell.
+
+    ``cells`` holds one cell per seed (one method, one corruption). A searched space tunes on one seed:
+    Optuna proposes for the base cell only, so further seeds are an error rather than silently dropped.
+    """
     candidates = opts.get("candidates")
     metric = opts.get("metric", "knn_acc")
     if not candidates:
+        if len(cells) != 1:
+            raise SweepError(f"seeds {' '.join(str(c['system.seed']) for c in cells)} are invalid for a searched space: it tunes "
+                             "on one seed; valid: one seed, or candidates (which run every seed)")
         if metric not in EVERY_EPOCH and cells[0]["eval.eval_every"] != 1:
             raise SweepError(f"eval.eval_every {cells[0]['eval.eval_every']} is invalid for a searched space: ASHA needs "
                              f"{metric!r} every epoch; valid: eval.eval_every: 1, or metric one of {', '.join(EVERY_EPOCH)}")
@@ -58,7 +65,7 @@ def search_cells(opts: dict, cells: list[dict]) -> list[dict]:
         raise SweepError("candidates and space are exclusive; valid: a searched space (Optuna + ASHA) or a list of candidates")
     if not isinstance(candidates, list) or not all(isinstance(c, dict) and c for c in candidates):
         raise SweepError(f"candidates: {candidates!r} is invalid; valid: a list of flat overrides, e.g. [{{model.width: 0.5}}]")
-    return [{**cells[0], **c} for c in candidates]
+    return [{**cell, **c} for cell in cells for c in candidates]  # seed-major: a seed's candidates run side by side
 
 
 def tune_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sweeps.progress import best_configs, results_frame
+from sweeps.progress import best_configs, results_frame, summary_keys
 
 
 def _result(done: bool | None, error=None, knn: float = 50.0, lr: float = 0.1):
@@ -29,3 +29,10 @@ def test_results_frame__only_trials_that_ended_not_interrupted_failed_or_unstart
     best = best_configs(results, "knn_acc", ["optim.lr"])
     assert best["optim.lr"].tolist() == [0.1]
     assert best_configs(results[1:3], "knn_acc", ["optim.lr"]) is None
+
+
+def test_summary_keys__the_seed_is_a_column_only_when_candidates_run_several_seeds():
+    candidates = {"candidates": [{"method.temperature": 0.1}, {"method.temperature": 0.2}]}
+    assert summary_keys({**candidates, "seeds": [0]}) == ["method.temperature"]
+    assert summary_keys({**candidates, "seeds": [1, 2]}) == ["system.seed", "method.temperature"]
+    assert summary_keys({"seeds": [1, 2]}) == []  # nothing searched: no table at all

@@ -26,14 +26,23 @@ def test_candidates__one_cell_per_candidate_with_its_overrides(storage, tmp_path
     assert rows[0].split()[-1] == "model.width" and [r.split()[-1] for r in rows[1:]] == ["0.125", "0.25"]
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ("candidates:\n  - {model.widht: 0.5}\n", "model.widht"),
-    ("candidates: [{model.width: 0.5}]\nspace: {optim.lr: {loguniform: [0.01, 1.0]}}\n", "candidates and space are exclusive"),
-    ("candidates: [0.5]\n", "candidates: [0.5] is invalid; valid: a list of flat overrides"),
-    ("space: {optim.lr: {loguniform: [0.01, 1.0]}}\n", "eval.eval_every 2 is invalid for a searched space"),
+def test_candidates__every_seed_runs_every_candidate(storage, tmp_path):
+    config = _config(tmp_path, "candidates:\n  - {model.width: 0.125}\n  - {model.width: 0.25}\n")
+    plan, _ = prepare(tune_hparams.SWEEP, ["--config", config, "--storage-path", str(storage), "--seeds", "3", "4", "--dry-run"])
+    assert [(c["system.seed"], c["model.width"]) for c in plan.cells] == [(3, 0.125), (3, 0.25), (4, 0.125), (4, 0.25)]
+
+
+SPACE = "space: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
+
+
+@pytest.mark.parametrize(("body", "extra", "message"), [
+    ("candidates:\n  - {model.widht: 0.5}\n", [], "model.widht"),
+    ("candidates: [{model.width: 0.5}]\n" + SPACE, [], "candidates and space are exclusive"),
+    ("candidates: [0.5]\n", [], "candidates: [0.5] is invalid; valid: a list of flat overrides"),
+    (SPACE, ["--set", "eval.eval_every=2"], "eval.eval_every 2 is invalid for a searched space"),
+    (SPACE, ["--set", "eval.eval_every=1", "--seeds", "0", "1"], "seeds 0 1 are invalid for a searched space"),
 ])
-def test_search__bad_input_is_a_one_line_error_before_any_trial(storage, tmp_path, capsys, body, message):
-    extra = ["--set", "eval.eval_every=2"] if "space" in body else []
+def test_search__bad_input_is_a_one_line_error_before_any_trial(storage, tmp_path, capsys, body, extra, message):
     code = main(tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage), *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
