@@ -185,7 +185,8 @@ def spread_note(summary: pd.DataFrame) -> str:
     if UNTRAINED in set(summary["arm"]):
         reference = f"`{UNTRAINED}`: the backbone at initialisation (optim.epochs = 0), evaluated the same way."
     else:
-        reference = "No untrained reference in this sweep: set `include_untrained: true` in the sweep YAML."
+        reference = ("No untrained reference here: it needs finished untrained trials on ori and the corruptions "
+                     "(a sweep adds them with `include_untrained: true` in its YAML).")
     return "; ".join(parts) + ". " + reference
 
 

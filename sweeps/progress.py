@@ -18,8 +18,21 @@ class Progress(tune.Callback):
     """Compact progress on stdout (Tune's own tables are turned off with verbose=0)."""
 
     def __init__(self, total: int, keys: tuple[str, ...] = ()) -> None:
-        self.total, self.done, self.started = total, 0, time.time()
+        self.total, self.done, self.started, self._counted = total, 0, time.time(), False
         self.keys = keys  # config keys that tell trials apart besides method, corruption and seed
+
+    def setup(self, **info) -> None:
+        # `Tuner.restore` brings back the callback pickled at the first launch, with that launch's
+        # clock and count: restart the clock here and take the count from Tune's restored trials.
+        self.started, self.done, self._counted = time.time(), 0, False
+
+    def on_step_begin(self, iteration, trials, **info) -> None:
+        if self._counted:
+            return
+        self._counted = True
+        self.done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+        if self.done:
+            print(f"{self.done} of {self.total} trials already ended; {self.total - self.done} to run", flush=True)
 
     def _prefix(self, trial) -> str:
         c = trial_config(trial.config)

@@ -149,6 +149,11 @@ class MLflowTrialWriter(tune.Callback):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_client": None, "_runs": {}}
 
+    def setup(self, **info) -> None:
+        # `Tuner.restore` brings back the writer pickled at the first launch: runs created from here
+        # on are tagged with the code that resumes them, not with the launch's.
+        self._version = code_version()
+
     @property
     def client(self) -> MlflowClient:
         if self._client is None:

@@ -1,10 +1,12 @@
-"""sweeps/progress.py: which trials the summary counts and tabulates."""
+"""sweeps/progress.py: which trials the summary counts and tabulates; progress after a resume."""
 
 from __future__ import annotations
 
+import pickle
+import time
 from types import SimpleNamespace
 
-from sweeps.progress import best_configs, results_frame, summary_keys
+from sweeps.progress import Progress, best_configs, results_frame, summary_keys
 
 
 def _result(done: bool | None, error=None, knn: float = 50.0, lr: float = 0.1):
@@ -36,3 +38,19 @@ def test_summary_keys__the_seed_is_a_column_only_when_candidates_run_several_see
     assert summary_keys({**candidates, "seeds": [0]}) == ["method.temperature"]
     assert summary_keys({**candidates, "seeds": [1, 2]}) == ["system.seed", "method.temperature"]
     assert summary_keys({"seeds": [1, 2]}) == []  # nothing searched: no table at all
+
+
+def test_progress__a_resumed_sweep_counts_restored_trials_and_restarts_its_clock(capsys):
+    # Tuner.restore hands back the callback pickled at the first launch: an old clock and count 0.
+    progress = pickle.loads(pickle.dumps(Progress(total=4)))
+    progress.started -= 8000
+    progress.setup(total_num_samples=4)
+    trials = [SimpleNamespace(status=s) for s in ("TERMINATED", "ERROR", "PENDING", "RUNNING")]
+    progress.on_step_begin(0, trials)
+    progress.on_step_begin(1, [SimpleNamespace(status="TERMINATED")] * 4)  # counted once, then by events
+    assert progress.done == 2 and time.time() - progress.started < 60
+    assert capsys.readouterr().out == "2 of 4 trials already ended; 2 to run\n"
+    fresh = Progress(total=4)
+    fresh.setup(total_num_samples=4)
+    fresh.on_step_begin(0, [SimpleNamespace(status="PENDING")] * 4)
+    assert fresh.done == 0 and capsys.readouterr().out == ""
