@@ -144,14 +144,14 @@ class MLflowTrialWriter(tune.Callback):
         self.uri, self.parent_run_id, self.render_samples = uri, parent_run_id, render_samples
         self._runs: dict[str, tuple[str, int]] = {}  # trial_id -> (run_id, last logged step)
         self._client: MlflowClient | None = None
-        self._version = code_version()
+        self._version: dict[str, str] = {}  # set in setup(), which Tune calls on every launch and resume
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_client": None, "_runs": {}}
 
     def setup(self, **info) -> None:
-        # `Tuner.restore` brings back the writer pickled at the first launch: runs created from here
-        # on are tagged with the code that resumes them, not with the launch's.
+        # Here, not in __init__: `Tuner.restore` brings back the writer pickled at the first launch, and
+        # runs created after a resume are tagged with the code that resumes them, not with the launch's.
         self._version = code_version()
 
     @property
