@@ -55,14 +55,23 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
         out["seed"] = out["system.seed"]
     epochs = out["optim.epochs"] if "optim.epochs" in out else pd.Series(np.nan, index=out.index)
     init = out["model.init_checkpoint"] if "model.init_checkpoint" in out else pd.Series(None, index=out.index)
-    from_checkpoint = init.map(lambda v: isinstance(v, str) and bool(v))  # a downstream probe of a pretrained net
-    out["arm"] = np.where((epochs == 0) & ~from_checkpoint, UNTRAINED, out["method"])
+    out["arm"] = [arm_of(m, e, i) for m, e, i in zip(out["method"], epochs, init, strict=True)]
     parsed = [_describe(c) for c in out["corruption"]]
     out["kind"] = [p[0] for p in parsed]
     out["level"] = [p[1] for p in parsed]
     out["family"] = [_KIND_FAMILY.get(k, "clean" if k == CLEAN else "other") for k in out["kind"]]
     out["n_test"] = n_test(out)
     return out
+
+
+def arm_of(method: str, epochs, init_checkpoint=None) -> str:
+    """The arm of one trial: ``untrained`` for 0 epochs from init, else its method.
+
+    A 0-epoch trial that starts from ``model.init_checkpoint`` is a downstream probe of a
+    pretrained network, so it keeps its method.
+    """
+    from_checkpoint = isinstance(init_checkpoint, str) and bool(init_checkpoint)
+    return UNTRAINED if epochs == 0 and not from_checkpoint else method
 
 
 def _describe(spec: str) -> tuple[str, float]:

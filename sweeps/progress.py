@@ -9,7 +9,7 @@ from ray import tune
 
 from analysis.claims import claim_checks, format_claims
 from analysis.drops import accuracy_table, drop_table
-from analysis.frame import UNTRAINED, annotate
+from analysis.frame import UNTRAINED, annotate, arm_of
 from sweeps.options import searched_keys
 from trainables.tune_adapter import trial_config
 
@@ -37,7 +37,7 @@ class Progress(tune.Callback):
     def _prefix(self, trial) -> str:
         c = trial_config(trial.config)
         extra = "".join(f" {k.rpartition('.')[2]} {_short(c.get(k))}" for k in self.keys)
-        return (f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {c['method']:<12} "
+        return (f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {_arm(c):<12} "
                 f"{c['data.corruption']:<10} seed {c['system.seed']}{extra}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -50,13 +50,19 @@ class Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
         r = trial.last_result or {}
-        probe = f" ({r['knn_gain']:+.1f} over untrained)" if "knn_gain" in r else ""
+        untrained = _arm(trial_config(trial.config)) == UNTRAINED  # its gain over itself is 0 by definition
+        probe = f" ({r['knn_gain']:+.1f} over untrained)" if "knn_gain" in r and not untrained else ""
         probe += f"  probe {r['probe_acc']:.1f}" if "probe_acc" in r else ""
         print(f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.done += 1
         print(f"{self._prefix(trial)}  FAILED (see MLflow run tag 'error' or {trial.path})", flush=True)
+
+
+def _arm(config: dict) -> str:
+    """The arm a flat trial config belongs to (``untrained`` for 0 epochs from init), as in the tables."""
+    return arm_of(config["method"], config.get("optim.epochs"), config.get("model.init_checkpoint"))
 
 
 def _short(value) -> str:

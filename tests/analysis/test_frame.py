@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from analysis.frame import annotate, arm_order, budget_keys, in_family
+from analysis.frame import annotate, arm_of, arm_order, budget_keys, in_family
 from tests.analysis.conftest import frame
 
 
@@ -53,3 +53,9 @@ def test_budget_keys__config_columns_except_corruption_seed_and_paths():
 def test_arm_order__supervised_first_untrained_last():
     assert arm_order(["moco_v2", "untrained", "supcon", "supervised", "byol"]) == [
         "supervised", "supcon", "byol", "moco_v2", "untrained"]
+
+
+def test_arm_of__zero_epochs_from_init_is_untrained_from_a_checkpoint_keeps_its_method():
+    assert arm_of("supervised", 0) == "untrained"
+    assert arm_of("moco_v2", 0, "/ckpt/model.pt") == "moco_v2"
+    assert arm_of("moco_v2", 28) == "moco_v2" and arm_of("moco_v2", 0, "") == "untrained"

@@ -54,3 +54,15 @@ def test_progress__a_resumed_sweep_counts_restored_trials_and_restarts_its_clock
     fresh.setup(total_num_samples=4)
     fresh.on_step_begin(0, [SimpleNamespace(status="PENDING")] * 4)
     assert fresh.done == 0 and capsys.readouterr().out == ""
+
+
+def test_progress__an_untrained_trial_is_labelled_untrained_without_a_gain_over_itself(capsys):
+    def trial(method, epochs):
+        cell = {"method": method, "data.corruption": "glo_4", "system.seed": 0, "optim.epochs": epochs}
+        return SimpleNamespace(config={"sweep.cell": cell}, last_result={"knn_acc": 40.0, "knn_gain": 12.0})
+    progress = Progress(total=2)
+    progress.on_trial_complete(0, [], trial("supervised", 0))
+    progress.on_trial_complete(1, [], trial("moco_v2", 28))
+    untrained, moco = capsys.readouterr().out.splitlines()
+    assert "] untrained    glo_4" in untrained and "over untrained" not in untrained
+    assert "] moco_v2      glo_4" in moco and "knn 40.0 (+12.0 over untrained)" in moco
