@@ -11,7 +11,7 @@ from analysis.claims import claim_checks, format_claims
 from analysis.drops import accuracy_table, drop_table
 from analysis.frame import UNTRAINED, annotate, arm_of
 from sweeps.options import searched_keys
-from trainables.tune_adapter import trial_config
+from trainables.tune_adapter import crash_report, trial_config
 
 
 class Progress(tune.Callback):
@@ -20,11 +20,13 @@ class Progress(tune.Callback):
     def __init__(self, total: int, keys: tuple[str, ...] = ()) -> None:
         self.total, self.done, self.started, self._counted = total, 0, time.time(), False
         self.keys = keys  # config keys that tell trials apart besides method, corruption and seed
+        self._shown: set[str] = set()  # trials whose memory format was printed
 
     def setup(self, **info) -> None:
         # `Tuner.restore` brings back the callback pickled at the first launch, with that launch's
         # clock and count: restart the clock here and take the count from Tune's restored trials.
         self.started, self.done, self._counted = time.time(), 0, False
+        self._shown = set()
 
     def on_step_begin(self, iteration, trials, **info) -> None:
         if self._counted:
@@ -45,7 +47,8 @@ class Progress(tune.Callback):
             return
         knn = f"  knn {result['knn_acc']:.1f}" if "knn_acc" in result else ""
         knn += f" ({result['knn_gain']:+.1f} over untrained)" if "knn_gain" in result else ""
-        print(f"{self._prefix(trial)}  epoch {result['epoch']}  loss {result['loss']:.3f}{knn}  {result['samples_per_s']:.0f} img/s", flush=True)
+        print(f"{self._prefix(trial)}  epoch {result['epoch']}  loss {result['loss']:.3f}{knn}  {result['samples_per_s']:.0f} img/s"
+              f"{self._memory_format(trial, result)}", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
@@ -53,16 +56,29 @@ class Progress(tune.Callback):
         untrained = _arm(trial_config(trial.config)) == UNTRAINED  # its gain over itself is 0 by definition
         probe = f" ({r['knn_gain']:+.1f} over untrained)" if "knn_gain" in r and not untrained else ""
         probe += f"  probe {r['probe_acc']:.1f}" if "probe_acc" in r else ""
-        print(f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}", flush=True)
+        print(f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}"
+              f"{self._memory_format(trial, r)}", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.done += 1
-        print(f"{self._prefix(trial)}  FAILED (see MLflow run tag 'error' or {trial.path})", flush=True)
+        crash = crash_report(trial)  # Ray's own error only says that the actor died
+        if crash:
+            print(f"{self._prefix(trial)}  FAILED: trial {trial} crashed: {crash}", flush=True)
+        else:
+            print(f"{self._prefix(trial)}  FAILED (see MLflow run tag 'error' or {trial.path})", flush=True)
+
+    def _memory_format(self, trial, result: dict) -> str:
+        """`` [contiguous: <why>]`` the first time a trial reports its memory format, else ``""``."""
+        if "memory_format" not in result or trial.trial_id in self._shown:
+            return ""
+        self._shown.add(trial.trial_id)
+        return f"  [{result['memory_format']}: {result.get('memory_format_reason', '')}]"
 
 
 def _arm(config: dict) -> str:
     """The arm a flat trial config belongs to (``untrained`` for 0 epochs from init), as in the tables."""
-    return arm_of(config["method"], config.get("optim.epochs"), config.get("model.init_checkpoint"))
+    return arm_of(config["method"], config.get("optim.epochs"), config.get("model.init_checkpoint"),
+                  config.get("data.labels_per_class"))
 
 
 def _short(value) -> str:

@@ -16,12 +16,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from corruptions import parse
-from trainables.tune_adapter import trial_config
+from trainables.tune_adapter import crash_report, trial_config
 
 TRIAL_TAG = "ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -143,16 +143,18 @@ class MLflowTrialWriter(tune.Callback):
     def __init__(self, uri: str, parent_run_id: str, render_samples=None) -> None:
         self.uri, self.parent_run_id, self.render_samples = uri, parent_run_id, render_samples
         self._runs: dict[str, tuple[str, int]] = {}  # trial_id -> (run_id, last logged step)
+        self._tagged: set[str] = set()  # trials whose memory-format tags are written
         self._client: MlflowClient | None = None
         self._version: dict[str, str] = {}  # set in setup(), which Tune calls on every launch and resume
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None, "_runs": {}}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_tagged": set()}
 
     def setup(self, **info) -> None:
         # Here, not in __init__: `Tuner.restore` brings back the writer pickled at the first launch, and
         # runs created after a resume are tagged with the code that resumes them, not with the launch's.
         self._version = code_version()
+        self._tagged = set()
 
     @property
     def client(self) -> MlflowClient:
@@ -186,6 +188,9 @@ class MLflowTrialWriter(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         run_id, last = self.run_for(trial)
+        if "memory_format" in result and trial.trial_id not in self._tagged:  # once per launch: it may differ after a move
+            self.client.log_batch(run_id, tags=[RunTag(k, str(result[k])) for k in _MEMORY_FORMAT_TAGS if k in result])
+            self._tagged.add(trial.trial_id)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         if step <= last:  # re-run epochs after a resume: already recorded
             return
@@ -210,12 +215,13 @@ class MLflowTrialWriter(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id, _ = self.run_for(trial)
         error = str(getattr(trial, "error_file", "") or "")
-        self.client.set_tag(run_id, "error", _error_text(trial) or error or "trial failed")
+        self.client.set_tag(run_id, "error", crash_report(trial) or _error_text(trial) or error or "trial failed")
         self.client.set_terminated(run_id, "FAILED")
 
 
 _METRIC_KEYS = {
-    "loss", "lr", "samples_per_s", "epoch_time_s", "knn_acc", "knn_acc_init", "knn_gain", "uniformity", "probe_acc", "ece",
+    "loss", "lr", "samples_per_s", "epoch_time_s", "knn_acc", "knn_acc_study", "knn_acc_init", "knn_gain", "uniformity",
+    "probe_acc", "ece",
     "alignment", "train_time_s", "train_acc", "momentum",
     "classwise_uniformity_mean", "intra_distance", "inter_distance",
 }
@@ -228,7 +234,8 @@ def _is_metric(key: str) -> bool:
 
 
 _FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "precision", "node_id", "n_test",
-                 "image_size"}
+                 "image_size", "memory_format", "memory_format_reason"}
+_MEMORY_FORMAT_TAGS = ("memory_format", "memory_format_reason")  # channels_last or contiguous, and why
 
 
 def _run_name(flat: dict[str, Any]) -> str:

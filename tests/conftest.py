@@ -20,6 +20,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def memory_format_cache(tmp_path_factory):
+    """One memory-format canary cache per test session (``trainables.memory_format``): each trial
+    shape pays its subprocess once, and the user's cache is never written. Ray workers inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SBL_MEMORY_FORMAT_CACHE", str(tmp_path_factory.mktemp("memory_format")))
+        yield
+
+
 def devices() -> list[str]:
     """CPU always; CUDA too where present (the same test then checks both)."""
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -9,11 +9,19 @@ fault injection), which are stripped before the config is built.
 * resume: ``tune.get_checkpoint()`` on start (FailureConfig retries and ``Tuner.restore``);
 * data: the decoded dataset comes through Ray's object store (``tune.with_parameters``), so
   concurrent trials on a node share one copy;
-* GPU: a trial that holds a fraction g of a GPU caps its own allocator at g (Ray does not).
+* GPU: a trial that holds a fraction g of a GPU caps its own allocator at g (Ray does not);
+* crashes: a worker killed by a fatal signal (a native kernel's SIGSEGV) leaves its Python traceback
+  in the trial folder, which the driver turns into ``crash_report`` (Ray itself only says that the
+  actor died).
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import os
+import re
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,6 +35,7 @@ from trainables.data.datasets import ImageDataset, Split
 from trainables.loop import run_trial
 
 STATE_FILE = "state.pt"
+CRASH_LOG = "worker_crash.log"  # faulthandler's output, in the trial folder
 SWEEP_PREFIX = "sweep."
 
 
@@ -87,7 +96,8 @@ def train(config: dict[str, Any], dataset: dict[str, Any] | None = None) -> None
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     data = unpack_dataset(dataset) if dataset is not None else None
-    run_trial(trial_config(config), report, resume=resume, save=save, dataset=data)
+    with _fatal_signal_log(Path(tune.get_context().get_trial_dir()) / CRASH_LOG):
+        run_trial(trial_config(config), report, resume=resume, save=save, dataset=data)
 
 
 def trainable(dataset: ImageDataset | None, resources: dict[str, float]):
@@ -109,3 +119,51 @@ def _first_attempt() -> bool:
         return False
     marker.touch()
     return True
+
+
+_ATTEMPT = "--- worker pid "
+# faulthandler's names for the signals it handles (CPython Modules/faulthandler.c)
+_FATAL = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
+          "Floating point exception": "SIGFPE", "Illegal instruction": "SIGILL"}
+
+
+@contextlib.contextmanager
+def _fatal_signal_log(path: Path):
+    """While the trial runs, a fatal signal dumps every thread's Python stack to ``path`` (appended
+    per attempt, headed by the worker's pid and stderr log); afterwards faulthandler writes to
+    stderr again, as Ray sets it up."""
+    with open(path, "a") as log:
+        stderr = ""
+        with contextlib.suppress(OSError):  # Ray's worker-<id>.err, where native libraries print
+            stderr = f", stderr {os.readlink('/proc/self/fd/2')}"
+        log.write(f"{_ATTEMPT}{os.getpid()}{stderr}\n")
+        log.flush()
+        faulthandler.enable(file=log, all_threads=True)
+        try:
+            yield
+        finally:
+            faulthandler.enable(file=sys.stderr, all_threads=False)
+
+
+def crash_report(trial, lines: int = 8) -> str | None:
+    """``SIGSEGV in the worker; last lines of its log: ...`` when the trial's worker died by a fatal
+    signal, else None. Driver side: reads the trial folder's ``CRASH_LOG``, which is here on a
+    local run (on a cluster only with shared storage; otherwise Ray's own error stays the report).
+    The lines shown are the innermost frames of the thread that ran the trial."""
+    try:
+        text = (Path(trial.local_path) / CRASH_LOG).read_text(errors="replace")
+    except (OSError, TypeError):
+        return None
+    attempt = text.rpartition(_ATTEMPT)[2]
+    fatal = re.search(r"^Fatal Python error: (.+)$", attempt, re.M)
+    if fatal is None:
+        return None
+    name = _FATAL.get(fatal.group(1).strip(), fatal.group(1).strip())
+    header = attempt.splitlines()[0]
+    stderr = header.split(", stderr ", 1)[1] if ", stderr " in header else None
+    stacks = re.split(r"\n\s*\n", attempt[fatal.end():].strip())  # one block per thread
+    ours = next((b for b in stacks if "trainables" in b), stacks[0] if stacks else "")
+    shown = [fatal.group(0), *[line.rstrip() for line in ours.splitlines()[: lines + 1]]]
+    if stderr:
+        shown.append(f"(the worker's stderr: {stderr})")
+    return f"{name} in the worker; last lines of its log:\n    " + "\n    ".join(shown)

@@ -1,0 +1,140 @@
+"""The memory-format guard: channels_last only where the canary says its gradients are right."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO
+from trainables import memory_format
+from trainables.config import TrialConfig
+from trainables.memory_format import CHANNELS_LAST, CONTIGUOUS, REPEATS, Shape, canary, choose, verdict
+
+NCHW = {"seconds": 0.1}
+GOOD = {"diff": 1e-6, "diff_worst": "conv1.weight", "diff_worst_err": 2e-6, "seconds": 0.1}
+WRONG = {"diff": 2e-2, "diff_worst": "layer2.0.downsample.0.weight", "diff_worst_err": 5e-2, "seconds": 0.1}
+
+
+@pytest.fixture
+def fake_jobs(monkeypatch):
+    """Replaces the canary's subprocess: ``fake_jobs(nchw, cl)`` sets what its steps return (cl for
+    every channels_last step); ``.calls`` counts runs."""
+
+    class Fake:
+        calls = 0
+        steps = [NCHW] + [GOOD] * REPEATS
+
+        def __call__(self, nchw, cl):
+            self.steps = [nchw] + [cl] * REPEATS
+            return self
+
+        def run(self, jobs, reference=True, timeout_s=None):
+            self.calls += 1
+            yield list(self.steps)
+
+    fake = Fake()
+    monkeypatch.setattr(memory_format, "run_jobs", fake.run)
+    return fake
+
+
+def _cfg(**overrides) -> TrialConfig:
+    """Quarter width: no 1x1 convolution below any CPU's channel block, so the canary decides."""
+    flat = {"method": "supervised", "model.width": 0.25, "optim.batch_size": 32, "system.precision": "fp32", **overrides}
+    return TrialConfig.from_flat(flat).resolved()
+
+
+def test_canary__cached_per_shape_and_machine(fake_jobs, tmp_path, monkeypatch):
+    shape = Shape(width=0.125, image_size=(64, 64), batch=32)
+    first = canary(shape, tmp_path)
+    assert not first["cached"] and first["ok"] and fake_jobs.calls == 1
+    again = canary(shape, tmp_path)
+    assert again["cached"] and again["reason"] == first["reason"] and fake_jobs.calls == 1
+    canary(Shape(width=0.125, image_size=(64, 64), batch=64), tmp_path)  # another batch: another key
+    assert fake_jobs.calls == 2
+    canary(Shape(width=0.125, image_size=(64, 64), batch=32, threads=2), tmp_path)  # oneDNN's kernels depend on threads
+    assert fake_jobs.calls == 3
+    monkeypatch.setattr(memory_format, "machine", lambda: {"cpu": "another CPU", "torch": torch.__version__})
+    canary(shape, tmp_path)
+    assert fake_jobs.calls == 4
+    assert len(list(tmp_path.glob("*.json"))) == 4
+
+
+def test_canary__crash_or_wrong_gradients_mean_contiguous_and_a_warning(fake_jobs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SBL_MEMORY_FORMAT_CACHE", str(tmp_path))
+    fake_jobs(NCHW, {"error": "SIGSEGV"})
+    choice = choose(_cfg(), torch.device("cpu"), (64, 64))
+    assert choice["memory_format"] == CONTIGUOUS and "SIGSEGV" in choice["memory_format_reason"]
+    assert "WARNING: system.channels_last is on" in capsys.readouterr().err
+    fake_jobs(NCHW, WRONG)
+    choice = choose(_cfg(**{"optim.batch_size": 16}), torch.device("cpu"), (64, 64))
+    assert choice["memory_format"] == CONTIGUOUS and "differ from NCHW's by 2.0e-02" in choice["memory_format_reason"]
+    assert json.loads(next(tmp_path.glob("*b16*.json")).read_text())["ok"] is False  # cached verdicts are kept
+
+
+def test_canary__that_cannot_run_is_not_cached(fake_jobs, tmp_path):
+    fake_jobs({"error": "canary process exit 1: ModuleNotFoundError"}, {"error": "canary process exit 1"})
+    assert not canary(Shape(), tmp_path)["ok"]
+    assert not list(tmp_path.glob("*.json"))  # the next trial tries again
+
+
+def test_choose__a_1x1_convolution_below_the_channel_block_is_refused_without_a_canary(fake_jobs, monkeypatch, capsys):
+    monkeypatch.setattr(memory_format, "channel_block", lambda: 16)  # AVX-512
+    choice = choose(_cfg(**{"model.width": 0.125}), torch.device("cpu"), (32, 32))
+    assert choice["memory_format"] == CONTIGUOUS and fake_jobs.calls == 0
+    assert "1x1 convolution layer2.0.downsample.0 has 8 input channels" in choice["memory_format_reason"]
+    assert "WARNING" in capsys.readouterr().err
+    assert memory_format.suspect_convs(Shape(width=0.25)) == []
+    monkeypatch.setattr(memory_format, "channel_block", lambda: 8)  # AVX2: 1/16 width is below its block, 1/8 is not
+    assert memory_format.suspect_convs(Shape(width=0.0625))[0] == ("layer2.0.downsample.0", 4)
+    assert memory_format.suspect_convs(Shape(width=0.125)) == []
+    monkeypatch.setattr(memory_format, "channel_block", lambda: 0)  # not x86: the canary alone decides
+    assert memory_format.suspect_convs(Shape(width=0.0625)) == []
+
+
+def test_choose__no_canary_where_it_cannot_matter(fake_jobs):
+    assert choose(_cfg(**{"system.channels_last": False}), torch.device("cpu"), (32, 32))["memory_format"] == CONTIGUOUS
+    assert choose(_cfg(), torch.device("cuda"), (32, 32))["memory_format"] == CHANNELS_LAST
+    assert choose(_cfg(**{"optim.train_backbone": False}), torch.device("cpu"), (32, 32))["memory_format"] == CHANNELS_LAST
+    assert fake_jobs.calls == 0
+
+
+def test_verdict__any_dead_or_wrong_channels_last_step_fails():
+    assert verdict([NCHW, GOOD, GOOD, GOOD], "fp32")[0]
+    assert not verdict([NCHW, GOOD, GOOD, {"error": "SIGSEGV"}], "fp32")[0]  # the third step crashed
+    assert not verdict([NCHW, GOOD, {**GOOD, "diff": 3e-4}, GOOD], "fp32")[0]
+    assert verdict([NCHW, {**GOOD, "diff": 6e-3}], "bf16")[0]  # bf16 rounding alone: both formats ~1e-2 off fp64
+    assert not verdict([{"error": "canary process exit 1"}, GOOD], "fp32")[0]
+
+
+@pytest.mark.slow
+def test_memory_format__affected_shape_trains_and_equals_nchw():
+    """Issue 23 §1: 1/8-width ResNet-18, small stem, 64 px, batch 32, fp32. On an AVX-512 CPU
+    channels_last dies there with SIGSEGV in oneDNN's 1x1 backward-weights kernel (before the
+    guard, this trial died). Now the trial must run, in a format that gives NCHW's numbers."""
+    args = ["--method", "supervised", "--dataset", "digits", "--image-size", "64", "--width", "0.125",
+            "--batch-size", "32", "--precision", "fp32", "--epochs", "1", "--train-per-class", "10",
+            "--test-per-class", "5", "--device", "cpu", "--set", "eval.probe=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the thread count the canary is keyed on
+    shape = Shape("resnet18", 0.125, True, (64, 64), 32, "fp32", 1)
+    result = canary(shape)  # the session's cache
+    if result["ok"] and not memory_format.suspect_convs(shape):
+        pytest.skip(f"{memory_format.cpu_summary()} runs channels_last right at {shape.short()}: "
+                    f"the bug cannot be triggered here ({result['reason']})")
+    print(f"{memory_format.cpu_summary()}, {shape.short()}: canary {result['reason']}")
+
+    def trial(*extra: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "trainables.run", *args, *extra], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"trial exited {done.returncode}: {done.stderr[-2000:]}"
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    guarded = trial()
+    assert guarded["memory_format"] == CONTIGUOUS, guarded["memory_format_reason"]
+    nchw = trial("--set", "system.channels_last=false")
+    for key in ("knn_acc", "uniformity", "alignment", "feature_distance"):
+        assert guarded[key] == nchw[key], key
