@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.frame import AnalysisError
 
-METRICS = ("knn_acc", "probe_acc")
+METRICS = ("knn_acc", "knn_acc_study", "probe_acc")
 
 
 @dataclasses.dataclass

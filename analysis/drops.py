@@ -8,6 +8,13 @@ learned little sits on). Spreads: with two or more seeds the std over seeds and 
 95% interval; with one seed the binomial sampling error of each accuracy over the evaluated
 test images, propagated to the drop (delta method) and a normal 95% interval.
 
+A pre-declared secondary measure (issue 22, the weak-learner confound) is reported beside the
+study's, never instead of it: the floor-corrected drop, the share of the gain over the untrained
+network that the corruption takes away,
+``100 * ((A_ori - F_ori) - (A_c - F_c)) / (A_ori - F_ori)``, with F the untrained trial's
+accuracy of the same seed, corruption and network (``analysis.frame.floor_keys``). It is
+undefined (NaN) without that trial, and where the arm did not beat the floor on ori.
+
     python -m analysis.drops --experiment grid_patch_sizes-digits [--metric probe_acc] [--out DIR]
 """
 
@@ -20,12 +27,34 @@ import numpy as np
 import pandas as pd
 
 from analysis import cli, stats
-from analysis.frame import CLEAN, UNTRAINED, AnalysisError, annotate, arm_order, budget_keys, n_test
+from analysis.frame import (
+    CLEAN,
+    UNTRAINED,
+    AnalysisError,
+    annotate,
+    arm_order,
+    budget_keys,
+    floor_keys,
+    match_key,
+    n_test,
+)
 from corruptions import parse
 
 # spread: std over seeds (n_seeds >= 2) or the binomial sampling error (one seed); low/high: its
 # 95% interval; sampling_se: the binomial error of the mean, whatever the number of seeds.
 SUMMARY_COLUMNS = ["arm", "corruption", "n_seeds", "mean", "spread", "spread_kind", "low", "high", "sampling_se"]
+# The study's measure first; the floor-corrected drop is the secondary one (titles of the tables).
+MEASURES = {
+    "drop": "Relative drop vs ori (%), 100 (A_ori - A_c) / A_ori",
+    "floor_drop": "Floor-corrected drop (%, secondary measure), 100 ((A_ori - F_ori) - (A_c - F_c)) / (A_ori - F_ori)",
+}
+FLOOR_NOTE = ("F: the untrained network (optim.epochs = 0) of the same seed and corruption, evaluated the same way. "
+              "The share of what a method learned above that floor that the corruption removes; a weak learner "
+              "sitting near the floor can show a small relative drop by having little to lose. Secondary to the "
+              "study's measure above, which stays the primary one.")
+NO_FLOOR = ("No floor-corrected drop: it needs finished untrained trials (optim.epochs = 0) on ori and on the "
+            "corruptions with the same seeds (a sweep adds them with `include_untrained: true` in its YAML).")
+TRIAL_COLUMNS = ["arm", "method", "corruption", "seed", "clean", "floor_clean", "floor", "drop", "floor_drop"]
 
 
 def corruption_order(specs) -> list[str]:
@@ -47,34 +76,73 @@ def accuracy_table(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
 
 
 def relative_drops(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
-    """One row per corrupted trial with its matched clean accuracy and relative drop (%).
+    """One row per corrupted trial with its matched clean accuracy and both drops (%).
 
     Args:
         df: trial frame with ``method``, ``corruption``, ``seed`` and ``metric`` (and any flat
-            config columns, which must agree between the two trials of a pair).
+            config columns, which must agree between the two trials of a pair; so an ``@n`` arm's
+            corrupted trial pairs with its own clean trial, which shares ``data.labels_per_class``).
         metric: accuracy column in percent.
 
     Returns:
-        The corrupted trials (annotated) with ``clean``, ``clean_n_test`` and ``drop``.
+        The corrupted trials (annotated) with ``clean``, ``clean_n_test``, ``drop``; and from the
+        untrained trials ``floor`` (F_c), ``floor_clean`` (F_ori), their ``*_n_test``, and
+        ``floor_drop`` (NaN without them, for the untrained arm itself, and where A_ori <= F_ori).
     """
     df = annotate(df).dropna(subset=[metric])
     if df.empty:
-        return df.assign(clean=pd.Series(dtype=float), clean_n_test=pd.Series(dtype=float), drop=pd.Series(dtype=float))
-    keys = [*budget_keys(df), "seed"]
-    df["_match"] = df[keys].map(repr).agg("|".join, axis=1)  # config values may be lists
+        columns = ("clean", "clean_n_test", "drop", "floor", "floor_n_test", "floor_clean", "floor_clean_n_test",
+                   "floor_drop")
+        return df.assign(**{c: pd.Series(dtype=float) for c in columns})
+    df["_match"] = match_key(df, [*budget_keys(df), "seed"])
     clean = df[df.corruption == CLEAN][["_match", metric, "n_test"]]
     clean = clean.rename(columns={metric: "clean", "n_test": "clean_n_test"})
     merged = df[df.corruption != CLEAN].merge(clean, on="_match", how="inner").drop(columns="_match")
     merged["drop"] = 100 * (merged["clean"] - merged[metric]) / merged["clean"]
-    return merged
+    return _with_floor(merged, df, metric)
 
 
-def drop_table(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame | None:
-    """arm x corruption mean relative drop (%) with an ``Avg`` column; None without ori trials."""
-    drops = relative_drops(df, metric)
+def _with_floor(merged: pd.DataFrame, df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Adds the untrained trial's accuracy on the trial's corruption and on ori, and ``floor_drop``."""
+    keys = floor_keys(df)  # corruption, seed, dataset, network and evaluation: not the method
+    untrained = df[df["arm"] == UNTRAINED]
+    floors = untrained.assign(_key=match_key(untrained, keys)).drop_duplicates("_key").set_index("_key")
+    own, at_clean = match_key(merged, keys), match_key(merged.assign(corruption=CLEAN), keys)
+    out = merged.assign(floor=own.map(floors[metric]), floor_n_test=own.map(floors["n_test"]),
+                        floor_clean=at_clean.map(floors[metric]), floor_clean_n_test=at_clean.map(floors["n_test"]))
+    gain = (out["clean"] - out["floor_clean"]).astype(float)
+    floor_drop = 100 * (gain - (out[metric] - out["floor"])) / gain
+    out["floor_drop"] = floor_drop.where((gain > 0) & (out["arm"] != UNTRAINED))
+    return out
+
+
+def drop_terms(drops: pd.DataFrame, metric: str, measure: str = "drop") -> pd.DataFrame:
+    """The two accuracies a drop compares and their binomial errors, per corrupted trial.
+
+    Both measures are ``100 (x_o - x_c) / x_o``: for ``drop`` x = A; for ``floor_drop`` x = A - F
+    (errors of A and F added in quadrature, as if independent: they are measured on the same
+    test images, so this errs on the wide side).
+
+    Returns:
+        ``drops`` with ``x_o``, ``se_o``, ``x_c``, ``se_c``.
+    """
+    if measure not in MEASURES:
+        raise AnalysisError(f"unknown drop measure {measure!r}; valid: {', '.join(MEASURES)}")
+    se = stats.binomial_se
+    x_o, se_o = drops["clean"], se(drops["clean"], drops["clean_n_test"])
+    x_c, se_c = drops[metric], se(drops[metric], drops["n_test"])
+    if measure == "floor_drop":
+        x_o, se_o = x_o - drops["floor_clean"], np.hypot(se_o, se(drops["floor_clean"], drops["floor_clean_n_test"]))
+        x_c, se_c = x_c - drops["floor"], np.hypot(se_c, se(drops["floor"], drops["floor_n_test"]))
+    return drops.assign(x_o=x_o, se_o=se_o, x_c=x_c, se_c=se_c)
+
+
+def drop_table(df: pd.DataFrame, metric: str = "knn_acc", measure: str = "drop") -> pd.DataFrame | None:
+    """arm x corruption mean drop (%) with an ``Avg`` column; None without any (e.g. no ori trials)."""
+    drops = relative_drops(df, metric).dropna(subset=[measure])
     if drops.empty:
         return None
-    table = drops.pivot_table(index="arm", columns="corruption", values="drop", aggfunc="mean")
+    table = drops.pivot_table(index="arm", columns="corruption", values=measure, aggfunc="mean")
     table = table.loc[arm_order(table.index), corruption_order(table.columns)]
     table["Avg"] = table.mean(axis=1)
     return table
@@ -102,41 +170,42 @@ def accuracy_summary(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
     return _sorted(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
 
 
-def drop_summary(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
-    """Long table (``SUMMARY_COLUMNS``) of relative drops per arm x corruption, plus ``Avg``.
+def drop_summary(df: pd.DataFrame, metric: str = "knn_acc", measure: str = "drop") -> pd.DataFrame:
+    """Long table (``SUMMARY_COLUMNS``) of a drop measure per arm x corruption, plus ``Avg``.
+
+    Args:
+        measure: ``drop`` (the study's) or ``floor_drop`` (the secondary measure; cells without
+            the untrained reference are left out).
 
     ``Avg`` is, per seed, the mean drop over the arm's corruptions (seeds missing one are left
     out), then summarised like any cell.
     """
-    drops = relative_drops(df, metric)
+    drops = drop_terms(relative_drops(df, metric), metric, measure).dropna(subset=[measure])
     rows = []
     for arm, cells in drops.groupby("arm"):
         for corruption, cell in cells.groupby("corruption"):
-            rows.append(_drop_row(arm, corruption, cell, metric))
-        rows.append(_drop_row(arm, "Avg", _average_over_corruptions(cells, metric), metric))
+            rows.append(_drop_row(arm, corruption, cell, measure))
+        rows.append(_drop_row(arm, "Avg", _average_over_corruptions(cells, measure), measure))
     return _sorted(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
 
 
-def _average_over_corruptions(cells: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per seed: mean drop, mean corrupted accuracy and its error over the arm's corruptions."""
+def _average_over_corruptions(cells: pd.DataFrame, measure: str) -> pd.DataFrame:
+    """Per seed: mean drop, mean corrupted term and its error over the arm's corruptions."""
     wanted = cells["corruption"].nunique()
-    cells = cells.assign(se=stats.binomial_se(cells[metric], cells["n_test"]))
-    per = cells.groupby("seed").agg(drop=("drop", "mean"), acc=(metric, "mean"), clean=("clean", "first"),
-                                    clean_n_test=("clean_n_test", "first"), k=("drop", "size"),
-                                    se=("se", lambda s: math.sqrt((s**2).sum()) / len(s)))
-    return per[per["k"] == wanted].reset_index().rename(columns={"acc": metric})
+    per = cells.groupby("seed").agg(value=(measure, "mean"), x_c=("x_c", "mean"), x_o=("x_o", "first"),
+                                    se_o=("se_o", "first"), k=(measure, "size"),
+                                    se_c=("se_c", lambda s: math.sqrt((s**2).sum()) / len(s)))
+    return per[per["k"] == wanted].reset_index().rename(columns={"value": measure})
 
 
-def _drop_row(arm: str, corruption: str, cell: pd.DataFrame, metric: str) -> dict:
+def _drop_row(arm: str, corruption: str, cell: pd.DataFrame, measure: str) -> dict:
     if cell.empty:
         return _binomial_row(arm, corruption, math.nan, math.nan)
-    se_c = cell["se"] if "se" in cell else stats.binomial_se(cell[metric], cell["n_test"])
-    se_o = stats.binomial_se(cell["clean"], cell["clean_n_test"])
-    se = stats.drop_se(cell["clean"].mean(), se_o.mean(), cell[metric].mean(), float(np.mean(se_c)))
-    per_seed = cell.groupby("seed")["drop"].mean()
+    se = stats.drop_se(cell["x_o"].mean(), cell["se_o"].mean(), cell["x_c"].mean(), cell["se_c"].mean())
+    per_seed = cell.groupby("seed")[measure].mean()
     if len(per_seed) >= 2:
         return _seed_row(arm, corruption, per_seed.to_numpy(), se)
-    return _binomial_row(arm, corruption, float(cell["drop"].mean()), se)
+    return _binomial_row(arm, corruption, float(cell[measure].mean()), se)
 
 
 def _seed_row(arm: str, corruption: str, values: np.ndarray, sampling_se: float) -> dict:
@@ -172,8 +241,9 @@ def _cell_text(mean: float, spread: float, digits: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {spread:.{digits}f}" if not math.isnan(spread) else "")
 
 
-def spread_note(summary: pd.DataFrame) -> str:
-    """One sentence saying what the ± means in a summary table."""
+def spread_note(summary: pd.DataFrame, reference: bool = True) -> str:
+    """One sentence saying what the ± means in a summary table (and, with ``reference``, whether
+    the untrained reference is in it)."""
     kinds = set(summary["spread_kind"])
     seeds = sorted(set(summary["n_seeds"]))
     parts = []
@@ -182,6 +252,8 @@ def spread_note(summary: pd.DataFrame) -> str:
                      "sampling error in the CSV)")
     if "binomial" in kinds:
         parts.append("± binomial sampling error over the test images (one seed)")
+    if not reference:
+        return "; ".join(parts) + "."
     if UNTRAINED in set(summary["arm"]):
         reference = f"`{UNTRAINED}`: the backbone at initialisation (optim.epochs = 0), evaluated the same way."
     else:
@@ -224,8 +296,23 @@ def drop_figure(summary: pd.DataFrame, metric: str = "knn_acc"):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: print the accuracy and drop tables; write them as Markdown and CSV, and the chart."""
+    """CLI: print the accuracy table, the study's drop table and the floor-corrected one; write
+    them as Markdown and CSV (``drops.csv``, ``floor_drops.csv``; per trial ``trial_drops.csv``
+    with columns ``drop`` and ``floor_drop``), and the chart."""
     return cli.run(_main, cli.parser(__doc__, metric=True).parse_args(argv))
+
+
+def floor_text(summary: pd.DataFrame) -> str:
+    """The Markdown section body of the floor-corrected drop: its table and what F is, or why it is absent."""
+    if summary.empty:
+        return NO_FLOOR
+    return f"{markdown(wide(summary), 'arm')}\n\n{spread_note(summary, reference=False)} {FLOOR_NOTE}"
+
+
+def trial_drops(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+    """Per corrupted trial: the accuracies (A, F) and both measures, ``drop`` and ``floor_drop``."""
+    drops = relative_drops(df, metric)
+    return drops[[*TRIAL_COLUMNS[:4], metric, *TRIAL_COLUMNS[4:]]].sort_values(TRIAL_COLUMNS[:4])
 
 
 def _main(args) -> None:
@@ -233,15 +320,18 @@ def _main(args) -> None:
 
     df, source = cli.load(args, need_clean=True)
     acc, drops = accuracy_summary(df, args.metric), drop_summary(df, args.metric)
+    floors = drop_summary(df, args.metric, "floor_drop")
     text = (f"# {args.experiment}: {args.metric}\n\n## Accuracy (%)\n\n{markdown(wide(acc), 'arm')}\n\n"
-            f"## Relative drop vs ori (%), 100 (A_ori - A_c) / A_ori\n\n{markdown(wide(drops), 'arm')}\n\n"
-            f"{spread_note(drops)}\n")
+            f"## {MEASURES['drop']}\n\n{markdown(wide(drops), 'arm')}\n\n{spread_note(drops)}\n\n"
+            f"## {MEASURES['floor_drop']}\n\n{floor_text(floors)}\n")
     out = source.out
     (out / "drops.md").write_text(text)
     acc.to_csv(out / "accuracy.csv", index=False)
     drops.to_csv(out / "drops.csv", index=False)
+    floors.to_csv(out / "floor_drops.csv", index=False)
+    trial_drops(df, args.metric).to_csv(out / "trial_drops.csv", index=False)
     figures.save(drop_figure(drops, args.metric), out / "drops.png")
-    print(text + f"\nwritten: {out}/drops.md, accuracy.csv, drops.csv, drops.png")
+    print(text + f"\nwritten: {out}/drops.md, accuracy.csv, drops.csv, floor_drops.csv, trial_drops.csv, drops.png")
 
 
 if __name__ == "__main__":

@@ -19,13 +19,10 @@ import numpy as np
 import pandas as pd
 
 from analysis import cli
-from analysis.frame import UNTRAINED, annotate, arm_order
+from analysis.frame import UNTRAINED, annotate, arm_order, floor_keys, match_key
 
 COLUMNS = ["arm", "corruption", "seed", "epoch", "quantity", "cls", "value"]
 OVERALL = -1  # ``cls`` of a value over all classes
-# Config that must agree between a trained trial and its epoch-0 (untrained) counterpart.
-_INIT_KEYS = ("corruption", "seed", "data.dataset", "data.image_size", "data.train_per_class", "data.test_per_class")
-_INIT_PREFIXES = ("model.", "eval.")
 
 
 def geometry(row: pd.Series) -> list[tuple[str, int, float]]:
@@ -63,22 +60,18 @@ def dynamics_frame(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.
     """
     df = annotate(df)
     trained, untrained = df[df["arm"] != UNTRAINED], df[df["arm"] == UNTRAINED]
-    keys = [k for k in _INIT_KEYS if k in df] + sorted(c for c in df if c.startswith(_INIT_PREFIXES))
-    starts = {_key(r, keys): r for _, r in untrained.iterrows()}
+    keys = floor_keys(df)  # the untrained trial of the same seed, corruption and network
+    starts = dict(zip(match_key(untrained, keys), (r for _, r in untrained.iterrows()), strict=True))
     rows = []
-    for _, trial in trained.iterrows():
+    for (_, trial), key in zip(trained.iterrows(), match_key(trained, keys), strict=True):
         ident = (trial["arm"], trial["corruption"], trial["seed"])
-        start = starts.get(_key(trial, keys))
+        start = starts.get(key)
         if start is not None:
             rows += [(*ident, 0, q, c, v) for q, c, v in geometry(start)]
         rows += [(*ident, int(trial["optim.epochs"]), q, c, v) for q, c, v in geometry(trial)]
         rows += [(*ident, e, q, c, v) for e, q, c, v in _history(trial, history)]
     out = pd.DataFrame(rows, columns=COLUMNS)
     return out.drop_duplicates(["arm", "corruption", "seed", "epoch", "quantity", "cls"]).sort_values(COLUMNS[:6])
-
-
-def _key(row: pd.Series, keys: list[str]) -> str:
-    return "|".join(repr(row.get(k)) for k in keys)
 
 
 # Per-epoch metric -> (quantity, class) of the long table; per-class keys are "<name>/<class>".

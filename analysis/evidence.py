@@ -11,7 +11,9 @@ holds when it is positive. Its interval:
 * correlations: a percentile bootstrap over trials (resampled within methods).
 
 A claim is PASS when the interval lies above zero, FAIL when below, and INCONCLUSIVE when it
-spans zero, cannot be computed, or a needed cell is missing (``missing`` names it).
+spans zero, cannot be computed, or a needed cell is missing (``missing`` names it). A check
+with another rule (a gap "about zero", a spread "small enough") says so in its claim text and
+sets ``Evidence.decision`` from ``analysis.stats`` (``within_verdict``, ``below_verdict``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ import numpy as np
 import pandas as pd
 
 from analysis import stats
+from analysis.drops import drop_terms
 
 Cell = tuple[str, str]  # (arm, corruption)
+# One row of the claims table (``check``): effect, low, high in ``unit``; the study's value in
+# ``paper``; the sentence or table tested in ``quote`` (``analysis.paper.QUOTES``).
+COLUMNS = ["id", "claim", "paper", "verdict", "effect", "low", "high", "unit", "n_seeds", "interval", "missing",
+           "scope", "quote"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,10 +44,20 @@ class Evidence:
     n_seeds: int = 0
     interval: str = ""
     missing: tuple[str, ...] = ()
+    decision: str = ""  # a verdict from the check's own rule; empty: the interval against zero
 
     @property
     def verdict(self) -> str:
-        return "INCONCLUSIVE" if self.missing else stats.verdict(self.low, self.high)
+        if self.missing:
+            return "INCONCLUSIVE"
+        return self.decision or stats.verdict(self.low, self.high)
+
+
+def check(cid: str, claim: str, paper: str, ev: Evidence, unit: str, quote: str = "") -> dict:
+    """One row of the claims table (``COLUMNS`` but ``scope``)."""
+    return {"id": cid, "claim": claim, "paper": paper, "verdict": ev.verdict, "effect": ev.effect, "low": ev.low,
+            "high": ev.high, "unit": unit, "n_seeds": ev.n_seeds, "interval": ev.interval,
+            "missing": ", ".join(ev.missing), "quote": quote}
 
 
 def missing_cells(table: pd.DataFrame, cells, value: str) -> tuple[str, ...]:
@@ -64,24 +81,63 @@ def _over_seeds(per: pd.DataFrame, weights: dict[Cell, float], value: str) -> Ev
     return Evidence(mean, low, high, len(values), f"t over {len(values)} seeds")
 
 
-def drop_contrast(drops: pd.DataFrame, weights: dict[Cell, float], metric: str) -> Evidence:
-    """Effect ``sum_w w * drop(arm, corruption)`` from ``analysis.drops.relative_drops`` rows."""
-    missing = missing_cells(drops, weights, "drop")
+def drop_contrast(drops: pd.DataFrame, weights: dict[Cell, float], metric: str, measure: str = "drop") -> Evidence:
+    """Effect ``sum_w w * measure(arm, corruption)`` from ``analysis.drops.relative_drops`` rows.
+
+    Args:
+        drops: ``relative_drops`` output.
+        weights: (arm, corruption) -> weight.
+        metric: the accuracy column the drops were computed from.
+        measure: ``drop`` (the study's) or ``floor_drop`` (the floor-corrected secondary measure).
+    """
+    missing = missing_cells(drops, weights, measure)
     if missing:
         return Evidence(missing=missing)
-    per = _per_seed(drops, weights, ["drop", metric, "clean", "n_test", "clean_n_test"])
+    per = _per_seed(drop_terms(drops, metric, measure), weights, [measure, "x_o", "se_o", "x_c", "se_c"])
     if per.empty:
         return Evidence(missing=("a seed shared by " + ", ".join(f"{a} × {c}" for a, c in weights),))
     if per["seed"].nunique() >= 2:
-        return _over_seeds(per, weights, "drop")
+        return _over_seeds(per, weights, measure)
     effect, var = 0.0, 0.0
-    for arm, cells in per.groupby("arm"):
+    for arm, cells in per.groupby("arm"):  # delta method on 100 (x_o - x_c) / x_o, per arm
         w = np.array([weights[(arm, c)] for c in cells["corruption"]])
-        clean, acc = cells["clean"].iloc[0], cells[metric].to_numpy()
-        effect += float((w * cells["drop"]).sum())
-        var += float(((w * 100 / clean) ** 2 * stats.binomial_se(acc, cells["n_test"]) ** 2).sum())
-        var += float((w * 100 * acc / clean**2).sum() ** 2 * stats.binomial_se(clean, cells["clean_n_test"].iloc[0]) ** 2)
+        x_o, x_c = cells["x_o"].iloc[0], cells["x_c"].to_numpy()
+        effect += float((w * cells[measure]).sum())
+        var += float(((w * 100 / x_o) ** 2 * cells["se_c"] ** 2).sum())
+        var += float((w * 100 * x_c / x_o**2).sum() ** 2 * cells["se_o"].iloc[0] ** 2)
     return _normal(effect, var)
+
+
+def gap_evidence(global_gap: Evidence, local_gap: Evidence, tolerance: float) -> Evidence:
+    """The gap comes from global shuffling: the global gap above 0 *and* the local gap inside
+    ±tolerance (``stats.within_verdict``). PASS when both hold, FAIL when the global gap is
+    below 0 or the local gap lies entirely outside ±tolerance, else INCONCLUSIVE.
+
+    The effect and interval are the global gap's; the local gap's are in ``interval``.
+    """
+    local = stats.within_verdict(local_gap.low, local_gap.high, tolerance)
+    if local_gap.missing or math.isnan(local_gap.effect):
+        local_text = "local gap: none"
+    else:
+        local_text = f"local gap {local_gap.effect:+.2f} [{local_gap.low:+.2f}, {local_gap.high:+.2f}] vs ±{tolerance:g}: {local}"
+    return Evidence(global_gap.effect, global_gap.low, global_gap.high, min(global_gap.n_seeds, local_gap.n_seeds),
+                    f"{global_gap.interval}; {local_text}", tuple(dict.fromkeys(global_gap.missing + local_gap.missing)),
+                    stats.all_of([stats.verdict(global_gap.low, global_gap.high), local]))
+
+
+def seed_sd_evidence(table: pd.DataFrame, value: str, limit: float) -> Evidence:
+    """Pooled standard deviation of ``value`` over seeds within each arm x corruption cell with
+    two or more seeds, with its chi-square 95% interval; PASS when the upper end is at or below
+    ``limit``, FAIL when the lower end is above it (``stats.below_verdict``)."""
+    cells = table.dropna(subset=[value]).groupby(["arm", "corruption", "seed"])[value].mean()
+    per_cell = cells.groupby(level=["arm", "corruption"]).agg(["var", "count"])
+    per_cell = per_cell[per_cell["count"] >= 2]
+    if per_cell.empty:
+        return Evidence(missing=("two or more seeds of an arm on one corruption",))
+    sd, low, high, dof = stats.pooled_sd(per_cell["var"].to_numpy(), (per_cell["count"] - 1).to_numpy())
+    return Evidence(sd, low, high, int(per_cell["count"].max()),
+                    f"chi-square over {len(per_cell)} arm x corruption cells, {dof} df",
+                    decision=stats.below_verdict(low, high, limit))
 
 
 def value_contrast(table: pd.DataFrame, weights: dict[Cell, float], value: str, binomial: bool = False) -> Evidence:

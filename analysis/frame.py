@@ -23,6 +23,12 @@ _KIND_FAMILY = {"glo": "global", "randglo": "global", "loc": "local", "randloc":
 # Methods by what supervises them (paper-notes §2.1); unknown methods count as contrastive/SSL.
 SUPERVISED = "supervised"
 LABEL_METHODS = frozenset({"supervised", "supcon"})
+LABELS_PER_CLASS = "data.labels_per_class"  # set: the arm is "<method>@<n>" (an accuracy-matched arm)
+# Config that must agree between a trained trial and its untrained reference (epoch 0 / the floor):
+# what builds and evaluates the network, not what trains it (method, optim.*, augmentation, and
+# data.labels_per_class: the kNN bank and the probe use the whole training split either way).
+FLOOR_KEYS = ("corruption", "seed", "data.dataset", "data.image_size", "data.train_per_class", "data.test_per_class")
+FLOOR_PREFIXES = ("model.", "eval.")
 # Flat config keys that do not define a budget (where the data lives, or what was corrupted).
 NOT_BUDGET = frozenset({
     "data.corruption", "data.eval_corruption", "data.cache_dir", "data.data_dir",
@@ -43,8 +49,8 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
         df: a trial frame (see module docstring).
 
     Returns:
-        A copy with ``arm``: the method, or ``untrained`` where ``optim.epochs == 0`` and no
-        ``model.init_checkpoint`` is set;
+        A copy with ``arm``: the method, ``<method>@<n>`` where ``data.labels_per_class`` is a
+        number n, or ``untrained`` where ``optim.epochs == 0`` and no ``model.init_checkpoint`` is set;
         ``family``: ``clean``, ``global``, ``local``, ``gamma`` or ``other``; ``kind`` and
         ``level`` (grid or gamma) of the corruption; ``n_test`` (see ``n_test``).
     """
@@ -55,7 +61,8 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
         out["seed"] = out["system.seed"]
     epochs = out["optim.epochs"] if "optim.epochs" in out else pd.Series(np.nan, index=out.index)
     init = out["model.init_checkpoint"] if "model.init_checkpoint" in out else pd.Series(None, index=out.index)
-    out["arm"] = [arm_of(m, e, i) for m, e, i in zip(out["method"], epochs, init, strict=True)]
+    labels = out[LABELS_PER_CLASS] if LABELS_PER_CLASS in out else pd.Series(None, index=out.index)
+    out["arm"] = [arm_of(m, e, i, n) for m, e, i, n in zip(out["method"], epochs, init, labels, strict=True)]
     parsed = [_describe(c) for c in out["corruption"]]
     out["kind"] = [p[0] for p in parsed]
     out["level"] = [p[1] for p in parsed]
@@ -64,14 +71,42 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def arm_of(method: str, epochs, init_checkpoint=None) -> str:
-    """The arm of one trial: ``untrained`` for 0 epochs from init, else its method.
+def arm_of(method: str, epochs, init_checkpoint=None, labels_per_class=None) -> str:
+    """The arm of one trial: ``untrained`` for 0 epochs from init, else its method, suffixed
+    ``@<n>`` when it learned from only n labelled images per class (``data.labels_per_class``).
 
     A 0-epoch trial that starts from ``model.init_checkpoint`` is a downstream probe of a
-    pretrained network, so it keeps its method.
+    pretrained network, so it keeps its method. ``supervised@100`` is the accuracy-matched
+    supervised arm (issue 22): its own row in every table, a label-using arm, never contrastive.
     """
     from_checkpoint = isinstance(init_checkpoint, str) and bool(init_checkpoint)
-    return UNTRAINED if epochs == 0 and not from_checkpoint else method
+    if epochs == 0 and not from_checkpoint:
+        return UNTRAINED
+    n = _count(labels_per_class)
+    return method if n is None else f"{method}@{n}"
+
+
+def _count(value) -> int | None:
+    """An integer label count, or None for None/NaN/"" (a column of ints and None reads as floats)."""
+    if isinstance(value, str):
+        return int(value) if value.strip().isdigit() else None
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def base_method(arm: str) -> str:
+    """The method of an arm: ``supervised@100`` -> ``supervised``."""
+    return arm.partition("@")[0]
+
+
+def is_label_arm(arm: str) -> bool:
+    """Whether the arm's method learns from labels (supervised, supcon and their ``@n`` arms)."""
+    return base_method(arm) in LABEL_METHODS
+
+
+def labels_of(arm: str) -> int | None:
+    """n of a ``<method>@<n>`` arm, None for an arm with every label."""
+    _, at, n = arm.partition("@")
+    return int(n) if at else None
 
 
 def _describe(spec: str) -> tuple[str, float]:
@@ -97,6 +132,11 @@ def in_family(df: pd.DataFrame, family: str) -> pd.Series:
         full = side if other == "glo" else 1
         member |= (df["kind"] == other) & (df["level"] == full)
     return member
+
+
+def family_levels(df: pd.DataFrame, family: str) -> list[str]:
+    """The corrupted settings of one family present in an annotated frame (``ori`` not included)."""
+    return sorted(set(df.loc[df["family"] == family, "corruption"]))
 
 
 def _image_side(df: pd.DataFrame) -> float | None:
@@ -131,8 +171,14 @@ def n_test(df: pd.DataFrame) -> pd.Series:
 
 
 def arm_order(arms) -> list[str]:
-    """Table row order: supervised, other label-using methods, the rest, ``untrained`` last."""
-    return sorted(set(arms), key=lambda a: (a == UNTRAINED, a != SUPERVISED, a not in LABEL_METHODS, a))
+    """Table row order: supervised (then its ``@n`` arms by n), other label-using methods, the
+    rest, ``untrained`` last."""
+
+    def key(arm: str):
+        base, n = base_method(arm), labels_of(arm)
+        return (arm == UNTRAINED, base != SUPERVISED, not is_label_arm(arm), base, n is not None, n or 0)
+
+    return sorted(set(arms), key=key)
 
 
 def trained_arms(df: pd.DataFrame) -> list[str]:
@@ -141,8 +187,29 @@ def trained_arms(df: pd.DataFrame) -> list[str]:
 
 
 def contrastive_arms(df: pd.DataFrame) -> list[str]:
-    """Trained arms that learn without labels (everything but supervised and supcon)."""
-    return [a for a in trained_arms(df) if a not in LABEL_METHODS]
+    """Trained arms that learn without labels (everything but supervised, supcon and their ``@n`` arms)."""
+    return [a for a in trained_arms(df) if not is_label_arm(a)]
+
+
+def matched_arms(df: pd.DataFrame) -> list[str]:
+    """Label-using arms trained on ``n`` labels per class (``supervised@100``, ...), in ``arm_order``."""
+    return [a for a in trained_arms(df) if is_label_arm(a) and labels_of(a) is not None]
+
+
+def floor_keys(df: pd.DataFrame) -> list[str]:
+    """Columns on which a trained trial matches its untrained reference (``FLOOR_KEYS``, model.*, eval.*)."""
+    return [k for k in FLOOR_KEYS if k in df] + sorted(c for c in df if c.startswith(FLOOR_PREFIXES))
+
+
+def match_key(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """One string per row from ``keys`` (config values may be lists); None and NaN read the same."""
+    if not keys or df.empty:
+        return pd.Series("", index=df.index, dtype=object)
+    return df[keys].map(lambda v: "None" if _missing(v) else repr(v)).agg("|".join, axis=1)
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
 
 
 def constant_config(df: pd.DataFrame) -> dict[str, object]:

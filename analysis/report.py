@@ -22,7 +22,16 @@ import pandas as pd
 from analysis import cli
 from analysis.claims import claim_checks
 from analysis.correlate import correlation_table, formatted, scatter_figure
-from analysis.drops import accuracy_summary, drop_figure, drop_summary, spread_note, wide
+from analysis.drops import (
+    FLOOR_NOTE,
+    MEASURES,
+    NO_FLOOR,
+    accuracy_summary,
+    drop_figure,
+    drop_summary,
+    spread_note,
+    wide,
+)
 from analysis.dynamics import HISTORY_KEYS, dynamics_figure, dynamics_frame
 from analysis.frame import UNTRAINED, AnalysisError, annotate, constant_config
 
@@ -70,7 +79,8 @@ def note(text: str) -> str:
 
 
 def accuracy_sections(df: pd.DataFrame, metrics: list[str]) -> list[str]:
-    """Per metric: the accuracy table, the drop table and the grouped bar chart."""
+    """Per metric: the accuracy table, the study's drop table and its grouped bar chart, then the
+    floor-corrected drop table (the secondary measure)."""
     from analysis.figures import png_bytes
 
     out = []
@@ -78,9 +88,13 @@ def accuracy_sections(df: pd.DataFrame, metrics: list[str]) -> list[str]:
         acc, drops = accuracy_summary(df, metric), drop_summary(df, metric)
         parts = [f"<h3>{metric}: accuracy (%)</h3>", table_html(wide(acc), index=True), note(spread_note(acc))]
         if not drops.empty:
+            floors = drop_summary(df, metric, "floor_drop")
             parts += [f"<h3>{metric}: relative drop vs ori (%), 100 (A_ori − A_c) / A_ori</h3>",
                       table_html(wide(drops), index=True), note(spread_note(drops)),
-                      figure_html(png_bytes(drop_figure(drops, metric)), f"Relative drop of {metric}; error bars: the table's spread.")]
+                      figure_html(png_bytes(drop_figure(drops, metric)), f"Relative drop of {metric}; error bars: the table's spread."),
+                      f"<h3>{metric}: {MEASURES['floor_drop'][0].lower()}{MEASURES['floor_drop'][1:]}</h3>"]
+            parts += ([table_html(wide(floors), index=True), note(f"{spread_note(floors, reference=False)} {FLOOR_NOTE}")]
+                      if not floors.empty else [note(NO_FLOOR)])
         out.append(section(f"Accuracy and drop ({metric})", *parts))
     return out
 
@@ -93,7 +107,7 @@ def geometry_sections(df: pd.DataFrame, history: pd.DataFrame | None, metric: st
     dyn = dynamics_frame(df, history)
     corruptions = [c for c in dict.fromkeys(["ori", *sorted(set(dyn["corruption"]))]) if c in set(dyn["corruption"])]
     dyn_figs = [figure_html(png_bytes(dynamics_figure(dyn, c)), f"Feature geometry over training on {c} "
-                            "(epoch 0 = the untrained reference; class-wise values are logged only at the end).")
+                            "(epoch 0 = the untrained reference; between it and the end, the evaluations every eval.eval_every epochs).")
                 for c in corruptions[:2]]
     return [section("Uniformity and ECE vs accuracy", table_html(formatted(corr)),
                     note("Spearman/Pearson r [95% bootstrap interval]; one point per trained trial; "
@@ -159,7 +173,7 @@ def render(df: pd.DataFrame, all_trials: pd.DataFrame, info: dict, experiment: s
     """The whole report as one HTML string (see the module docstring)."""
     started = started or time.time()
     metrics = [metric] + [m for m in ("knn_acc", "probe_acc") if m != metric and m in df and df[m].notna().any()]
-    claims = claim_checks(df, metric)
+    claims = claim_checks(df, metric, history)
     counts = claims["verdict"].value_counts()
     body = [section("Claim checks", note(", ".join(f"{counts.get(v, 0)} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
                                          + f" (on {metric}; PASS/FAIL: the 95% interval of the effect excludes 0)."),

@@ -137,3 +137,49 @@ def verdict(low: float, high: float) -> str:
     if math.isnan(low) or math.isnan(high):
         return "INCONCLUSIVE"
     return "PASS" if low > 0 else "FAIL" if high < 0 else "INCONCLUSIVE"
+
+
+def within_verdict(low: float, high: float, tolerance: float) -> str:
+    """An equivalence verdict for "about zero": PASS if the interval lies inside
+    (-tolerance, +tolerance), FAIL if it lies entirely outside, else INCONCLUSIVE."""
+    if math.isnan(low) or math.isnan(high):
+        return "INCONCLUSIVE"
+    if -tolerance < low and high < tolerance:
+        return "PASS"
+    return "FAIL" if low > tolerance or high < -tolerance else "INCONCLUSIVE"
+
+
+def below_verdict(low: float, high: float, limit: float) -> str:
+    """PASS if the interval's upper end is at or below ``limit``, FAIL if its lower end is above."""
+    if math.isnan(low) or math.isnan(high):
+        return "INCONCLUSIVE"
+    return "PASS" if high <= limit else "FAIL" if low > limit else "INCONCLUSIVE"
+
+
+def all_of(verdicts: Sequence[str]) -> str:
+    """A compound claim: FAIL if any part fails, PASS if every part passes, else INCONCLUSIVE."""
+    if "FAIL" in verdicts:
+        return "FAIL"
+    return "PASS" if verdicts and all(v == "PASS" for v in verdicts) else "INCONCLUSIVE"
+
+
+def pooled_sd(variances: Sequence[float], dofs: Sequence[int], level: float = LEVEL) -> tuple[float, float, float, int]:
+    """Pooled standard deviation of several groups and its chi-square interval.
+
+    ``s_p^2 = sum(dof_i s_i^2) / sum(dof_i)``; with normal errors ``dof s_p^2 / sigma^2`` is
+    chi-square with ``dof = sum(dof_i)`` degrees of freedom, which gives the interval of sigma.
+
+    Args:
+        variances: sample variances (ddof 1) of the groups.
+        dofs: their degrees of freedom (group size - 1), each >= 1.
+
+    Returns:
+        (sd, low, high, dof); NaNs and dof 0 without groups.
+    """
+    dof = int(sum(dofs))
+    if dof == 0:
+        return math.nan, math.nan, math.nan, 0
+    var = float(np.dot(np.asarray(variances, float), np.asarray(dofs, float))) / dof
+    low = math.sqrt(dof * var / stats.chi2.ppf(0.5 + level / 2, dof))
+    high = math.sqrt(dof * var / stats.chi2.ppf(0.5 - level / 2, dof))
+    return math.sqrt(var), low, high, dof

@@ -156,16 +156,19 @@ SHOWN = ("method", "data.corruption", "system.seed", "optim.epochs", "optim.batc
 def describe(plan: Plan) -> str:
     """The trial table and the resource plan (what --dry-run prints)."""
     r = plan.opts["resources"]
+    from analysis.frame import arm_of  # the arm names the tables will use (untrained, supervised@20, ...)
+
     lines = [f"sweep {plan.sweep.name}: {len(plan.cells)} trials on {plan.data.name} "
              f"({len(plan.data.train)} train / {len(plan.data.test)} test, {plan.data.image_size[0]}x{plan.data.image_size[1]} px)",
-             f"{'#':>3}  {'method':<13} {'corruption':<14} {'seed':>4} {'epochs':>6} {'batch':>5} {'lr':>8}"]
+             f"{'#':>3}  {'arm':<15} {'corruption':<14} {'seed':>4} {'epochs':>6} {'batch':>5} {'lr':>8}"]
     extra = [k for k in searched_keys(plan.opts) if k not in SHOWN]  # what a candidate list varies
     lines[-1] += "".join(f"  {k}" for k in extra)
     space = plan.opts.get("space") or {}
     for i, cell in enumerate(plan.cells):
         c = {k: "searched" if k in space else v for k, v in cell.items()}  # a space overrides the cell
         lr = c["optim.lr"] if isinstance(c["optim.lr"], str) else f"{c['optim.lr']:.3g}"
-        lines.append(f"{i:>3}  {c['method']:<13} {c['data.corruption']:<14} {c['system.seed']:>4} "
+        arm = arm_of(c["method"], c["optim.epochs"], c.get("model.init_checkpoint"), c.get("data.labels_per_class"))
+        lines.append(f"{i:>3}  {arm:<15} {c['data.corruption']:<14} {c['system.seed']:>4} "
                      f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {lr:>8}"
                      + "".join(f"  {c.get(k)!s:>{len(k)}}" for k in extra))
     conc = plan.opts.get("max_concurrent")

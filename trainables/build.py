@@ -96,7 +96,10 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     h, w = data.image_size
     for spec in (cfg.data.corruption, cfg.eval_corruption):
         parse(spec).check(h, w)
-    pretrain = data.unlabeled if data.unlabeled is not None and not method_class(cfg.method).uses_labels else data.train
+    uses_labels = method_class(cfg.method).uses_labels
+    pretrain = data.unlabeled if data.unlabeled is not None and not uses_labels else data.train
+    if uses_labels:
+        pretrain = per_class_subset(pretrain, cfg.data.labels_per_class)
     train, per_batch = plan_corruption(pretrain, parse(cfg.data.corruption))
     eval_train, eval_per_batch = plan_corruption(data.train, parse(cfg.eval_corruption))
     eval_test, _ = plan_corruption(data.test, parse(cfg.eval_corruption))
@@ -139,7 +142,8 @@ def load_backbone(backbone: torch.nn.Module, path: str) -> None:
 
 def build_optim(cfg: TrialConfig, method: Method) -> torch.optim.Optimizer:
     lr = cfg.optim.lr * cfg.optim.batch_size / 256  # solo-learn's linear scaling
-    return build_optimizer(method, cfg.optim.optimizer, lr, cfg.optim.weight_decay, cfg.optim.momentum)
+    return build_optimizer(method, cfg.optim.optimizer, lr, cfg.optim.weight_decay, cfg.optim.momentum,
+                           cfg.optim.exclude_bias_norm)
 
 
 def eval_prepare(td: TrialData, channels_last: bool):

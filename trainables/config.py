@@ -22,6 +22,9 @@ class DataConfig:
     image_size: int | None = None  # square side; None = the dataset's own
     train_per_class: int | None = None  # subset: first n training images of every class
     test_per_class: int | None = None
+    # label budget: a method trained with labels sees only the first n training images of every
+    # class; the whole training split still serves the kNN bank and the probe (accuracy-matched arms)
+    labels_per_class: int | None = None
     memory_budget_gb: float = 8.0  # larger splits stream from a memory map
     corruption: str = "ori"  # pretraining corruption spec
     eval_corruption: str | None = None  # None: the pretraining corruption (the study's setting)
@@ -44,6 +47,7 @@ class OptimConfig:
     optimizer: str | None = None  # sgd | lars; None: the method's
     lr: float | None = None  # at batch 256; scaled by batch_size / 256 (solo-learn)
     weight_decay: float | None = None
+    exclude_bias_norm: bool | None = None  # no weight decay (nor LARS scaling) on biases and norms; None: the method's
     momentum: float = 0.9
     batch_size: int = 256
     epochs: int = 10
@@ -68,11 +72,12 @@ class SystemConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast where the device has native bf16, else fp32) | bf16 | fp32
-    channels_last: bool = True
+    channels_last: bool = True  # on CPU only where the memory-format canary passes (trainables.memory_format)
     compile: bool = False  # torch.compile the backbone (GPU)
     checkpoint_every: int = 1  # epochs between checkpoints handed to the caller
 
 
+OPTIM_DEFAULTS = {"exclude_bias_norm": False}  # for methods whose ``defaults`` do not say
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "eval": EvalConfig, "system": SystemConfig}
 CHOICES = {
     "optim.optimizer": ("sgd", "lars"),
@@ -111,7 +116,8 @@ class TrialConfig:
         defaults = method_class(self.method).defaults
         optim = dataclasses.replace(
             self.optim,
-            **{k: defaults[k] for k in ("optimizer", "lr", "weight_decay") if getattr(self.optim, k) is None},
+            **{k: defaults.get(k, OPTIM_DEFAULTS.get(k)) for k in ("optimizer", "lr", "weight_decay", "exclude_bias_norm")
+               if getattr(self.optim, k) is None},
         )
         data = self.data if self.data.augmentation else dataclasses.replace(self.data, augmentation=defaults["augmentation"])
         cfg = dataclasses.replace(self, optim=optim, data=data)
@@ -129,12 +135,20 @@ class TrialConfig:
                 raise ValueError(f"{key} {flat[key]!r} is invalid; valid: {', '.join(choices)}")
         if flat["optim.batch_size"] < 1:
             raise ValueError(f"optim.batch_size {flat['optim.batch_size']!r} is invalid; valid: an integer >= 1")
+        if self.data.labels_per_class is not None:
+            from trainables.methods import method_class
+
+            if not method_class(self.method).uses_labels:
+                raise ValueError(f"data.labels_per_class {self.data.labels_per_class!r} is invalid for method {self.method!r}, "
+                                 "which trains without labels; valid: null, or a method trained with labels (supervised, supcon)")
+            if self.data.labels_per_class < 1:
+                raise ValueError(f"data.labels_per_class {self.data.labels_per_class!r} is invalid; valid: null or an integer >= 1")
         if flat["optim.epochs"] < 0:  # 0 = evaluate the initial network (the untrained reference)
             raise ValueError(f"optim.epochs {flat['optim.epochs']!r} is invalid; valid: an integer >= 0")
         if self.data.crop_min_scale is not None and self.data.augmentation:
-            from trainables.data.augment import AUGMENTATIONS
+            from trainables.data.augment import AUGMENTATIONS, recipe_options
 
-            cropped = sorted(k for k, r in AUGMENTATIONS.items() if hasattr(r, "crop_scale"))
+            cropped = sorted(k for k, r in AUGMENTATIONS.items() if "crop_scale" in recipe_options(r))
             if self.data.augmentation in AUGMENTATIONS and self.data.augmentation not in cropped:
                 raise ValueError(f"data.crop_min_scale {self.data.crop_min_scale!r} needs random-resized crops, which "
                                  f"augmentation {self.data.augmentation!r} has not; valid augmentations: {', '.join(cropped)}")

@@ -28,6 +28,7 @@ from trainables.evaluation import (
     uniformity,
 )
 
+STUDY_KNN_K = 200  # --knn_k=200 in every pretraining script of the study
 Prepare = Callable[[Tensor], Tensor]  # (B,C,H,W) uint8 -> normalised float input
 
 
@@ -54,7 +55,13 @@ def epoch_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num
         bank_x, bank_y = bank_x[: cfg.bank_size], bank_y[: cfg.bank_size]
     k = min(cfg.knn_k, len(bank_x))
     acc = knn_accuracy(bank_x, bank_y, test[0], test[1], num_classes, k=k, temperature=cfg.knn_temperature, distance=cfg.knn_distance)
-    return {"knn_acc": acc, "uniformity": uniformity(test[0]), **geometry_scalars(test[0], test[1], num_classes)}
+    # The study's own metric beside ours: solo-learn's WeightedKNNClassifier as its scripts ran it
+    # (--knn_k=200, euclidean distance on unnormalised backbone features, weights 1/(d + 1e-5)).
+    # NOTE: its online kNN banks the augmented crops of the epoch; ours, the unaugmented split.
+    study = acc if cfg.knn_distance == "euclidean" else knn_accuracy(
+        bank_x, bank_y, test[0], test[1], num_classes, k=min(STUDY_KNN_K, len(bank_x)), distance="euclidean")
+    return {"knn_acc": acc, "knn_acc_study": study, "uniformity": uniformity(test[0]),
+            **geometry_scalars(test[0], test[1], num_classes)}
 
 
 def final_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, cfg: EvalConfig,

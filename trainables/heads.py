@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 
-def mlp(in_dim: int, hidden: int, out: int, *, layers: int = 2, batchnorm: bool = True, last_bn: bool = False) -> nn.Sequential:
-    """Linear(-BN)-ReLU blocks then a Linear: (B, in_dim) -> (B, out).
+def _relu() -> nn.Module:
+    return nn.ReLU(inplace=True)
+
+
+def mlp(in_dim: int, hidden: int, out: int, *, layers: int = 2, batchnorm: bool = True, last_bn: bool = False,
+        activation: Callable[[], nn.Module] = _relu) -> nn.Sequential:
+    """Linear(-BN)-activation blocks then a Linear: (B, in_dim) -> (B, out).
 
     Args:
         layers: number of Linear layers (>= 1).
         batchnorm: BN after every hidden Linear (SimCLR/BYOL/Barlow heads have it; MoCo v2's has not).
         last_bn: BN without affine after the last Linear (Barlow Twins' projector).
+        activation: makes each hidden block's non-linearity (ReLU; DINO's head uses ``nn.GELU``).
     """
     mods: list[nn.Module] = []
     dim = in_dim
     for _ in range(layers - 1):
-        mods += [nn.Linear(dim, hidden)] + ([nn.BatchNorm1d(hidden)] if batchnorm else []) + [nn.ReLU(inplace=True)]
+        mods += [nn.Linear(dim, hidden)] + ([nn.BatchNorm1d(hidden)] if batchnorm else []) + [activation()]
         dim = hidden
     mods.append(nn.Linear(dim, out))
     if last_bn:

@@ -27,10 +27,12 @@ from trainables.build import (
     subset,
 )
 from trainables.config import TrialConfig
-from trainables.data.augment import normalize
+from trainables.data.augment import view_recipes
 from trainables.data.batches import train_batches
 from trainables.data.datasets import ImageDataset
 from trainables.evaluate import epoch_metrics, extract_features, final_metrics
+from trainables.memory_format import CHANNELS_LAST
+from trainables.memory_format import choose as choose_memory_format
 from trainables.optim import lr_at, set_lr
 from trainables.seeding import derive_seed, generators
 
@@ -51,7 +53,8 @@ def run_trial(
         cfg: a TrialConfig or its flat dict.
         report: called once per epoch with scalar metrics (``epoch``, ``loss``, ``lr``,
             ``samples_per_s``, and on evaluation epochs ``knn_acc``, ``uniformity``, plus
-            ``knn_acc_init`` and ``knn_gain`` with ``eval.knn_at_init``); the last call also
+            ``knn_acc_init`` and ``knn_gain`` with ``eval.knn_at_init``, and ``memory_format`` with its
+            ``memory_format_reason``: see ``trainables.memory_format``); the last call also
             carries the final metrics (lists included) and ``done=True``.
         resume: a state previously given to ``save``.
         save: receives the resumable state (a dict of tensors and numbers, ``torch.save``-able).
@@ -65,6 +68,9 @@ def run_trial(
     device = pick_device(cfg.system.device)
     data = subset(dataset, cfg.data) if dataset is not None else load_data(cfg.data)
     td = build_data(cfg, data, device)
+    cfg = cfg.replace({"system.precision": _precision(cfg, device, resume)})
+    memory = choose_memory_format(cfg, device, data.image_size)  # channels_last only where its gradients are right
+    cfg = cfg.replace({"system.channels_last": memory["memory_format"] == CHANNELS_LAST})
     method = build_model(cfg, td.num_classes, device)
     optimizer = build_optim(cfg, method)
     gens = generators(cfg.system.seed)
@@ -73,7 +79,6 @@ def run_trial(
         raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(td.train)} training images; valid: <= {len(td.train)}")
     total = steps_per_epoch * cfg.optim.epochs
     start_epoch, step, history = 0, 0, []
-    cfg = cfg.replace({"system.precision": _precision(cfg, device, resume)})
     precision = autocast(cfg, device)
     init: dict[str, float] = {}
     if resume is not None:
@@ -89,7 +94,7 @@ def run_trial(
         loss_sum, step = _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, total, epoch)
         seconds = time.perf_counter() - tic
         metrics = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
-                   "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds, "epoch_time_s": seconds}
+                   "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds, "epoch_time_s": seconds, **memory}
         if cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs:
             metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, epoch + 1, final=False), init))
         history.append(metrics)
@@ -100,7 +105,7 @@ def run_trial(
             report(metrics)
     final = _with_gain(_evaluate(cfg, method, td, device, precision, cfg.optim.epochs, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
-    final.update(device=str(device), precision=cfg.system.precision,
+    final.update(device=str(device), precision=cfg.system.precision, **memory,
                  n_test=len(td.eval_test), image_size=data.image_size[0])
     report({**metrics, "epoch": cfg.optim.epochs, **final, "done": True})
     return final
@@ -138,6 +143,7 @@ def _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, tota
             raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1} step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        method.before_optimizer_step(step / total)
         optimizer.step()
         step += 1
         method.on_after_step(step / total)
@@ -177,10 +183,9 @@ def _two_views(method, td, prepare, device, g, precision) -> tuple[torch.Tensor,
     images = td.eval_test.images[:1024].to(device)
     images = td.eval_corruption(images, g)
     views = []
-    for _ in range(2):
-        x = normalize(td.pipeline.augment(images, g), td.mean, td.std)
+    for recipe in view_recipes(td.pipeline.augment, 2):  # a per-view recipe (byol) gives each view its own
         with precision:
-            views.append(method.embed(x.contiguous(memory_format=torch.channels_last)).float().cpu())
+            views.append(method.embed(prepare(recipe(images, g))).float().cpu())
     return views[0], views[1]
 
 

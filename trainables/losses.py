@@ -70,15 +70,19 @@ def info_nce(query: Tensor, key: Tensor, queue: Tensor | None, temperature: floa
     Returns:
         Scalar loss, mean over the B queries.
     """
-    if queue is None:
-        logits = query @ key.T / temperature
-        targets = torch.arange(query.shape[0], device=query.device)
+    # fp32 whatever the caller's autocast: under bf16 autocast the matmul of the negatives would
+    # run in bf16 (~3 significant digits) while the positive's elementwise product stays fp32.
+    with torch.autocast(query.device.type, enabled=False):
+        query, key = query.float(), key.float()
+        if queue is None:
+            logits = query @ key.T / temperature
+            targets = torch.arange(query.shape[0], device=query.device)
+            return F.cross_entropy(logits, targets)
+        positive = (query * key).sum(dim=1, keepdim=True)
+        negatives = query @ queue.float().T
+        logits = torch.cat([positive, negatives], dim=1) / temperature
+        targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
         return F.cross_entropy(logits, targets)
-    positive = (query * key).sum(dim=1, keepdim=True)
-    negatives = query @ queue.T
-    logits = torch.cat([positive, negatives], dim=1) / temperature
-    targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-    return F.cross_entropy(logits, targets)
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
@@ -104,17 +108,28 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
     return F.cross_entropy(logits, targets)
 
 
-def supcon(features: Views, labels: Tensor, temperature: float = 0.1) -> Tensor:
-    """Supervised contrastive loss L^sup_out (Khosla et al. 2020, Eq. 2).
+def supcon(features: Views, labels: Tensor, temperature: float = 0.1, form: str = "out") -> Tensor:
+    """Supervised contrastive loss, the paper's L^sup_out or solo-learn's sum-inside-the-log form.
 
     All ``V * B`` embeddings are anchors. For anchor ``i`` with positives ``P(i)`` (same label,
-    any view, not ``i`` itself) and ``A(i)`` = everything but ``i``::
+    any view, not ``i`` itself) and ``A(i)`` = everything but ``i``:
+
+    * ``form="out"``, Khosla et al. 2020 Eq. 2::
 
         L_i = -1/|P(i)| * sum_{p in P(i)} log( exp(z_i.z_p / T) / sum_{a in A(i)} exp(z_i.z_a / T) )
 
-    With instance labels (``labels = arange(B)``) and two views this is exactly ``nt_xent``.
-    Anchors without any positive (a single view of a class seen once) are left out of the mean
-    instead of producing NaN.
+    * ``form="in"``, solo-learn's ``simclr_loss_func(z, indexes=labels)``, which the study's SupCon
+      (``run_supcon_res_cifar10.sh``) trained with::
+
+        L_i = -log( sum_{p in P(i)} exp(z_i.z_p / T) / sum_{a in A(i)} exp(z_i.z_a / T) )
+
+      NOTE: Khosla's L^sup_in has 1/|P(i)| inside the log; solo-learn leaves it out. That shifts
+      each anchor's loss by the constant log|P(i)|, so the gradients are the same.
+
+    With instance labels (``labels = arange(B)``) and two views both forms are exactly
+    ``nt_xent``. Anchors without any positive (a single view of a class seen once) are left out
+    of the mean instead of producing NaN (solo-learn would give inf; with two views every anchor
+    has one). Computed in fp32 whatever the caller's autocast (solo-learn: fp16 under AMP).
 
     NOTE: no ``temperature / base_temperature`` factor (SupContrast's reference code); with its
     default base_temperature == temperature the factor is 1, and solo-learn drops it too.
@@ -123,22 +138,33 @@ def supcon(features: Views, labels: Tensor, temperature: float = 0.1) -> Tensor:
         features: (B, V, D) float, or a sequence of V tensors (B, D); normalised here.
         labels: (B,) int64 class labels, shared by the V views of a sample.
         temperature: softmax temperature T > 0.
+        form: ``"out"`` or ``"in"``, as above.
 
     Returns:
         Scalar loss, mean over anchors that have at least one positive.
     """
+    if form not in ("in", "out"):
+        raise ValueError(f"supcon form {form!r} is invalid; valid: in, out")
     views = list(features.unbind(dim=1)) if isinstance(features, Tensor) else list(features)
-    z = F.normalize(torch.cat(views, dim=0), dim=1)
-    anchor_labels = labels.repeat(len(views))
-    n = z.shape[0]
-    log_prob = F.log_softmax(_without_self(z @ z.T / temperature), dim=1)
-    eye = torch.eye(n, dtype=torch.bool, device=z.device)
-    positive = (anchor_labels[:, None] == anchor_labels[None, :]) & ~eye
-    # where() rather than a product: the diagonal of log_prob is -inf and -inf * 0 is NaN.
-    pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-    n_pos = positive.sum(dim=1)
-    has_pos = n_pos > 0
-    return -(pos_log_prob[has_pos] / n_pos[has_pos]).mean()
+    with torch.autocast(views[0].device.type, enabled=False):
+        z = F.normalize(torch.cat(views, dim=0).float(), dim=1)
+        anchor_labels = labels.repeat(len(views))
+        n = z.shape[0]
+        logits = _without_self(z @ z.T / temperature)
+        eye = torch.eye(n, dtype=torch.bool, device=z.device)
+        positive = (anchor_labels[:, None] == anchor_labels[None, :]) & ~eye
+        n_pos = positive.sum(dim=1)
+        has_pos = n_pos > 0
+        if form == "in":
+            # An anchor without positives would be logsumexp(all -inf) = -inf, whose backward is NaN
+            # even when the anchor is dropped from the mean: give its row zeros instead.
+            pos_logits = torch.where(has_pos[:, None], logits.masked_fill(~positive, float("-inf")), 0.0)
+            per_anchor = torch.logsumexp(logits, dim=1) - torch.logsumexp(pos_logits, dim=1)
+            return per_anchor[has_pos].mean()
+        log_prob = F.log_softmax(logits, dim=1)
+        # where() rather than a product: the diagonal of log_prob is -inf and -inf * 0 is NaN.
+        pos_log_prob = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
+        return -(pos_log_prob[has_pos] / n_pos[has_pos]).mean()
 
 
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:

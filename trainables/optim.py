@@ -45,16 +45,22 @@ class LARS(torch.optim.Optimizer):
                 p.add_(buf, alpha=-group["lr"])
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
-    """SGD or LARS over the trainable parameters; LARS leaves biases and norms unscaled and undecayed."""
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float,
+                    exclude_bias_norm: bool = False) -> torch.optim.Optimizer:
+    """SGD or LARS over the trainable parameters.
+
+    ``exclude_bias_norm`` (solo-learn's ``exclude_bias_n_norm``): biases and norm parameters
+    (every parameter with ndim <= 1) get no weight decay and, under LARS, no adaptive scaling.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
+    flat = [p for p in params if p.ndim <= 1] if exclude_bias_norm else []
+    rest = [p for p in params if not (exclude_bias_norm and p.ndim <= 1)]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        groups = [{"params": rest}] + ([{"params": flat, "weight_decay": 0.0}] if flat else [])
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "lars":
-        flat = [p for p in params if p.ndim <= 1]
-        rest = [p for p in params if p.ndim > 1]
-        return LARS([{"params": rest}, {"params": flat, "lars": False, "weight_decay": 0.0}],
-                    lr=lr, momentum=momentum, weight_decay=weight_decay)
+        groups = [{"params": rest}] + ([{"params": flat, "lars": False, "weight_decay": 0.0}] if flat else [])
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; valid: lars, sgd")
 
 

@@ -28,6 +28,26 @@ def frame(accs: dict[tuple[str, str], list[float]], uniformity: dict[tuple[str, 
     return pd.DataFrame(rows)
 
 
+def drops_frame(drops: dict[str, dict[str, float]], seeds: int = 3, clean: dict[str, float] | None = None,
+                jitter: dict[str, list[float]] | None = None, **config) -> pd.DataFrame:
+    """Trials with exactly these relative drops (%): ``drops[arm][corruption]`` plus, per seed,
+    ``jitter[arm][seed]`` points. Clean accuracy ``clean[arm]`` (default 80) on every seed."""
+    accs = {}
+    for arm, levels in drops.items():
+        a_ori, extra = (clean or {}).get(arm, 80.0), (jitter or {}).get(arm, [0.0] * seeds)
+        accs[(arm, "ori")] = [a_ori] * seeds
+        for level, d in levels.items():
+            accs[(arm, level)] = [a_ori * (1 - (d + extra[s]) / 100) for s in range(seeds)]
+    return frame(accs, **config)
+
+
+def row(table: pd.DataFrame, cid: str, contains: str = "") -> pd.Series:
+    """The one claims row with this id whose claim text contains ``contains``."""
+    found = table[(table["id"] == cid) & table["claim"].str.contains(contains, regex=False)]
+    assert len(found) == 1, (cid, contains, table[["id", "claim"]])
+    return found.iloc[0]
+
+
 @pytest.fixture(scope="session")
 def fake_store(tmp_path_factory):
     """A sqlite MLflow store with experiment ``tiny`` (supervised ori + glo_4, seed 0, with a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from analysis import claims, correlate, drops, report
@@ -24,6 +25,19 @@ def test_command__no_clean_trial_is_a_one_line_error(command, fake_store, tmp_pa
 def test_drops__writes_markdown_csv_and_chart(fake_store, tmp_path, capsys):
     out = tmp_path / "o"
     assert drops.main(["--experiment", "tiny", "--mlflow-uri", fake_store, "--out", str(out)]) == 0
-    assert "| supervised | 25.0 ±" in (out / "drops.md").read_text()  # 80 -> 60
-    assert {"drops.md", "drops.csv", "accuracy.csv", "drops.png"} <= {p.name for p in out.iterdir()}
+    text = (out / "drops.md").read_text()
+    assert "| supervised | 25.0 ±" in text  # 80 -> 60
+    assert text.index("## Relative drop vs ori") < text.index("## Floor-corrected drop") and drops.NO_FLOOR in text
+    assert {"drops.md", "drops.csv", "floor_drops.csv", "trial_drops.csv", "accuracy.csv", "drops.png"} <= {
+        p.name for p in out.iterdir()}
+    assert {"drop", "floor_drop"} <= set(pd.read_csv(out / "trial_drops.csv").columns)
     assert "Relative drop vs ori" in capsys.readouterr().out
+
+
+def test_claims__writes_the_checks_with_the_quoted_study_text(fake_store, tmp_path):
+    out = tmp_path / "o"
+    assert claims.main(["--experiment", "tiny", "--mlflow-uri", fake_store, "--out", str(out)]) == 0
+    table = pd.read_csv(out / "claims.csv")
+    assert table["quote"].notna().all() and {"C1.avg", "C1.avg.floor", "C5.train", "C7.seeds"} <= set(table["id"])
+    train = table[(table["id"] == "C5.train") & table["claim"].str.startswith("overall uniformity rises during training (supervised")]
+    assert train["effect"].tolist() == pytest.approx([0.7 - 0.5])  # epoch 1 -> 2 of the logged history (one seed: no interval)

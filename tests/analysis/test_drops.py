@@ -82,3 +82,67 @@ def test_spread_note__says_when_the_untrained_reference_is_missing():
     with_ref = drops.spread_note(drops.drop_summary(frame(ACCS)))
     without = drops.spread_note(drops.drop_summary(frame({k: v for k, v in ACCS.items() if k[0] != "untrained"})))
     assert "`untrained`: the backbone at initialisation" in with_ref and "include_untrained: true" in without
+
+
+FLOOR_ACCS = {("supervised", "ori"): [80, 84], ("supervised", "glo_4"): [60, 63],
+              ("moco_v2", "ori"): [50, 52], ("moco_v2", "glo_4"): [25, 30],
+              ("untrained", "ori"): [20, 22], ("untrained", "glo_4"): [18, 15]}
+
+
+def floor_drop(a_ori, a_c, f_ori, f_c):
+    return 100 * ((a_ori - f_ori) - (a_c - f_c)) / (a_ori - f_ori)
+
+
+def test_relative_drops__floor_drop_uses_the_untrained_trial_of_the_same_seed_and_corruption():
+    d = drops.relative_drops(frame(FLOOR_ACCS)).set_index(["arm", "seed"])
+    assert d.loc[("moco_v2", 1), "floor_drop"] == pytest.approx(floor_drop(52, 30, 22, 15))
+    assert d.loc[("supervised", 0), "floor_drop"] == pytest.approx(floor_drop(80, 60, 20, 18))
+    assert d.loc[("supervised", 0), "drop"] == pytest.approx(25.0)  # the study's measure is unchanged
+    assert math.isnan(d.loc[("untrained", 0), "floor_drop"])
+
+
+def test_relative_drops__floor_needs_the_same_network_not_the_same_method_or_optimiser():
+    df = frame(FLOOR_ACCS, **{"optim.lr": 0.3})
+    df.loc[df["method"] == "moco_v2", "optim.lr"] = 0.06  # a method's own optimiser still matches the floor
+    df.loc[(df["optim.epochs"] == 0) & (df["system.seed"] == 1), "model.width"] = 1.0  # another network does not
+    d = drops.relative_drops(df).set_index(["arm", "seed"])
+    assert d.loc[("moco_v2", 0), "floor_drop"] == pytest.approx(floor_drop(50, 25, 20, 18))
+    assert math.isnan(d.loc[("moco_v2", 1), "floor_drop"])
+
+
+def test_relative_drops__floor_drop_is_nan_without_untrained_trials():
+    d = drops.relative_drops(frame({k: v for k, v in FLOOR_ACCS.items() if k[0] != "untrained"}))
+    assert d["floor_drop"].isna().all() and d["drop"].notna().all()
+    assert drops.drop_summary(frame({("moco_v2", "ori"): [50], ("moco_v2", "glo_4"): [25]}), measure="floor_drop").empty
+
+
+def test_drop_summary__floor_drop_over_seeds_and_with_one_seed_the_delta_method():
+    s = drops.drop_summary(frame(FLOOR_ACCS), measure="floor_drop").set_index(["arm", "corruption"])
+    per_seed = [floor_drop(50, 25, 20, 18), floor_drop(52, 30, 22, 15)]
+    assert s.loc[("moco_v2", "glo_4"), ["mean", "spread"]].tolist() == pytest.approx(stats.mean_interval(per_seed)[:2])
+    assert "untrained" not in s.index.get_level_values(0)
+    one = drops.drop_summary(frame({k: v[:1] for k, v in FLOOR_ACCS.items()}), measure="floor_drop")
+    one = one.set_index(["arm", "corruption"]).loc[("moco_v2", "glo_4")]
+    se = stats.binomial_se
+    expected = stats.drop_se(50 - 20, math.hypot(se(50, 1000), se(20, 1000)), 25 - 18, math.hypot(se(25, 1000), se(18, 1000)))
+    assert one["spread_kind"] == "binomial" and one["spread"] == pytest.approx(expected)
+
+
+def test_relative_drops__an_at_n_arm_pairs_with_its_own_clean_trial():
+    full = frame({("supervised", "ori"): [80], ("supervised", "glo_4"): [60]})
+    few = frame({("supervised", "ori"): [50], ("supervised", "glo_4"): [45]}, **{"data.labels_per_class": 100})
+    d = drops.relative_drops(pd.concat([full, few], ignore_index=True)).set_index("arm")
+    assert d.loc["supervised", "drop"] == pytest.approx(25.0) and d.loc["supervised@100", "drop"] == pytest.approx(10.0)
+    assert len(d) == 2
+
+
+def test_trial_drops__one_row_per_corrupted_trial_with_both_measures():
+    t = drops.trial_drops(frame(FLOOR_ACCS))
+    assert {"drop", "floor_drop", "floor", "floor_clean", "knn_acc"} <= set(t.columns) and len(t) == 6
+    assert drops.floor_text(drops.drop_summary(frame(FLOOR_ACCS), measure="floor_drop")).count("| moco_v2 |") == 1
+    assert drops.floor_text(pd.DataFrame(columns=drops.SUMMARY_COLUMNS)) == drops.NO_FLOOR
+
+
+def test_drop_terms__an_unknown_measure_lists_the_valid_ones():
+    with pytest.raises(AnalysisError, match="unknown drop measure 'x'; valid: drop, floor_drop"):
+        drops.drop_terms(drops.relative_drops(frame(FLOOR_ACCS)), "knn_acc", "x")

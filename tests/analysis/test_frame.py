@@ -6,7 +6,17 @@ import math
 
 import pandas as pd
 
-from analysis.frame import annotate, arm_of, arm_order, budget_keys, in_family
+from analysis.frame import (
+    annotate,
+    arm_of,
+    arm_order,
+    budget_keys,
+    contrastive_arms,
+    floor_keys,
+    in_family,
+    match_key,
+    matched_arms,
+)
 from tests.analysis.conftest import frame
 
 
@@ -59,3 +69,36 @@ def test_arm_of__zero_epochs_from_init_is_untrained_from_a_checkpoint_keeps_its_
     assert arm_of("supervised", 0) == "untrained"
     assert arm_of("moco_v2", 0, "/ckpt/model.pt") == "moco_v2"
     assert arm_of("moco_v2", 28) == "moco_v2" and arm_of("moco_v2", 0, "") == "untrained"
+
+
+def test_arm_of__labels_per_class_makes_a_method_at_n_arm():
+    assert arm_of("supervised", 28, None, 100) == "supervised@100"
+    assert arm_of("supervised", 28, None, 100.0) == "supervised@100"  # a column of ints and NaN reads as floats
+    assert arm_of("supervised", 28, None, math.nan) == "supervised" and arm_of("supervised", 28, None, None) == "supervised"
+    assert arm_of("supervised", 0, None, 100) == "untrained"
+
+
+def test_annotate__a_labels_per_class_column_gives_the_matched_arm_its_own_row():
+    full = frame({("supervised", "ori"): [80], ("moco_v2", "ori"): [70]})
+    few = frame({("supervised", "ori"): [50], ("untrained", "ori"): [20]}, **{"data.labels_per_class": 100})
+    df = annotate(pd.concat([full, few], ignore_index=True))
+    assert list(df["arm"]) == ["supervised", "moco_v2", "supervised@100", "untrained"]
+    assert contrastive_arms(df) == ["moco_v2"] and matched_arms(df) == ["supervised@100"]
+
+
+def test_arm_order__matched_arms_follow_their_method_by_label_count():
+    assert arm_order(["moco_v2", "supervised@500", "untrained", "supcon", "supervised@100", "supervised"]) == [
+        "supervised", "supervised@100", "supervised@500", "supcon", "moco_v2", "untrained"]
+
+
+def test_floor_keys__the_network_and_its_evaluation_not_the_method_or_optimiser():
+    df = annotate(frame({("moco_v2", "ori"): [1]}, **{"optim.lr": 0.3, "eval.knn_k": 20, "data.augmentation": "x"}))
+    keys = floor_keys(df)
+    assert keys[:2] == ["corruption", "seed"] and {"model.width", "eval.knn_k", "data.dataset"} <= set(keys)
+    assert not {"method", "optim.lr", "optim.epochs", "data.augmentation"} & set(keys)
+
+
+def test_match_key__none_and_nan_read_the_same_and_lists_are_values():
+    df = pd.DataFrame({"a": [None, math.nan, 1], "b": [[1, 2], [1, 2], [3]]}, dtype=object)
+    key = match_key(df, ["a", "b"])
+    assert key[0] == key[1] != key[2]

@@ -68,3 +68,25 @@ def test_correlation__constant_variable_is_nan():
 def test_verdict__follows_the_interval_around_zero():
     assert stats.verdict(0.1, 2) == "PASS" and stats.verdict(-2, -0.1) == "FAIL"
     assert stats.verdict(-1, 1) == "INCONCLUSIVE" and stats.verdict(math.nan, 1) == "INCONCLUSIVE"
+
+
+def test_pooled_sd__weights_variances_by_degrees_of_freedom_with_a_chi_square_interval():
+    groups = [[1.0, 2.0, 3.0], [5.0, 7.0]]  # variances 1 and 2, dof 2 and 1
+    sd, low, high, dof = stats.pooled_sd([np.var(g, ddof=1) for g in groups], [len(g) - 1 for g in groups])
+    assert dof == 3 and sd == pytest.approx(math.sqrt((2 * 1 + 1 * 2) / 3))
+    assert low == pytest.approx(sd * math.sqrt(3 / 9.348403604496148))  # chi2_{0.975, 3}
+    assert high == pytest.approx(sd * math.sqrt(3 / 0.21579528629089034))  # chi2_{0.025, 3}
+    assert math.isnan(stats.pooled_sd([], [])[0])
+
+
+@pytest.mark.parametrize(("low", "high", "verdict"), [(-1, 2, "PASS"), (3.5, 5, "FAIL"), (-9, -4, "FAIL"),
+                                                      (1, 4, "INCONCLUSIVE"), (math.nan, 1, "INCONCLUSIVE")])
+def test_within_verdict__inside_passes_entirely_outside_fails(low, high, verdict):
+    assert stats.within_verdict(low, high, 3.0) == verdict
+
+
+def test_below_verdict_and_all_of():
+    assert [stats.below_verdict(lo, hi, 1.0) for lo, hi in ((0.2, 1.0), (1.1, 2), (0.5, 1.5))] == [
+        "PASS", "FAIL", "INCONCLUSIVE"]
+    assert stats.all_of(["PASS", "PASS"]) == "PASS" and stats.all_of(["PASS", "FAIL"]) == "FAIL"
+    assert stats.all_of(["PASS", "INCONCLUSIVE"]) == "INCONCLUSIVE" and stats.all_of([]) == "INCONCLUSIVE"

@@ -29,7 +29,8 @@ def test_paper_table1__every_budget_plans_table1_with_untrained_references(stora
     assert {(c["data.corruption"], c["system.seed"]) for c in untrained} == {(c["data.corruption"], c["system.seed"]) for c in trained}
     if budget == "gpu":
         assert len(trained) == 6 * 5 * 3 and plan.opts["resources"]["gpu"] == 0.25
-        assert {c["model.width"] for c in trained} == {1.0} and {c["optim.epochs"] for c in trained} == {200}
+        assert {c["model.width"] for c in trained} == {1.0}
+        assert {(c["method"] == "supcon", c["optim.epochs"]) for c in trained} == {(False, 200), (True, 400)}
 
 
 def test_more_cells__extra_seeds_for_some_corruptions_only():
@@ -73,3 +74,41 @@ def test_method_params__bare_keys_are_method_parameters_dotted_keys_flat_trial_k
     assert by_method["moco_v2"]["method.queue_size"] == 64 and by_method["moco_v2"]["optim.lr"] == 0.05
     assert by_method["moco_v2"]["optim.batch_size"] == 256 and by_method["supervised"]["optim.batch_size"] == 16
     assert by_method["supervised"]["optim.lr"] == 0.4  # the method's own default
+
+
+def test_more_cells__an_extra_arm_copies_its_methods_cells_with_its_overrides():
+    cells = [{"method": m, "data.corruption": c, "system.seed": 0, "optim.epochs": 5}
+             for m in ("supervised", "moco_v2") for c in ("ori", "glo_4")]
+    opts = {"methods": ["supervised", "moco_v2"], "seeds": [0], "extra_seeds": {"ori": [1]}, "include_untrained": True,
+            "extra_arms": [{"method": "supervised", "data.labels_per_class": 100, "optim.epochs": 50}]}
+    extra = paper_table1.more_cells(opts, cells)
+    arm = [c for c in extra if c.get("data.labels_per_class") == 100]
+    assert sorted((c["data.corruption"], c["system.seed"]) for c in arm) == [("glo_4", 0), ("ori", 0), ("ori", 1)]
+    assert {c["method"] for c in arm} == {"supervised"} and {c["optim.epochs"] for c in arm} == {50}
+    assert len([c for c in extra if c["optim.epochs"] == 0]) == 3  # the untrained references are not doubled
+    with pytest.raises(SweepError, match=r"extra_arms\[0\]: method 'dino' is not swept; valid: a mapping with method \(supervised, moco_v2\)"):
+        paper_table1.more_cells({**opts, "extra_arms": [{"method": "dino"}]}, cells)
+
+
+@pytest.mark.parametrize(("deviations", "message"), [
+    ("{key: x}", r"deviations must be a list of \{key, ours, study, reason\} mappings, got dict"),
+    ("[{key: lr, ours: 1, study: 2}]", r"deviations\[0\] has missing reason; valid: a mapping with key, ours, study, reason"),
+    ("[{key: lr, ours: 1, study: 2, reason: r, why: w}]", r"deviations\[0\] has unknown why"),
+    ("[{key: lr, ours: 1, study: 2, reason: ' '}]", r"deviations\[0\] has an empty reason"),
+    ("[{key: lr, ours: 1, study: 2, reason: r, methods: [simsiam]}]",
+     r"deviations\[0\] \(lr\): methods \['simsiam'\] is invalid; valid: a list of barlow_twins, byol"),
+])
+def test_deviations__a_malformed_entry_is_a_one_line_error(storage, tmp_path, deviations, message):
+    config = tmp_path / "deviations.yaml"
+    config.write_text(f"methods: [supervised]\ncorruptions: [ori]\ndeviations: {deviations}\n")
+    with pytest.raises(SweepError, match=message):
+        prepare(paper_table1.SWEEP, ["--config", str(config), "--storage-path", str(storage), "--dry-run"])
+
+
+def test_deviations__a_well_formed_list_changes_no_trial(storage, tmp_path):
+    plain, listed = tmp_path / "plain.yaml", tmp_path / "listed.yaml"
+    plain.write_text("methods: [supervised]\ncorruptions: [ori]\n")
+    listed.write_text(plain.read_text() + "deviations:\n  - {key: lr, methods: [supervised], ours: 0.4, study: 3.6, reason: r}\n")
+    cells = [prepare(paper_table1.SWEEP, ["--config", str(c), "--storage-path", str(storage), "--dry-run"])[0].cells
+             for c in (plain, listed)]
+    assert cells[0] == cells[1]

@@ -42,3 +42,17 @@ def test_autocast__a_matmul_computes_in_the_resolved_precision(monkeypatch, prec
     with autocast(cfg, CPU):
         out = torch.ones(4, 8) @ torch.ones(8, 2)
     assert out.dtype == dtype
+
+
+def test_build_data__a_label_budget_shrinks_only_the_training_split(digits, tiny_cfg):
+    from trainables.build import build_data, subset
+
+    def data(**overrides):
+        cfg = tiny_cfg("supervised", **overrides).resolved()
+        return build_data(cfg, subset(digits, cfg.data), CPU)
+
+    full, budget = data(), data(**{"data.labels_per_class": 5})
+    assert len(full.train) == 200 and len(budget.train) == 50  # 20 and 5 of each of 10 classes
+    assert torch.bincount(budget.train.labels).tolist() == [5] * 10
+    # the kNN bank and the probe still see the whole training split, and the test split is unchanged
+    assert len(budget.eval_train) == len(full.eval_train) == 200 and len(budget.eval_test) == len(full.eval_test)

@@ -71,7 +71,7 @@ def test_replace__keeps_explicit_method_params_and_drops_them_on_method_change()
     [
         ("moco_v2", "sgd", 0.3, 1e-4, "moco_v2"),
         ("byol", "lars", 1.0, 1e-5, "byol"),
-        ("supervised", "sgd", 0.4, 1e-5, "supervised"),
+        ("supervised", "sgd", 0.4, 1e-5, "study"),
         ("dino", "lars", 0.3, 1e-6, "byol"),
     ],
 )
@@ -108,6 +108,7 @@ def test_resolved__keeps_explicit_values():
         ({"data.eval_corruption": "glo_x"}, "'glo_x'", "grid"),
         ({"optim.batch_size": 0}, "optim.batch_size 0", ">= 1"),
         ({"optim.epochs": -1}, "optim.epochs -1", ">= 0"),
+        ({"data.labels_per_class": 100}, "data.labels_per_class 100", "a method trained with labels"),
     ],
 )
 def test_validate__names_the_bad_value_and_the_valid_ones(overrides, named, valid):
@@ -136,3 +137,15 @@ def test_validate__unknown_method_param_lists_valid_params():
 def test_validate__default_config_and_zero_epochs_are_valid():
     TrialConfig().resolved().validate()
     TrialConfig().replace({"optim.epochs": 0}).resolved()  # 0: evaluate the untrained network
+
+
+def test_validate__a_label_budget_below_one_is_refused():
+    with pytest.raises(ValueError, match=r"data\.labels_per_class 0 is invalid; valid: null or an integer >= 1"):
+        TrialConfig(method="supervised").replace({"data.labels_per_class": 0}).resolved()
+
+
+def test_resolved__exclude_bias_norm_comes_from_the_method_and_stays_when_explicit():
+    assert TrialConfig(method="byol").resolved().optim.exclude_bias_norm is True  # byol.sh: --lars --exclude_bias_n_norm
+    assert TrialConfig(method="moco_v2").resolved().optim.exclude_bias_norm is False
+    explicit = TrialConfig(method="moco_v2").replace({"optim.exclude_bias_norm": True}).resolved()
+    assert explicit.to_flat()["optim.exclude_bias_norm"] is True

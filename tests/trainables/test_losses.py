@@ -91,6 +91,74 @@ def test_supcon__matches_khosla_eq2_loop():
     assert losses.supcon(feats, labels, t).item() == pytest.approx(total / 12, rel=1e-5)
 
 
+def _naive_supcon_in(z: torch.Tensor, labels: torch.Tensor, t: float) -> float:
+    """solo-learn's simclr_loss_func(z, indexes=labels) with loops: z (N, D) is cat(view1, view2, ...)."""
+    z = F.normalize(z.double(), dim=1)
+    n, total = len(z), 0.0
+    for i in range(n):
+        pos = sum(math.exp(float(z[i] @ z[j]) / t) for j in range(n) if j != i and labels[j] == labels[i])
+        neg = sum(math.exp(float(z[i] @ z[j]) / t) for j in range(n) if labels[j] != labels[i])
+        total += -math.log(pos / (pos + neg))
+    return total / n
+
+
+def test_supcon_in__matches_solo_learns_simclr_loss_with_label_indexes():
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(6, 2, 4, generator=g)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    expected = _naive_supcon_in(torch.cat([feats[:, 0], feats[:, 1]]), labels.repeat(2), 0.2)
+    assert losses.supcon(feats, labels, 0.2, form="in").item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_supcon_in__instance_labels_equal_nt_xent():
+    z1, z2 = torch.randn(8, 16), torch.randn(8, 16)
+    torch.testing.assert_close(losses.supcon([z1, z2], torch.arange(8), 0.2, form="in"), losses.nt_xent(z1, z2, 0.2))
+
+
+def test_supcon_in__is_khoslas_l_in_less_log_positives_with_the_same_gradient():
+    # Khosla's L_in = -log(1/|P| sum_p e_p / A); solo-learn drops the 1/|P|: a constant log|P| per anchor.
+    g = torch.Generator().manual_seed(1)
+    a, b = (torch.randn(6, 8, generator=g, requires_grad=True) for _ in range(2))
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])  # |P| = 5, 5, 5, 3, 3, 1 per view
+    ours = losses.supcon([a, b], labels, 0.3, form="in")
+    z = F.normalize(torch.cat([a, b]), dim=1)
+    lab = labels.repeat(2)
+    logits = (z @ z.T / 0.3).masked_fill(torch.eye(12, dtype=torch.bool), float("-inf"))
+    positive = (lab[:, None] == lab[None, :]) & ~torch.eye(12, dtype=torch.bool)
+    n_pos = positive.sum(1).double()
+    log_mean_pos = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), 1) - n_pos.log()
+    khosla_in = -(log_mean_pos - torch.logsumexp(logits, 1)).mean()
+    assert ours.item() == pytest.approx(khosla_in.item() - n_pos.log().mean().item(), rel=1e-5)
+    grad_ours = torch.autograd.grad(ours, [a, b], retain_graph=True)
+    grad_khosla = torch.autograd.grad(khosla_in, [a, b])
+    for g1, g2 in zip(grad_ours, grad_khosla, strict=True):
+        torch.testing.assert_close(g1, g2)
+
+
+def test_supcon__computes_in_fp32_under_bf16_autocast():
+    g = torch.Generator().manual_seed(0)
+    feats, labels = torch.randn(32, 2, 64, generator=g), torch.randint(0, 4, (32,), generator=g)
+    for form in ("in", "out"):
+        exact = losses.supcon(feats.double(), labels, 0.2, form=form)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            under_autocast = losses.supcon(feats, labels, 0.2, form=form)
+        assert under_autocast.dtype == torch.float32
+        assert under_autocast.item() == pytest.approx(exact.item(), rel=1e-5)
+
+
+def test_supcon__unknown_form_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="supcon form 'mean' is invalid; valid: in, out"):
+        losses.supcon(torch.randn(4, 2, 3), torch.arange(4), 0.1, form="mean")
+
+
+@pytest.mark.parametrize("form", ["in", "out"])
+def test_supcon__anchor_without_positive_is_skipped_with_finite_gradients(form):
+    feats = torch.randn(3, 1, 4, requires_grad=True)  # one view: a class seen once has no positive
+    loss = losses.supcon(feats, torch.tensor([0, 0, 1]), 0.1, form=form)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(feats.grad).all()
+
+
 def test_supcon__anchor_without_positive_is_skipped_not_nan():
     feats = torch.randn(3, 1, 4)  # one view: a class seen once has no positive
     loss = losses.supcon(feats, torch.tensor([0, 0, 1]), 0.1)
@@ -182,6 +250,7 @@ _CASES = {
     "info_nce": lambda a, b: losses.info_nce(F.normalize(a, dim=1), F.normalize(b, dim=1), None),
     "nt_xent": lambda a, b: losses.nt_xent(a, b),
     "supcon": lambda a, b: losses.supcon([a, b], torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])),
+    "supcon_in": lambda a, b: losses.supcon([a, b], torch.tensor([0, 1, 0, 1, 2, 2, 3, 3]), form="in"),
     "byol_loss": lambda a, b: losses.byol_loss(a, b),
     "barlow_twins": lambda a, b: losses.barlow_twins(a, b),
     "dino_loss": lambda a, b: losses.dino_loss(a, b, torch.zeros(16)),
@@ -197,3 +266,15 @@ def test_losses__scalar_with_finite_gradients(name):
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert a.grad is not None and torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+
+
+def test_info_nce__computes_in_fp32_under_bf16_autocast():
+    # Under autocast the queue matmul would run in bf16 (~3 significant digits) while the
+    # positive's elementwise product stays fp32: the logits must be fp32 throughout.
+    g = torch.Generator().manual_seed(0)
+    q, k, queue = (F.normalize(torch.randn(n, 32, generator=g), dim=1) for n in (16, 16, 256))
+    exact = losses.info_nce(q.double(), k.double(), queue.double(), 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = losses.info_nce(q, k, queue, 0.1)
+    assert under_autocast.dtype == torch.float32
+    assert under_autocast.item() == pytest.approx(exact.item(), rel=1e-5)

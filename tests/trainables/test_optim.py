@@ -50,7 +50,7 @@ def _toy(seed: int = 0) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
 
 def test_lars__decreases_loss_on_a_toy_regression():
     model, x, y = _toy()
-    opt = build_optimizer(model, "lars", lr=0.5, weight_decay=1e-5, momentum=0.9)
+    opt = build_optimizer(model, "lars", lr=0.5, weight_decay=1e-5, momentum=0.9, exclude_bias_norm=True)
     assert isinstance(opt, LARS)
     losses = []
     for _ in range(100):
@@ -65,7 +65,7 @@ def test_lars__decreases_loss_on_a_toy_regression():
 def test_lars__scales_matrices_and_leaves_1d_params_plain_sgd():
     model, x, y = _toy()
     lr, wd, eta = 1.0, 1e-3, 0.02
-    opt = build_optimizer(model, "lars", lr=lr, weight_decay=wd, momentum=0.9)
+    opt = build_optimizer(model, "lars", lr=lr, weight_decay=wd, momentum=0.9, exclude_bias_norm=True)
     assert [len(g["params"]) for g in opt.param_groups] == [1, 1]
     assert opt.param_groups[1]["lars"] is False and opt.param_groups[1]["weight_decay"] == 0.0
     w0, b0 = model.weight.detach().clone(), model.bias.detach().clone()
@@ -106,6 +106,20 @@ def test_build_optimizer__unknown_name_lists_valid():
 
 def test_set_lr__sets_every_group():
     model, _, _ = _toy()
-    opt = build_optimizer(model, "lars", lr=0.5, weight_decay=0.0, momentum=0.9)
+    opt = build_optimizer(model, "lars", lr=0.5, weight_decay=0.0, momentum=0.9, exclude_bias_norm=True)
     set_lr(opt, 0.01)
     assert [g["lr"] for g in opt.param_groups] == [0.01, 0.01]
+
+
+@pytest.mark.parametrize("name", ["sgd", "lars"])
+def test_build_optimizer__exclude_bias_norm_leaves_biases_and_norms_undecayed(name):
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # a step then moves parameters only through weight decay
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = build_optimizer(model, name, lr=0.1, weight_decay=0.5, momentum=0.0, exclude_bias_norm=True)
+    opt.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"0.weight"}  # the Linear's bias and the BN's weight and bias are not decayed
+    plain = build_optimizer(model, "sgd", lr=0.1, weight_decay=0.5, momentum=0.0)
+    assert [g["weight_decay"] for g in plain.param_groups] == [0.5]

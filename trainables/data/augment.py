@@ -8,7 +8,8 @@ Draws happen on ``generator.device`` and are then moved to the images' device. U
 generator: the draws are tiny and the views are then the same on CPU and CUDA. The draws
 have fixed shapes whatever the probabilities, so changing ``blur_p`` leaves the crops alone.
 Sampling (``sample_*_params``) and applying (``apply_*``) are separate so tests can replay
-torchvision's per-image ops with exactly the drawn parameters.
+torchvision's per-image ops with exactly the drawn parameters. A ``PerView`` gives each view
+of a method its own recipe (the study's BYOL: view 1 never solarized, view 2 with p 0.2).
 
 [0] He et al., 2020, Momentum Contrast (MoCo v2 recipe), https://arxiv.org/abs/2003.04297
 [1] Grill et al., 2020, Bootstrap Your Own Latent, https://arxiv.org/abs/2006.07733
@@ -248,8 +249,48 @@ class EvalRecipe:
         return F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
 
 
-Recipe = SSLRecipe | SupervisedRecipe | EvalRecipe
+@dataclass(frozen=True)
+class PerView:
+    """One recipe per view: view ``i`` of a method's ``n_views`` gets ``views[i]``.
+
+    solo-learn builds one pipeline per value of its per-pipeline lists (``--solarization_prob
+    0.0 0.2 --num_crops_per_aug 1 1``: the first crop is never solarized, the second with p 0.2;
+    the study's ``solo/args/utils.py``); a plain recipe is the one-value case and serves every
+    view. Called directly (one view, e.g. the alignment metric's), it is ``views[0]``.
+    """
+
+    views: tuple[SSLRecipe | SupervisedRecipe | EvalRecipe, ...]
+
+    def __post_init__(self) -> None:
+        if not self.views or len({type(v) for v in self.views}) != 1:
+            raise ValueError(f"PerView needs one or more recipes of one kind, got {self.views!r}")
+
+    def __call__(self, images: Tensor, generator: Generator) -> Tensor:
+        """View 0's recipe (same contract as ``SSLRecipe.__call__``)."""
+        return self.views[0](images, generator)
+
+
+Recipe = SSLRecipe | SupervisedRecipe | EvalRecipe | PerView
 AUGMENTATIONS: dict[str, Recipe] = {}
+
+
+def view_recipes(recipe: Recipe, n_views: int) -> tuple[Recipe, ...]:
+    """The recipe of each of ``n_views`` views: a ``PerView``'s first ``n_views``, else ``recipe`` for all.
+
+    Raises:
+        ValueError: a ``PerView`` with fewer recipes than ``n_views``.
+    """
+    if not isinstance(recipe, PerView):
+        return (recipe,) * n_views
+    if n_views > len(recipe.views):
+        raise ValueError(f"augmentation has {len(recipe.views)} per-view recipes, the method needs {n_views} views; "
+                         "valid: a recipe for every view, or one recipe for all")
+    return recipe.views[:n_views]
+
+
+def recipe_options(recipe: Recipe) -> list[str]:
+    """The option names ``build_augmentation`` accepts for ``recipe`` (a ``PerView``: its recipes')."""
+    return sorted(f.name for f in dataclasses.fields(recipe.views[0] if isinstance(recipe, PerView) else recipe))
 
 
 def register_augmentation(name: str, recipe: Recipe) -> Recipe:
@@ -263,6 +304,9 @@ def register_augmentation(name: str, recipe: Recipe) -> Recipe:
 def build_augmentation(name: str, **overrides: object) -> Recipe:
     """Returns the registered recipe ``name`` with dataclass fields replaced by ``overrides``.
 
+    A ``PerView`` recipe gets the overrides in every view's recipe (``crop_scale=(0.38, 1.0)``
+    changes both crops and keeps the per-view solarization).
+
     Raises:
         ValueError: unknown name or unknown override, listing the valid ones.
     """
@@ -270,10 +314,12 @@ def build_augmentation(name: str, **overrides: object) -> Recipe:
         valid = ", ".join(sorted(AUGMENTATIONS))
         raise ValueError(f"unknown augmentation {name!r}; valid: {valid}")
     recipe = AUGMENTATIONS[name]
-    fields = sorted(f.name for f in dataclasses.fields(recipe))
+    fields = recipe_options(recipe)
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise ValueError(f"unknown option(s) {unknown} for {name!r}; valid: {', '.join(fields)}")
+    if isinstance(recipe, PerView):
+        return PerView(tuple(dataclasses.replace(view, **overrides) for view in recipe.views))
     return dataclasses.replace(recipe, **overrides)
 
 
@@ -287,8 +333,13 @@ def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
 
 
 register_augmentation("moco_v2", SSLRecipe())
-# NOTE: solo-learn's CIFAR BYOL is asymmetric (solarize 0.0 / 0.2 per view); we keep one
-# recipe for both views. Blur stays off on CIFAR, as in solo-learn's cifar/byol.yaml.
-register_augmentation("byol", SSLRecipe(saturation=0.2, solarize_p=0.2))
-register_augmentation("supervised", SupervisedRecipe())
+# The study's supervised pipeline (script/sup.sh): the SSL recipe above, one crop per image.
+register_augmentation("study", SSLRecipe())
+# The study's BYOL, Barlow Twins and DINO (script/{byol,barlow,dino}.sh): saturation 0.2,
+# `--solarization_prob 0.0 0.2` (view 1 never solarized, view 2 with p 0.2), `--gaussian_prob 0.0 0.0`.
+register_augmentation("byol", PerView((SSLRecipe(saturation=0.2, solarize_p=0.0), SSLRecipe(saturation=0.2, solarize_p=0.2))))
+register_augmentation("pad_crop", SupervisedRecipe())  # the usual CIFAR supervised recipe, not the study's
+# NOTE: "supervised" is pad_crop's name before the study's pipeline became the supervised default;
+# kept so that configs recorded with it still resolve.
+register_augmentation("supervised", AUGMENTATIONS["pad_crop"])
 register_augmentation("none", EvalRecipe())

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from corruptions import Corruption, parse
+from trainables.data.augment import view_recipes
 from trainables.data.datasets import Split
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]  # (B,C,H,W) uint8 -> float [0,1]
@@ -75,7 +76,11 @@ def gather(split: Split, index: Tensor, device: torch.device | str) -> tuple[Ten
 
 @dataclasses.dataclass(frozen=True)
 class Pipeline:
-    """Per-batch work after indexing: corruption, ``n_views`` augmented views, normalisation."""
+    """Per-batch work after indexing: corruption, ``n_views`` augmented views, normalisation.
+
+    View ``i`` uses the ``i``-th recipe of a ``PerView`` augmentation, or the one recipe for every
+    view; the views draw from the augmentation generator in order (view 1, then view 2).
+    """
 
     corruption: Corruption
     augment: Augment
@@ -83,12 +88,15 @@ class Pipeline:
     mean: Sequence[float]
     std: Sequence[float]
 
+    def __post_init__(self) -> None:
+        view_recipes(self.augment, self.n_views)  # too few per-view recipes: raise now, not mid-epoch
+
     def __call__(self, images: Tensor, gens: dict[str, torch.Generator]) -> list[Tensor]:
         """(B, C, H, W) uint8 -> n_views x (B, C, H', W') float32, normalised."""
         images = self.corruption(images, gens["corruption"])
         mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
-        return [(self.augment(images, gens["augment"]) - mean) / std for _ in range(self.n_views)]
+        return [(recipe(images, gens["augment"]) - mean) / std for recipe in view_recipes(self.augment, self.n_views)]
 
 
 def train_batches(

@@ -61,10 +61,23 @@ class ImageDataset:
     def channels(self) -> int:
         return self.train.images.shape[1]
 
-    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and std in [0, 1] units, from up to 10k training images."""
-        sample = self.train.images[: 10_000].float().div_(255)
-        return tuple(sample.mean((0, 2, 3)).tolist()), tuple(sample.std((0, 2, 3)).tolist())
+    def mean_std(self, max_images: int = 50_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std in [0, 1] units over the training split.
+
+        Exact over the whole split up to ``max_images`` images, else over a uniform random
+        sample of that many (a fixed seed: every trial gets the same numbers). Never its first
+        images: an ImageFolder tree is stored class by class, so those are one or two classes.
+        """
+        n = len(self.train)
+        keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_images].sort().values
+        total = torch.zeros(2, self.channels, dtype=torch.float64)
+        for start in range(0, len(keep), 4096):
+            x = self.train.images[keep[start : start + 4096]].to(torch.float64).div_(255).transpose(0, 1).flatten(1)
+            total += torch.stack([x.sum(1), x.square().sum(1)])
+        count = len(keep) * self.image_size[0] * self.image_size[1]
+        mean = total[0] / count
+        std = ((total[1] - count * mean.square()) / (count - 1)).clamp_min(0).sqrt()
+        return tuple(mean.tolist()), tuple(std.tolist())
 
 
 # A source returns (cache key parts, builder); builder(writer) fills the cache and returns meta.

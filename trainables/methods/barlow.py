@@ -25,7 +25,7 @@ class BarlowTwins(Method):
 
     name = "barlow_twins"
     Params = BarlowParams
-    defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "augmentation": "byol"}
+    defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-4, "augmentation": "byol", "exclude_bias_norm": True}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: BarlowParams) -> None:
         super().__init__(backbone, feature_dim, num_classes, params)

@@ -6,6 +6,8 @@ exists once and only ever calls:
 * ``training_step(views, labels) -> {"loss": scalar, ...}``: views are ``n_views`` tensors
   (B, C, H, W) float, already corrupted, augmented and normalised;
 * ``embed(x) -> (B, D)``: backbone features used by every evaluation;
+* ``before_optimizer_step(progress)``: between ``loss.backward()`` and ``optimizer.step()``, to
+  edit gradients (DINO drops its prototypes' gradients early in training);
 * ``on_after_step(progress)``: momentum/EMA updates, ``progress`` in [0, 1] of training.
 
 Adding a method = one file with a ``@register_method`` class that sets ``Params`` (a frozen
@@ -53,6 +55,11 @@ class Method(nn.Module):
     def embed(self, x: Tensor) -> Tensor:
         """(B, C, H, W) float -> (B, feature_dim) backbone features."""
         return self.backbone(x)
+
+    def before_optimizer_step(self, progress: float) -> None:
+        """Called after ``loss.backward()``, before ``optimizer.step()``; ``progress`` = finished
+        steps / total steps, this one not counted (0 at the first step). A gradient set to None
+        here skips the parameter's update altogether (no momentum, no weight decay)."""
 
     def on_after_step(self, progress: float) -> None:
         """Called after every optimizer step; ``progress`` = finished steps / total steps."""

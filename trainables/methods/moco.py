@@ -58,7 +58,8 @@ class MocoV2(Method):
     that, at initialisation, all point nearly the same way; on CIFAR-10 at CPU budgets one such
     step at lr 0.3 collapses the head (cosine of every query to the mean 0.9996, gradients
     ~0, loss stuck at ln(K+1)) and the run never recovers. Growing the queue from real keys
-    avoids it; ``queue_init="random"`` restores the original.
+    avoids it; ``queue_init="random"`` restores the original. The gpu preset
+    (``sweeps/configs/paper_table1_gpu.yaml``) runs the study's: random queue, ``bn_splits=1``.
     """
 
     name = "moco_v2"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
 from torch import Tensor, nn
 
 from trainables.heads import mlp
@@ -17,6 +16,18 @@ class ContrastiveParams:
     proj_hidden: int = 2048
     proj_dim: int = 256
     temperature: float = 0.2
+    proj_batchnorm: bool = True  # BN after the projector's hidden Linear
+
+
+@dataclasses.dataclass(frozen=True)
+class SupConParams(ContrastiveParams):
+    proj_batchnorm: bool = False  # the study's SupCon projector: Linear-ReLU-Linear
+    # "in": solo-learn's simclr_loss_func with label indexes (the study's); "out": Khosla Eq. 2.
+    loss_form: str = "in"
+
+    def __post_init__(self) -> None:
+        if self.loss_form not in ("in", "out"):
+            raise ValueError(f"method.loss_form {self.loss_form!r} is invalid; valid: in, out")
 
 
 class _Contrastive(Method):
@@ -24,7 +35,7 @@ class _Contrastive(Method):
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: ContrastiveParams) -> None:
         super().__init__(backbone, feature_dim, num_classes, params)
-        self.projector = mlp(feature_dim, params.proj_hidden, params.proj_dim)
+        self.projector = mlp(feature_dim, params.proj_hidden, params.proj_dim, batchnorm=params.proj_batchnorm)
 
     def project(self, views: list[Tensor]) -> list[Tensor]:
         return [self.projector(self.backbone(v)).float() for v in views]
@@ -35,7 +46,7 @@ class SimCLR(_Contrastive):
     """NT-Xent over 2B views. NOTE: LARS 0.4, wd 1e-5, proj 2048-256, T 0.2 (solo-learn CIFAR)."""
 
     name = "simclr"
-    defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-5, "augmentation": "moco_v2"}
+    defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-5, "augmentation": "moco_v2", "exclude_bias_norm": True}
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         z1, z2 = self.project(views)
@@ -44,12 +55,18 @@ class SimCLR(_Contrastive):
 
 @register_method
 class SupCon(_Contrastive):
-    """Label positives (L^sup_out). NOTE: LARS 0.4, wd 1e-4, T 0.2 from the study's SupCon script."""
+    """Label positives: every other view of the same class is a positive.
+
+    NOTE: LARS 0.4, wd 1e-4, projector 2048-256 without BN and T 0.2 from the study's
+    ``run_supcon_res_cifar10.sh`` (its 400 epochs are set in the gpu preset); the loss is
+    solo-learn's ``simclr_loss_func`` with label indexes (``loss_form="in"``: the positives' sum
+    inside the log, see ``losses.supcon``) and the projector solo-learn's ``supcon.py``.
+    """
 
     name = "supcon"
+    Params = SupConParams
     uses_labels = True
-    defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-4, "augmentation": "moco_v2"}
+    defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-4, "augmentation": "moco_v2", "exclude_bias_norm": True}
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
-        z = torch.stack(self.project(views), dim=1)
-        return {"loss": supcon(z, labels, self.params.temperature)}
+        return {"loss": supcon(self.project(views), labels, self.params.temperature, self.params.loss_form)}

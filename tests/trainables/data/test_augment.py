@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from corruptions import parse
 from tests.conftest import devices
 from trainables.data.augment import (
     AUGMENTATIONS,
+    PerView,
     SSLRecipe,
+    SupervisedRecipe,
     apply_ssl,
     apply_supervised,
     build_augmentation,
@@ -19,6 +23,7 @@ from trainables.data.augment import (
     register_augmentation,
     sample_ssl_params,
     sample_supervised_params,
+    view_recipes,
 )
 from trainables.data.augment_ops import (
     CROP_ATTEMPTS,
@@ -30,6 +35,7 @@ from trainables.data.augment_ops import (
     sample_crop_boxes,
     solarize,
 )
+from trainables.data.batches import Pipeline
 
 RANDOM_RECIPES = ["byol", "moco_v2", "supervised"]
 OP_NAMES = ("brightness", "contrast", "saturation", "hue")
@@ -266,7 +272,7 @@ def test_normalize__matches_torchvision_normalize():
 
 def test_build_augmentation__unknown_name_lists_valid_ones():
     with pytest.raises(
-        ValueError, match=r"unknown augmentation 'foo'; valid: byol, moco_v2, none, supervised"
+        ValueError, match=r"unknown augmentation 'foo'; valid: byol, moco_v2, none, pad_crop, study, supervised"
     ):
         build_augmentation("foo")
 
@@ -286,3 +292,70 @@ def test_register_augmentation__duplicate_name_raises():
 def test_ssl_recipe__rejects_bad_probability():
     with pytest.raises(ValueError, match="gray_p"):
         SSLRecipe(gray_p=1.5)
+
+
+# ---------------------------------------------------------------------- per-view recipes
+
+
+def _views(name: str, images: torch.Tensor, seed: int = 0, n_views: int = 2, **overrides) -> list[torch.Tensor]:
+    """The training pipeline's views (no corruption, mean 0, std 1: values stay in [0, 1])."""
+    pipeline = Pipeline(parse("ori"), build_augmentation(name, **overrides), n_views, (0.0,) * 3, (1.0,) * 3)
+    return pipeline(images, {"corruption": _gen(99), "augment": _gen(seed)})
+
+
+def test_byol__first_view_never_solarized_second_at_p_02():
+    # White images without jitter or grayscale: any crop stays white, a solarized one turns black.
+    white = torch.full((4000, 3, 8, 8), 255, dtype=torch.uint8)
+    view1, view2 = _views("byol", white, jitter_p=0.0, gray_p=0.0)
+    assert torch.equal(view1, torch.ones_like(view1))
+    solarized = view2.flatten(1).amax(1) == 0
+    assert torch.equal(solarized, view2.flatten(1).amin(1) == 0)  # whole images, never partly
+    assert abs(solarized.float().mean().item() - 0.2) < 0.02
+
+
+def test_byol__is_the_studys_per_view_recipe():
+    first, second = view_recipes(AUGMENTATIONS["byol"], 2)
+    assert (first.solarize_p, second.solarize_p) == (0.0, 0.2)
+    assert first.saturation == second.saturation == 0.2 and first.blur_p == second.blur_p == 0.0
+    assert dataclasses.replace(first, solarize_p=0.2) == second  # nothing else differs
+
+
+def test_pipeline__view_i_gets_recipe_i_drawn_in_order_and_reproducibly():
+    x = (_smooth_images(8) * 255).round().to(torch.uint8)
+    recipes = view_recipes(AUGMENTATIONS["byol"], 2)
+    g = _gen(3)
+    replay = [recipes[0](x, g), recipes[1](x, g)]  # view 1 draws first, then view 2
+    views = _views("byol", x, seed=3)
+    assert all(torch.equal(v, r) for v, r in zip(views, replay, strict=True))
+    assert all(torch.equal(v, r) for v, r in zip(_views("byol", x, seed=3), views, strict=True))
+    assert not torch.equal(_views("byol", x, seed=4)[1], views[1])
+
+
+def test_pipeline__one_recipe_serves_every_view():
+    x = (_smooth_images(8) * 255).round().to(torch.uint8)
+    g = _gen(5)
+    replay = [AUGMENTATIONS["moco_v2"](x, g) for _ in range(3)]
+    views = _views("moco_v2", x, seed=5, n_views=3)
+    assert all(torch.equal(v, r) for v, r in zip(views, replay, strict=True))
+
+
+def test_pipeline__fewer_view_recipes_than_views_raises_at_construction():
+    with pytest.raises(ValueError, match="2 per-view recipes, the method needs 3 views"):
+        Pipeline(parse("ori"), AUGMENTATIONS["byol"], 3, (0.0,) * 3, (1.0,) * 3)
+    assert len(_views("byol", _smooth_images(2), n_views=1)) == 1  # one view: the first recipe
+
+
+def test_build_augmentation__per_view_overrides_apply_to_every_view():
+    recipe = build_augmentation("byol", crop_scale=(0.38, 1.0))
+    assert isinstance(recipe, PerView)
+    assert [v.crop_scale for v in recipe.views] == [(0.38, 1.0)] * 2
+    assert [v.solarize_p for v in recipe.views] == [0.0, 0.2]  # the per-view values are kept
+    with pytest.raises(ValueError, match=r"unknown option.*solarize_p"):
+        build_augmentation("byol", solarise_p=0.1)
+
+
+def test_per_view__called_directly_is_the_first_views_recipe():
+    x, recipe = _smooth_images(4), AUGMENTATIONS["byol"]
+    assert torch.equal(recipe(x, _gen()), recipe.views[0](x, _gen()))
+    with pytest.raises(ValueError, match="one kind"):
+        PerView((SSLRecipe(), SupervisedRecipe()))

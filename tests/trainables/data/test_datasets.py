@@ -124,3 +124,24 @@ def test_cifar10_jpeg__real_data_second_load_under_2s(tmp_path_factory):
     again = load_dataset(f"imagefolder:{CIFAR10_JPEG}", cache_dir=cache)
     assert time.perf_counter() - start < 2.0
     assert torch.equal(again.test.images[:100], d.test.images[:100])
+
+
+def test_mean_std__a_class_ordered_split_gives_the_shuffled_splits_statistics():
+    # Two classes of very different colour, stored class by class as an ImageFolder tree is:
+    # the first 10k images would all be class 0.
+    from trainables.data.datasets import ImageDataset, Split
+
+    g = torch.Generator().manual_seed(0)
+    dark = torch.randint(0, 60, (12_000, 3, 4, 4), generator=g, dtype=torch.uint8)
+    bright = torch.randint(180, 256, (12_000, 3, 4, 4), generator=g, dtype=torch.uint8)
+    images, labels = torch.cat([dark, bright]), torch.cat([torch.zeros(12_000), torch.ones(12_000)]).long()
+    perm = torch.randperm(len(labels), generator=g)
+
+    def stats(order):
+        split = Split(images[order], labels[order])
+        return ImageDataset("t", ("dark", "bright"), split, split).mean_std()
+
+    (m_ordered, s_ordered), (m_shuffled, s_shuffled) = stats(torch.arange(len(labels))), stats(perm)
+    full = images.float().div(255)
+    assert m_ordered == pytest.approx(m_shuffled, abs=1e-3) and s_ordered == pytest.approx(s_shuffled, abs=1e-3)
+    assert m_ordered == pytest.approx(full.mean((0, 2, 3)).tolist(), abs=5e-3)

@@ -48,6 +48,7 @@ def train(
         loss = method.training_step(views, labels)["loss"]
         opt.zero_grad()
         loss.backward()
+        method.before_optimizer_step(step / steps)
         opt.step()
         method.on_after_step((step + 1) / steps)
         losses.append(loss.item())

@@ -59,3 +59,46 @@ def test_toy_method__runs_through_run_trial_with_finite_metrics(rotation_method,
 
 def test_toy_method__is_unregistered_after_its_test():
     assert "rotation" not in METHODS
+
+
+@pytest.fixture
+def hook_recorder():
+    """Registers ``hook_recorder``: a supervised head that records the loop's calls to its hooks."""
+
+    @register_method
+    class HookRecorder(Method):
+        name = "hook_recorder"
+        n_views = 1
+        uses_labels = True
+        defaults = dict(optimizer="sgd", lr=0.1, weight_decay=0.0, augmentation="pad_crop")
+        events: list = []
+
+        def __init__(self, backbone, feature_dim, num_classes, params) -> None:
+            super().__init__(backbone, feature_dim, num_classes, params)
+            self.head = torch.nn.Linear(feature_dim, num_classes)
+
+        def training_step(self, views, labels):
+            self.events.append(("step", None, self.head.weight.detach().clone()))
+            return {"loss": F.cross_entropy(self.head(self.backbone(views[0])).float(), labels)}
+
+        def before_optimizer_step(self, progress):
+            self.events.append(("before", progress, (self.head.weight.grad is not None, self.head.weight.detach().clone())))
+
+        def on_after_step(self, progress):
+            self.events.append(("after", progress, self.head.weight.detach().clone()))
+
+    HookRecorder.events = []
+    yield HookRecorder
+    METHODS.pop(HookRecorder.name)
+
+
+def test_loop__calls_before_optimizer_step_between_backward_and_step(hook_recorder, tiny_cfg, digits):
+    run_trial(tiny_cfg(hook_recorder.name, **{"eval.probe": False, "eval.eval_every": 0}), lambda m: None, dataset=digits)
+    events = hook_recorder.events
+    total = len(events) // 3  # 200 images / batch 32 = 6 steps per epoch, 2 epochs
+    assert total == 12 and [e[0] for e in events] == ["step", "before", "after"] * total
+    for i in range(total):
+        (_, _, w_step), (_, progress, (has_grad, w_hook)), (_, after, w_after) = events[3 * i : 3 * i + 3]
+        assert has_grad, "called after loss.backward()"
+        assert torch.equal(w_hook, w_step) and not torch.equal(w_hook, w_after), "called before optimizer.step()"
+        assert progress == pytest.approx(i / total) and after == pytest.approx((i + 1) / total)
