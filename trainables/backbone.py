@@ -16,7 +16,7 @@ RESNET_CHANNELS = (64, 128, 256, 512)
 
 def build_backbone(
     name: str = "resnet18", *, small_stem: bool = True, width: float = 1.0, pretrained: bool = False,
-    zero_init_last: bool = True,
+    zero_init_last: bool = True, stem_padding: int = 1,
 ) -> tuple[nn.Module, int]:
     """Create a timm ResNet feature extractor.
 
@@ -30,6 +30,8 @@ def build_backbone(
             (sweeps/configs/paper_table1_*.yaml) set it. On the 8x8 digits the torchvision-style
             untrained network already scores ~71% kNN, above 3-epoch trained ones, so the
             quick default stays timm's.
+        stem_padding: zero padding of the small stem's 3x3 conv. 1 keeps the image size (MoCo's
+            CIFAR demo); solo-learn, and so the study, pads by 2 (32 px images give 34 x 34 maps).
 
     Returns:
         (model, feature_dim): model maps (B, 3, H, W) float to (B, feature_dim).
@@ -44,9 +46,10 @@ def build_backbone(
     if small_stem:
         if isinstance(model.conv1, nn.Sequential):  # deep 3x3 stem ("d"/"t"/"c"/"s" variants): stride 1
             model.conv1[0].stride = (1, 1)
+            model.conv1[0].padding = (stem_padding, stem_padding)
         else:
             stem_out = model.conv1.out_channels
-            model.conv1 = nn.Conv2d(3, stem_out, kernel_size=3, stride=1, padding=1, bias=False)
+            model.conv1 = nn.Conv2d(3, stem_out, kernel_size=3, stride=1, padding=stem_padding, bias=False)
         model.maxpool = nn.Identity()
     return model, model.num_features
 

@@ -117,7 +117,7 @@ def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Met
         torch.manual_seed(derive_seed(cfg.system.seed, "init"))
         backbone, dim = build_backbone(cfg.model.backbone, small_stem=cfg.model.small_stem,
                                        width=cfg.model.width, pretrained=cfg.model.pretrained,
-                                       zero_init_last=cfg.model.zero_init_last)
+                                       zero_init_last=cfg.model.zero_init_last, stem_padding=cfg.model.stem_padding)
         if cfg.model.init_checkpoint:
             load_backbone(backbone, cfg.model.init_checkpoint)
         method = build_method(cfg.method, backbone, dim, num_classes, dict(cfg.method_params))

@@ -36,6 +36,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "resnet18"  # any timm ResNet
     small_stem: bool = True  # 3x3 stride-1 stem, no max-pool (32-96 px images)
+    stem_padding: int = 1  # the small stem's padding; the study's (solo-learn's) is 2: 34x34 maps from 32 px
     width: float = 1.0  # multiplier on stage widths; 0.25 = quarter width
     pretrained: bool = False  # timm weights (needs them cached or a network)
     zero_init_last: bool = True  # timm's zero-init of each block's last BN; false = torchvision's init (the study's presets)

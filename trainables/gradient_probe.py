@@ -44,10 +44,11 @@ class Shape:
     batch: int = 32
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     threads: int = 1
+    stem_padding: int = 1  # of the small stem
 
     def short(self) -> str:
         h, w = self.image_size
-        stem = "small" if self.small_stem else "default"
+        stem = ("small" if self.stem_padding == 1 else f"small p{self.stem_padding}") if self.small_stem else "default"
         return f"{self.backbone} w{self.width:g} {h}x{w} b{self.batch} {stem} stem {self.precision} {self.threads}t"
 
 
@@ -72,7 +73,8 @@ def gradients(shape: Shape, fmt: str, precision: str) -> dict[str, torch.Tensor]
 
     torch.manual_seed(0)
     # zero_init_last=False: timm's zero-init would zero most conv gradients of the first step
-    net, dim = build_backbone(shape.backbone, small_stem=shape.small_stem, width=shape.width, zero_init_last=False)
+    net, dim = build_backbone(shape.backbone, small_stem=shape.small_stem, width=shape.width, zero_init_last=False,
+                              stem_padding=shape.stem_padding)
     _smooth(net).eval()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(shape.batch, 3, *shape.image_size, generator=g)

@@ -73,7 +73,7 @@ def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int]) 
     if not cfg.optim.train_backbone:
         return _choice(True, "frozen backbone: no convolution gradients")
     shape = Shape(cfg.model.backbone, float(cfg.model.width), cfg.model.small_stem, tuple(image_size),
-                  cfg.optim.batch_size, cfg.system.precision, torch.get_num_threads())
+                  cfg.optim.batch_size, cfg.system.precision, torch.get_num_threads(), cfg.model.stem_padding)
     suspects = suspect_convs(shape)
     result = {"ok": False, "reason": _suspect_reason(suspects)} if suspects else canary(shape)
     if not result["ok"]:
@@ -91,7 +91,7 @@ def suspect_convs(shape: Shape) -> list[tuple[str, int]]:
     block = channel_block()
     if not block:
         return []
-    net, _ = build_backbone(shape.backbone, small_stem=shape.small_stem, width=shape.width)
+    net, _ = build_backbone(shape.backbone, small_stem=shape.small_stem, width=shape.width, stem_padding=shape.stem_padding)
     return [(name, m.in_channels) for name, m in net.named_modules()
             if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.in_channels < block]
 

@@ -172,3 +172,12 @@ def test_build_backbone__last_bn_of_each_block_is_zeroed_unless_turned_off():
     torchvision_like, _ = build_backbone("resnet18", width=0.125, zero_init_last=False)  # the study's init
     assert all(bool((w == 0).all()) for w in last_bn_weights(zeroed))
     assert all(bool((w != 0).all()) for w in last_bn_weights(torchvision_like))
+
+
+def test_build_backbone__stem_padding_2_gives_the_studys_34px_maps():
+    # solo-learn's CIFAR stem: nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2), no max-pool
+    net, _ = build_backbone("resnet18", small_stem=True, width=0.125, stem_padding=2)
+    assert net.conv1.padding == (2, 2)
+    assert net.act1(net.bn1(net.conv1(torch.zeros(1, 3, 32, 32)))).shape[-2:] == (34, 34)
+    default, _ = build_backbone("resnet18", small_stem=True, width=0.125)
+    assert default.conv1(torch.zeros(1, 3, 32, 32)).shape[-2:] == (32, 32)
