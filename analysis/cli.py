@@ -10,7 +10,9 @@ Bad inputs (an unknown experiment, a missing store, no clean trial) print one li
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +42,7 @@ def parser(doc: str, metric: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--mlflow-uri", help="tracking store (default: sqlite:///<abs --storage-path>/mlflow.db)")
     p.add_argument("--storage-path", type=Path, help="the sweep's storage folder (default: ./runs, or the sqlite store's folder)")
     p.add_argument("--source", choices=("mlflow", "tune"), default="mlflow", help="read MLflow runs or the Tune folder <storage>/<experiment>")
+    p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="where the experiment holds several sweeps: the parent run of the one to read")
     p.add_argument("--out", type=Path, help="output folder (default: <storage>/analysis/<experiment>)")
     if metric:
         p.add_argument("--metric", choices=METRICS, default="knn_acc", help="accuracy to analyse (default: %(default)s)")
@@ -58,8 +61,9 @@ def load(args: argparse.Namespace, need_clean: bool = False) -> tuple[pd.DataFra
         df = collect.load_tune(storage / args.experiment)
     else:
         uri = args.mlflow_uri or collect.default_uri(storage or collect.DEFAULT_STORAGE)
+        check_store(uri)
         storage = storage or collect.storage_of(uri)
-        df = collect.load_runs(args.experiment, uri, storage)
+        df = collect.load_runs(args.experiment, uri, storage, sweep=args.sweep)
     if df.empty:
         raise AnalysisError(f"experiment {args.experiment!r} has no finished trials")
     if need_clean:
@@ -67,6 +71,34 @@ def load(args: argparse.Namespace, need_clean: bool = False) -> tuple[pd.DataFra
     out = args.out or (storage or collect.DEFAULT_STORAGE.resolve()) / "analysis" / args.experiment
     out.mkdir(parents=True, exist_ok=True)
     return df, Source(args.experiment, uri, storage, out)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+MLFLOW_TABLES = {"experiments", "runs"}
+
+
+def check_store(uri: str) -> None:
+    """A ``sqlite:///`` store must be an MLflow database; the file is only read (MLflow would turn an
+    empty file or another program's database into an empty MLflow store, and fail on garbage)."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return  # collect.client_for: "no MLflow store at ..."
+    valid = "valid: the mlflow.db a sweep wrote (--mlflow-uri sqlite:///<abs path> or --storage-path)"
+    with path.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if not header:
+        raise AnalysisError(f"MLflow store {str(path)!r} is an empty file, not a database; {valid}")
+    if header != SQLITE_HEADER:
+        raise AnalysisError(f"MLflow store {str(path)!r} is not an SQLite database; {valid}")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise AnalysisError(f"MLflow store {str(path)!r} cannot be read ({err}); {valid}") from None
+    if not MLFLOW_TABLES <= tables:
+        raise AnalysisError(f"MLflow store {str(path)!r} is an SQLite database without MLflow's tables ({', '.join(sorted(MLFLOW_TABLES))}); {valid}")
 
 
 def run(body: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:

@@ -2,9 +2,9 @@
 
 Two sources, the same columns:
 
-* MLflow (what ``sweeps.tracking`` writes): experiment = sweep name, one parent run (tag
-  ``sweep=parent``) and one child run per trial (tags ``mlflow.parentRunId``,
-  ``ray_trial_id``); params = the flat trial config, JSON-encoded (strings raw); metrics per
+* MLflow (what ``sweeps.tracking`` writes): experiment = sweep name, one parent run (tags
+  ``sweep=parent``, ``storage_path``) and one child run per trial (tags ``mlflow.parentRunId``,
+  ``ray_trial_id``); an experiment holding two sweeps is refused unless one is chosen; params = the flat trial config, JSON-encoded (strings raw); metrics per
   epoch with step = epoch; artifact ``final_metrics.json`` (lists included).
 * a Tune experiment folder ``<storage>/<experiment>/<trial_dir>/result.json`` (one JSON line
   per report; the flat config under ``config["sweep.cell"]``), with checkpoints in
@@ -29,6 +29,7 @@ from analysis.frame import AnalysisError
 
 PARENT_TAG = "mlflow.parentRunId"  # the same tags sweeps.tracking writes
 TRIAL_TAG = "ray_trial_id"
+STORAGE_TAG = "storage_path"  # on the parent run: the sweep's Tune folder
 DEFAULT_STORAGE = Path("runs")
 RESULT_FILE = "result.json"
 REPORT_FOLDER = "analysis"
@@ -62,8 +63,37 @@ def experiment_id(client, experiment: str) -> str:
     return exp.experiment_id
 
 
+def sweep_parent(client, experiment: str, sweep: str | None = None) -> str | None:
+    """The parent run of the experiment's sweep (None for runs without one).
+
+    An experiment written twice (the same name into one store from two storage folders, or after
+    the Tune folder was deleted) holds two sweeps of the same trials; pooled, every trial would count
+    twice as if it were another seed. Refused unless ``sweep`` (a parent run id) picks one.
+    """
+    exp_id = experiment_id(client, experiment)
+    parents = client.search_runs([exp_id], "tags.sweep = 'parent'", max_results=1000, order_by=["attributes.start_time ASC"])
+    listed = ", ".join(_describe_parent(p) for p in parents) or "none"
+    if sweep is not None:
+        if sweep not in {p.info.run_id for p in parents}:
+            raise AnalysisError(f"--sweep {sweep!r} is not a sweep of experiment {experiment!r}; its sweeps: {listed}")
+        return sweep
+    if len(parents) > 1:
+        raise AnalysisError(f"experiment {experiment!r} holds {len(parents)} sweeps ({listed}); pooled, each trial would "
+                            f"count once per sweep; valid: --sweep PARENT_RUN_ID")
+    return parents[0].info.run_id if parents else None
+
+
+def _describe_parent(run) -> str:
+    """``<run id> (from <storage>, started <time>)``."""
+    import datetime
+
+    started = datetime.datetime.fromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
+    where = f"from {run.data.tags[STORAGE_TAG]}, " if STORAGE_TAG in run.data.tags else ""
+    return f"{run.info.run_id} ({where}started {started})"
+
+
 def load_runs(experiment: str, uri: str | None = None, storage: Path | None = None,
-              finished_only: bool = True) -> pd.DataFrame:
+              finished_only: bool = True, sweep: str | None = None) -> pd.DataFrame:
     """One row per trial of an MLflow experiment written by a sweep.
 
     Args:
@@ -72,6 +102,7 @@ def load_runs(experiment: str, uri: str | None = None, storage: Path | None = No
         storage: the Tune storage folder, to find trial folders and checkpoints
             (default: the sqlite store's folder).
         finished_only: drop runs whose status is not FINISHED.
+        sweep: the parent run id of one sweep, where the experiment holds several (see ``sweep_parent``).
 
     Returns:
         The trial frame described in the module docstring (one row per child run).
@@ -79,7 +110,9 @@ def load_runs(experiment: str, uri: str | None = None, storage: Path | None = No
     uri = uri or default_uri()
     client = client_for(uri)
     exp_id = experiment_id(client, experiment)
-    runs = client.search_runs([exp_id], f"tags.`{PARENT_TAG}` != ''", max_results=50_000)
+    parent = sweep_parent(client, experiment, sweep)
+    children = f"tags.`{PARENT_TAG}` = '{parent}'" if parent else f"tags.`{PARENT_TAG}` != ''"
+    runs = client.search_runs([exp_id], children, max_results=50_000)
     storage = storage or storage_of(uri)
     folders = trial_folders(Path(storage) / experiment) if storage else {}
     rows = [_mlflow_row(client, run, folders) for run in runs]
@@ -124,14 +157,14 @@ def _read_json_artifact(client, run, name: str) -> dict | None:
             return None
 
 
-def sweep_info(experiment: str, uri: str | None = None) -> dict[str, Any]:
+def sweep_info(experiment: str, uri: str | None = None, sweep: str | None = None) -> dict[str, Any]:
     """The sweep's parent run: id, status, tags (code and library versions) and wall time."""
     uri = uri or default_uri()
     client = client_for(uri)
-    parents = client.search_runs([experiment_id(client, experiment)], "tags.sweep = 'parent'")
-    if not parents:
+    parent = sweep_parent(client, experiment, sweep)
+    if parent is None:
         return {"parent_run_id": None, "tags": {}, "wall_s": None, "status": None}
-    run = parents[0]
+    run = client.get_run(parent)
     end = run.info.end_time
     return {"parent_run_id": run.info.run_id, "status": run.info.status, "tags": dict(run.data.tags),
             "start_time": run.info.start_time, "wall_s": (end - run.info.start_time) / 1000 if end else None}

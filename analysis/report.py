@@ -200,8 +200,8 @@ def _main(args) -> None:
     started = time.time()
     df, source = cli.load(args, need_clean=True)
     if source.uri:
-        all_trials = collect.load_runs(args.experiment, source.uri, source.storage, finished_only=False)
-        info = collect.sweep_info(args.experiment, source.uri)
+        all_trials = collect.load_runs(args.experiment, source.uri, source.storage, finished_only=False, sweep=args.sweep)
+        info = collect.sweep_info(args.experiment, source.uri, sweep=args.sweep)
     else:
         all_trials, info = collect.load_tune(source.storage / args.experiment, finished_only=False), {}
     history = collect.histories(df, HISTORY_KEYS, source.uri)

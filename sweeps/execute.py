@@ -2,16 +2,27 @@
 
 Distribution is Ray's job: trials are placed by Tune's scheduler with the requested (possibly
 fractional) resources; nothing here schedules by hand.
+
+Before Ray starts, the MLflow store is checked against the launch (a new sweep's name is not taken,
+a resumed sweep's parent run is there) and, on ``--resume``, the local Ray processes a killed
+driver left behind are stopped (``sweeps.records``). A resume also hands the trainable the experiment
+folder (newer checkpoints than Tune's own record may lie there) and the final results MLflow
+recorded (trials that ended after Tune's last snapshot are not trained again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 import time
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from sweeps import records, tracking
 from sweeps.launch import Plan, save_plan
 from sweeps.options import SweepError, searched_keys
 from sweeps.progress import Progress, ended, print_summary
@@ -21,10 +32,11 @@ from trainables import tune_adapter
 # Tune's snapshot warning fires when every epoch checkpoints; it is harmless here.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+PARENT_FILE = "mlflow_parent_run_id"  # in the experiment folder: the sweep's parent MLflow run
 
 
 def connect(address: str | None) -> None:
-    """``auto`` / ``ray://...``: join a running cluster; None: start a local instance."""
+    """``auto`` or ``host:port`` (checked by ``sweeps.preflight``): join a running cluster; None: start a local instance."""
     if ray.is_initialized():
         return
     kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
@@ -32,9 +44,37 @@ def connect(address: str | None) -> None:
         ray.init(address="local", **kwargs)  # never a stale /tmp/ray/ray_current_cluster
         return
     try:
-        ray.init(address=address, **kwargs)
+        with _held_stderr():
+            ray.init(address=address, **kwargs)
     except ConnectionError as err:
         raise SweepError(f"--address {address!r}: no Ray cluster there ({str(err).splitlines()[0]}); valid: a running cluster's address, or omit --address") from None
+
+
+@contextlib.contextmanager
+def _held_stderr():
+    """Holds back what is written to file descriptor 2 while joining a cluster: Ray's C++ client logs
+    a warning a second for ~20 s at an address that answers but is no Ray head (a proxy, another
+    gRPC server). The text is shown afterwards unless joining failed (one line says why) or was
+    interrupted."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    replay = True
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except (ConnectionError, KeyboardInterrupt):
+            replay = False
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if replay:
+                held.seek(0)
+                text = held.read()
+                while text:
+                    text = text[os.write(2, text):]
 
 
 def check_resources(resources: dict[str, float]) -> None:
@@ -50,15 +90,41 @@ def check_resources(resources: dict[str, float]) -> None:
 def execute(plan: Plan) -> int:
     """Run every trial of the plan; returns 0 if all finished, 1 if some failed, 130 if interrupted."""
     started = time.time()
+    check_store(plan)
+    if plan.resume and (stale := records.stop_stale_ray(plan.experiment_path)):
+        print(f"stopped {len(stale)} Ray process(es) that the experiment's killed driver left running "
+              f"(pids {', '.join(map(str, stale))})", flush=True)
     connect(plan.address)
     check_resources(plan.opts["resources"])
     plan.storage.mkdir(parents=True, exist_ok=True)
     if not plan.resume:
         save_plan(plan)
-    tags = {**code_version(), "sweep_name": plan.sweep.name, "dataset": plan.data.name, "trials": str(len(plan.cells))}
-    parent = open_parent_run(plan.mlflow_uri, plan.experiment, plan.storage / "mlartifacts",
-                             plan.experiment_path / "mlflow_parent_run_id", tags)
-    trainable = tune_adapter.trainable(plan.data, plan.opts["resources"])
+    if plan.address is None:  # a local Ray instance: its processes are this driver's
+        records.record_driver(plan.experiment_path)
+    try:
+        return _run(plan, started)
+    finally:
+        records.forget_driver(plan.experiment_path)
+
+
+def check_store(plan: Plan) -> None:
+    """Before Ray starts: a new sweep's name is not in the MLflow store yet; a resumed one's parent run is."""
+    parent_file = plan.experiment_path / PARENT_FILE
+    try:
+        if not plan.resume:
+            tracking.check_new_sweep(plan.mlflow_uri, plan.experiment)
+        elif parent_file.exists():
+            tracking.check_parent_run(plan.mlflow_uri, parent_file.read_text().strip())
+    except ValueError as err:
+        raise SweepError(str(err)) from None
+
+
+def _run(plan: Plan, started: float) -> int:
+    tags = {**code_version(), "sweep_name": plan.sweep.name, "dataset": plan.data.name, "trials": str(len(plan.cells)),
+            tracking.STORAGE_TAG: str(plan.experiment_path)}
+    parent = open_parent_run(plan.mlflow_uri, plan.experiment, plan.storage / "mlartifacts", plan.experiment_path / PARENT_FILE, tags)
+    finished = tracking.recorded_finals(plan.mlflow_uri, parent) if plan.resume else {}
+    trainable = tune_adapter.trainable(plan.data, plan.opts["resources"], str(plan.experiment_path), finished)
     progress = Progress(len(plan.cells), tuple(searched_keys(plan.opts)))
     status = "FAILED"
     try:
@@ -80,6 +146,10 @@ def execute(plan: Plan) -> int:
 
 
 def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner:
+    # Tune adds a TensorBoard logger (and prints a TensorBoard hint) unless its automatic loggers
+    # are off; the JSON and CSV ones analysis reads are passed explicitly instead.
+    explicit = not plan.resume or records.explicit_loggers(plan.experiment_path)
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if explicit else "0"
     if plan.resume:
         print(f"resuming {plan.experiment_path}", flush=True)
         return tune.Tuner.restore(str(plan.experiment_path), trainable, resume_unfinished=True, resume_errored=True)
@@ -90,14 +160,22 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
         tune_kwargs.setdefault("max_concurrent_trials", int(plan.opts["max_concurrent"]))
     writer = MLflowTrialWriter(plan.mlflow_uri, parent, SampleRenderer.from_dataset(plan.data))
     run_config = tune.RunConfig(
-        name=plan.experiment, storage_path=str(plan.storage), verbose=0, callbacks=[writer, progress],
+        name=plan.experiment, storage_path=str(plan.storage), verbose=0,
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), writer, progress],
         failure_config=tune.FailureConfig(max_failures=int(plan.opts.get("max_failures", 2))),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
     cell = param_space["sweep.cell"]
     grid = len(cell["grid_search"]) if isinstance(cell, dict) and "grid_search" in cell else 1
     progress.total = grid * int(tune_kwargs.get("num_samples", 1))
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune.TuneConfig(**tune_kwargs), run_config=run_config)
+    tune_config = tune.TuneConfig(trial_dirname_creator=trial_dirname, **tune_kwargs)
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def trial_dirname(trial) -> str:
+    """A trial's folder: ``<arm>-<corruption>-s<seed>-<trial id>``, e.g. ``untrained-glo_4-s0-3f2a1_00012``
+    (the arm as the tables name it; the trial id keeps it unique)."""
+    return f"{tracking.run_name(tune_adapter.trial_config(trial.config))}-{trial.trial_id}"
 
 
 def grid_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:

@@ -20,15 +20,24 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 from corruptions import divisors, parse  # noqa: E402
+from corruptions.base import CORRUPTIONS  # noqa: E402
 from sweeps.launch import Sweep, main  # noqa: E402
+from sweeps.options import SweepError  # noqa: E402
+
+# Spec prefixes whose parameter is a patch grid: glo, loc, randglo, randloc.
+FAMILIES = tuple(sorted(name for name, cls in CORRUPTIONS.items() if cls.main_param == "grid"))
 
 
 def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
     """``ori`` plus every family x grid that is neither an identity nor a duplicate permutation."""
     h, w = size
     grids = opts.get("grids") or [d for d in divisors(h) if w % d == 0]
+    families = opts.get("families") or ["glo", "loc"]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise SweepError(f"families {unknown[0]!r} is invalid; valid: {', '.join(FAMILIES)} (patch grids; gamma: sweeps/gamma.py)")
     specs = ["ori"]
-    for family in opts.get("families") or ["glo", "loc"]:
+    for family in families:
         for n in grids:
             c = parse(f"{family}_{n}")
             if c == type(c).identity(h, w) or (family == "loc" and n == 1 and f"glo_{h}" in specs and h == w):
@@ -54,5 +63,10 @@ def untrained_cells(opts: dict, cells: list[dict]) -> list[dict]:
 SWEEP = Sweep("grid_patch_sizes", __doc__, corruptions, frozenset({"families", "grids", "include_untrained"}),
               extra_cells=untrained_cells)
 
+def cli(argv: list[str] | None = None) -> int:
+    """``sbl-sweep grid_patch_sizes`` and ``python sweeps/grid_patch_sizes.py``: exit code of ``sweeps.launch.main``."""
+    return main(SWEEP, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(SWEEP))
+    sys.exit(cli())

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from corruptions import CorruptionError, parse
+from sweeps import records
 from sweeps.options import DEFAULT_STORAGE, SweepError, build_parser, load_yaml, merge_options, searched_keys
+from sweeps.preflight import check_address, check_storage
 from trainables.config import TrialConfig
 from trainables.data.datasets import DatasetError, ImageDataset, absolute_spec, check_dataset, load_dataset
 from trainables.methods import method_class
@@ -61,6 +63,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
     """Parse and validate; returns (plan, dry_run). Raises SweepError with a one-line message."""
     args = build_parser(sweep.description, sweep.name).parse_args(argv)
     opts = merge_options(args, load_yaml(args.config), set(sweep.extra_keys))
+    check_storage(args.storage_path or DEFAULT_STORAGE)
     try:
         for m in opts["methods"]:
             method_class(m)
@@ -83,6 +86,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
             cells = [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.edit_cells(opts, cells)]
         if sweep.extra_cells is not None:
             cells += [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.extra_cells(opts, cells)]
+        cells = _unique(cells)
     except (CorruptionError, DatasetError) as err:
         raise SweepError(str(err)) from None
     except ValueError as err:
@@ -98,7 +102,9 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         raise SweepError(f"--resume: no experiment at {str(plan.experiment_path)!r}; valid: an existing --experiment under --storage-path")
     if args.resume:
         check_resume(plan)
+        check_resume_options(plan)
     if not args.dry_run:
+        check_address(args.address)
         from sweeps.tracking import check_tracking_uri
 
         try:
@@ -115,11 +121,17 @@ def save_plan(plan: Plan) -> None:
     """Record the trials' flat configs next to the Tune experiment (read back by ``check_resume``)."""
     plan.experiment_path.mkdir(parents=True, exist_ok=True)
     (plan.experiment_path / PLAN_FILE).write_text(json.dumps(plan.cells, indent=1, sort_keys=True))
+    records.save_record(plan.experiment_path, plan.mlflow_uri)
+    (plan.experiment_path / OPTIONS_FILE).write_text(json.dumps(_recorded_options(plan)))
 
 
 def check_resume(plan: Plan) -> None:
     """--resume continues the recorded trials; a changed config would be silently ignored by Tune,
-    so it is refused, naming the first trial and key that differ."""
+    so it is refused, naming the first trial and key that differ. So are a folder someone else could
+    have written (Tune's state is unpickled), another MLflow store, and a driver still running."""
+    records.check_trusted(plan.storage, plan.experiment_path)
+    records.check_store(plan.experiment_path, plan.mlflow_uri)
+    records.check_driver_gone(plan.experiment_path)
     path = plan.experiment_path / PLAN_FILE
     if not path.exists():  # experiments from before the plan was recorded
         return
@@ -133,6 +145,35 @@ def check_resume(plan: Plan) -> None:
             k = changed[0]
             raise SweepError(f"--resume: {k} of trial {old.get('method')} {old.get('data.corruption')} seed {old.get('system.seed')} "
                              f"is {new.get(k)!r} now, {old.get(k)!r} when recorded; valid: the experiment's own config ({path}), or --experiment NEW_NAME")
+
+
+OPTIONS_FILE = "sweep_options.json"
+# Kept by Tune's own state on --resume (tuner.pkl: RunConfig, TuneConfig, the searcher), not re-read from the YAML.
+RESUME_OPTIONS = ("max_failures", "max_concurrent", "num_samples", "space", "asha", "metric", "mode", "search_seed")
+
+
+def _recorded_options(plan: Plan) -> dict[str, Any]:
+    return json.loads(json.dumps({k: plan.opts.get(k) for k in RESUME_OPTIONS}))  # as the file holds them
+
+
+def check_resume_options(plan: Plan) -> None:
+    """Options that Tune restores from its own state: a change on --resume would be ignored, so it is refused."""
+    path = plan.experiment_path / OPTIONS_FILE
+    if not path.exists():  # experiments from before the options were recorded
+        return
+    recorded, current = json.loads(path.read_text()), _recorded_options(plan)
+    for key in RESUME_OPTIONS:
+        if key in recorded and recorded[key] != current[key]:
+            raise SweepError(f"--resume: {key} is {current[key]!r} now, {recorded[key]!r} when the sweep started, and Tune "
+                             f"would keep {recorded[key]!r}; valid: {key}: {recorded[key]!r}, or --experiment NEW_NAME")
+
+
+def _unique(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Identical cells once (e.g. --epochs 0 makes every trial its own untrained reference)."""
+    unique: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        unique.setdefault(json.dumps(cell, sort_keys=True, default=str), cell)
+    return list(unique.values())
 
 
 def _cell(base: dict, opts: dict, method: str, corruption: str, seed: int) -> dict[str, Any]:
@@ -181,11 +222,15 @@ def describe(plan: Plan) -> str:
 
 def main(sweep: Sweep, argv: Sequence[str] | None = None) -> int:
     """CLI entry point of every sweep script. Exit codes: 0 done, 1 trials failed, 2 bad input, 130 interrupted."""
+    records.private_umask()
     try:
         plan, dry_run = prepare(sweep, argv)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl+C); no trial had started", file=sys.stderr)
+        return 130
     print(describe(plan), flush=True)
     if dry_run:
         return 0
@@ -196,4 +241,8 @@ def main(sweep: Sweep, argv: Sequence[str] | None = None) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside Tune's own SIGINT handling, e.g. while joining a cluster
+        after = "continue with the same command and --resume" if (plan.experiment_path / PLAN_FILE).exists() else "no trial had started"
+        print(f"error: interrupted (Ctrl+C); {after}", file=sys.stderr)
+        return 130
 

@@ -12,8 +12,11 @@ from typing import Any
 
 import yaml
 
+from trainables.config import coerce
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_STORAGE = Path("runs")
+DEFAULT_MAX_FAILURES = 2  # Tune retries of a failed trial (from its last checkpoint)
 
 # YAML keys every sweep understands (a sweep may add its own, e.g. grids, gammas).
 COMMON_KEYS = {
@@ -26,20 +29,43 @@ class SweepError(ValueError):
     """A bad sweep input: the message is one line naming the value and the valid choices."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line, like every other error of the sweeps (not usage + error)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see --help\n")
+
+
+def number(kind: type):
+    """An argparse type: the flag's text as ``kind`` read like YAML and ``--set`` (``1e3`` is 1000),
+    else the text itself, which ``check_options`` refuses naming the flag and what is valid."""
+
+    def read(text: str):
+        try:
+            return coerce("", text, kind)
+        except ValueError:
+            return text
+
+    read.__name__ = kind.__name__  # argparse names the type in its messages
+    return read
+
+
 def build_parser(description: str, sweep_name: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
-    add("--address", default=None, help="Ray cluster: 'auto', 'ray://host:10001', or omit for a local instance")
+    add("--address", default=None, help="Ray cluster to join: 'auto' (the one `ray start` began on this node) or "
+        "the head's host:port (e.g. 10.0.0.5:6379); omit for a local instance. Run the sweep on a cluster node: "
+        "Ray Client (ray://) addresses are not supported")
     add("--config", type=Path, default=CONFIG_DIR / f"{sweep_name}.yaml", help="YAML search space (default: %(default)s)")
     add("--dataset", help="digits | cifar10 | cifar100 | stl10 | imagefolder:<path>")
     add("--data-dir", help="folder for torchvision datasets")
     add("--methods", nargs="+", help="methods to sweep, e.g. supervised moco_v2")
-    add("--epochs", type=int, help="training epochs per trial")
-    add("--seeds", type=int, nargs="+", help="seeds, e.g. 0 1 2")
-    add("--gpus-per-trial", type=float, help="GPU share per trial (0.25 packs 4 trials per GPU)")
-    add("--cpus-per-trial", type=float, help="CPU cores per trial")
-    add("--max-concurrent", type=int, help="cap on trials running at once")
-    add("--storage-path", type=Path, help=f"where Tune keeps trials and checkpoints (default: ./{DEFAULT_STORAGE}; NFS or s3:// on a cluster)")
+    add("--epochs", type=number(int), help="training epochs per trial")
+    add("--seeds", type=number(int), nargs="+", help="seeds, e.g. 0 1 2")
+    add("--gpus-per-trial", type=number(float), help="GPU share per trial (0.25 packs 4 trials per GPU)")
+    add("--cpus-per-trial", type=number(float), help="CPU cores per trial")
+    add("--max-concurrent", type=number(int), help="cap on trials running at once")
+    add("--storage-path", type=Path, help=f"where Tune keeps trials and checkpoints (default: ./{DEFAULT_STORAGE}; on a cluster: a shared folder, e.g. NFS, at the same path on every node)")
     add("--mlflow-uri", help="tracking store (default: sqlite:///<storage-path>/mlflow.db)")
     add("--experiment", help=f"experiment name in Tune and MLflow (default: {sweep_name}-<dataset>)")
     add("--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, others resume from checkpoints")
@@ -73,11 +99,12 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
     if unknown:
         raise SweepError(f"config {str(args.config)!r}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(COMMON_KEYS | extra_keys))}")
     opts = {k: v for k, v in data.items() if k != "smoke_test"}
+    opts["trial"] = _mapping("trial", opts.get("trial"), "{optim.lr: 0.1}")
     if args.smoke_test:
-        smoke = data.get("smoke_test") or {}
+        smoke = _mapping("smoke_test", data.get("smoke_test"), "{epochs: 1, seeds: [0]}")
         opts.update({k: v for k, v in smoke.items() if k != "trial"})
-        opts["trial"] = {**(opts.get("trial") or {}), **(smoke.get("trial") or {})}
-    resources = dict(opts.get("resources") or {})
+        opts["trial"] = {**opts["trial"], **_mapping("smoke_test.trial", smoke.get("trial"), "{optim.batch_size: 32}")}
+    resources = dict(_mapping("resources", opts.get("resources"), "{cpu: 1, gpu: 0.25}"))
     flags = {
         "dataset": args.dataset, "data_dir": args.data_dir, "methods": args.methods, "epochs": args.epochs,
         "seeds": args.seeds, "max_concurrent": args.max_concurrent, "experiment": args.experiment,
@@ -87,18 +114,109 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
         resources["gpu"] = args.gpus_per_trial
     if args.cpus_per_trial is not None:
         resources["cpu"] = args.cpus_per_trial
-    opts["resources"] = {"cpu": float(resources.get("cpu", 1)), "gpu": float(resources.get("gpu", 0))}
-    trial = dict(opts.get("trial") or {})
+    opts["resources"] = check_resources({"cpu": 1, "gpu": 0, **resources}, args)
+    trial = dict(opts["trial"])
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:
             raise SweepError(f"--set {item!r} is not KEY=VALUE (e.g. optim.lr=0.1)")
-        trial[key.strip()] = yaml.safe_load(value)
+        try:
+            trial[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise SweepError(f"--set {item!r}: the value is malformed YAML; valid: a number, true/false, null or a string") from None
     opts["trial"] = trial
     opts.setdefault("methods", ["supervised", "moco_v2"])
     opts.setdefault("seeds", [0])
     opts.setdefault("dataset", "digits")
+    opts.setdefault("max_failures", DEFAULT_MAX_FAILURES)
+    check_options(opts, args)
     return opts
+
+
+# The flag that sets an option: an error names it when the flag was given, else the YAML key.
+FLAGS = {"methods": "--methods", "seeds": "--seeds", "epochs": "--epochs", "max_concurrent": "--max-concurrent",
+         "dataset": "--dataset", "data_dir": "--data-dir", "experiment": "--experiment",
+         "resources.cpu": "--cpus-per-trial", "resources.gpu": "--gpus-per-trial"}
+# Option -> (type, lower bound or None, what is valid). Sweep-specific keys are checked by their sweep.
+SCALARS = {
+    "epochs": (int, 0, "an integer >= 0"), "max_concurrent": (int, 1, "an integer >= 1 (omit it for no cap)"),
+    "max_failures": (int, -1, "an integer >= 0 (retries per trial), or -1 for unlimited"),
+    "dataset": (str, None, "a string"), "data_dir": (str, None, "a string"), "experiment": (str, None, "a string"),
+    "include_untrained": (bool, None, "true or false"),
+}
+LISTS = {"methods": (str, None, "a list of method names, e.g. [supervised, moco_v2]"),
+         "seeds": (int, 0, "a list of integers >= 0, e.g. [0, 1, 2]"),
+         "grids": (int, 1, "a list of integers >= 1 (patches per side), e.g. [2, 4, 8]"),
+         "families": (str, None, "a list of patch families, e.g. [glo, loc]"),
+         "gammas": (float, None, "a list of numbers, e.g. [0.5, 2]"),
+         "corruptions": (str, None, "a list of corruption specs, e.g. [ori, glo_4, loc_8]")}
+
+
+def _name(key: str, args: argparse.Namespace | None) -> str:
+    flag = FLAGS.get(key)
+    given = flag is not None and args is not None and getattr(args, flag[2:].replace("-", "_"), None) is not None
+    return flag if given else key
+
+
+def _show(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+def _checked(key: str, value: Any, kind: type, minimum: float | None, valid: str, args) -> Any:
+    """``value`` as ``kind`` and >= ``minimum``, else a SweepError naming the flag or key."""
+    try:
+        converted = coerce(key, value, kind)
+    except ValueError:
+        converted = None
+    if converted is None or (minimum is not None and converted < minimum):
+        raise SweepError(f"{_name(key, args)} {_show(value)} is invalid; valid: {valid}")
+    return converted
+
+
+def _mapping(key: str, value: Any, example: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SweepError(f"{key} {_show(value)} is invalid; valid: a mapping, e.g. {example}")
+    return value
+
+
+def check_options(opts: dict[str, Any], args: argparse.Namespace | None = None) -> None:
+    """Type- and range-check, in place, the options every sweep shares (``"5e-4"`` becomes a number).
+
+    Raises:
+        SweepError: one line naming the flag (or YAML key), the value and what is valid.
+    """
+    for key, (kind, minimum, valid) in SCALARS.items():
+        if opts.get(key) is not None:
+            opts[key] = _checked(key, opts[key], kind, minimum, valid, args)
+    for key, (kind, minimum, valid) in LISTS.items():
+        if key in opts and (opts[key] is not None or key in ("methods", "seeds")):  # null grids: the defaults
+            if not isinstance(opts[key], list) or not opts[key]:
+                raise SweepError(f"{_name(key, args)} {_show(opts[key])} is invalid; valid: {valid}")
+            opts[key] = [_checked(key, v, kind, minimum, valid, args) for v in opts[key]]
+    for method, params in _mapping("method_params", opts.get("method_params"), "{moco_v2: {temperature: 0.1}}").items():
+        _mapping(f"method_params.{method}", params, "{temperature: 0.1, optim.lr: 0.3}")
+    experiment = opts.get("experiment")
+    if experiment is not None and (experiment in ("", ".", "..") or any(c in experiment for c in "/\\\0")):
+        raise SweepError(f"{_name('experiment', args)} {experiment!r} is invalid; valid: a folder name "
+                         "(no '/', not '.' or '..'), e.g. patch-grid-cifar10")
+
+
+def check_resources(resources: dict[str, Any], args: argparse.Namespace | None = None) -> dict[str, float]:
+    """``{cpu, gpu}`` per trial as numbers Ray accepts: cpu > 0; gpu >= 0, a fraction of one GPU or whole GPUs."""
+    unknown = sorted(map(str, set(resources) - {"cpu", "gpu"}))
+    if unknown:
+        raise SweepError(f"resources: unknown key(s) {', '.join(unknown)}; valid: cpu, gpu")
+    cpu_valid = "a number > 0 (CPU cores per trial)"
+    cpu = _checked("resources.cpu", resources["cpu"], float, None, cpu_valid, args)
+    gpu = _checked("resources.gpu", resources["gpu"], float, 0, "a number >= 0 (0.25 packs 4 trials per GPU)", args)
+    if cpu <= 0:  # 0 would let Tune start every trial at once
+        raise SweepError(f"{_name('resources.cpu', args)} {_show(resources['cpu'])} is invalid; valid: {cpu_valid}")
+    if gpu > 1 and not gpu.is_integer():  # Ray's rule
+        raise SweepError(f"{_name('resources.gpu', args)} {_show(resources['gpu'])} is invalid; "
+                         "valid: a fraction of one GPU (<= 1) or a whole number of GPUs")
+    return {"cpu": cpu, "gpu": gpu}
 
 
 def searched_keys(opts: dict) -> list[str]:

@@ -68,9 +68,14 @@ def more_cells(opts: dict, cells: list[dict]) -> list[dict]:
     """``extra_seeds`` copies of some corruptions' cells, the ``extra_arms``, then the untrained references."""
     extra = opts.get("extra_seeds") or {}
     present = sorted({c["data.corruption"] for c in cells})
-    unknown = sorted(set(extra) - set(present))
+    if not isinstance(extra, dict):
+        raise SweepError(f"extra_seeds {extra!r} is invalid; valid: a mapping of corruption to seeds, e.g. {{ori: [1]}}")
+    unknown = sorted(map(str, set(extra) - set(present)))
     if unknown:
         raise SweepError(f"extra_seeds: corruption(s) {', '.join(unknown)} are not in this sweep; valid: {', '.join(present)}")
+    for corruption, seeds in extra.items():
+        if seeds is not None and (not isinstance(seeds, list) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
+            raise SweepError(f"extra_seeds.{corruption} {seeds!r} is invalid; valid: a list of integers >= 0, e.g. [1, 2]")
     added = [{**c, "system.seed": int(s)} for c in cells for s in extra.get(c["data.corruption"]) or []
              if int(s) not in opts["seeds"]]
     arms = arm_cells(opts, cells + added)
@@ -81,8 +86,10 @@ def arm_cells(opts: dict, cells: list[dict]) -> list[dict]:
     """``extra_arms``: each entry ``{method: M, <flat key>: value, ...}`` is a copy of M's cells (every
     corruption and seed) with those overrides, e.g. the accuracy-matched supervised arm
     ``{method: supervised, data.labels_per_class: 100}`` (analysis names it ``supervised@100``)."""
-    out = []
-    for i, arm in enumerate(opts.get("extra_arms") or []):
+    out, arms = [], opts.get("extra_arms") or []
+    if not isinstance(arms, list):
+        raise SweepError(f"extra_arms {arms!r} is invalid; valid: a list of mappings, e.g. [{{method: supervised, data.labels_per_class: 20}}]")
+    for i, arm in enumerate(arms):
         if not isinstance(arm, dict) or arm.get("method") not in opts["methods"]:
             got = arm.get("method") if isinstance(arm, dict) else arm
             raise SweepError(f"extra_arms[{i}]: method {got!r} is not swept; valid: a mapping with method "
@@ -111,10 +118,16 @@ def with_budget(argv: list[str]) -> list[str]:
 SWEEP = Sweep("paper_table1", __doc__, corruptions, frozenset({"corruptions", "extra_seeds", "extra_arms", "include_untrained", "deviations"}),
               extra_cells=more_cells)
 
-if __name__ == "__main__":
+
+def cli(argv: list[str] | None = None) -> int:
+    """``sbl-sweep paper_table1`` and ``python sweeps/paper_table1.py``: ``--budget`` chooses the preset."""
     try:
-        args = with_budget(sys.argv[1:])
+        args = with_budget(sys.argv[1:] if argv is None else argv)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(main(SWEEP, args))
+        return 2
+    return main(SWEEP, args)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -11,7 +11,7 @@ from analysis.claims import claim_checks, format_claims
 from analysis.drops import accuracy_table, drop_table
 from analysis.frame import UNTRAINED, annotate, arm_of
 from sweeps.options import searched_keys
-from trainables.tune_adapter import crash_report, trial_config
+from trainables.tune_adapter import REPLAYED, crash_report, trial_config
 
 
 class Progress(tune.Callback):
@@ -43,7 +43,7 @@ class Progress(tune.Callback):
                 f"{c['data.corruption']:<10} seed {c['system.seed']}{extra}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if result.get("done"):
+        if result.get("done") or result.get(REPLAYED):  # a replayed epoch was printed by the driver that ran it
             return
         knn = f"  knn {result['knn_acc']:.1f}" if "knn_acc" in result else ""
         knn += f" ({result['knn_gain']:+.1f} over untrained)" if "knn_gain" in result else ""
@@ -56,6 +56,8 @@ class Progress(tune.Callback):
         untrained = _arm(trial_config(trial.config)) == UNTRAINED  # its gain over itself is 0 by definition
         probe = f" ({r['knn_gain']:+.1f} over untrained)" if "knn_gain" in r and not untrained else ""
         probe += f"  probe {r['probe_acc']:.1f}" if "probe_acc" in r else ""
+        if r.get(REPLAYED):  # ended before the last launch's driver was killed; not trained again
+            probe += "  (recorded before the interruption; not re-run)"
         print(f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}"
               f"{self._memory_format(trial, r)}", flush=True)
 

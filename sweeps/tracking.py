@@ -4,13 +4,21 @@ Trials never talk to MLflow; the driver's ``MLflowTrialWriter`` (a Tune callback
 reports into one nested child run per trial under the sweep's parent run. Because there is a
 single writer, concurrent trials can never lock or corrupt a sqlite store, and runs are looked
 up by their ``ray_trial_id`` tag instead of kept in callback state, so FailureConfig retries and
-``--resume`` continue the same run (Ray's ``MLflowLoggerCallback`` makes a new one).
+``--resume`` continue the same run (Ray's ``MLflowLoggerCallback`` makes a new one). A run recorded
+FINISHED with its final metrics is final: it is never reopened, and ``--resume`` hands its result
+to the trainable instead of training the trial again (``recorded_finals``). One experiment name
+holds one sweep: a new sweep under a name the store holds is refused (``check_new_sweep``), and the
+parent run is tagged with the sweep's storage folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sqlite3
 import subprocess
+import tempfile
 import urllib.request
 from importlib import metadata
 from pathlib import Path
@@ -25,6 +33,8 @@ from trainables.tune_adapter import crash_report, trial_config
 
 TRIAL_TAG = "ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
+STORAGE_TAG = "storage_path"  # on the parent run: the sweep's Tune folder, which tells two sweeps apart
+FINAL_METRICS = "final_metrics.json"
 LIBRARIES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy")
 
 
@@ -41,12 +51,34 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_absolute():
             raise ValueError(f"MLflow URI {uri!r} is relative (trials run in another cwd); valid: sqlite:////absolute/path.db or http://host:port")
+        if path.is_file() and (problem := _foreign_sqlite(path)):
+            raise ValueError(f"MLflow URI {uri!r}: {problem}; valid: an MLflow store, or a path where none exists yet")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ValueError(f"MLflow URI {uri!r}: cannot create {path.parent} ({err})") from None
     else:
         raise ValueError(f"MLflow URI {uri!r} is not supported; valid: sqlite:////absolute/path.db, http://host:port, https://host")
+
+
+def _foreign_sqlite(path: Path) -> str | None:
+    """Why an existing file cannot become the sweep's store (it is only read here): MLflow would fail
+    on one that is no SQLite database and add its tables to another program's. An empty file or
+    database is fine: MLflow sets it up as it would a new one."""
+    with path.open("rb") as f:
+        header = f.read(16)
+    if not header:
+        return None
+    if header != b"SQLite format 3\x00":
+        return "the file is not an SQLite database"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        return f"the database cannot be read ({err})"
+    if tables and not {"experiments", "runs"} <= tables:
+        return f"the database holds another program's tables ({', '.join(sorted(tables)[:3])}), not MLflow's"
+    return None
 
 
 def code_version() -> dict[str, str]:
@@ -79,6 +111,48 @@ def trial_tags(flat: dict[str, Any]) -> dict[str, str]:
     return tags
 
 
+def _store_missing(uri: str) -> bool:
+    """A sqlite store that does not exist yet (an MlflowClient would create it)."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def check_new_sweep(uri: str, experiment: str) -> None:
+    """Refuse (ValueError, one line) a new sweep under a name the store already holds: a second
+    parent with its own runs per trial would sit beside the first, and analysis would pool them."""
+    if _store_missing(uri):
+        return
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return
+    if exp.lifecycle_stage == "deleted":
+        raise ValueError(f"MLflow store {uri!r} holds experiment {experiment!r} as deleted; valid: --experiment NEW_NAME, "
+                         f"or purge it first (`mlflow gc --backend-store-uri {uri} --experiment-ids {exp.experiment_id}`)")
+    held = client.search_runs([exp.experiment_id], max_results=50_000)
+    if not held:
+        return
+    parents = [r for r in held if r.data.tags.get("sweep") == "parent"]
+    where = "; ".join(f"parent run {r.info.run_id}" + (f" from {r.data.tags[STORAGE_TAG]}" if STORAGE_TAG in r.data.tags else "")
+                      for r in parents) or f"{len(held)} runs"
+    raise ValueError(f"MLflow store {uri!r} already holds experiment {experiment!r} ({where}); a second sweep under that name "
+                     f"would be pooled with it; valid: --resume with the sweep's own --storage-path, or --experiment NEW_NAME")
+
+
+def check_parent_run(uri: str, run_id: str) -> None:
+    """--resume: the sweep's parent run must be in this store (else ``Run not found`` mid-launch)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        if _store_missing(uri):
+            raise MlflowException("no store")
+        run = MlflowClient(uri).get_run(run_id)
+    except MlflowException:
+        run = None
+    if run is None or run.info.lifecycle_stage == "deleted":
+        raise ValueError(f"--resume: the sweep's parent run {run_id} is not in MLflow store {uri!r}; "
+                         f"valid: the --mlflow-uri the sweep was launched with")
+
+
 def open_parent_run(uri: str, experiment: str, artifact_root: Path, state_file: Path, tags: dict[str, str]) -> str:
     """Create (or, on resume, reopen) the sweep's parent run; its id is kept in ``state_file``."""
     client = MlflowClient(uri)
@@ -87,11 +161,60 @@ def open_parent_run(uri: str, experiment: str, artifact_root: Path, state_file: 
     if state_file.exists():
         run_id = state_file.read_text().strip()
         client.update_run(run_id, status="RUNNING")
+        if STORAGE_TAG in tags:  # sweeps from before the tag get it on their next launch
+            client.set_tag(run_id, STORAGE_TAG, tags[STORAGE_TAG])
         return run_id
     run = client.create_run(exp_id, run_name=experiment, tags={**tags, "sweep": "parent"})
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(run.info.run_id)
     return run.info.run_id
+
+
+def recorded_final(client: MlflowClient, run) -> dict | None:
+    """The final result of a trial's run if MLflow recorded it FINISHED with its final metrics, else None."""
+    if run.info.status != "FINISHED":
+        return None
+    if run.info.artifact_uri.startswith("file:"):  # the sweeps' default store: read in place
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        path = Path(local_file_uri_to_path(run.info.artifact_uri)) / FINAL_METRICS
+        return json.loads(path.read_text()) if path.is_file() else None
+    with tempfile.TemporaryDirectory() as folder, _no_progress_bar():
+        try:
+            return json.loads(Path(client.download_artifacts(run.info.run_id, FINAL_METRICS, folder)).read_text())
+        except Exception:  # no such artifact: MlflowException or OSError, by store
+            return None
+
+
+@contextlib.contextmanager
+def _no_progress_bar():
+    """MLflow draws a progress bar per download; a resume reads one small file per finished trial."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR as bar
+
+    before = os.environ.get(bar.name)
+    os.environ[bar.name] = "false"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(bar.name, None)
+        else:
+            os.environ[bar.name] = before
+
+
+def recorded_finals(uri: str, parent_run_id: str) -> dict[str, dict]:
+    """trial id -> final result of every trial of the sweep that MLflow recorded FINISHED.
+
+    A driver killed with SIGKILL leaves Tune's experiment state as of its last snapshot (every
+    ~10 s), which can predate a trial's end: ``--resume`` hands these to the trainable, which
+    reports them again instead of training the trial a second time.
+    """
+    client = MlflowClient(uri)
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    finished = client.search_runs([exp_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'",
+                                  max_results=50_000)
+    finals = {run.data.tags.get(TRIAL_TAG): recorded_final(client, run) for run in finished}
+    return {trial_id: final for trial_id, final in finals.items() if trial_id and final is not None}
 
 
 def close_runs(uri: str, parent_run_id: str, status: str = "FINISHED") -> int:
@@ -143,18 +266,19 @@ class MLflowTrialWriter(tune.Callback):
     def __init__(self, uri: str, parent_run_id: str, render_samples=None) -> None:
         self.uri, self.parent_run_id, self.render_samples = uri, parent_run_id, render_samples
         self._runs: dict[str, tuple[str, int]] = {}  # trial_id -> (run_id, last logged step)
+        self._final: set[str] = set()  # trials whose run MLflow recorded FINISHED: never written again
         self._tagged: set[str] = set()  # trials whose memory-format tags are written
         self._client: MlflowClient | None = None
         self._version: dict[str, str] = {}  # set in setup(), which Tune calls on every launch and resume
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_client": None, "_runs": {}, "_tagged": set()}
+        return {**self.__dict__, "_client": None, "_runs": {}, "_tagged": set(), "_final": set()}
 
     def setup(self, **info) -> None:
         # Here, not in __init__: `Tuner.restore` brings back the writer pickled at the first launch, and
         # runs created after a resume are tagged with the code that resumes them, not with the launch's.
         self._version = code_version()
-        self._tagged = set()
+        self._tagged, self._final = set(), set()
 
     @property
     def client(self) -> MlflowClient:
@@ -168,7 +292,11 @@ class MLflowTrialWriter(tune.Callback):
             return self._runs[trial.trial_id]
         exp_id = self.client.get_run(self.parent_run_id).info.experiment_id
         found = self.client.search_runs([exp_id], f"tags.{TRIAL_TAG} = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
-        if found:
+        if found and recorded_final(self.client, found[0]) is not None:
+            # Recorded before a kill -9 that left Tune's state stale: the run stays as it is.
+            run_id, last = found[0].info.run_id, -1
+            self._final.add(trial.trial_id)
+        elif found:
             run_id = found[0].info.run_id
             history = self.client.get_metric_history(run_id, "loss")
             last = max((m.step for m in history), default=-1)
@@ -176,7 +304,7 @@ class MLflowTrialWriter(tune.Callback):
         else:
             flat = trial_config(trial.config)
             tags = {PARENT_TAG: self.parent_run_id, TRIAL_TAG: trial.trial_id, **trial_tags(flat), **self._version}
-            run_id = self.client.create_run(exp_id, run_name=_run_name(flat), tags=tags).info.run_id
+            run_id = self.client.create_run(exp_id, run_name=run_name(flat), tags=tags).info.run_id
             params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in sorted(flat.items())]
             self.client.log_batch(run_id, params=params)
             last = -1  # an untrained (epochs 0) trial reports once, at step 0
@@ -188,6 +316,8 @@ class MLflowTrialWriter(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         run_id, last = self.run_for(trial)
+        if trial.trial_id in self._final:
+            return
         if "memory_format" in result and trial.trial_id not in self._tagged:  # once per launch: it may differ after a move
             self.client.log_batch(run_id, tags=[RunTag(k, str(result[k])) for k in _MEMORY_FORMAT_TAGS if k in result])
             self._tagged.add(trial.trial_id)
@@ -202,9 +332,11 @@ class MLflowTrialWriter(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id, _ = self.run_for(trial)
+        if trial.trial_id in self._final:
+            return
         result = dict(trial.last_result or {})
         final = {k: v for k, v in result.items() if _is_metric(k) or k in _FINAL_EXTRAS}
-        self.client.log_dict(run_id, final, "final_metrics.json")
+        self.client.log_dict(run_id, final, FINAL_METRICS)
         for key in ("classwise_uniformity", "feature_distance"):
             if key in result:
                 self.client.log_dict(run_id, {key: result[key]}, f"{key}.json")
@@ -214,6 +346,8 @@ class MLflowTrialWriter(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         run_id, _ = self.run_for(trial)
+        if trial.trial_id in self._final:
+            return
         error = str(getattr(trial, "error_file", "") or "")
         self.client.set_tag(run_id, "error", crash_report(trial) or _error_text(trial) or error or "trial failed")
         self.client.set_terminated(run_id, "FAILED")
@@ -238,8 +372,14 @@ _FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", 
 _MEMORY_FORMAT_TAGS = ("memory_format", "memory_format_reason")  # channels_last or contiguous, and why
 
 
-def _run_name(flat: dict[str, Any]) -> str:
-    return f"{flat['method']}-{flat['data.corruption']}-s{flat['system.seed']}"
+def run_name(flat: dict[str, Any]) -> str:
+    """``<arm>-<corruption>-s<seed>``, e.g. ``untrained-glo_4-s0`` or ``supervised@20-ori-s1``: the
+    arm as the tables name it (``analysis.frame.arm_of``). Names MLflow runs and trial folders."""
+    from analysis.frame import arm_of
+
+    arm = arm_of(flat.get("method", "trial"), flat.get("optim.epochs"), flat.get("model.init_checkpoint"),
+                 flat.get("data.labels_per_class"))
+    return f"{arm}-{flat.get('data.corruption', 'ori')}-s{flat.get('system.seed', 0)}"
 
 
 def _error_text(trial) -> str:

@@ -21,8 +21,11 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from a
 
 from sweeps.launch import Sweep, main  # noqa: E402
 from sweeps.options import SweepError  # noqa: E402
+from trainables.config import SECTIONS, TrialConfig, coerce, field_types  # noqa: E402
+from trainables.methods import method_class  # noqa: E402
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
+ASHA = {"grace_period": 1, "reduction_factor": 2}  # key -> minimum
 
 
 def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
@@ -33,13 +36,87 @@ def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
 
 
 def domain(key: str, spec: dict):
-    """YAML ``{loguniform: [lo, hi]}`` -> a Tune search domain."""
+    """YAML ``{loguniform: [lo, hi]}`` (checked by ``check_search``) -> a Tune search domain."""
     from ray import tune
 
+    kind, args = next(iter(spec.items()))
+    return {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint}[kind](*args) if kind != "choice" else tune.choice(args)
+
+
+def check_search(opts: dict, cell: dict) -> None:
+    """The search's own YAML keys typed and in range before Ray starts (``1e3`` samples included);
+    ``space`` is rewritten Tune-ready: numbers read, and bounds or choices checked as a trial's
+    config would check them, so no sampled trial can fail on its config.
+
+    Raises:
+        SweepError: one line naming the key, the value and what is valid.
+    """
+    for key, minimum in (("num_samples", 1), ("search_seed", 0)):
+        if opts.get(key) is not None:
+            opts[key] = _integer(key, opts[key], minimum)
+    asha = opts.get("asha") or {}
+    if not isinstance(asha, dict) or set(asha) - set(ASHA):
+        raise SweepError(f"asha {asha!r} is invalid; valid: a mapping of grace_period (>= 1) and reduction_factor (>= 2)")
+    opts["asha"] = {k: _integer(f"asha.{k}", v, ASHA[k]) for k, v in asha.items()}
+    if opts.get("mode", "max") not in ("min", "max"):
+        raise SweepError(f"mode {opts['mode']!r} is invalid; valid: min, max")
+    if not isinstance(opts.get("metric", "knn_acc"), str):
+        raise SweepError(f"metric {opts['metric']!r} is invalid; valid: a reported metric's name, e.g. knn_acc")
+    space = opts.get("space") or {}
+    if not isinstance(space, dict):
+        raise SweepError(f"space {space!r} is invalid; valid: a mapping of config key to distribution, e.g. {{optim.lr: {{loguniform: [0.01, 1.0]}}}}")
+    unknown = sorted(str(k) for k in space if k not in cell)
+    if unknown:
+        raise SweepError(f"space key(s) {', '.join(unknown)} are not config keys of {cell['method']}; valid: {', '.join(k for k in cell if '.' in k)}")
+    opts["space"] = {key: _distribution(key, spec, cell) for key, spec in space.items()}
+
+
+def _integer(key: str, value, minimum: int) -> int:
+    try:
+        number = coerce(key, value, int)
+    except ValueError:
+        number = None
+    if number is None or number < minimum:
+        raise SweepError(f"{key} {value!r} is invalid; valid: an integer >= {minimum}")
+    return number
+
+
+def _distribution(key: str, spec, cell: dict) -> dict:
+    """One ``space`` entry with its arguments checked against the config (``cell`` is the base trial)."""
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
         raise SweepError(f"space.{key}: {spec!r} is invalid; valid: one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. {{loguniform: [0.01, 1.0]}}")
     kind, args = next(iter(spec.items()))
-    return {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint}[kind](*args) if kind != "choice" else tune.choice(args)
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise SweepError(f"space.{key}: choice {args!r} is invalid; valid: a non-empty list, e.g. {{choice: [64, 128]}}")
+        return {kind: [_trial_value(key, v, cell) for v in args]}
+    try:
+        low, high = (coerce(key, v, int if kind == "randint" else float) for v in args)
+    except (ValueError, TypeError):  # not a list of two numbers
+        low = high = None
+    if low is None or not low < high or (kind == "loguniform" and low <= 0):
+        raise SweepError(f"space.{key}: {kind} {args!r} is invalid; valid: [low, high], two {'integers' if kind == 'randint' else 'numbers'} "
+                         f"with low < high{' and low > 0' if kind == 'loguniform' else ''}")
+    if kind != "randint" and _integer_key(key, cell["method"]):
+        raise SweepError(f"space.{key}: {kind} draws fractions but {key} is an integer; valid: randint or choice")
+    for value in (low, high - 1 if kind == "randint" else high):  # randint's high is exclusive
+        _trial_value(key, value, cell)
+    return {kind: [low, high]}
+
+
+def _trial_value(key: str, value, cell: dict):
+    """``value`` as the trial's config holds it; SweepError when the config refuses it."""
+    try:
+        return TrialConfig.from_flat({**cell, key: value}).resolved().to_flat()[key]
+    except ValueError as err:
+        raise SweepError(f"space.{key}: {str(err).splitlines()[0]}") from None
+
+
+def _integer_key(key: str, method: str) -> bool:
+    section, _, name = key.partition(".")
+    cls = method_class(method).Params if section == "method" else SECTIONS.get(section)
+    kind = field_types(cls).get(name) if cls is not None else None
+    return kind is int or int in getattr(kind, "__args__", ())
 
 
 EVERY_EPOCH = ("loss", "lr", "samples_per_s", "epoch_time_s")  # the rest comes with evaluations
@@ -51,6 +128,7 @@ def search_cells(opts: dict, cells: list[dict]) -> list[dict]:
     ``cells`` holds one cell per seed (one method, one corruption). A searched space tunes on one seed:
     Optuna proposes for the base cell only, so further seeds are an error rather than silently dropped.
     """
+    check_search(opts, cells[0])
     candidates = opts.get("candidates")
     metric = opts.get("metric", "knn_acc")
     if not candidates:
@@ -82,10 +160,7 @@ def tune_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    space = opts.get("space") or {}
-    unknown = sorted(k for k in space if k not in cells[0])
-    if unknown:
-        raise SweepError(f"space key(s) {', '.join(unknown)} are not config keys of {cells[0]['method']}; valid: {', '.join(k for k in cells[0] if '.' in k)}")
+    space = opts.get("space") or {}  # checked by check_search
     storage = Path(opts["_experiment_path"]) / "optuna.db"
     storage.parent.mkdir(parents=True, exist_ok=True)
     study = optuna.storages.RDBStorage(f"sqlite:///{storage}")
@@ -102,5 +177,10 @@ SWEEP = Sweep("tune_hparams", __doc__, corruptions,
               frozenset({"space", "candidates", "asha", "metric", "mode", "num_samples", "search_seed"}), tune_setup,
               edit_cells=search_cells)
 
+def cli(argv: list[str] | None = None) -> int:
+    """``sbl-sweep tune_hparams`` and ``python sweeps/tune_hparams.py``: exit code of ``sweeps.launch.main``."""
+    return main(SWEEP, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(SWEEP))
+    sys.exit(cli())

@@ -2,13 +2,22 @@
 
 Ray and MLflow see the flat, JSON-able form: ``{"method": "moco_v2", "data.dataset": "digits",
 "optim.lr": 0.3, "method.temperature": 0.2, ...}``. ``from_flat`` rejects unknown keys listing
-the known ones. Fields left ``None`` take the method's defaults (``Method.defaults``) when the
-config is resolved, so the recorded flat config always holds the values that actually ran.
+the known ones and converts every value to its field's annotated type (``coerce``: ``"5e-4"``, as
+YAML 1.1 reads it, becomes 0.0005) or refuses it in one line naming key, value and type. Fields
+left ``None`` take the method's defaults (``Method.defaults``) when the config is resolved, so the
+recorded flat config always holds the values that actually ran.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
+import os
+import re
+import types
+import typing
 from typing import Any
 
 from corruptions import parse as parse_corruption
@@ -87,6 +96,85 @@ CHOICES = {
 }
 
 
+# Lower bounds checked by ``validate``: key -> (bound, inclusive). None (a method default) always passes.
+MINIMUMS = {
+    "data.image_size": (1, True), "data.train_per_class": (1, True), "data.test_per_class": (1, True),
+    "data.memory_budget_gb": (0, False), "model.width": (0, False), "optim.lr": (0, False),
+    "optim.weight_decay": (0, True), "optim.batch_size": (1, True), "optim.epochs": (0, True),  # 0: the untrained reference
+    "optim.warmup_fraction": (0, True), "eval.eval_every": (0, True), "eval.knn_k": (1, True),
+    "eval.bank_size": (1, True), "system.seed": (0, True), "system.checkpoint_every": (1, True),
+}
+
+# YAML 1.1 (PyYAML) reads 5e-4, 1e6 and +1 as strings: they are numbers here.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INVALID = object()
+EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _to_int(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return _INVALID
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return int(value) if math.isfinite(value) and float(value).is_integer() else _INVALID  # 2.0 yes, 1.5 no
+
+
+def _to_float(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        return _INVALID
+    return float(value)
+
+
+_CONVERT = {
+    int: _to_int,
+    float: _to_float,
+    bool: lambda v: bool(v) if isinstance(v, bool) or type(v).__name__ == "bool_" else _INVALID,  # numpy's too
+    str: lambda v: v if isinstance(v, str) else os.fspath(v) if isinstance(v, os.PathLike) else _INVALID,
+}
+
+
+def coerce(key: str, value: Any, kind: Any) -> Any:
+    """``value`` converted to the field annotation ``kind`` (int, float, bool, str, optionally ``| None``).
+
+    Numbers written as strings are read (``"5e-4"`` -> 0.0005), an int field takes whole floats
+    (``2.0``) but never ``1.5`` or a bool, a float field any finite number, a bool field only true or
+    false, and None passes only where the annotation allows it. Other annotations pass unchanged.
+
+    Raises:
+        ValueError: one line naming the key, the value and the expected type, e.g.
+            ``optim.lr 'abc' is invalid; valid: a number or null``.
+    """
+    optional, base = False, kind
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        others = [a for a in typing.get_args(kind) if a is not type(None)]
+        optional, base = len(others) < len(typing.get_args(kind)), others[0] if len(others) == 1 else None
+    if value is None and optional:
+        return None
+    if base not in _CONVERT:
+        return value
+    converted = _CONVERT[base](value)
+    if converted is _INVALID:
+        raise ValueError(f"{key} {value!r} is invalid; valid: {EXPECTED[base]}{' or null' if optional else ''}")
+    return converted
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """A dataclass's resolved field annotations (this module's postponed ones included)."""
+    return typing.get_type_hints(cls)
+
+
+def coerce_fields(cls: type, values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """``values`` (field name -> value) of dataclass ``cls`` coerced to its annotations; errors name
+    ``<prefix><field>``. Unknown names pass unchanged (``from_flat`` reports those)."""
+    kinds = field_types(cls)
+    return {k: coerce(prefix + k, v, kinds[k]) if k in kinds else v for k, v in values.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class TrialConfig:
     """Everything one trial needs. ``method_params`` holds overrides of the method's Params."""
@@ -134,8 +222,11 @@ class TrialConfig:
         for key, choices in CHOICES.items():
             if flat[key] is not None and flat[key] not in choices:
                 raise ValueError(f"{key} {flat[key]!r} is invalid; valid: {', '.join(choices)}")
-        if flat["optim.batch_size"] < 1:
-            raise ValueError(f"optim.batch_size {flat['optim.batch_size']!r} is invalid; valid: an integer >= 1")
+        for key, (bound, inclusive) in MINIMUMS.items():
+            value = flat[key]
+            if value is not None and (value < bound if inclusive else value <= bound):
+                kind = "an integer" if isinstance(value, int) else "a number"
+                raise ValueError(f"{key} {value!r} is invalid; valid: {kind} {'>=' if inclusive else '>'} {bound}")
         if self.data.labels_per_class is not None:
             from trainables.methods import method_class
 
@@ -144,8 +235,6 @@ class TrialConfig:
                                  "which trains without labels; valid: null, or a method trained with labels (supervised, supcon)")
             if self.data.labels_per_class < 1:
                 raise ValueError(f"data.labels_per_class {self.data.labels_per_class!r} is invalid; valid: null or an integer >= 1")
-        if flat["optim.epochs"] < 0:  # 0 = evaluate the initial network (the untrained reference)
-            raise ValueError(f"optim.epochs {flat['optim.epochs']!r} is invalid; valid: an integer >= 0")
         if self.data.crop_min_scale is not None and self.data.augmentation:
             from trainables.data.augment import AUGMENTATIONS, recipe_options
 
@@ -171,17 +260,19 @@ class TrialConfig:
         """Inverse of ``to_flat``; any subset of keys. Unknown keys raise listing the known ones."""
         from trainables.methods import method_class
 
-        method = flat.get("method", cls.method)
+        method = coerce("method", flat.get("method", cls.method), str)
         known_params = [f.name for f in dataclasses.fields(method_class(method).Params)]
         known = ["method"] + [f"{s}.{f.name}" for s, c in SECTIONS.items() for f in dataclasses.fields(c)]
         known += [f"method.{p}" for p in known_params]
-        unknown = sorted(set(flat) - set(known))
+        unknown = sorted(map(str, set(flat) - set(known)))
         if unknown:
             raise ValueError(f"unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(known)}")
         sections = {
-            s: c(**{k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(s + ".")}) for s, c in SECTIONS.items()
+            s: c(**coerce_fields(c, {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(s + ".")}, s + "."))
+            for s, c in SECTIONS.items()
         }
-        params = tuple(sorted((k.split(".", 1)[1], v) for k, v in flat.items() if k.startswith("method.")))
+        params = coerce_fields(method_class(method).Params, {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("method.")}, "method.")
+        params = tuple(sorted(params.items()))
         return cls(method=method, method_params=params, **sections)
 
     def replace(self, overrides: dict[str, Any]) -> TrialConfig:

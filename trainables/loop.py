@@ -140,7 +140,7 @@ def _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, tota
             out = method.training_step(views, labels)
         loss = out["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1} step {step + 1}")
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1} step {step + 1}: the network diverged; valid: a lower optim.lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         method.before_optimizer_step(step / total)
@@ -162,7 +162,8 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
         test = extract_features(method.embed, td.eval_test, td.eval_corruption, prepare, device, g, autocast=precision)
         for split, (feats, _) in (("training", train), ("test", test)):
             if not torch.isfinite(feats).all():  # a finite loss does not rule it out (fp32, huge lr)
-                raise FloatingPointError(f"non-finite {split}-split features at the evaluation after epoch {epoch}: "
+                step = epoch * (len(td.train) // cfg.optim.batch_size)
+                raise FloatingPointError(f"non-finite {split}-split features at the evaluation after epoch {epoch} (step {step}): "
                                          "the network diverged; valid: a lower optim.lr")
         metrics = epoch_metrics(train, test, td.num_classes, cfg.eval)
         if final:
@@ -198,9 +199,24 @@ def _state(epoch: int, step: int, history: list, method, optimizer, gens) -> dic
 
 
 def _restore(state: dict, method, optimizer, gens) -> tuple[int, int, list]:
+    _check_fits(state["method"], method)
     method.load_state_dict(state["method"])
     optimizer.load_state_dict(state["optimizer"])
     for k, g in gens.items():
         g.set_state(state["generators"][k])
     return state["epoch"], state["step"], list(state["history"])
 
+
+
+def _check_fits(saved: dict, method) -> None:
+    """ValueError (one line) when a saved state holds another model than ``method`` (another method,
+    width or backbone): ``load_state_dict`` would list every parameter over hundreds of lines."""
+    own = method.state_dict()
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    reshaped = [k for k in own if k in saved and tuple(own[k].shape) != tuple(saved[k].shape)]
+    if missing or unexpected or reshaped:
+        parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
+                 (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
+        raise ValueError(f"the checkpoint holds another model than this trial's {type(method).__name__}: parameters "
+                         f"{', '.join(parts)}; valid: a checkpoint of the same method and model settings")

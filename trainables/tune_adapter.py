@@ -6,7 +6,10 @@ fault injection), which are stripped before the config is built.
 
 * metrics: ``tune.report`` once per epoch; a ``tune.Checkpoint`` rides along every
   ``system.checkpoint_every`` epochs (the state ``run_trial`` hands to ``save``);
-* resume: ``tune.get_checkpoint()`` on start (FailureConfig retries and ``Tuner.restore``);
+* resume: the newest loadable checkpoint of the trial on start (FailureConfig retries and
+  ``Tuner.restore``): ``tune.get_checkpoint()``, or a newer one on disk when the driver was killed
+  after its last experiment snapshot; a trial the driver knows finished reports its final result
+  again instead of training (``finished``);
 * data: the decoded dataset comes through Ray's object store (``tune.with_parameters``), so
   concurrent trials on a node share one copy;
 * GPU: a trial that holds a fraction g of a GPU caps its own allocator at g (Ray does not);
@@ -37,6 +40,7 @@ from trainables.loop import run_trial
 STATE_FILE = "state.pt"
 CRASH_LOG = "worker_crash.log"  # faulthandler's output, in the trial folder
 SWEEP_PREFIX = "sweep."
+REPLAYED = "replayed"  # result key: a result reported again after a resume (a finished trial's final one, or an epoch's)
 
 
 def pack_dataset(data: ImageDataset) -> dict[str, Any]:
@@ -69,13 +73,23 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
     return {**config.get("sweep.cell", {}), **top}
 
 
-def train(config: dict[str, Any], dataset: dict[str, Any] | None = None) -> None:
-    """Tune function trainable: one trial of ``run_trial`` with checkpoints and resume."""
+def train(config: dict[str, Any], dataset: dict[str, Any] | None = None, experiment_dir: str | None = None,
+          finished: dict[str, dict] | None = None) -> None:
+    """Tune function trainable: one trial of ``run_trial`` with checkpoints and resume.
+
+    Args:
+        config: the Tune config (see ``trial_config``).
+        dataset: ``pack_dataset``'s output, shared through the object store (else loaded from config).
+        experiment_dir: the Tune experiment folder, where newer checkpoints than Tune's may lie.
+        finished: trial id -> final result of trials that already ended (the driver's records):
+            such a trial reports it again, marked ``REPLAYED``, and trains nothing.
+    """
+    trial_id = tune.get_context().get_trial_id()
+    if finished and trial_id in finished:
+        tune.report({**finished[trial_id], REPLAYED: True, "done": True})
+        return
     _cap_gpu_memory(float(config.get("sweep.gpu", 0.0)))
-    resume = None
-    if (checkpoint := tune.get_checkpoint()) is not None:
-        with checkpoint.as_directory() as folder:
-            resume = torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+    resume = _resume(tune.get_checkpoint(), experiment_dir, trial_id, int(trial_config(config).get("optim.epochs") or 0))
     pending: dict[str, Any] = {}
     fail_at = config.get("sweep.fail_once_at_epoch")
 
@@ -100,10 +114,59 @@ def train(config: dict[str, Any], dataset: dict[str, Any] | None = None) -> None
         run_trial(trial_config(config), report, resume=resume, save=save, dataset=data)
 
 
-def trainable(dataset: ImageDataset | None, resources: dict[str, float]):
-    """``train`` with the dataset in the object store and per-trial resources attached."""
-    fn = tune.with_parameters(train, dataset=pack_dataset(dataset)) if dataset is not None else train
+def trainable(dataset: ImageDataset | None, resources: dict[str, float], experiment_dir: str | None = None,
+              finished: dict[str, dict] | None = None):
+    """``train`` with the dataset in the object store and per-trial resources attached (``train``
+    documents ``experiment_dir`` and ``finished``)."""
+    params = {"dataset": pack_dataset(dataset) if dataset is not None else None,
+              "experiment_dir": experiment_dir, "finished": finished or None}
+    params = {k: v for k, v in params.items() if v is not None}
+    fn = tune.with_parameters(train, **params) if params else train
     return tune.with_resources(fn, {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)})
+
+
+def _resume(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, trial_id: str, epochs: int) -> dict | None:
+    """``_resume_state``; when that is newer than Tune's checkpoint (the driver died before it took in
+    the report that carried it), that epoch's metrics are reported again (``REPLAYED``), so the
+    driver's records get them (the MLflow writer skips an epoch it has)."""
+    state, path = _resume_state(checkpoint, experiment_dir, trial_id)
+    tunes = os.path.realpath(Path(checkpoint.path) / STATE_FILE) if checkpoint is not None else None
+    if state and path is not None and os.path.realpath(path) != tunes and state.get("history"):
+        last = dict(state["history"][-1])
+        if last.get("epoch", epochs) < epochs:  # the last epoch's report is the final one, made again anyway
+            tune.report({**last, REPLAYED: True})
+    return state
+
+
+def _resume_state(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, trial_id: str) -> tuple[dict | None, Path | None]:
+    """The newest loadable state of this trial and its path on disk, or (None, None) to start from scratch.
+
+    After a kill -9 of the driver, ``Tuner.restore`` rebuilds trials from Tune's last experiment
+    snapshot (taken every ~10 s), which can predate a trial's newest checkpoints or the trial
+    itself (it then restarts in a new folder with the same trial id). So every checkpoint of this
+    trial id in the experiment folder is a candidate, the most recently written first; one that does
+    not load (torn by the kill, or refused by ``weights_only``) is skipped with a warning.
+    """
+    found = []
+    if experiment_dir and Path(experiment_dir).is_dir():
+        found = sorted(Path(experiment_dir).glob(f"*{trial_id}*/checkpoint_*/{STATE_FILE}"), key=_mtime, reverse=True)
+    for path in found:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True), path
+        except Exception as err:  # any unreadable checkpoint: try the next newest
+            print(f"skipping checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                  file=sys.stderr, flush=True)
+    if checkpoint is None:  # nothing on disk here (remote storage): Tune's own record
+        return None, None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True), None
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # deleted meanwhile
+        return float("-inf")
 
 
 def _cap_gpu_memory(fraction: float) -> None:

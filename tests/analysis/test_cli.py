@@ -41,3 +41,37 @@ def test_claims__writes_the_checks_with_the_quoted_study_text(fake_store, tmp_pa
     assert table["quote"].notna().all() and {"C1.avg", "C1.avg.floor", "C5.train", "C7.seeds"} <= set(table["id"])
     train = table[(table["id"] == "C5.train") & table["claim"].str.startswith("overall uniformity rises during training (supervised")]
     assert train["effect"].tolist() == pytest.approx([0.7 - 0.5])  # epoch 1 -> 2 of the logged history (one seed: no interval)
+
+
+def _garbage(path):
+    path.write_bytes(bytes(range(256)) * 4)
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _other_sqlite(path):
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE trials (x)")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_garbage, "is not an SQLite database"),
+        (_empty, "is an empty file, not a database"),
+        (_other_sqlite, "is an SQLite database without MLflow's tables (experiments, runs)"),
+    ],
+)
+def test_command__a_store_that_is_no_mlflow_database_is_refused_untouched(make, message, tmp_path, capsys):
+    store = tmp_path / "mlflow.db"
+    make(store)
+    before = (store.read_bytes(), store.stat().st_mtime_ns)
+    code = drops.main(["--experiment", "x", "--mlflow-uri", f"sqlite:///{store}", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: MLflow store {str(store)!r} ")
+    assert message in err and err.count("\n") == 1
+    assert (store.read_bytes(), store.stat().st_mtime_ns) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]

@@ -83,3 +83,54 @@ def test_load_tune__a_missing_folder_lists_its_siblings(tmp_path):
     tune_folder(tmp_path)
     with pytest.raises(AnalysisError, match="existing: exp"):
         collect.load_tune(tmp_path / "nope")
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(tmp_path_factory):
+    """Experiment ``twice`` holding two sweeps of the same trials (two parent runs from two storage
+    folders), as a re-run into the same store used to leave it: (uri, [parent run ids])."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.analysis.conftest import _child
+
+    tmp_path = tmp_path_factory.mktemp("twice")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("twice", artifact_location=(tmp_path / "art").as_uri())
+    parents = []
+    for i, storage in enumerate(("/data/a/twice", "/data/b/twice")):
+        parent = client.create_run(exp, run_name="twice", tags={"sweep": "parent", "storage_path": storage}).info.run_id
+        for j, corruption in enumerate(("ori", "glo_4")):
+            _child(client, exp, parent, f"t{i}_{j}", corruption, acc=80.0 - 20 * j - i)
+        client.set_terminated(parent)
+        parents.append(parent)
+    return uri, parents
+
+
+def test_load_runs__two_sweeps_under_one_name_are_refused_listing_both(two_sweeps):
+    uri, parents = two_sweeps
+    with pytest.raises(AnalysisError) as err:
+        collect.load_runs("twice", uri)
+    message = str(err.value)
+    assert "\n" not in message and "2 sweeps" in message and "--sweep" in message, message
+    assert all(p in message for p in parents) and "/data/a/twice" in message and "/data/b/twice" in message, message
+
+
+def test_load_runs__sweep_selects_one_of_two(two_sweeps):
+    uri, parents = two_sweeps
+    df = collect.load_runs("twice", uri, sweep=parents[1])
+    assert sorted(df["trial_id"]) == ["t1_0", "t1_1"]  # one row per trial: nothing pooled
+    assert collect.sweep_info("twice", uri, sweep=parents[1])["parent_run_id"] == parents[1]
+    with pytest.raises(AnalysisError, match="not a sweep of experiment 'twice'"):
+        collect.load_runs("twice", uri, sweep="nope")
+
+
+def test_drops_cli__two_sweeps_under_one_name_exit_2_unless_one_is_chosen(two_sweeps, tmp_path, capsys):
+    from analysis import drops
+
+    uri, parents = two_sweeps
+    assert drops.main(["--experiment", "twice", "--mlflow-uri", uri, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and parents[0] in err, err
+    assert drops.main(["--experiment", "twice", "--mlflow-uri", uri, "--sweep", parents[0], "--out", str(tmp_path / "o")]) == 0
+    assert "| supervised | 25.0 ±" in (tmp_path / "o" / "drops.md").read_text()  # 80 -> 60, one seed, one sweep

@@ -38,6 +38,15 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"final_metrics.json", "classwise_uniformity.json", "feature_distance.json", "corrupted_samples.png"} <= artifacts
     assert "Relative accuracy drop vs ori" in out and "mlflow ui --backend-store-uri sqlite:///" in out
+    # Readable names, the arm as the tables name it; Tune's JSON/CSV logs, no TensorBoard files or hint.
+    names = {r.info.run_name for r in everything}
+    assert {"untrained-ori-s0", "supervised-glo_4-s0", "moco_v2-loc_4-s0"} <= names
+    folders = sorted(p for p in (storage / "smoke").iterdir() if p.is_dir())
+    assert sorted(f.name.rsplit("-", 1)[0] for f in folders) == sorted(names - {"smoke"})
+    for folder in folders:
+        assert (folder / "result.json").stat().st_size > 0 and (folder / "progress.csv").exists()
+        assert not list(folder.glob("events.out.tfevents*")), folder
+    assert "tensorboard" not in out.lower()
 
 
 def _max_concurrent(runs) -> int:

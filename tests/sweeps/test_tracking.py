@@ -1,7 +1,8 @@
-"""sweeps/tracking.py: what a restored trial writer tags new runs with."""
+"""sweeps/tracking.py: what a restored trial writer tags new runs with, and that a FINISHED run is final."""
 
 from __future__ import annotations
 
+import json
 import pickle
 
 from sweeps.tracking import MLflowTrialWriter, code_version
@@ -13,3 +14,43 @@ def test_trial_writer__a_resumed_sweep_tags_new_runs_with_the_resuming_code(tmp_
     restored = pickle.loads(pickle.dumps(writer))  # what Tuner.restore hands back
     restored.setup(total_num_samples=1)
     assert restored._version == code_version() and restored._version["git_sha"] != "the first launch's"
+
+
+class _Trial:
+    """What the writer reads of a Tune trial."""
+
+    def __init__(self, trial_id: str, last_result: dict) -> None:
+        cell = {"method": "supervised", "data.corruption": "ori", "data.dataset": "digits", "system.seed": 0}
+        self.trial_id, self.config, self.last_result = trial_id, {"sweep.cell": cell}, last_result
+
+
+def test_trial_writer__a_run_recorded_finished_is_never_reopened_or_rewritten(tmp_path):
+    """After a kill -9, Tune's stale state can hand back a trial MLflow already recorded FINISHED."""
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import open_parent_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = open_parent_run(uri, "exp", tmp_path / "art", tmp_path / "parent_id", {})
+    final = {"epoch": 2, "loss": 1.0, "knn_acc": 50.0, "done": True}
+    first = MLflowTrialWriter(uri, parent)
+    trial = _Trial("abc_00000", final)
+    first.on_trial_start(0, [], trial)
+    first.on_trial_result(0, [], trial, {"epoch": 1, "loss": 2.0})
+    first.on_trial_complete(0, [], trial)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_run(parent).info.experiment_id], "tags.ray_trial_id = 'abc_00000'")
+    assert run.info.status == "FINISHED"
+
+    resumed = MLflowTrialWriter(uri, parent)  # the next launch, handed the same trial again
+    resumed.setup()
+    again = _Trial("abc_00000", {**final, "knn_acc": 99.0})
+    resumed.on_trial_start(0, [], again)
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"  # not reopened as RUNNING
+    resumed.on_trial_result(0, [], again, {"epoch": 1, "loss": 9.0})
+    resumed.on_trial_complete(0, [], again)
+    after = client.get_run(run.info.run_id)
+    assert after.info.status == "FINISHED" and after.info.end_time == run.info.end_time
+    path = client.download_artifacts(run.info.run_id, "final_metrics.json", str(tmp_path / "dl"))
+    assert json.loads(open(path).read())["knn_acc"] == 50.0
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [2.0]

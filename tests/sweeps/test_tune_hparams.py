@@ -49,6 +49,49 @@ def test_search__bad_input_is_a_one_line_error_before_any_trial(storage, tmp_pat
     assert not (storage / "tune_hparams-digits").exists()
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    ("num_samples: abc\n", "num_samples 'abc' is invalid; valid: an integer >= 1"),
+    ("asha: {grace_period: x}\n", "asha.grace_period 'x' is invalid; valid: an integer >= 1"),
+    ("asha: {grace: 1}\n", "asha {'grace': 1} is invalid; valid: a mapping of grace_period"),
+    ("mode: maximum\n", "mode 'maximum' is invalid; valid: min, max"),
+    ("space: [optim.lr]\n", "space ['optim.lr'] is invalid; valid: a mapping"),
+    ("space: {optim.zzz: {uniform: [1, 2]}}\n", "space key(s) optim.zzz are not config keys of supervised"),
+    ("space: {optim.lr: {loguniform: [1e-2, abc]}}\n", "space.optim.lr: loguniform ['1e-2', 'abc'] is invalid; valid: [low, high]"),
+    ("space: {optim.lr: {loguniform: [0, 1]}}\n", "and low > 0"),
+    ("space: {optim.lr: {uniform: [-1, 1]}}\n", "space.optim.lr: optim.lr -1.0 is invalid; valid: a number > 0"),
+    ("space: {optim.batch_size: {uniform: [32, 256]}}\n", "uniform draws fractions but optim.batch_size is an integer; valid: randint or choice"),
+    ("space: {optim.batch_size: {randint: [0, 8]}}\n", "space.optim.batch_size: optim.batch_size 0 is invalid; valid: an integer >= 1"),
+    ("space: {optim.optimizer: {choice: [sgd, adam]}}\n", "space.optim.optimizer: optim.optimizer 'adam' is invalid; valid: sgd, lars"),
+    ("space: {eval.probe: {choice: []}}\n", "space.eval.probe: choice [] is invalid; valid: a non-empty list"),
+])
+def test_search__bad_search_settings_are_refused_in_a_dry_run(storage, tmp_path, capsys, body, message):
+    code = main(tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage),
+                                     "--set", "eval.eval_every=1", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_search__numbers_yaml_reads_as_strings_are_numbers_in_the_space(storage, tmp_path):
+    body = "num_samples: 1e1\nspace: {optim.weight_decay: {loguniform: [1e-6, 1e-3]}, optim.batch_size: {choice: [16, '32']}}\n"
+    plan, _ = prepare(tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage),
+                                           "--set", "eval.eval_every=1", "--dry-run"])
+    assert plan.opts["num_samples"] == 10
+    assert plan.opts["space"] == {"optim.weight_decay": {"loguniform": [1e-6, 1e-3]}, "optim.batch_size": {"choice": [16, 32]}}
+
+
+def test_search__a_changed_space_on_resume_is_refused_not_ignored(storage, tmp_path, capsys):
+    from sweeps.launch import save_plan
+
+    common = ["--storage-path", str(storage), "--experiment", "s", "--set", "eval.eval_every=1", "--dry-run"]
+    plan, _ = prepare(tune_hparams.SWEEP, ["--config", _config(tmp_path, SPACE), *common])
+    save_plan(plan)
+    prepare(tune_hparams.SWEEP, ["--config", _config(tmp_path, SPACE), *common, "--resume"])  # unchanged: accepted
+    wider = "space: {optim.lr: {loguniform: [1e-3, 1.0]}}\n"
+    assert main(tune_hparams.SWEEP, ["--config", _config(tmp_path, wider), *common, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: space is {'optim.lr': {'loguniform': [0.001, 1.0]}} now, {'optim.lr': {'loguniform': [0.01, 1.0]}} when" in err
+
+
 @pytest.mark.slow
 def test_candidates__each_runs_to_the_end_and_the_summary_ranks_them_by_gain(storage, tmp_path, ray_shutdown, capsys):
     config = _config(tmp_path, "candidates:\n  - {model.width: 0.125, optim.epochs: 2}\n  - {model.width: 0.25, optim.epochs: 1}\n")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, coerce
 
 
 def test_to_flat__round_trips_through_json_and_from_flat():
@@ -149,3 +149,81 @@ def test_resolved__exclude_bias_norm_comes_from_the_method_and_stays_when_explic
     assert TrialConfig(method="moco_v2").resolved().optim.exclude_bias_norm is False
     explicit = TrialConfig(method="moco_v2").replace({"optim.exclude_bias_norm": True}).resolved()
     assert explicit.to_flat()["optim.exclude_bias_norm"] is True
+
+
+# --- coerce: every value is converted to its field's type or refused in one line ------------------
+
+
+@pytest.mark.parametrize(
+    "value, kind, expected",
+    [
+        ("5e-4", float, 5e-4),  # YAML 1.1 reads 5e-4 as a string
+        ("1e6", float, 1e6),
+        (1, float, 1.0),
+        ("1e3", int, 1000),
+        (64.0, int, 64),
+        (True, bool, True),
+        ("glo_4", str, "glo_4"),
+        (None, float | None, None),
+        ("1e-3", float | None, 1e-3),
+        (3, int | None, 3),
+    ],
+)
+def test_coerce__converts_to_the_field_type(value, kind, expected):
+    out = coerce("k", value, kind)
+    assert out == expected and type(out) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "value, kind, message",
+    [
+        ("abc", float | None, "optim.lr 'abc' is invalid; valid: a number or null"),
+        (1.5, int, "optim.lr 1.5 is invalid; valid: an integer"),
+        ("big", int, "optim.lr 'big' is invalid; valid: an integer"),
+        (True, int, "optim.lr True is invalid; valid: an integer"),
+        (True, float, "optim.lr True is invalid; valid: a number"),
+        (float("nan"), float, "optim.lr nan is invalid; valid: a number"),
+        ("1e999", float, "optim.lr '1e999' is invalid; valid: a number"),
+        ("maybe", bool, "optim.lr 'maybe' is invalid; valid: true or false"),
+        (1, bool, "optim.lr 1 is invalid; valid: true or false"),
+        (4, str, "optim.lr 4 is invalid; valid: a string"),
+        (None, float, "optim.lr None is invalid; valid: a number"),
+    ],
+)
+def test_coerce__refuses_naming_key_value_and_type(value, kind, message):
+    with pytest.raises(ValueError) as err:
+        coerce("optim.lr", value, kind)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"optim.lr": "abc"}, "optim.lr 'abc' is invalid; valid: a number or null"),
+        ({"optim.batch_size": 1.5}, "optim.batch_size 1.5 is invalid; valid: an integer"),
+        ({"model.width": "abc"}, "model.width 'abc' is invalid; valid: a number"),
+        ({"eval.probe": "maybe"}, "eval.probe 'maybe' is invalid; valid: true or false"),
+        ({"system.seed": "x"}, "system.seed 'x' is invalid; valid: an integer"),
+        ({"method.temperature": "abc"}, "method.temperature 'abc' is invalid; valid: a number"),
+        ({"method.symmetric": "maybe"}, "method.symmetric 'maybe' is invalid; valid: true or false"),
+        ({"system.seed": -1}, "system.seed -1 is invalid; valid: an integer >= 0"),
+        ({"model.width": 0}, "model.width 0.0 is invalid; valid: a number > 0"),
+        ({"eval.knn_k": 0}, "eval.knn_k 0 is invalid; valid: an integer >= 1"),
+    ],
+)
+def test_from_flat__every_value_is_type_checked(overrides, message):
+    with pytest.raises(ValueError) as err:
+        TrialConfig(method="moco_v2").replace(overrides).resolved()
+    assert str(err.value) == message
+
+
+def test_from_flat__numeric_strings_become_numbers_in_the_flat_config():
+    flat = TrialConfig.from_flat({"method": "moco_v2", "optim.weight_decay": "5e-4", "optim.batch_size": "64",
+                                  "method.queue_size": "1e3", "model.width": 1}).resolved().to_flat()
+    assert (flat["optim.weight_decay"], flat["optim.batch_size"], flat["method.queue_size"], flat["model.width"]) == (5e-4, 64, 1000, 1.0)
+    assert type(flat["optim.batch_size"]) is int and type(flat["model.width"]) is float
+
+
+def test_params__method_params_given_directly_are_type_checked_too():
+    with pytest.raises(ValueError, match=r"^method\.queue_size 'many' is invalid; valid: an integer$"):
+        TrialConfig(method="moco_v2", method_params=(("queue_size", "many"),)).resolved()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision.datasets as tvd
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from trainables.data import imagefolder
@@ -197,8 +197,11 @@ def _imagefolder(arg: str, image_size: int | None, data_dir: Path | None, downlo
 
 def _native_size(listing: dict) -> int:
     path = listing["train"][0][0]
-    with Image.open(path) as img:
-        w, h = img.size
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (UnidentifiedImageError, OSError) as err:  # later files: imagefolder.decode says the same
+        raise DatasetError(f"cannot read image {path!r}: {err}") from None
     if w != h:
         raise DatasetError(f"image {path!r} is {w}x{h}, not square; pass image_size (e.g. 32, 64, 96, 224)")
     return w
@@ -217,6 +220,10 @@ def _torchvision_source(cls: type, splits: dict[str, dict]):
                     ds = cls(root=str(root), download=download, **kwargs)
                 except RuntimeError as err:
                     raise DatasetError(f"{cls.__name__} not found under {str(root)!r} ({err}); pass data_dir or allow download") from None
+                except OSError as err:  # the download failed (offline: URLError)
+                    reason = getattr(err, "reason", None) or err.strerror or err
+                    raise DatasetError(f"{cls.__name__} is not under {str(root)!r} and its download failed ({reason}); "
+                                       "valid: --data-dir (data.data_dir) with the dataset, or a machine online") from None
                 data = np.asarray(ds.data)
                 data = data if data.shape[1] in (1, 3) else data.transpose(0, 3, 1, 2)
                 labels = np.asarray(getattr(ds, "targets", None) or getattr(ds, "labels", None))

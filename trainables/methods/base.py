@@ -102,13 +102,16 @@ def method_class(name: str) -> type[Method]:
 
 
 def build_params(name: str, overrides: dict[str, Any]) -> Any:
-    """The method's Params with ``overrides``; unknown keys raise listing the known ones."""
+    """The method's Params with ``overrides`` converted to their field types; unknown keys raise
+    listing the known ones, a value of the wrong type names the key and the expected type."""
+    from trainables.config import coerce_fields
+
     cls = method_class(name)
     known = [f.name for f in dataclasses.fields(cls.Params)]
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for method {name!r}; valid: {', '.join(known) or 'none'}")
-    return cls.Params(**overrides)
+    return cls.Params(**coerce_fields(cls.Params, overrides, "method."))
 
 
 def build_method(name: str, backbone: nn.Module, feature_dim: int, num_classes: int, overrides: dict[str, Any] | None = None) -> Method:
