@@ -1,4 +1,4 @@
-"""Install shim: all metadata lives in setup.cfg."""
+"""Install shim for tools that still call setup.py: all metadata lives in pyproject.toml."""
 
 from setuptools import setup
 

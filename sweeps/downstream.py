@@ -93,9 +93,14 @@ def run(argv: Sequence[str]) -> int:
     return main(probe_sweep(pretrained(storage / f"{experiment}-pretrain")), argv)
 
 
-if __name__ == "__main__":
+def cli(argv: list[str] | None = None) -> int:
+    """``sbl-sweep downstream`` and ``python sweeps/downstream.py``."""
     try:
-        sys.exit(run(sys.argv[1:]))
+        return run(sys.argv[1:] if argv is None else argv)
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

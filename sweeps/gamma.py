@@ -27,5 +27,10 @@ def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
 
 SWEEP = Sweep("gamma", __doc__, corruptions, frozenset({"gammas", "include_untrained"}), extra_cells=untrained_cells)
 
+def cli(argv: list[str] | None = None) -> int:
+    """``sbl-sweep gamma`` and ``python sweeps/gamma.py``: exit code of ``sweeps.launch.main``."""
+    return main(SWEEP, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main(SWEEP))
+    sys.exit(cli())

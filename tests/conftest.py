@@ -29,6 +29,15 @@ def memory_format_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture(scope="session")
+def cifar10_jpeg() -> Path:
+    """The real CIFAR-10 ImageFolder beside the checkout (``../shared``, present in CI); a clone
+    without it skips the tests that read it, saying why."""
+    if not (CIFAR10_JPEG / "train").is_dir():
+        pytest.skip(f"real CIFAR-10 not found at {CIFAR10_JPEG} (../shared/data/cifar10-jpeg beside the checkout)")
+    return CIFAR10_JPEG
+
+
 def devices() -> list[str]:
     """CPU always; CUDA too where present (the same test then checks both)."""
     return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
