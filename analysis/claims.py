@@ -107,10 +107,12 @@ def claim_checks(df: pd.DataFrame, metric: str = "knn_acc", history: pd.DataFram
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def format_claims(table: pd.DataFrame) -> str:
-    """Plain-text lines, one per check: verdict, claim, effect [interval], then what is missing."""
+def format_claims(table: pd.DataFrame, verdicts: tuple[str, ...] | None = None) -> str:
+    """Plain-text lines, one per check: verdict, claim, effect [interval], then what is missing;
+    only the checks with one of ``verdicts`` when given. The last line counts every verdict."""
     lines = []
-    for _, r in table.iterrows():
+    shown = table if verdicts is None else table[table["verdict"].isin(verdicts)]
+    for _, r in shown.iterrows():
         effect = "" if math.isnan(r["effect"]) else f"  effect {r['effect']:+.3g} {r['unit']}"
         interval = "" if math.isnan(r["low"]) else f" [{r['low']:+.3g}, {r['high']:+.3g}]"
         how = f" ({r['interval']})" if r["interval"] else ""

@@ -11,6 +11,7 @@ from analysis.claims import claim_checks, format_claims
 from analysis.drops import accuracy_table, drop_table
 from analysis.frame import UNTRAINED, annotate, arm_of
 from sweeps.options import searched_keys
+from sweeps.tracking import experiment_id, log_summary
 from trainables.tune_adapter import REPLAYED, crash_report, trial_config
 
 
@@ -140,8 +141,30 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
         drops = drop_table(trained, metric)
         if drops is not None:
             print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{drops.to_string(float_format='%.1f')}")
-            print(f"\nClaim checks ({metric}):\n{format_claims(claim_checks(df, metric))}")
+            claims = claim_checks(df, metric)
+            print(f"\nClaim checks ({metric}) that passed or failed; all of them: python -m analysis.claims "
+                  f"--experiment {shlex.quote(plan.experiment)} --storage-path {shlex.quote(str(plan.storage))}\n"
+                  f"{format_claims(claims, verdicts=('PASS', 'FAIL'))}")
+            log_summary(plan.mlflow_uri, parent_run_id, drops, claims)
+    if len(df):
+        write_report(plan, parent_run_id)
     uri = plan.mlflow_uri
     print(f"\nMLflow: experiment {plan.experiment!r}, parent run {parent_run_id}. Open the UI with:\n"
-          f"  mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000\n"
-          f"  then browse http://127.0.0.1:5000")
+          f"  mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000 --workers 1\n"
+          f"  then browse http://127.0.0.1:5000/#/experiments/{experiment_id(uri, parent_run_id)}")
+
+
+def write_report(plan, parent_run_id: str) -> None:
+    """The sweep's HTML report (``analysis.report``), attached to its parent run; a failure to write
+    it is one line, never a failed sweep (the trials are recorded either way)."""
+    from analysis import report
+
+    argv = ["--experiment", plan.experiment, "--storage-path", str(plan.storage), "--mlflow-uri", plan.mlflow_uri,
+            "--sweep", parent_run_id]
+    print("\nHTML report:", flush=True)
+    try:
+        code = report.main(argv)
+    except Exception as err:
+        code = f"{type(err).__name__}: {err}"
+    if code:
+        print(f"  not written ({code}); retry with: python -m analysis.report {shlex.join(argv)}", flush=True)

@@ -170,6 +170,28 @@ def open_parent_run(uri: str, experiment: str, artifact_root: Path, state_file: 
     return run.info.run_id
 
 
+def experiment_id(uri: str, run_id: str) -> str:
+    """The MLflow experiment of a run (for the UI's URL)."""
+    return MlflowClient(uri).get_run(run_id).info.experiment_id
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow metric name from table labels: MLflow allows letters, digits, ``_-. /`` only, so
+    ``supervised@20`` becomes ``supervised_at20``."""
+    return "/".join("".join(c if c.isalnum() or c in "_-." else "_" for c in str(p).replace("@", "_at")) for p in parts)
+
+
+def log_summary(uri: str, parent_run_id: str, drops, claims) -> None:
+    """The sweep's results on its parent run, to compare sweeps in the MLflow UI: every cell of the
+    drop table as ``drop/<arm>/<corruption>`` (percent, mean over seeds) and the claim verdict
+    counts ``claims_pass``, ``claims_fail``, ``claims_inconclusive``."""
+    metrics = [Metric(metric_key("drop", arm, corruption), float(value), 0, 0)
+               for arm, row in drops.iterrows() for corruption, value in row.items() if value == value]  # NaN: no cell
+    counts = claims["verdict"].value_counts() if len(claims) else {}
+    metrics += [Metric(f"claims_{v.lower()}", float(counts.get(v, 0)), 0, 0) for v in ("PASS", "FAIL", "INCONCLUSIVE")]
+    MlflowClient(uri).log_batch(parent_run_id, metrics=metrics)
+
+
 def recorded_final(client: MlflowClient, run) -> dict | None:
     """The final result of a trial's run if MLflow recorded it FINISHED with its final metrics, else None."""
     if run.info.status != "FINISHED":

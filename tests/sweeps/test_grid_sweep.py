@@ -47,6 +47,18 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
         assert (folder / "result.json").stat().st_size > 0 and (folder / "progress.csv").exists()
         assert not list(folder.glob("events.out.tfevents*")), folder
     assert "tensorboard" not in out.lower()
+    # The end of the sweep: decided claims only (plus the count of all), the parent run's summary
+    # metrics, the HTML report logged to the parent, the UI command with one worker and the URL.
+    claims = out[out.index("Claim checks"):out.index("HTML report:")].splitlines()[1:]
+    assert not [line for line in claims if line.startswith("INCONCLUSIVE")]
+    assert "INCONCLUSIVE" in [line for line in claims if line.strip()][-1]  # the count line
+    parent = client.get_run(parents[0].info.run_id)
+    assert {"drop/supervised/glo_4", "drop/moco_v2/loc_4", "claims_pass", "claims_fail", "claims_inconclusive"} <= set(parent.data.metrics)
+    report = storage / "analysis" / "smoke" / "report.html"
+    assert f"written: {report}" in out and report.stat().st_size > 10_000
+    assert any(a.path.endswith("report.html") for folder in client.list_artifacts(parent.info.run_id)
+               for a in ([folder] if not folder.is_dir else client.list_artifacts(parent.info.run_id, folder.path)))
+    assert "--workers 1" in out and f"#/experiments/{parent.info.experiment_id}" in out
 
 
 def _max_concurrent(runs) -> int:
