@@ -26,7 +26,7 @@ from sweeps import records, tracking
 from sweeps.launch import Plan, save_plan
 from sweeps.options import SweepError, searched_keys
 from sweeps.progress import Progress, ended, print_summary
-from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, open_parent_run
+from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, dataset_record, open_parent_run
 from trainables import tune_adapter
 
 # Tune's snapshot warning fires when every epoch checkpoints; it is harmless here.
@@ -158,7 +158,8 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     param_space.update({"sweep.gpu": plan.opts["resources"]["gpu"], **plan.opts.get("sweep_keys", {})})
     if plan.opts.get("max_concurrent"):
         tune_kwargs.setdefault("max_concurrent_trials", int(plan.opts["max_concurrent"]))
-    writer = MLflowTrialWriter(plan.mlflow_uri, parent, SampleRenderer.from_dataset(plan.data))
+    writer = MLflowTrialWriter(plan.mlflow_uri, parent, SampleRenderer.from_dataset(plan.data),
+                               dataset_record(plan.data) if plan.data is not None else None)
     run_config = tune.RunConfig(
         name=plan.experiment, storage_path=str(plan.storage), verbose=0,
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), writer, progress],

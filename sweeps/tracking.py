@@ -24,12 +24,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from corruptions import parse
-from trainables.tune_adapter import crash_report, trial_config
+from trainables.tune_adapter import STATE_FILE, crash_report, trial_config
 
 TRIAL_TAG = "ray_trial_id"
 PARENT_TAG = "mlflow.parentRunId"
@@ -282,11 +282,30 @@ class SampleRenderer:
         return fig
 
 
+def dataset_record(data) -> dict[str, str]:
+    """What MLflow shows of a trial's dataset: its spec as name, a digest of its contents (labels,
+    shapes and a strided sample of the pixels of every split) and its sizes as profile."""
+    import hashlib
+
+    splits = {s: getattr(data, s) for s in ("train", "test", "unlabeled") if getattr(data, s, None) is not None}
+    digest = hashlib.sha256()
+    for name, split in splits.items():
+        images = split.images
+        digest.update(f"{name}{tuple(images.shape)}".encode())
+        digest.update(split.labels.numpy().tobytes())
+        digest.update(images[:: max(1, len(images) // 1000)].contiguous().numpy().tobytes())
+    profile = {**{f"{s}_images": len(split.labels) for s, split in splits.items()}, "classes": data.num_classes,
+               "image_size": list(data.image_size)}
+    return {"name": data.name, "digest": digest.hexdigest()[:16], "source_type": "local", "source": data.name,
+            "profile": json.dumps(profile)}
+
+
 class MLflowTrialWriter(tune.Callback):
     """Driver-side Tune callback: one child run per trial, params, per-epoch metrics, artifacts."""
 
-    def __init__(self, uri: str, parent_run_id: str, render_samples=None) -> None:
+    def __init__(self, uri: str, parent_run_id: str, render_samples=None, dataset: dict[str, str] | None = None) -> None:
         self.uri, self.parent_run_id, self.render_samples = uri, parent_run_id, render_samples
+        self.dataset = dataset  # ``dataset_record``: logged as each new run's input (the UI's Dataset column)
         self._runs: dict[str, tuple[str, int]] = {}  # trial_id -> (run_id, last logged step)
         self._final: set[str] = set()  # trials whose run MLflow recorded FINISHED: never written again
         self._tagged: set[str] = set()  # trials whose memory-format tags are written
@@ -329,6 +348,8 @@ class MLflowTrialWriter(tune.Callback):
             run_id = self.client.create_run(exp_id, run_name=run_name(flat), tags=tags).info.run_id
             params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in sorted(flat.items())]
             self.client.log_batch(run_id, params=params)
+            if self.dataset:
+                self.client.log_inputs(run_id, datasets=[DatasetInput(Dataset(**self.dataset), [InputTag("mlflow.data.context", "training")])])
             last = -1  # an untrained (epochs 0) trial reports once, at step 0
         self._runs[trial.trial_id] = (run_id, last)
         return run_id, last
@@ -364,6 +385,8 @@ class MLflowTrialWriter(tune.Callback):
                 self.client.log_dict(run_id, {key: result[key]}, f"{key}.json")
         if self.render_samples is not None:
             self.client.log_figure(run_id, self.render_samples(trial_config(trial.config)["data.corruption"]), "corrupted_samples.png")
+        if getattr(trial, "checkpoint", None) is not None:  # the last epoch is always checkpointed; an untrained trial has none
+            log_backbone(self.client, run_id, Path(trial.checkpoint.path) / STATE_FILE)
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -373,6 +396,31 @@ class MLflowTrialWriter(tune.Callback):
         error = str(getattr(trial, "error_file", "") or "")
         self.client.set_tag(run_id, "error", crash_report(trial) or _error_text(trial) or error or "trial failed")
         self.client.set_terminated(run_id, "FAILED")
+
+
+BACKBONE_ARTIFACT = "backbone.pt"
+
+
+def backbone_weights(state_file: Path) -> dict:
+    """The trained backbone's ``state_dict`` from a trial's checkpoint (``timm`` key names: the
+    ``backbone.`` prefix, and ``_orig_mod.`` of a compiled one, removed)."""
+    import torch
+
+    state = torch.load(state_file, map_location="cpu", weights_only=True)["method"]
+    return {k.removeprefix("backbone.").removeprefix("_orig_mod."): v for k, v in state.items() if k.startswith("backbone.")}
+
+
+def log_backbone(client: MlflowClient, run_id: str, state_file: Path) -> None:
+    """``backbone.pt`` on the trial's run: its final backbone weights, loadable with
+    ``torch.load(path, weights_only=True)`` into the model ``trainables.build`` makes from the run's params."""
+    import torch
+
+    if not state_file.is_file():
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / BACKBONE_ARTIFACT
+        torch.save(backbone_weights(state_file), path)
+        client.log_artifact(run_id, str(path))
 
 
 _METRIC_KEYS = {

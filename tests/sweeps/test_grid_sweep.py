@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import ray
 import torch
@@ -9,7 +11,8 @@ import torch
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main
 from tests.sweeps.conftest import TINY_YAML, argv, final_metrics, runs
-from trainables.build import resolve_precision
+from trainables.build import build_model, resolve_precision
+from trainables.config import TrialConfig
 
 pytestmark = pytest.mark.slow
 
@@ -59,6 +62,23 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
     assert any(a.path.endswith("report.html") for folder in client.list_artifacts(parent.info.run_id)
                for a in ([folder] if not folder.is_dir else client.list_artifacts(parent.info.run_id, folder.path)))
     assert "--workers 1" in out and f"#/experiments/{parent.info.experiment_id}" in out
+    # Each trained run carries its final backbone, loadable with weights_only into the model its params build.
+    moco = next(c for c in children if c.data.params["method"] == "moco_v2")
+    path = client.download_artifacts(moco.info.run_id, "backbone.pt", str(storage))
+    flat = {k: _param(v) for k, v in moco.data.params.items()}
+    model = build_model(TrialConfig.from_flat(flat).resolved(), 10, torch.device("cpu"))
+    model.backbone.load_state_dict(torch.load(path, weights_only=True))  # strict: every key, every shape
+    (dataset,) = [d.dataset for d in client.get_run(moco.info.run_id).inputs.dataset_inputs]
+    assert dataset.name == "digits" and len(dataset.digest) == 16 and json.loads(dataset.profile)["classes"] == 10
+    assert not [c for c in untrained if "backbone.pt" in {a.path for a in client.list_artifacts(c.info.run_id)}]
+
+
+def _param(text: str):
+    """A logged param back as its value (non-strings are logged as JSON)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _max_concurrent(runs) -> int:
