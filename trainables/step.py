@@ -55,52 +55,69 @@ class EagerStep:
         return loss.detach()
 
 
-class GraphStep:
-    """Eager for ``warmup`` steps (and until ``method.graph_ready()``), then one CUDA graph."""
+def capture_cuda_graph(body: Callable[[], None]) -> Callable[[], None]:
+    """Record ``body`` into a CUDA graph (recording runs nothing); returns the graph's replay."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        body()
+    return graph.replay
 
-    def __init__(self, method: Method, optimizer: torch.optim.Optimizer, bf16: bool, warmup: int = GRAPH_WARMUP) -> None:
+
+class GraphStep:
+    """Eager for ``warmup`` steps (and until ``method.graph_ready()``), then one captured graph.
+
+    ``capture(body) -> replay`` records the step; tests on a CPU pass ``lambda body: body``, whose
+    "replay" runs the body again, to check everything around the capture without CUDA.
+    """
+
+    def __init__(self, method: Method, optimizer: torch.optim.Optimizer, bf16: bool, warmup: int = GRAPH_WARMUP,
+                 capture: Callable[[Callable[[], None]], Callable[[], None]] | None = None) -> None:
         self.method, self.optimizer, self.warmup = method, optimizer, warmup
-        precision = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if bf16 else contextlib.nullcontext()
+        device = "cuda" if capture is None else "cpu"
+        # Autocast's weight-cast cache would hand the graph tensors cast at capture time.
+        precision = torch.autocast(device, dtype=torch.bfloat16, cache_enabled=False) if bf16 else contextlib.nullcontext()
         self.eager = EagerStep(method, optimizer, precision)
-        self.precision = precision
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.precision, self.capture = precision, capture or capture_cuda_graph
+        self.side = torch.cuda.Stream() if capture is None else None  # warm-up off the capture's stream
+        self.replay: Callable[[], None] | None = None
         self.eager_steps = 0
-        self.side = torch.cuda.Stream()
 
     def __call__(self, views: list[Tensor], labels: Tensor, lr: float, step: int, total: int) -> Tensor:
-        if self.graph is None and (self.eager_steps < self.warmup or not self.method.graph_ready()):
+        if self.replay is None and (self.eager_steps < self.warmup or not self.method.graph_ready()):
             self.eager_steps += 1
+            if self.side is None:
+                return self.eager(views, labels, lr, step, total)
             self.side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(self.side):
                 loss = self.eager(views, labels, lr, step, total)
             torch.cuda.current_stream().wait_stream(self.side)
             return loss
-        if self.graph is None:
+        if self.replay is None:
             self._capture(views, labels)
         for static, x in zip(self.static_views, views, strict=True):
             static.copy_(x)
         self.static_labels.copy_(labels)
         set_lr(self.optimizer, lr)
-        self.graph.replay()
+        self.replay()
         self.method.graph_scalars((step + 1) / total)
         return self.static_loss.clone()
 
     def _capture(self, views: list[Tensor], labels: Tensor) -> None:
-        """Record one whole step on the static inputs (capture runs nothing; the replay after it does)."""
+        """Record one whole step on static inputs; the replay that follows runs it on this batch."""
         self.method.graph_prepare()
         self.static_views = [v.clone() for v in views]
         self.static_labels = labels.clone()
-        device = views[0].device
         for group in self.optimizer.param_groups:  # fused SGD reads a tensor lr on the device
-            group["lr"] = torch.tensor(float(group["lr"]), device=device)
+            group["lr"] = torch.tensor(float(group["lr"]), device=views[0].device)
         self.optimizer.zero_grad(set_to_none=True)  # gradients are then allocated in the graph's pool
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            with self.precision:
-                loss = self.method.training_step(self.static_views, self.static_labels)["loss"]
-            loss.backward()
-            self.optimizer.step()
-            self.method.graph_after_step()
+        self.replay = self.capture(self._body)
+
+    def _body(self) -> None:
+        with self.precision:
+            loss = self.method.training_step(self.static_views, self.static_labels)["loss"]
+        loss.backward()  # into .grad, which is None before the capture: no zero_grad inside
+        self.optimizer.step()
+        self.method.graph_after_step()
         self.static_loss = loss.detach()
 
 

@@ -94,3 +94,20 @@ def test_bad_input__resume_with_a_changed_config_names_the_key(storage, capsys):
     assert "optim.lr" in err and "0.5" in err and "--experiment NEW_NAME" in err
     err = _error(capsys, argv(storage, "--experiment", "e", "--resume", "--methods", "supervised"))
     assert f"{len(plan.cells)}" in err and "recorded" in err
+
+
+def test_resume__keys_added_to_the_code_since_the_recording_are_accepted_at_their_defaults(storage, capsys):
+    import json
+
+    from sweeps.launch import PLAN_FILE, prepare, save_plan
+
+    plan, _ = prepare(GRID, argv(storage, "--experiment", "e", "--dry-run"))
+    save_plan(plan)
+    path = plan.experiment_path / PLAN_FILE
+    recorded = json.loads(path.read_text())
+    for cell in recorded:  # as recorded by code from before these keys existed
+        del cell["system.compile_mode"], cell["eval.bank_dtype"]
+    path.write_text(json.dumps(recorded))
+    prepare(GRID, argv(storage, "--experiment", "e", "--resume", "--dry-run"))  # accepted
+    err = _error(capsys, argv(storage, "--experiment", "e", "--resume", "--set", "eval.bank_dtype=bf16"))
+    assert "eval.bank_dtype" in err and "bf16" in err  # a new key away from its default is a change
