@@ -107,7 +107,9 @@ class MocoV2(Method):
         """Keys computed on a shuffled batch (then unshuffled): the BN-cheating guard."""
         if not self.shuffle_keys:
             return F.normalize(self.key_projector(self.key_backbone(x)).float(), dim=1)
-        perm = torch.randperm(x.shape[0], generator=self.shuffle_generator).to(x.device)
+        perm = torch.randperm(x.shape[0], generator=self.shuffle_generator)
+        # Pinned, the copy to a GPU does not wait for the kernels queued before it (same numbers).
+        perm = perm.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else perm
         k = self.key_projector(self.key_backbone(x[perm]))
         return F.normalize(k.float(), dim=1)[perm.argsort()]
 
