@@ -74,10 +74,12 @@ def test_gpu_lease__dry_run_runs_every_phase_and_writes_its_files(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_lease.sh"), "--dry-run"], env=env, text=True,
                           capture_output=True, check=False, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["env.txt", "lease.log", "packing.log", "train_step.log",
-                                                          "trial.json", "trial_curves.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["augment.log", "env.txt", "lease.log", "packing.log",
+                                                          "train_step.log", "trial.json", "trial_curves.csv"]
     step = json.loads((tmp_path / "train_step.log").read_text().strip().splitlines()[-1])
     assert step["moco_v2_pairs_per_s"] > 0 and step["supervised_images_per_s"] > 0
+    augment = json.loads((tmp_path / "augment.log").read_text().strip().splitlines()[-1])
+    assert augment["augment"] and augment["moco_v2_pairs_per_s"] > 0
     packing = json.loads((tmp_path / "packing.log").read_text().strip().splitlines()[-1])
     assert [r["k"] for r in packing["rows"]] == [1, 2] and all(r["aggregate_samples_per_s"] > 0 for r in packing["rows"])
     trial = json.loads((tmp_path / "trial.json").read_text())
