@@ -114,7 +114,11 @@ def main() -> None:
     rows = []
     print(f"{'k':>2} {'aggregate samples/s':>20} {'vs k=1':>7}  per process")
     for k in args.ks:
-        r = pack(k, spec)
+        try:
+            r = pack(k, spec)
+        except KeyboardInterrupt:  # a lease's timeout -s INT: the rows so far still make the JSON line
+            rows.append({"k": k, "error": "interrupted"})
+            break
         rows.append(r)
         if "error" in r:
             print(f"{k:>2} error: {r['error']}", flush=True)

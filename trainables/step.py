@@ -84,6 +84,10 @@ class GraphStep:
 
     def __call__(self, views: list[Tensor], labels: Tensor, lr: float, step: int, total: int) -> Tensor:
         if self.replay is None and (self.eager_steps < self.warmup or not self.method.graph_ready()):
+            if self.eager_steps == 0:
+                # Before the warm-up, so the eager steps already run what will be captured (a compiled
+                # encoder then meets any new input layout, e.g. MoCo's unshuffled keys, outside the capture).
+                self.method.graph_prepare()
             self.eager_steps += 1
             if self.side is None:
                 return self.eager(views, labels, lr, step, total)
@@ -94,6 +98,7 @@ class GraphStep:
             return loss
         if self.replay is None:
             self._capture(views, labels)
+            self.method.graph_scalars(step / total)  # the scalars as the eager steps left them
         for static, x in zip(self.static_views, views, strict=True):
             static.copy_(x)
         self.static_labels.copy_(labels)
@@ -104,7 +109,6 @@ class GraphStep:
 
     def _capture(self, views: list[Tensor], labels: Tensor) -> None:
         """Record one whole step on static inputs; the replay that follows runs it on this batch."""
-        self.method.graph_prepare()
         self.static_views = [v.clone() for v in views]
         self.static_labels = labels.clone()
         for group in self.optimizer.param_groups:  # fused SGD reads a tensor lr on the device
