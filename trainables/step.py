@@ -9,7 +9,7 @@ in the same order (``training_step``, backward, ``before_optimizer_step``, optim
 stream (lazy initialisation: cuBLAS workspaces, optimizer state), then captures forward,
 backward, the fused SGD step and the method's ``graph_after_step`` into one CUDA graph and
 replays it for every later step, copying each batch into the graph's static inputs. Small 32 px
-kernels at batch 256 are launch-bound: one graph launch replaces a few thousand kernel launches.
+kernels at batch 256 are launch-bound: one graph launch replaces about a thousand kernel launches.
 What a captured step needs and does differently:
 
 * the learning rate lives in a device tensor (``set_lr`` writes it in place), which only fused

@@ -268,6 +268,7 @@ def _graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+@pytest.mark.slow  # ~20 s of CPU time (dynamo + AOT autograd for three graphs); 58 s on a shared core
 def test_run_trial__compiled_encoders_compile_once_per_trial_and_train_like_eager(tiny_cfg, digits, monkeypatch):
     """system.compile on MoCo-v2 (backbone and key encoder), with AOT autograd's decompositions (what
     inductor compiles; its CPU code generation alone takes minutes on one core): no graph is compiled
