@@ -1,4 +1,5 @@
-"""Training-step throughput: supervised and MoCo v2 on ResNet-18, by width and numeric setting.
+"""Training-step throughput: supervised and MoCo v2 on ResNet-18, by width and numeric setting;
+with ``--study``, every method in the study's setting, eager and with the issue-24 levers.
 
 One step is what the trial loop does per batch: forward (both views, both encoders for MoCo),
 backward, optimizer step and ``on_after_step`` (MoCo's momentum update). Inputs are random
@@ -15,6 +16,24 @@ CPU (0.11 measured on an AVX2-only AMD EPYC, where oneDNN emulates bf16; ``cpu_n
 whether this CPU has AVX512-BF16 or AMX, and trials' ``system.precision: auto`` follows it). Rows
 are the best step; ``spread`` (slowest / fastest step) and the load average flag runs disturbed by
 other processes.
+
+``--study`` (issue 24): every registered method with the gpu preset's settings
+(``sweeps/configs/paper_table1_gpu.yaml``: full-width ResNet-18 with the study's CIFAR stem, batch
+256, each method's heads, queue and optimizer), bf16 autocast and channels_last on CUDA, built by
+``trainables.build`` and stepped by ``trainables.step`` exactly as a trial steps, in each of
+``STUDY_MODES`` (eager; ``levers``: fused SGD / foreach LARS and foreach EMA; ``compiled``:
+``torch.compile``; ``graph``: the whole step as one CUDA graph; ``compiled+graph``). Rows give
+samples/s (MoCo & co: pairs; supervised: images), the model FLOPs of one step counted once with
+``torch.utils.flop_counter`` (2 per multiply-add; matmuls and convolutions, forward and backward),
+the FLOP/s they imply and the fraction of the device's dense bf16 peak. ``--augment`` feeds real
+batches through the trial's GPU augmentation (random uint8 images) instead of fixed tensors.
+A GPU session (about 4 min with compile for two methods):
+
+    python3 benchmarks/train_step.py --study --modes eager levers compiled graph compiled+graph --budget-s 240
+
+and on a CPU, small: ``--study --width 0.0625 --batch 8 --image-size 16 --steps 2``. The last JSON
+line carries ``moco_v2_pairs_per_s`` and ``supervised_images_per_s`` (the best mode's) and
+``ratio``, MoCo-v2's best mode over eager.
 """
 
 from __future__ import annotations
@@ -26,16 +45,27 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 
 import torch  # noqa: E402
 import yaml  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.common import emit, run_times  # noqa: E402
+from corruptions import parse  # noqa: E402
+from sweeps.options import CONFIG_DIR  # noqa: E402
 from trainables.build import autocast, build_model, build_optim, native_bf16  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
+from trainables.data.augment import build_augmentation  # noqa: E402
+from trainables.data.batches import Pipeline, train_batches  # noqa: E402
+from trainables.data.datasets import Split  # noqa: E402
+from trainables.methods import METHODS, method_class  # noqa: E402
+from trainables.seeding import generators  # noqa: E402
+from trainables.step import build_step, check_graph_config  # noqa: E402
 
 # name -> (system.precision, system.channels_last, system.compile)
 CPU_SETTINGS = {
@@ -150,5 +180,212 @@ def main() -> None:
           "ratio": ratio})
 
 
+# ----------------------------------------------------------------------------------------------
+# --study (issue 24)
+
+PRESET = CONFIG_DIR / "paper_table1_gpu.yaml"
+# Dense bf16 tensor-core peak by device name (TFLOP/s, without 2:4 sparsity); the first match wins.
+# H100 SXM5 989.4 (glennklockwood.com/garden/processors/h100, from NVIDIA's Hopper whitepaper); the
+# H200 has the same GH100 compute, ~989 (itkb.uw.cz/2026/06/nvidia-h200-vs-b300-precisions-cores.html);
+# H100 PCIe 756.5, half its 1,513 "with sparsity" (archive-lib.hpctech.co.jp/gpuproduct/nvidia-h100.html).
+# Measured in this workplace (.library/device/KINDS.md): an 8192^3 bf16 matmul at ~798 on the
+# H100 and 769-798 on the H200, so ~80% of these is the practical ceiling.
+PEAK_BF16_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.5), ("H100", 989.4))
+LEVERS = {"system.foreach_ema": True}  # plus the optimizer impl by optimizer (study_config)
+STUDY_MODES = {  # in the order they are timed: the compiled modes (a compile each) last
+    "eager": {},
+    "levers": LEVERS,
+    "graph": {**LEVERS, "system.cuda_graph": True},
+    "compiled": {**LEVERS, "system.compile": True},
+    "compiled+graph": {**LEVERS, "system.compile": True, "system.cuda_graph": True},
+}
+FAST_IMPL = {"sgd": "fused", "lars": "foreach"}  # the optimizer impl the levers use
+
+
+def peak_tflops(device_name: str | None) -> float | None:
+    """Datasheet dense bf16 TFLOP/s of a CUDA device by name, or None (CPU, unknown GPU)."""
+    return next((peak for key, peak in PEAK_BF16_TFLOPS if device_name and key in device_name), None)
+
+
+def study_config(method: str, mode: str, device: torch.device, width: float = 1.0, batch: int = 256) -> TrialConfig:
+    """The gpu preset's trial for ``method`` (its ``trial`` keys and ``method_params``), at ``width``
+    and ``batch``, with ``mode``'s levers; channels_last on CUDA only (on a CPU the trial loop's
+    memory-format canary may refuse it at small widths)."""
+    preset = yaml.safe_load(PRESET.read_text())
+    flat = {k: v for k, v in preset["trial"].items() if not k.startswith("sweep.")}
+    flat.update({k if "." in k else f"method.{k}": v for k, v in (preset["method_params"].get(method) or {}).items()})
+    flat.update({"method": method, "model.width": width, "optim.batch_size": batch, "system.device": device.type,
+                 "system.channels_last": device.type == "cuda", **STUDY_MODES[mode]})
+    cfg = TrialConfig.from_flat(flat).resolved()
+    if mode != "eager":
+        cfg = cfg.replace({"system.optimizer_impl": FAST_IMPL[cfg.optim.optimizer]}).resolved()
+    return cfg
+
+
+def _batches(cfg: TrialConfig, device: torch.device, image_size: int, augment: bool) -> Iterator[tuple[list, torch.Tensor]]:
+    """Endless (views, labels): through the trial's augmentation from random uint8 images on the
+    device (``augment``), else the same fixed normalised views every step."""
+    n_views = method_class(cfg.method).n_views
+    g = torch.Generator(device=device).manual_seed(0)
+    batch = cfg.optim.batch_size
+    if not augment:
+        views = [torch.randn(batch, 3, image_size, image_size, device=device, generator=g) for _ in range(n_views)]
+        labels = torch.randint(0, 10, (batch,), device=device, generator=g)
+        yield from itertools.repeat((views, labels))
+    n = 8 * batch
+    split = Split(torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, device=device, generator=g),
+                  torch.randint(0, 10, (n,), device=device, generator=g), in_memory=True)
+    pipeline = Pipeline(parse("ori"), build_augmentation(cfg.data.augmentation), n_views, (0.5,) * 3, (0.25,) * 3)
+    gens = generators(0)
+    while True:
+        yield from train_batches(split, pipeline, batch, gens, device)
+
+
+def study_step(cfg: TrialConfig, device: torch.device, image_size: int = 32, augment: bool = False) -> Callable[[], torch.Tensor]:
+    """One training step of a freshly built trial model, as ``trainables.loop`` steps it (lr fixed small)."""
+    method = build_model(cfg, 10, device).train()
+    optimizer = build_optim(cfg, method)
+    step_fn = build_step(cfg, method, optimizer, device)
+    batches, counter = _batches(cfg, device, image_size, augment), itertools.count()
+
+    def step() -> torch.Tensor:
+        views, labels = next(batches)
+        if cfg.system.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return step_fn(views, labels, 1e-3, next(counter), 10**6)
+
+    return step
+
+
+def count_flops(cfg: TrialConfig, device: torch.device, image_size: int) -> float:
+    """Model FLOPs of one eager training step (forward, backward, key/target passes, optimizer excluded)."""
+    step = study_step(cfg.replace({"system.compile": False, "system.cuda_graph": False}), device, image_size)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
+def time_steps(step: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeats: int, chunk: int) -> list[float]:
+    """Seconds per step of ``repeats`` chunks of ``chunk`` back-to-back steps (one device sync per
+    chunk, as the trial loop syncs only at its loss checks), after ``warmup`` steps."""
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        for _ in range(chunk):
+            step()
+        sync()
+        times.append((time.perf_counter() - tic) / chunk)
+    return times
+
+
+def study_row(method: str, mode: str, device: torch.device, args: argparse.Namespace, flops: dict) -> dict:
+    """One (method, mode) row; an error becomes the row's ``error`` (a lease must not lose the rest)."""
+    row = {"method": method, "mode": mode}
+    try:
+        cfg = study_config(method, mode, device, args.width, args.batch)
+        if cfg.system.cuda_graph:
+            if device.type != "cuda":
+                return {**row, "skipped": "needs CUDA"}
+            if not method_class(method).graph_safe:
+                return {**row, "skipped": "not graph-safe (trainables.methods.base)"}
+            check_graph_config(cfg)
+        if method not in flops:
+            flops[method] = count_flops(cfg, device, args.image_size)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        tic = time.perf_counter()
+        step = study_step(cfg, device, args.image_size, args.augment)
+        step()  # the first step builds (and compiles) what later steps reuse
+        setup = time.perf_counter() - tic
+        cuda = device.type == "cuda"
+        times = time_steps(step, device, warmup=args.warmup if cuda else 1, repeats=args.steps, chunk=args.chunk if cuda else 1)
+    except Exception as err:  # recorded in the row: the run goes on
+        return {**row, "error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"}
+    best, median = min(times), statistics.median(times)
+    row.update(samples_per_s=args.batch / best, median_samples_per_s=args.batch / median, setup_s=setup,
+               gflop_per_sample=flops[method] / args.batch / 1e9, tflops=flops[method] / best / 1e12)
+    if device.type == "cuda":
+        row["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return row
+
+
+def study(args: argparse.Namespace) -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    peak = peak_tflops(name)
+    methods = sorted(METHODS) if args.methods == ["all"] else args.methods
+    modes = args.modes or (list(STUDY_MODES) if device.type == "cuda" else ["eager", "levers"])
+    compile_methods = args.compile_methods or methods
+    started, flops, rows = time.perf_counter(), {}, []
+    print(f"device {name or 'cpu'}; peak bf16 {peak or '-'} TFLOP/s; width {args.width}, batch {args.batch}, "
+          f"{args.image_size} px, augment {args.augment}")
+    print(f"{'method':13} {'mode':15} {'samples/s':>10} {'median':>9} {'GFLOP/smp':>9} {'TFLOP/s':>8} {'%peak':>6} {'setup s':>7}")
+    modes = [m for m in STUDY_MODES if m in modes]  # cheap modes for every method first
+    try:
+        for mode, method in itertools.product(modes, methods):
+            if "compiled" in mode and method not in compile_methods:
+                continue
+            if time.perf_counter() - started > args.budget_s:
+                rows.append({"method": method, "mode": mode, "skipped": f"budget {args.budget_s:g} s spent"})
+                continue
+            r = study_row(method, mode, device, args, flops)
+            if peak and "tflops" in r:
+                r["fraction_of_peak"] = r["tflops"] / peak
+            rows.append(r)
+            if "samples_per_s" in r:
+                pct = f"{100 * r['fraction_of_peak']:5.1f}%" if "fraction_of_peak" in r else "     -"
+                print(f"{method:13} {mode:15} {r['samples_per_s']:10.1f} {r['median_samples_per_s']:9.1f} "
+                      f"{r['gflop_per_sample']:9.2f} {r['tflops']:8.2f} {pct:>6} {r['setup_s']:7.1f}", flush=True)
+            else:
+                print(f"{method:13} {mode:15} {r.get('error') or r.get('skipped')}", flush=True)
+    except KeyboardInterrupt:  # a lease's timeout -s INT: the rows so far still make the JSON line
+        print("interrupted", flush=True)
+        rows.append({"interrupted": True, "method": None, "mode": None})
+    emit(study_summary(rows, name, peak, args))
+
+
+def study_summary(rows: list[dict], device_name: str | None, peak: float | None, args: argparse.Namespace) -> dict:
+    """The JSON last line: rows, and each headline method's best mode."""
+    out = {"benchmark": "train_step_study", "device": device_name or "cpu", "peak_bf16_tflops": peak,
+           "width": args.width, "batch": args.batch, "image_size": args.image_size, "augment": args.augment,
+           "torch": torch.__version__, "rows": rows}
+    for method, key in (("moco_v2", "moco_v2_pairs_per_s"), ("supervised", "supervised_images_per_s")):
+        timed = {r["mode"]: r["samples_per_s"] for r in rows if r["method"] == method and "samples_per_s" in r}
+        best = max(timed, key=timed.get) if timed else None
+        out[key] = timed.get(best)
+        out[f"{key}_mode"] = best
+        out[f"{key}_eager"] = timed.get("eager")
+    eager = out["moco_v2_pairs_per_s_eager"]
+    out["ratio"] = out["moco_v2_pairs_per_s"] / eager if eager and out["moco_v2_pairs_per_s"] else None
+    return out
+
+
+def study_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="--study: every method in the study's setting (issue 24)")
+    parser.add_argument("--study", action="store_true", required=True)
+    parser.add_argument("--methods", nargs="+", default=["all"], help="registered names, or all")
+    parser.add_argument("--modes", nargs="+", choices=list(STUDY_MODES), help="default: all on CUDA, eager levers on a CPU")
+    parser.add_argument("--compile-methods", nargs="+", help="methods timed in the compiled modes (default: all)")
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--augment", action="store_true", help="real batches through the trial's GPU augmentation")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps after the first (CUDA)")
+    parser.add_argument("--steps", type=int, default=5, help="timed chunks (CUDA) or single steps (CPU)")
+    parser.add_argument("--chunk", type=int, default=10, help="steps per timed chunk (CUDA)")
+    parser.add_argument("--budget-s", type=float, default=float("inf"), help="start no row after this many seconds")
+    return parser
+
+
 if __name__ == "__main__":
-    main()
+    if "--study" in sys.argv:
+        study(study_parser().parse_args())
+    else:
+        main()

@@ -140,7 +140,8 @@ def check_resume(plan: Plan) -> None:
         raise SweepError(f"--resume: this config makes {len(plan.cells)} trials, the experiment recorded {len(recorded)}; valid: the experiment's own config ({path}), or --experiment NEW_NAME")
     current = json.loads(json.dumps(plan.cells))  # tuples -> lists, as recorded
     for old, new in zip(recorded, current, strict=True):
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        added = _added_at_default(old, new)  # keys newer than the recording, at the value the trial ran with
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in added)
         if changed:
             k = changed[0]
             raise SweepError(f"--resume: {k} of trial {old.get('method')} {old.get('data.corruption')} seed {old.get('system.seed')} "
@@ -174,6 +175,17 @@ def _unique(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for cell in cells:
         unique.setdefault(json.dumps(cell, sort_keys=True, default=str), cell)
     return list(unique.values())
+
+
+def _added_at_default(recorded: dict, current: dict) -> set[str]:
+    """Keys of ``current`` that ``recorded`` lacks and that hold their default: config keys added to
+    the code after the plan was written (e.g. ``system.compile_mode``). A recorded trial resumed
+    without them runs with those defaults (``TrialConfig.from_flat``), so they change nothing."""
+    missing = set(current) - set(recorded)
+    if not missing:
+        return set()
+    defaults = json.loads(json.dumps(TrialConfig.from_flat({"method": current["method"]}).resolved().to_flat()))
+    return {k for k in missing if k in defaults and current[k] == defaults[k]}
 
 
 def _cell(base: dict, opts: dict, method: str, corruption: str, seed: int) -> dict[str, Any]:

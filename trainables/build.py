@@ -126,9 +126,30 @@ def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Met
     method = method.to(device)
     if cfg.system.channels_last:
         method = method.to(memory_format=torch.channels_last)
+    method.foreach_ema = cfg.system.foreach_ema
     if cfg.system.compile:
-        method.backbone = torch.compile(method.backbone)
+        compile_encoders(method, cfg.system.compile_mode)
     return method
+
+
+COMPILE_BACKEND = "inductor"  # tests swap in "eager"/"aot_eager": inductor's C++ build is minutes on one core
+
+
+def compile_encoders(method: Method, mode: str = "default") -> list[str]:
+    """``torch.compile`` every encoder of ``method`` in place; returns their attribute names.
+
+    Encoders are the children of the backbone's type (the backbone and MoCo's key, BYOL's target,
+    DINO's teacher copies): nearly all of a step's kernels. ``Module.compile`` keeps parameter
+    names (no ``_orig_mod.`` prefix), so checkpoints load with or without compile. ``dynamic=False``:
+    training batches all have one size (the last partial batch is dropped) and evaluation pads its
+    last batch (``trainables.evaluate``), so each encoder compiles one graph per mode (train, key
+    pass without gradients, eval) and never again, on resume or evaluation alike.
+    """
+    kind = type(method.backbone)
+    names = [name for name, child in method.named_children() if type(child) is kind]
+    for name in names:
+        getattr(method, name).compile(mode=None if mode == "default" else mode, dynamic=False, backend=COMPILE_BACKEND)
+    return names
 
 
 def load_backbone(backbone: torch.nn.Module, path: str) -> None:
@@ -143,7 +164,7 @@ def load_backbone(backbone: torch.nn.Module, path: str) -> None:
 def build_optim(cfg: TrialConfig, method: Method) -> torch.optim.Optimizer:
     lr = cfg.optim.lr * cfg.optim.batch_size / 256  # solo-learn's linear scaling
     return build_optimizer(method, cfg.optim.optimizer, lr, cfg.optim.weight_decay, cfg.optim.momentum,
-                           cfg.optim.exclude_bias_norm)
+                           cfg.optim.exclude_bias_norm, cfg.system.optimizer_impl)
 
 
 def eval_prepare(td: TrialData, channels_last: bool):

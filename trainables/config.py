@@ -75,6 +75,9 @@ class EvalConfig:
     probe: bool = True  # linear probe + ECE at the end
     bank_size: int | None = None  # cap on training features in per-epoch kNN (None: all)
     knn_at_init: bool = False  # also evaluate the untrained network: knn_acc_init, knn_gain = knn_acc - it
+    batch_size: int = 512  # images per feature-extraction batch (larger pays on a GPU)
+    on_device: bool = False  # per-epoch metrics (kNN, geometry) on the training device, not the CPU
+    bank_dtype: str = "fp32"  # fp32 | bf16: kNN bank and queries (bf16 halves a GPU's matmul and memory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +86,12 @@ class SystemConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast where the device has native bf16, else fp32) | bf16 | fp32
     channels_last: bool = True  # on CPU only where the memory-format canary passes (trainables.memory_format)
-    compile: bool = False  # torch.compile the backbone (GPU)
+    compile: bool = False  # torch.compile every encoder (dynamic=False, once per trial; trainables.build)
+    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    cuda_graph: bool = False  # the whole training step as one CUDA graph (trainables.step); ignored without CUDA
+    optimizer_impl: str = "auto"  # auto (torch's pick; LARS per parameter) | loop | foreach | fused (SGD only)
+    foreach_ema: bool = False  # momentum encoders updated by one torch._foreach_lerp_ (rounding differs by ~1 ulp)
+    finite_check_every: int = 1  # steps between non-finite-loss checks; each check waits for the device
     checkpoint_every: int = 1  # epochs between checkpoints handed to the caller
 
 
@@ -93,6 +101,9 @@ CHOICES = {
     "optim.optimizer": ("sgd", "lars"),
     "eval.knn_distance": ("cosine", "euclidean"),
     "system.precision": ("auto", "bf16", "fp32"),
+    "system.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    "system.optimizer_impl": ("auto", "loop", "foreach", "fused"),
+    "eval.bank_dtype": ("fp32", "bf16"),
 }
 
 
@@ -103,6 +114,7 @@ MINIMUMS = {
     "optim.weight_decay": (0, True), "optim.batch_size": (1, True), "optim.epochs": (0, True),  # 0: the untrained reference
     "optim.warmup_fraction": (0, True), "eval.eval_every": (0, True), "eval.knn_k": (1, True),
     "eval.bank_size": (1, True), "system.seed": (0, True), "system.checkpoint_every": (1, True),
+    "eval.batch_size": (1, True), "system.finite_check_every": (1, True),
 }
 
 # YAML 1.1 (PyYAML) reads 5e-4, 1e6 and +1 as strings: they are numbers here.
@@ -227,6 +239,8 @@ class TrialConfig:
             if value is not None and (value < bound if inclusive else value <= bound):
                 kind = "an integer" if isinstance(value, int) else "a number"
                 raise ValueError(f"{key} {value!r} is invalid; valid: {kind} {'>=' if inclusive else '>'} {bound}")
+        if flat["optim.optimizer"] == "lars" and flat["system.optimizer_impl"] == "fused":
+            raise ValueError("system.optimizer_impl 'fused' is invalid with optim.optimizer lars; valid: auto, loop, foreach")
         if self.data.labels_per_class is not None:
             from trainables.methods import method_class
 

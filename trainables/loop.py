@@ -30,11 +30,12 @@ from trainables.config import TrialConfig
 from trainables.data.augment import view_recipes
 from trainables.data.batches import train_batches
 from trainables.data.datasets import ImageDataset
-from trainables.evaluate import epoch_metrics, extract_features, final_metrics
+from trainables.evaluate import embed_padded, epoch_metrics, extract_features, final_metrics
 from trainables.memory_format import CHANNELS_LAST
 from trainables.memory_format import choose as choose_memory_format
-from trainables.optim import lr_at, set_lr
+from trainables.optim import lr_at
 from trainables.seeding import derive_seed, generators
+from trainables.step import Step, build_step
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -87,13 +88,14 @@ def run_trial(
     elif cfg.eval.knn_at_init:
         # The same network the untrained reference (optim.epochs 0, same seed) evaluates.
         init = {"knn_acc_init": _evaluate(cfg, method, td, device, precision, 0, final=False)["knn_acc"]}
+    step_fn = build_step(cfg, method, optimizer, device)  # built once: a compiled or captured step lives as long as the trial
     started = time.perf_counter()
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
         tic = time.perf_counter()
-        loss_sum, step = _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, total, epoch)
+        loss_sum, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch)
         seconds = time.perf_counter() - tic
-        metrics = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "lr": optimizer.param_groups[0]["lr"],
+        metrics = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "lr": float(optimizer.param_groups[0]["lr"]),
                    "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds, "epoch_time_s": seconds, **memory}
         if cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs:
             metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, epoch + 1, final=False), init))
@@ -124,31 +126,40 @@ def _precision(cfg: TrialConfig, device: torch.device, resume: dict | None) -> s
     return kept
 
 
-def _train_epoch(cfg, method, optimizer, td, gens, device, precision, step, total, epoch) -> tuple[float, int]:
-    """One pass over the training split; returns (summed loss, global step)."""
+def _train_epoch(cfg, method, step_fn: Step, td, gens, device, step, total, epoch) -> tuple[float, int]:
+    """One pass over the training split; returns (summed loss, global step).
+
+    The loss is checked for finiteness every ``system.finite_check_every`` steps (on their sum), as
+    each check waits for the device; the last partial window is checked at the end of the epoch.
+    """
     method.train()
     if not cfg.optim.train_backbone:  # frozen includes BN statistics (solo-learn's linear eval)
         method.backbone.eval()
     warmup = round(cfg.optim.warmup_fraction * total)
     base_lr = cfg.optim.lr * cfg.optim.batch_size / 256
-    loss_sum = torch.zeros((), device=device)
+    loss_sum, window, first = torch.zeros((), device=device), torch.zeros((), device=device), step
     for views, labels in train_batches(td.train, td.pipeline, cfg.optim.batch_size, gens, device):
         if cfg.system.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        set_lr(optimizer, lr_at(step, total, warmup, base_lr))
-        with precision:
-            out = method.training_step(views, labels)
-        loss = out["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch + 1} step {step + 1}: the network diverged; valid: a lower optim.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        method.before_optimizer_step(step / total)
-        optimizer.step()
+        loss = step_fn(views, labels, lr_at(step, total, warmup, base_lr), step, total)
         step += 1
-        method.on_after_step(step / total)
-        loss_sum += loss.detach()
+        loss_sum += loss
+        window += loss
+        if (step - first) % cfg.system.finite_check_every == 0:
+            _check_finite(window, epoch, first, step)
+            window.zero_()
+            first = step
+    if step > first:
+        _check_finite(window, epoch, first, step)
     return float(loss_sum), step
+
+
+def _check_finite(window: torch.Tensor, epoch: int, first: int, step: int) -> None:
+    """Raise FloatingPointError if the loss summed over steps ``first + 1 .. step`` is not finite."""
+    if not torch.isfinite(window):
+        where = f"step {step}" if step == first + 1 else f"steps {first + 1}-{step}"
+        raise FloatingPointError(f"non-finite loss {window.item()} at epoch {epoch + 1} {where}: the network diverged; "
+                                 "valid: a lower optim.lr")
 
 
 def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> dict:
@@ -157,9 +168,12 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
     prepare = eval_prepare(td, cfg.system.channels_last)
     # A fresh generator per evaluation: the same model always gets the same numbers.
     g = torch.Generator().manual_seed(derive_seed(cfg.system.seed, "eval"))
+    # A compiled encoder sees one evaluation shape: the last, partial batch is padded.
+    opts = {"batch_size": cfg.eval.batch_size, "autocast": precision, "pad": cfg.system.compile,
+            "keep_on_device": cfg.eval.on_device}
     with torch.no_grad():
-        train = extract_features(method.embed, td.eval_train, td.eval_corruption, prepare, device, g, autocast=precision)
-        test = extract_features(method.embed, td.eval_test, td.eval_corruption, prepare, device, g, autocast=precision)
+        train = extract_features(method.embed, td.eval_train, td.eval_corruption, prepare, device, g, **opts)
+        test = extract_features(method.embed, td.eval_test, td.eval_corruption, prepare, device, g, **opts)
         for split, (feats, _) in (("training", train), ("test", test)):
             if not torch.isfinite(feats).all():  # a finite loss does not rule it out (fp32, huge lr)
                 step = epoch * (len(td.train) // cfg.optim.batch_size)
@@ -167,7 +181,8 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
                                          "the network diverged; valid: a lower optim.lr")
         metrics = epoch_metrics(train, test, td.num_classes, cfg.eval)
         if final:
-            views = _two_views(method, td, prepare, device, g, precision)
+            views = _two_views(method, td, prepare, device, g, precision, cfg.eval.batch_size if cfg.system.compile else None)
+            train, test = (tuple(t.cpu() for t in split) for split in (train, test))  # the probe runs on the CPU
             metrics.update(final_metrics(train, test, td.num_classes, cfg.eval, views))
     return metrics
 
@@ -179,14 +194,14 @@ def _with_gain(metrics: dict, init: dict) -> dict:
     return {**metrics, **init, "knn_gain": metrics["knn_acc"] - init["knn_acc_init"]}
 
 
-def _two_views(method, td, prepare, device, g, precision) -> tuple[torch.Tensor, torch.Tensor]:
+def _two_views(method, td, prepare, device, g, precision, pad_to: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features of two augmented views of (up to 1024) test images, for alignment."""
     images = td.eval_test.images[:1024].to(device)
     images = td.eval_corruption(images, g)
     views = []
     for recipe in view_recipes(td.pipeline.augment, 2):  # a per-view recipe (byol) gives each view its own
         with precision:
-            views.append(method.embed(prepare(recipe(images, g))).float().cpu())
+            views.append(embed_padded(method.embed, prepare(recipe(images, g)), pad_to).float().cpu())
     return views[0], views[1]
 
 

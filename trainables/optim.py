@@ -16,16 +16,24 @@ class LARS(torch.optim.Optimizer):
     Per parameter: ``local_lr = eta * ||w|| / (||g|| + wd * ||w||)``, clipped to ``min(local_lr / lr,
     1)`` when ``clip``; weight decay enters the gradient before scaling. Groups with
     ``lars=False`` (biases and norms, solo-learn's ``exclude_bias_n_norm``) take plain SGD steps.
+
+    ``foreach=True`` does the same arithmetic as a handful of ``torch._foreach_*`` kernels per
+    group instead of ~10 per parameter, and never reads a norm back to the host (the per-parameter
+    ``if w_norm > 0`` waits for the GPU at every parameter).
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.02, clip: bool = True, eps: float = 1e-8) -> None:
+                 eta: float = 0.02, clip: bool = True, eps: float = 1e-8, foreach: bool = False) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                                   "eta": eta, "clip": clip, "eps": eps, "lars": True})
+        self.foreach = foreach
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
+            if self.foreach:
+                self._foreach_step(group)
+                continue
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -44,23 +52,59 @@ class LARS(torch.optim.Optimizer):
                     buf.mul_(group["momentum"]).add_(d_p)
                 p.add_(buf, alpha=-group["lr"])
 
+    def _foreach_step(self, group: dict) -> None:
+        """The loop above for one group, vectorised over its parameters (same formulas)."""
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        wd, lr = group["weight_decay"], group["lr"]
+        d_p = torch._foreach_add(grads, params, alpha=wd)
+        if group["lars"]:
+            w_norm = torch.stack(torch._foreach_norm(params))
+            g_norm = torch.stack(torch._foreach_norm(grads))
+            local = group["eta"] * w_norm / (g_norm + wd * w_norm + group["eps"])
+            if group["clip"]:
+                local = torch.clamp(local / lr, max=1.0)
+            local = torch.where((w_norm > 0) & (g_norm > 0), local, torch.ones_like(local))
+            torch._foreach_mul_(d_p, list(local.unbind()))
+        old = [i for i, p in enumerate(params) if "momentum_buffer" in self.state[p]]
+        if old:
+            bufs = [self.state[params[i]]["momentum_buffer"] for i in old]
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(bufs, [d_p[i] for i in old])
+        for i, p in enumerate(params):  # first step: the buffer starts as the update itself, as in the loop
+            self.state[p].setdefault("momentum_buffer", d_p[i])
+        torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-lr)
+
+
+IMPLS = ("auto", "loop", "foreach", "fused")
+
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float,
-                    exclude_bias_norm: bool = False) -> torch.optim.Optimizer:
+                    exclude_bias_norm: bool = False, impl: str = "auto") -> torch.optim.Optimizer:
     """SGD or LARS over the trainable parameters.
 
     ``exclude_bias_norm`` (solo-learn's ``exclude_bias_n_norm``): biases and norm parameters
     (every parameter with ndim <= 1) get no weight decay and, under LARS, no adaptive scaling.
+    ``impl``: ``auto`` is torch's own pick for SGD (foreach on CUDA, a loop on CPU) and the loop
+    for LARS; ``loop``, ``foreach`` and ``fused`` (SGD only: one kernel for all parameters, and
+    the only SGD that takes its learning rate from a device tensor, as a CUDA graph needs) force one.
     """
+    if impl not in IMPLS:
+        raise ValueError(f"unknown optimizer impl {impl!r}; valid: {', '.join(IMPLS)}")
     params = [p for p in model.parameters() if p.requires_grad]
     flat = [p for p in params if p.ndim <= 1] if exclude_bias_norm else []
     rest = [p for p in params if not (exclude_bias_norm and p.ndim <= 1)]
     if name == "sgd":
         groups = [{"params": rest}] + ([{"params": flat, "weight_decay": 0.0}] if flat else [])
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kind)
     if name == "lars":
+        if impl == "fused":
+            raise ValueError("optimizer impl 'fused' is invalid for lars; valid: auto, loop, foreach")
         groups = [{"params": rest}] + ([{"params": flat, "lars": False, "weight_decay": 0.0}] if flat else [])
-        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=impl == "foreach")
     raise ValueError(f"unknown optimizer {name!r}; valid: lars, sgd")
 
 
@@ -73,5 +117,9 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> flo
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's lr; a tensor lr (a captured CUDA graph reads it there) is written in place."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr

@@ -102,3 +102,12 @@ def test_match_key__none_and_nan_read_the_same_and_lists_are_values():
     df = pd.DataFrame({"a": [None, math.nan, 1], "b": [[1, 2], [1, 2], [3]]}, dtype=object)
     key = match_key(df, ["a", "b"])
     assert key[0] == key[1] != key[2]
+
+
+def test_speed_levers__define_no_budget_and_no_floor_and_a_missing_bank_dtype_is_fp32():
+    df = pd.DataFrame({"method": ["moco_v2"] * 3, "system.optimizer_impl": ["auto", "fused", None],
+                       "eval.batch_size": [512, 1024, None], "eval.knn_k": [200] * 3,
+                       "eval.bank_dtype": ["fp32", None, "bf16"]})
+    assert "system.optimizer_impl" not in budget_keys(df) and "eval.batch_size" not in floor_keys(df)
+    key = match_key(df, budget_keys(df))
+    assert key[0] == key[1] != key[2]  # fused SGD and evaluation batches apart; a bf16 bank is another measurement

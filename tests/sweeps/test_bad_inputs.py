@@ -390,3 +390,20 @@ def test_types__a_sweep_with_5e_4_runs_its_trials(storage, capsys, ray_shutdown)
 
     code = main(GRID, ["--storage-path", str(storage), "--config", TINY_YAML, "--set", "optim.weight_decay=5e-4"])
     assert code == 0, capsys.readouterr().err[-2000:]
+
+
+def test_resume__keys_added_to_the_code_since_the_recording_are_accepted_at_their_defaults(storage, capsys):
+    import json
+
+    from sweeps.launch import PLAN_FILE, prepare, save_plan
+
+    plan, _ = prepare(GRID, argv(storage, "--experiment", "e", "--dry-run"))
+    save_plan(plan)
+    path = plan.experiment_path / PLAN_FILE
+    recorded = json.loads(path.read_text())
+    for cell in recorded:  # as recorded by code from before these keys existed
+        del cell["system.compile_mode"], cell["eval.bank_dtype"]
+    path.write_text(json.dumps(recorded))
+    prepare(GRID, argv(storage, "--experiment", "e", "--resume", "--dry-run"))  # accepted
+    err = _error(capsys, argv(storage, "--experiment", "e", "--resume", "--set", "eval.bank_dtype=bf16"))
+    assert "eval.bank_dtype" in err and "bf16" in err  # a new key away from its default is a change

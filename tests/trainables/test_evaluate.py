@@ -32,3 +32,35 @@ def test_epoch_metrics__reports_the_studys_euclidean_knn_beside_ours():
     m = epoch_metrics((bank, bank_y), (test, test_y), 4, EvalConfig(knn_k=20, knn_distance="cosine"))
     assert m["knn_acc_study"] == pytest.approx(_naive_study_knn(bank, bank_y, test, test_y, k=200))
     assert m["knn_acc"] != m["knn_acc_study"]  # ours (cosine, k 20) is another protocol
+
+
+def test_epoch_metrics__bf16_bank_agrees_with_fp32_and_leaves_the_studys_knn_alone():
+    """eval.bank_dtype bf16 rounds unit vectors to ~3 digits: on 2,000 x 500 clustered features the
+    cosine kNN may change a few borderline votes, stated tolerance 1 point; the euclidean study kNN
+    stays fp32, exactly equal."""
+    g = torch.Generator().manual_seed(1)
+    centres = torch.randn(10, 64, generator=g)
+    bank_y, test_y = torch.arange(10).repeat(200), torch.arange(10).repeat(50)
+    bank = centres[bank_y] + torch.randn(2000, 64, generator=g) * 4
+    test = centres[test_y] + torch.randn(500, 64, generator=g) * 4
+    fp32 = epoch_metrics((bank, bank_y), (test, test_y), 10, EvalConfig())
+    bf16 = epoch_metrics((bank, bank_y), (test, test_y), 10, EvalConfig(bank_dtype="bf16"))
+    assert 40 < fp32["knn_acc"] < 90  # not saturated: borderline votes exist (64.2 vs 63.8 in bf16 here)
+    assert abs(bf16["knn_acc"] - fp32["knn_acc"]) <= 1.0
+    assert bf16["knn_acc_study"] == fp32["knn_acc_study"] and bf16["uniformity"] == fp32["uniformity"]
+
+
+def test_embed_padded__a_padded_last_batch_changes_no_feature():
+    """What a compiled encoder's single evaluation shape costs: nothing (eval-mode BN; 1e-6)."""
+    from trainables.backbone import build_backbone
+    from trainables.evaluate import embed_padded
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", width=0.0625)[0].eval()
+    x = torch.randn(11, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    seen = []
+    net.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    with torch.no_grad():
+        padded, plain = embed_padded(net, x, 4), net(x)
+    assert seen == [4, 4, 4, 11] and padded.shape == plain.shape
+    torch.testing.assert_close(padded, plain, rtol=1e-6, atol=1e-6)

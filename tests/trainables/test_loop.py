@@ -151,6 +151,14 @@ def test_run_trial__non_finite_loss_raises_naming_epoch_and_step(tiny_cfg, digit
     assert [r["epoch"] for r in reports] == [1]
 
 
+def test_run_trial__finite_check_every_n_steps_names_the_window(tiny_cfg, digits, nan_method):
+    cfg = tiny_cfg(nan_method, **{"optim.epochs": 3, "system.finite_check_every": 4})  # checks at steps 4, 6 | 10, 12
+    reports = []
+    with pytest.raises(FloatingPointError, match="non-finite loss nan at epoch 2 steps 7-10"):
+        run_trial(cfg, reports.append, dataset=digits)
+    assert [r["epoch"] for r in reports] == [1]
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_run_trial__diverging_lr_raises_floating_point_error(tiny_cfg, digits, precision):
     # lr 1e12: the loss overflows within the first epoch in both precisions (at lr 1e6 an fp32
@@ -252,3 +260,57 @@ def test_run_trial__eval_corruption_is_applied_to_the_evaluation_sets(tiny_cfg, 
     )
     assert shuffled["uniformity"] != clean["uniformity"]
     assert run_trial(cfg, lambda m: None, dataset=digits)["uniformity"] == clean["uniformity"]
+
+
+def _graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.slow  # ~20 s of CPU time (dynamo + AOT autograd for three graphs); 58 s on a shared core
+def test_run_trial__compiled_encoders_compile_once_per_trial_and_train_like_eager(tiny_cfg, digits, monkeypatch):
+    """system.compile on MoCo-v2 (backbone and key encoder), with AOT autograd's decompositions (what
+    inductor compiles; its CPU code generation alone takes minutes on one core): no graph is compiled
+    after the first epoch's training and evaluation, none for the final evaluation's padded batches,
+    and a resumed trial compiles no more than a fresh one. Tolerance against eager fp32: 1e-4
+    relative on the per-epoch losses, 2 points of kNN accuracy (100 test images)."""
+    import trainables.build
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(trainables.build, "COMPILE_BACKEND", "aot_eager")
+    flat = {"data.image_size": 16, "model.width": 0.0625, "optim.batch_size": 8, "optim.epochs": 2,
+            "eval.batch_size": 64, "method.bn_splits": 1, "system.precision": "fp32"}
+    eager_reports, reports, graphs, states = [], [], [], []
+    eager = run_trial(tiny_cfg("moco_v2", **flat), eager_reports.append, dataset=digits)
+
+    def report(m: dict) -> None:
+        reports.append(m)
+        graphs.append(_graphs())
+
+    compiled = run_trial(tiny_cfg("moco_v2", **flat, **{"system.compile": True}), report, dataset=digits,
+                         save=serialised(states))
+    assert graphs[0] >= 3 and graphs[-1] == graphs[0]  # train, key pass (no grad), eval: then nothing new
+    torch.testing.assert_close([r["loss"] for r in reports], [r["loss"] for r in eager_reports], rtol=1e-4, atol=0)
+    assert abs(compiled["knn_acc"] - eager["knn_acc"]) <= 2
+    before = _graphs()
+    run_trial(tiny_cfg("moco_v2", **flat, **{"system.compile": True}), lambda m: None, dataset=digits,
+              resume=load(states[0]))
+    assert _graphs() - before <= graphs[0]
+
+
+def test_run_trial__cheap_levers_train_and_evaluate_like_the_defaults(tiny_cfg, digits):
+    """foreach SGD, foreach EMA, a loss check every 4 steps, evaluation batches of 64 with the metrics
+    on the training device, against the defaults (fp32): losses within 1e-5 relative; kNN, the
+    study's kNN and the probe within 1 point, one of 100 test images (all three equal when measured).
+    The bf16 kNN bank is held to fp32 in tests/trainables/test_evaluate.py: on this near-chance tiny
+    model it moved kNN by 1-3 of 100 images, too close to ties for a trial-level tolerance."""
+    flat = {"optim.epochs": 2, "method.bn_splits": 1, "system.precision": "fp32"}
+    levers = {"system.optimizer_impl": "foreach", "system.foreach_ema": True, "system.finite_check_every": 4,
+              "eval.batch_size": 64, "eval.on_device": True}
+    ref_reports, reports = [], []
+    ref = run_trial(tiny_cfg("moco_v2", **flat), ref_reports.append, dataset=digits)
+    fast = run_trial(tiny_cfg("moco_v2", **flat, **levers), reports.append, dataset=digits)
+    torch.testing.assert_close([r["loss"] for r in reports], [r["loss"] for r in ref_reports], rtol=1e-5, atol=0)
+    for key in ("knn_acc", "knn_acc_study", "probe_acc"):
+        assert fast[key] == pytest.approx(ref[key], abs=1.0), key

@@ -33,8 +33,10 @@ from trainables.data.augment_ops import (
     _rand,
     blur_kernel_size,
     color_jitter,
+    constant,
     gaussian_blur,
     grayscale,
+    move_to,
     resized_crop_flip,
     sample_crop_boxes,
     solarize,
@@ -151,7 +153,7 @@ def sample_ssl_params(
     names = ("flip", "jitter_apply", "gray", "blur", "solarize")
     params = {"crop": crop, "jitter": jitter, "jitter_order": order, "blur_sigma": sigma}
     params.update(zip(names, flags.unbind(1), strict=True))
-    return {k: v.to(device or generator.device) for k, v in params.items()}
+    return {k: move_to(v, device or generator.device) for k, v in params.items()}
 
 
 def apply_ssl(images: Tensor, params: Params, recipe: SSLRecipe) -> Tensor:
@@ -216,7 +218,7 @@ def sample_supervised_params(
     u = _rand((batch, 3), generator)
     crop = (u[:, :2] * (room.to(u.device) + 1)).floor().long()
     params = {"crop": crop, "flip": u[:, 2] < recipe.flip_p}
-    return {k: v.to(device or generator.device) for k, v in params.items()}
+    return {k: move_to(v, device or generator.device) for k, v in params.items()}
 
 
 def apply_supervised(images: Tensor, params: Params, recipe: SupervisedRecipe) -> Tensor:
@@ -327,8 +329,8 @@ def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """Per-channel ``(x - mean) / std`` for ``x: (B, C, H, W)`` float; returns a new tensor."""
     if len(mean) != x.shape[1] or len(std) != x.shape[1]:
         raise ValueError(f"need {x.shape[1]} means and stds, got {len(mean)} and {len(std)}")
-    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    mean_t = constant(mean, x.dtype, x.device).view(1, -1, 1, 1)
+    std_t = constant(std, x.dtype, x.device).view(1, -1, 1, 1)
     return (x - mean_t) / std_t
 
 

@@ -7,6 +7,7 @@ out so each op can be replayed against torchvision's per-image functional ops in
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -22,6 +23,31 @@ LUMA = (0.2989, 0.587, 0.114)
 CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop tries 10 boxes before its fallback
 SOLARIZE_THRESHOLD = 0.5  # on the [0, 1] scale (128 / 255 in the BYOL paper)
 BLUR_SIGMA = (0.1, 2.0)  # SimCLR / BYOL Gaussian blur sigma range, in pixels
+
+
+def constant(values, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """``torch.tensor(values, dtype=dtype, device=device)``, made once per (values, dtype, device):
+    on a GPU each ``torch.tensor`` of a list is a host copy that waits for the queued kernels.
+    Callers must not modify it in place."""
+    return _constant(_frozen(values), dtype, torch.device(device))
+
+
+@functools.lru_cache(maxsize=128)
+def _constant(values: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _frozen(values):
+    return tuple(_frozen(v) for v in values) if isinstance(values, (list, tuple)) else values
+
+
+def move_to(t: Tensor, device: torch.device | str) -> Tensor:
+    """``t`` on ``device``; a CPU tensor bound for a GPU goes through pinned memory without blocking,
+    so the copy does not wait for the kernels already queued (a pageable copy does). Same values."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _rand(shape: tuple[int, ...], generator: Generator, dtype=torch.float32) -> Tensor:
@@ -133,7 +159,7 @@ def hue_rotation(hue: Tensor) -> Tensor:
     cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
     eye = torch.eye(3, dtype=hue.dtype, device=hue.device)
     ones = torch.full((3, 3), 1 / 3, dtype=hue.dtype, device=hue.device)
-    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=hue.dtype, device=hue.device)
+    cross = constant([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], hue.dtype, hue.device)
     # Rodrigues' formula with the unit axis (1, 1, 1) / sqrt(3).
     return cos * eye + (1 - cos) * ones + sin * cross / math.sqrt(3)
 
@@ -146,7 +172,7 @@ def jitter_matrices(factors: Tensor) -> Tensor:
     """
     b, c, s, h = factors.unbind(1)
     eye = torch.eye(3, dtype=factors.dtype, device=factors.device)
-    luma = torch.tensor(LUMA, dtype=factors.dtype, device=factors.device).expand(3, 3)
+    luma = constant(LUMA, factors.dtype, factors.device).expand(3, 3)
     bright, contrast = b[:, None, None] * eye, c[:, None, None] * eye
     # Saturation blends with the grey image: s * x + (1 - s) * luma . x
     saturation = s[:, None, None] * eye + (1 - s)[:, None, None] * luma
@@ -173,7 +199,7 @@ def color_jitter(images: Tensor, factors: Tensor, order: Tensor, apply: Tensor) 
     eye = torch.eye(3, dtype=images.dtype, device=images.device)
     mats = torch.where(apply[:, None, None, None], jitter_matrices(factors), eye)
     contrast_weight = torch.where(apply, 1 - factors[:, 1], 0.0)
-    luma = torch.tensor(LUMA, dtype=images.dtype, device=images.device)
+    luma = constant(LUMA, images.dtype, images.device)
     rows = torch.arange(batch, device=images.device)
     x = images.flatten(2)  # (B, 3, H*W)
     for step in range(4):
@@ -187,7 +213,7 @@ def color_jitter(images: Tensor, factors: Tensor, order: Tensor, apply: Tensor) 
 def grayscale(images: Tensor, mask: Tensor) -> Tensor:
     """Replaces flagged samples of ``images: (B, 3, H, W)`` by their luma in all 3 channels."""
     eye = torch.eye(3, dtype=images.dtype, device=images.device)
-    luma = torch.tensor(LUMA, dtype=images.dtype, device=images.device).expand(3, 3)
+    luma = constant(LUMA, images.dtype, images.device).expand(3, 3)
     # One batched 3x3 matmul (identity for unflagged samples) beats a masked torch.where.
     mats = torch.where(mask[:, None, None], luma, eye)
     return torch.bmm(mats, images.flatten(2)).view_as(images)

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from corruptions import Corruption, parse
 from trainables.data.augment import view_recipes
+from trainables.data.augment_ops import constant, move_to
 from trainables.data.datasets import Split
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]  # (B,C,H,W) uint8 -> float [0,1]
@@ -66,8 +67,8 @@ def gather(split: Split, index: Tensor, device: torch.device | str) -> tuple[Ten
     Streamed splits read sorted indices (sequential disk access) and restore the order after.
     """
     if split.in_memory:
-        index = index.to(split.images.device)
-        return split.images[index].to(device, non_blocking=True), split.labels[index].to(device)
+        index = move_to(index, split.images.device)
+        return split.images[index].to(device, non_blocking=True), move_to(split.labels[index], device)
     order = index.argsort()
     inverse = order.argsort()
     images = split.images[index[order]][inverse]
@@ -94,8 +95,8 @@ class Pipeline:
     def __call__(self, images: Tensor, gens: dict[str, torch.Generator]) -> list[Tensor]:
         """(B, C, H, W) uint8 -> n_views x (B, C, H', W') float32, normalised."""
         images = self.corruption(images, gens["corruption"])
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        mean = constant(self.mean, torch.float32, images.device).view(1, -1, 1, 1)
+        std = constant(self.std, torch.float32, images.device).view(1, -1, 1, 1)
         return [(recipe(images, gens["augment"]) - mean) / std for recipe in view_recipes(self.augment, self.n_views)]
 
 

@@ -10,6 +10,13 @@ exists once and only ever calls:
   edit gradients (DINO drops its prototypes' gradients early in training);
 * ``on_after_step(progress)``: momentum/EMA updates, ``progress`` in [0, 1] of training.
 
+A method whose whole step can be captured in one CUDA graph (``trainables.step``) sets
+``graph_safe`` and splits ``on_after_step`` in two: ``graph_after_step()``, the device work, is
+captured and replayed, reading its scalars from tensors; ``graph_scalars(progress)`` runs on the
+host after every replay and writes the next step's scalars into those tensors (``graph_ready`` and
+``graph_prepare`` come before the capture). Nothing in a
+captured step may read a value back to the host or draw from a CPU generator.
+
 Adding a method = one file with a ``@register_method`` class that sets ``Params`` (a frozen
 dataclass of its hyperparameters with defaults), ``defaults`` (optimizer and augmentation
 defaults) and implements ``training_step``. The contract tests then cover it.
@@ -37,6 +44,8 @@ class Method(nn.Module):
     Params: ClassVar[type] = NoParams
     n_views: ClassVar[int] = 2
     uses_labels: ClassVar[bool] = False
+    graph_safe: ClassVar[bool] = False  # the step can be one CUDA graph (see the module docstring)
+    foreach_ema: bool = False  # set from system.foreach_ema by trainables.build
     # Optimizer and augmentation defaults, overridable in the trial config.
     defaults: ClassVar[dict[str, Any]] = {
         "optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4, "augmentation": "moco_v2",
@@ -64,20 +73,48 @@ class Method(nn.Module):
     def on_after_step(self, progress: float) -> None:
         """Called after every optimizer step; ``progress`` = finished steps / total steps."""
 
+    def graph_ready(self) -> bool:
+        """Whether the next step may be captured (MoCo waits for a full queue: fixed shapes)."""
+        return True
+
+    def graph_prepare(self) -> None:
+        """Once, before capture: raise ValueError on settings that cannot be captured; set the
+        scalar tensors that ``graph_after_step`` reads."""
+
+    def graph_after_step(self) -> None:
+        """The device part of ``on_after_step``, captured in the step's CUDA graph."""
+
+    def graph_scalars(self, progress: float) -> None:
+        """The host part of ``on_after_step`` after each replay: next step's scalars into tensors."""
+
 
 def cosine_momentum(base: float, final: float, progress: float) -> float:
     """EMA momentum rising from ``base`` to ``final`` on a half cosine (BYOL, solo-learn)."""
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
-def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+def ema_update(target: nn.Module, online: nn.Module, momentum: float | Tensor, foreach: bool = False) -> None:
     """target <- momentum * target + (1 - momentum) * online, over parameters.
 
     Buffers (BN running statistics) are the target's own, computed in its forward passes,
-    as in MoCo and solo-learn.
+    as in MoCo and solo-learn. ``foreach``: one ``torch._foreach_lerp_`` over all parameters,
+    ``t + (1 - m) (o - t)``: the same value up to rounding (~1 ulp per step), a few kernels instead
+    of two per parameter. A 0-d tensor ``momentum`` (a CUDA graph's input, read on the device):
+    ``_foreach_mul_`` and ``_foreach_add_``, since ``_foreach_lerp_`` takes a scalar weight only
+    as a host number (it would read the tensor back).
     """
     with torch.no_grad():
-        for t, o in zip(target.parameters(), online.parameters(), strict=True):
+        targets, onlines = list(target.parameters()), list(online.parameters())
+        if len(targets) != len(onlines):
+            raise ValueError(f"ema_update: target has {len(targets)} parameters, online {len(onlines)}")
+        if isinstance(momentum, Tensor):
+            torch._foreach_mul_(targets, momentum)
+            torch._foreach_add_(targets, torch._foreach_mul(onlines, 1 - momentum))
+            return
+        if foreach:
+            torch._foreach_lerp_(targets, onlines, 1 - momentum)
+            return
+        for t, o in zip(targets, onlines, strict=True):
             t.mul_(momentum).add_(o.detach(), alpha=1 - momentum)
 
 

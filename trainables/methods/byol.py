@@ -55,6 +55,6 @@ class BYOL(Method):
         return {"loss": loss}
 
     def on_after_step(self, progress: float) -> None:
-        ema_update(self.target_backbone, self.backbone, self.momentum)
-        ema_update(self.target_projector, self.projector, self.momentum)
+        ema_update(self.target_backbone, self.backbone, self.momentum, self.foreach_ema)
+        ema_update(self.target_projector, self.projector, self.momentum, self.foreach_ema)
         self.momentum = cosine_momentum(self.params.momentum_base, self.params.momentum_final, progress)

@@ -116,7 +116,7 @@ class DINO(Method):
                 p.grad = None
 
     def on_after_step(self, progress: float) -> None:
-        ema_update(self.teacher_backbone, self.backbone, self.momentum)
-        ema_update(self.teacher_head, self.head, self.momentum)
+        ema_update(self.teacher_backbone, self.backbone, self.momentum, self.foreach_ema)
+        ema_update(self.teacher_head, self.head, self.momentum, self.foreach_ema)
         self.momentum = cosine_momentum(self.params.momentum_base, self.params.momentum_final, progress)
         self.progress = progress

@@ -34,6 +34,7 @@ class Supervised(Method):
     Params = SupervisedParams
     n_views = 1
     uses_labels = True
+    graph_safe = True
     defaults = {"optimizer": "sgd", "lr": 0.4, "weight_decay": 1e-5, "augmentation": "study"}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: SupervisedParams) -> None:

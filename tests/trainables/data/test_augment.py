@@ -359,3 +359,14 @@ def test_per_view__called_directly_is_the_first_views_recipe():
     assert torch.equal(recipe(x, _gen()), recipe.views[0](x, _gen()))
     with pytest.raises(ValueError, match="one kind"):
         PerView((SSLRecipe(), SupervisedRecipe()))
+
+
+def test_constant__made_once_per_values_dtype_and_device_and_equal_to_torch_tensor():
+    from trainables.data.augment_ops import constant, move_to
+
+    a = constant([[0, -1], [1, 0]], torch.float32, "cpu")
+    assert a is constant(((0, -1), (1, 0)), torch.float32, torch.device("cpu"))  # cached: no copy per batch
+    assert torch.equal(a, torch.tensor([[0, -1], [1, 0]], dtype=torch.float32))
+    assert constant([0.5], torch.float64, "cpu").dtype == torch.float64
+    x = torch.arange(3)
+    assert move_to(x, "cpu") is x

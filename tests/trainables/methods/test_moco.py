@@ -8,11 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.trainables.conftest import small_params
 from tests.trainables.methods.conftest import batch, build, train
-from trainables.backbone import SplitBatchNorm2d
+from trainables.backbone import SplitBatchNorm2d, build_backbone
 from trainables.build import build_model
 from trainables.config import TrialConfig
 from trainables.losses import info_nce
+from trainables.methods import build_params
+from trainables.methods.moco import MocoV2
 
 
 def test_moco__bn_cheating_guard_is_on_by_default():
@@ -152,3 +155,62 @@ def test_proj_batchnorm__adds_bn_after_the_hidden_layer_only_when_asked():
     plain, with_bn = build("moco_v2"), build("moco_v2", proj_batchnorm=True)
     assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in plain.projector.modules())
     assert [type(m).__name__ for m in with_bn.projector] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+
+
+class _ReferenceQueue(MocoV2):
+    """The queue as it was before the host mirror (issue 24): fill read from the device every step."""
+
+    def training_step(self, views, labels):
+        q1, q2 = self.query(views[0]), self.query(views[1])
+        k1, k2 = self.key(views[0]), self.key(views[1])
+        filled = int(self.queue_filled)
+        queue = self.queue[:, :filled].clone() if filled else [None, None]
+        t = self.params.temperature
+        if self.params.symmetric:
+            loss = (info_nce(q1, k2, queue[1], t) + info_nce(q2, k1, queue[0], t)) / 2
+            self._reference_enqueue(torch.stack([k1, k2]))
+        else:
+            loss = info_nce(q1, k2, queue[0], t)
+            self._reference_enqueue(k2[None])
+        return {"loss": loss}
+
+    @torch.no_grad()
+    def _reference_enqueue(self, keys):
+        size = self.queue.shape[1]
+        idx = (self.queue_ptr + torch.arange(keys.shape[1], device=keys.device)) % size
+        self.queue[:, idx] = keys.to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[1]) % size)
+        self.queue_filled.copy_(torch.clamp(self.queue_filled + keys.shape[1], max=size))
+
+
+def _reference(seed: int = 0, **overrides) -> MocoV2:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone, dim = build_backbone("resnet18", width=0.125)
+        return _ReferenceQueue(backbone, dim, 10, build_params("moco_v2", {**small_params("moco_v2"), **overrides}))
+
+
+@pytest.mark.parametrize("queue_init", ["grow", "random"])
+def test_queue__ring_buffer_equals_the_reference_queue_exactly(digits, queue_init):
+    """K 40 with 16 keys a step: partly filled (grow), then wrapping mid-batch at step 3; losses,
+    queue, pointer and fill bit for bit equal through real SGD steps and a state-dict round trip."""
+    settings = {"queue_size": 40, "queue_init": queue_init}
+    method, ref = build("moco_v2", **settings), _reference(**settings)
+    views, labels = batch("moco_v2", digits)
+    assert train(method, views, labels, steps=3) == train(ref, views, labels, steps=3)
+    for key in ("queue", "queue_ptr", "queue_filled"):
+        assert torch.equal(getattr(method, key), getattr(ref, key)), key
+    assert method.queue_fill() == int(ref.queue_filled) == 40
+    fresh = build("moco_v2", **settings)
+    fresh.load_state_dict(method.state_dict())  # the host mirror follows the loaded buffer
+    assert fresh.queue_fill() == 40
+    assert train(fresh, views, labels, steps=1) == train(ref, views, labels, steps=1)
+
+
+def test_key__unshuffled_keys_equal_shuffled_ones_under_plain_bn(digits):
+    """What a captured step drops: with bn_splits 1 the shuffle only reorders BN's sums (1e-5)."""
+    method = build("moco_v2", bn_splits=1).train()
+    x = batch("moco_v2", digits)[0][0]
+    shuffled = method.key(x)
+    method.shuffle_keys = False
+    torch.testing.assert_close(method.key(x), shuffled, rtol=1e-5, atol=1e-5)
