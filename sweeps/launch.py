@@ -169,11 +169,19 @@ def check_resume_options(plan: Plan) -> None:
                              f"would keep {recorded[key]!r}; valid: {key}: {recorded[key]!r}, or --experiment NEW_NAME")
 
 
+# Keys that only shape training: two 0-epoch cells that differ only in these evaluate the same network.
+TRAINING_ONLY = ("method", "method.", "optim.", "data.augmentation", "data.crop_min_scale", "data.labels_per_class")
+
+
 def _unique(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Identical cells once (e.g. --epochs 0 makes every trial its own untrained reference)."""
+    """Each trial once: identical cells, and untrained cells (0 epochs from initialisation) that differ
+    only in ``TRAINING_ONLY`` keys, e.g. every method's cell under ``--epochs 0`` (the backbone is
+    built from the seed before the method's head, so it is the same network): the first is kept."""
     unique: dict[str, dict[str, Any]] = {}
     for cell in cells:
-        unique.setdefault(json.dumps(cell, sort_keys=True, default=str), cell)
+        untrained = cell.get("optim.epochs") == 0 and not cell.get("model.init_checkpoint")
+        same = {k: v for k, v in cell.items() if not (untrained and k.startswith(TRAINING_ONLY) and k != "optim.epochs")}
+        unique.setdefault(json.dumps(same, sort_keys=True, default=str), cell)
     return list(unique.values())
 
 

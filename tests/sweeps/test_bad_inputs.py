@@ -341,6 +341,15 @@ def test_untrained__epochs_0_adds_no_duplicate_trial(storage, tmp_path):
                              "--epochs", "0", "--dry-run"])
     keys = [json.dumps(c, sort_keys=True) for c in plan.cells]
     assert len(keys) == len(set(keys)) == 3  # ori, glo_4, loc_4: each once, untrained
+    # Two methods at 0 epochs evaluate the same initial backbone: one untrained trial per corruption x seed.
+    plan, _ = prepare(GRID, ["--storage-path", str(storage), "--config", _yaml(tmp_path, "include_untrained: true\n"),
+                             "--methods", "supervised", "moco_v2", "--seeds", "0", "1", "--epochs", "0", "--dry-run"])
+    assert sorted((c["data.corruption"], c["system.seed"]) for c in plan.cells) == sorted(
+        (c, s) for c in ("ori", "glo_4", "loc_4") for s in (0, 1))
+    # Trained cells are never merged, whatever their method.
+    plan, _ = prepare(GRID, ["--storage-path", str(storage), "--config", _yaml(tmp_path, "include_untrained: true\n"),
+                             "--methods", "supervised", "moco_v2", "--epochs", "1", "--dry-run"])
+    assert len(plan.cells) == 3 * 2 + 3
 
 
 def test_resume__a_changed_max_failures_is_refused(storage, tmp_path, capsys):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainables import build
-from trainables.build import autocast, native_bf16, resolve_precision
+from trainables.build import autocast, build_model, native_bf16, resolve_precision
 from trainables.config import TrialConfig
 
 CPU = torch.device("cpu")
@@ -56,3 +56,15 @@ def test_build_data__a_label_budget_shrinks_only_the_training_split(digits, tiny
     assert torch.bincount(budget.train.labels).tolist() == [5] * 10
     # the kNN bank and the probe still see the whole training split, and the test split is unchanged
     assert len(budget.eval_train) == len(full.eval_train) == 200 and len(budget.eval_test) == len(full.eval_test)
+
+
+def test_build_model__the_initial_backbone_does_not_depend_on_the_method():
+    """Why a sweep keeps one untrained trial per corruption x seed (``sweeps.launch._unique``)."""
+    states = []
+    for method in ("supervised", "moco_v2", "byol"):
+        cfg = TrialConfig.from_flat({"method": method, "model.width": 0.0625, "system.seed": 3}).resolved()
+        states.append(build_model(cfg, 10, torch.device("cpu")).backbone.state_dict())
+    for other in states[1:]:
+        assert other.keys() == states[0].keys() and all(torch.equal(other[k], states[0][k]) for k in states[0])
+    different_seed = TrialConfig.from_flat({"method": "supervised", "model.width": 0.0625, "system.seed": 4}).resolved()
+    assert not torch.equal(build_model(different_seed, 10, torch.device("cpu")).backbone.state_dict()["conv1.weight"], states[0]["conv1.weight"])
