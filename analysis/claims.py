@@ -1,4 +1,4 @@
-"""The study's claims (paper-notes §4), checked on a sweep: PASS / FAIL / INCONCLUSIVE.
+"""The study's claims (docs/study.md §4), checked on a sweep: PASS / FAIL / INCONCLUSIVE.
 
 Each check is an effect written to be positive when the claim holds, with its 95% interval
 (``analysis.evidence``): PASS when the interval lies above zero, FAIL when below,

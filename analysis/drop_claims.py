@@ -1,4 +1,4 @@
-"""Claims about accuracy drops (paper-notes §4 items 1, 2, 7, 8): C1, C2, C7, C8.
+"""Claims about accuracy drops (docs/study.md §4.1, §4.2, §4.7, §4.8): C1, C2, C7, C8.
 
 C1 and C2 come in three variants, built by the same functions:
 

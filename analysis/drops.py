@@ -1,6 +1,6 @@
 """Accuracy and accuracy-drop tables: pure functions of a trial frame (see ``analysis.frame``).
 
-The drop is the study's relative drop ``100 * (A_ori - A_c) / A_ori`` (paper-notes §2.4), each
+The drop is the study's relative drop ``100 * (A_ori - A_c) / A_ori`` (docs/study.md §2.4), each
 corrupted trial matched with the clean (``ori``) trial of the same method, dataset, budget and
 seed. Trials with ``optim.epochs == 0`` form the ``untrained`` row: the backbone at
 initialisation, evaluated the same way on the same corrupted data (the floor a method that

@@ -20,7 +20,7 @@ CLEAN = "ori"
 FAMILIES = ("global", "local", "gamma")
 _KIND_FAMILY = {"glo": "global", "randglo": "global", "loc": "local", "randloc": "local", "gam": "gamma"}
 
-# Methods by what supervises them (paper-notes §2.1); unknown methods count as contrastive/SSL.
+# Methods by what supervises them (docs/study.md §2.1); unknown methods count as contrastive/SSL.
 SUPERVISED = "supervised"
 LABEL_METHODS = frozenset({"supervised", "supcon"})
 LABELS_PER_CLASS = "data.labels_per_class"  # set: the arm is "<method>@<n>" (an accuracy-matched arm)
@@ -128,7 +128,7 @@ def in_family(df: pd.DataFrame, family: str) -> pd.Series:
 
     ``ori`` is every family's identity setting (glo_1 = loc_<side> = gam_1), so it is the
     first point of each family's curve. A global shuffle with one patch per pixel is the same
-    full permutation as loc_1 (paper-notes §1.1), so it counts in both families; the image
+    full permutation as loc_1 (docs/study.md §1.1), so it counts in both families; the image
     side comes from ``data.image_size`` or a recorded ``image_size`` metric when present.
     """
     if family == "all":

@@ -1,4 +1,4 @@
-"""Claims about feature geometry (paper-notes §4 items 5 and 6): C5 uniformity, C6 tracking.
+"""Claims about feature geometry (docs/study.md §4.5 and §4.6): C5 uniformity, C6 tracking.
 
 Uniformity has no sampling model, so with one seed these effects have no interval
 (INCONCLUSIVE); with two or more seeds a Student-t interval over seeds.

@@ -1,10 +1,10 @@
 """The study's numbers and the sentences each claim check tests (Zhong et al., ICCV 2023).
 
-Everything is copied from ``shared/reference/paper-notes.md``; the section is named with each
-value. Table 1 (§3.2) is read off the study's bar chart (about ±0.1; each printed Avg is the
-mean of its four bars). Section 4 of the notes states the study's claims as testable sentences
-(the notes' wording, with the study's numbers in brackets); the supplement and teaser text are
-copied exactly. ``QUOTES`` holds, per check id, what that check tests.
+Every value is the study's as summarised in ``docs/study.md``, and the section named with it
+(``§3.2`` ...) is that page's. Table 1 (§3.2) is read off the study's bar chart (about ±0.1; each
+printed Avg is the mean of its four bars). §4 of that page states the study's claims as testable
+statements, with the study's numbers in brackets; the supplement and teaser numbers are the
+study's exactly. ``QUOTES`` holds, per check id, what that check tests.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ LOCAL_GAP_TOLERANCE = 3.0
 # C7.seeds: the largest seed sd (accuracy points) still called "small": 2.5x the study's 0.40.
 SEED_SD_LIMIT = 1.0
 
-_TABLE1_TEXT = ("Table 1 (paper-notes §3.2), relative drop %, CIFAR-10, ResNet-18: "
+_TABLE1_TEXT = ("Table 1 (docs/study.md §3.2), relative drop %, CIFAR-10, ResNet-18: "
                 "| method | Glo 8 | Glo 4 | Loc 4 | Loc 8 | Avg | "
                 + " ".join(f"| {m} | {' | '.join(map(str, row))} | {avg} |" for m, (row, avg) in _TABLE1.items()))
-_TEASER = ("Teaser table (paper-notes §3.1), SL acc | CL acc | CL uniformity: Original 89.53 | 88.73 | 2.82; "
+_TEASER = ("Teaser table (docs/study.md §3.1), SL acc | CL acc | CL uniformity: Original 89.53 | 88.73 | 2.82; "
            "Local mild (Loc 8) 77.49 (13%↓) | 76.90 (13%↓) | 2.62 (7%↓); Local severe (Loc 4) 65.94 (26%↓) | "
            "63.35 (29%↓) | 2.42 (14%↓); Global mild (Glo 4) 76.06 (15%↓) | 67.18 (24%↓) | 2.41 (15%↓); "
            "Global severe (Glo 8) 65.88 (26%↓) | 60.51 (32%↓) | 2.45 (13%↓)")
@@ -68,7 +68,7 @@ QUOTES = {
                 "2.16 > 2.11 > 2.10 matches 89.6 > 81.5 > 29.44. Local: 2.18 > 2.13 > 2.10 matches 89.4 > 77.4 > "
                 "29.44.'"),
     "C6.ece": "§4.6: 'ECE is non-monotone.' Table C.1 ECE: 1.97, 2.80, 0.06, 1.18, 0.69, 1.64.",
-    "C7.seeds": ("SUPP A.1 (paper-notes §3.7): 'MoCo-v2, CIFAR-10, 200 epochs, 3 runs, KNN: original: 82.44 ± 0.18; "
+    "C7.seeds": ("SUPP A.1 (docs/study.md §3.7): 'MoCo-v2, CIFAR-10, 200 epochs, 3 runs, KNN: original: 82.44 ± 0.18; "
                  "Glo 8×8: 59.24 ± 0.40. Linear evaluation variance is similar.' §4.7: 'Seed noise is small "
                  "(σ ≈ 0.2–0.4 KNN points) compared with the method gaps.'"),
     "C8.gamma": ("§4.8 (ICLR/arXiv versions, numbers unavailable): 'Pretraining pixel-level (gamma) and patch-level "

@@ -121,7 +121,7 @@ def select_trials(df: pd.DataFrame, method: str | None = None, corruption: str |
     return found.assign(_o=found["arm"].map(order)).sort_values(["_o", "seed"]).drop(columns="_o")
 
 
-PAPER_LEVELS = ("glo_4", "loc_8", "gam_0.2")  # the study's "mild" settings (paper-notes §1.3)
+PAPER_LEVELS = ("glo_4", "loc_8", "gam_0.2")  # the study's "mild" settings (docs/study.md §1.3)
 
 
 def showcase(df: pd.DataFrame, families: bool = True) -> pd.DataFrame:

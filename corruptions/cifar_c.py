@@ -1,6 +1,6 @@
 """CIFAR-10-C corruptions (Hendrycks & Dietterich 2019): defocus blur, shot noise, JPEG.
 
-Severities 1..5 use the CIFAR-10-C constants (the study hard-codes severity 3, paper-notes
+Severities 1..5 use the CIFAR-10-C constants (the study hard-codes severity 3, docs/study.md
 §1.1); severity 0 is declared as the identity so every kind has an identity setting.
 """
 

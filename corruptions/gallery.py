@@ -1,7 +1,7 @@
 """Draw random images x corruptions, like the supplement's Figure B.3.
 
     python -m corruptions.gallery --dataset digits --out gallery.png
-    python -m corruptions.gallery --dataset imagefolder:../shared/data/cifar10-jpeg --out cifar.png
+    python -m corruptions.gallery --dataset imagefolder:/path/to/cifar10-jpeg --out cifar.png
 
 Columns default to: original, gamma 0.2 and 2.5, global shuffles G2.. G<S>/L1, local shuffles
 L2..L<S/2> (every divisor of the image side), so both ends of each family are visible.

@@ -1,4 +1,4 @@
-"""Global and local patch shuffling (Zhong et al. 2023, paper-notes §1.1).
+"""Global and local patch shuffling (Zhong et al. 2023, docs/study.md §1.1).
 
 The image is cut into an ``grid x grid`` array of patches, each ``(H/grid) x (W/grid)`` pixels.
 

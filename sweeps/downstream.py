@@ -8,7 +8,7 @@ run again, it resumes and keeps what finished). Stage 2 (experiment ``<experimen
 each pretrained backbone frozen on every corruption (default: ori, glo_4, glo_8, loc_4, loc_8):
 kNN, linear probe, ECE and feature geometry on the corrupted splits (``optim.epochs: 0`` with
 ``model.init_checkpoint``). With ``--set model.init_checkpoint=...`` stage 1 is skipped.
-The study fine-tuned ImageNet-pretrained nets on corrupted CIFAR-10 (paper-notes §2.3-2.4);
+The study fine-tuned ImageNet-pretrained nets on corrupted CIFAR-10 (docs/study.md §2.3-2.4);
 this is its frozen-probe variant. Budget and corruptions: sweeps/configs/downstream.yaml.
 """
 

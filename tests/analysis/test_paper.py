@@ -1,4 +1,4 @@
-"""The study's numbers (paper-notes §3.2, §3.7) and the texts the checks show beside their effects."""
+"""The study's numbers (docs/study.md §3.2, §3.7) and the texts the checks show beside their effects."""
 
 from __future__ import annotations
 

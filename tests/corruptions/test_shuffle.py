@@ -103,7 +103,7 @@ def test_per_image__reproducible_from_generator_seed(spec):
 
 
 # --- an independent transcription of the study's fixed-permutation indexing ---------------
-# Written from its definition (paper-notes §1.1): q = RandomState(42).permutation(...);
+# Written from its definition (docs/study.md §1.1): q = RandomState(42).permutation(...);
 # global: output patch (y, x) = source patch divmod(q[y*N + x], N);
 # local: output pixel k of every patch = pixel q[k] of the same patch (row-major inside patch).
 def _study_global(img: np.ndarray, n: int) -> np.ndarray:

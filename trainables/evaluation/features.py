@@ -1,7 +1,7 @@
 """Geometry of a feature set: uniformity, alignment and class-to-class distances.
 
 All metrics work on L2-normalised features (normalised inside), as the study's
-``main_uniformity.py`` does for uniformity (paper-notes §5). Pairwise quantities are computed
+``main_uniformity.py`` does for uniformity (docs/study.md §5). Pairwise quantities are computed
 from Gram-matrix blocks or class sums rather than an (N, N) distance matrix, so 10k+ features
 fit in a few tens of MB. Accumulation is in float64: a mean of 5e7 terms in float32 would
 lose the third digit that the study reports.
@@ -72,7 +72,7 @@ def classwise_uniformity(x: Tensor, labels: Tensor, num_classes: int, t: float =
 def feature_distance_matrix(x: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """Mean squared distance between classes, ``d_ij = E_{a in i, b in j} ||f(a) - f(b)||^2``.
 
-    Features are L2-normalised (paper-notes §5 leaves this open; normalised matches uniformity).
+    Features are L2-normalised (docs/study.md §5: the study leaves this open; normalised matches uniformity).
     Off the diagonal the expectation is over all ``n_i * n_j`` pairs; on the diagonal it is
     over the ``n_i * (n_i - 1)`` ordered pairs of *distinct* samples (self pairs, always 0,
     are excluded, so ``d_ii`` is the intra-class spread). Closed form from class sums

@@ -1,6 +1,6 @@
 """Weighted k-nearest-neighbour classification of cached features.
 
-Two weightings, both from the study's code (paper-notes §2.3):
+Two weightings, both from the study's code (docs/study.md §2.3):
 
 * ``cosine``: features L2-normalised, neighbours by cosine similarity ``s``, vote weight
   ``exp(s / T)`` (Wu et al. 2018, InstDisc; MoCo's kNN monitor with k=200, T=0.1).

@@ -4,7 +4,7 @@ The objective is convex, so instead of the study's 20 epochs of SGD we solve it 
 convergence with full-batch L-BFGS: deterministic, no learning rate to tune, and about a
 second for 10k x 512 features on 2 CPU cores.
 
-NOTE: the study's offline probe (paper-notes §2.3: SGD lr 0.3, wd 0, 20 epochs, bs 256) trains
+NOTE: the study's offline probe (docs/study.md §2.3: SGD lr 0.3, wd 0, 20 epochs, bs 256) trains
 on augmented crops through the frozen backbone; this probe sees one cached, un-augmented
 feature per image and uses a small L2 penalty, so accuracies can differ by a point or so and
 the probe's logits (hence ECE) are those of the converged optimum, not of 20 SGD epochs.
