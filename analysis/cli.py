@@ -35,9 +35,16 @@ class Source:
     out: Path
 
 
+def _prog() -> str:
+    """``python -m analysis.drops`` as the program name (argparse would say ``drops.py``); a console
+    script (``sbl-report``) keeps its own name."""
+    script = Path(sys.argv[0])
+    return f"python -m analysis.{script.stem}" if script.suffix == ".py" and script.parent.name == "analysis" else script.name
+
+
 def parser(doc: str, metric: bool = False) -> argparse.ArgumentParser:
     """The shared flags; ``doc`` is the module docstring (first paragraph = description)."""
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog=_prog(), description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", required=True, help="the sweep's experiment name (MLflow and Tune)")
     p.add_argument("--mlflow-uri", help="tracking store (default: sqlite:///<abs --storage-path>/mlflow.db)")
     p.add_argument("--storage-path", type=Path, help="the sweep's storage folder (default: ./runs, or the sqlite store's folder)")

@@ -75,3 +75,11 @@ def test_command__a_store_that_is_no_mlflow_database_is_refused_untouched(make, 
     assert code == 2 and err.startswith(f"error: MLflow store {str(store)!r} ")
     assert message in err and err.count("\n") == 1
     assert (store.read_bytes(), store.stat().st_mtime_ns) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_parser__program_name_is_the_command_a_user_types():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "analysis.drops", "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage: python -m analysis.drops ")
