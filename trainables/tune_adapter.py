@@ -138,6 +138,13 @@ def _resume(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, tria
     return state
 
 
+def checkpoint_files(experiment_dir: Path, trial_id: str) -> list[Path]:
+    """Every checkpoint state file of one trial in a Tune experiment folder. The trial's folder holds
+    its id: ``<arm>-<corruption>-s<seed>-<id>`` (``sweeps.execute.trial_dirname``), or Tune's own
+    ``train_<id>_<index>_...`` in sweeps launched before readable names."""
+    return list(experiment_dir.glob(f"*{trial_id}*/checkpoint_*/{STATE_FILE}"))
+
+
 def _resume_state(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, trial_id: str) -> tuple[dict | None, Path | None]:
     """The newest loadable state of this trial and its path on disk, or (None, None) to start from scratch.
 
@@ -149,7 +156,7 @@ def _resume_state(checkpoint: tune.Checkpoint | None, experiment_dir: str | None
     """
     found = []
     if experiment_dir and Path(experiment_dir).is_dir():
-        found = sorted(Path(experiment_dir).glob(f"*{trial_id}*/checkpoint_*/{STATE_FILE}"), key=_mtime, reverse=True)
+        found = sorted(checkpoint_files(Path(experiment_dir), trial_id), key=_mtime, reverse=True)
     for path in found:
         try:
             return torch.load(path, map_location="cpu", weights_only=True), path

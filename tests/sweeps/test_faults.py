@@ -19,6 +19,7 @@ from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main
 from tests.conftest import REPO
 from tests.sweeps.conftest import TINY_YAML, argv, final_metrics, runs
+from trainables import tune_adapter
 
 pytestmark = pytest.mark.slow
 TINY_GRID = ["--config", TINY_YAML, "--set", "eval.eval_every=1"]
@@ -148,7 +149,7 @@ def _newest_epoch(experiment_dir, trial_id) -> int:
     import torch
 
     epochs = [0]
-    for path in experiment_dir.glob(f"*_{trial_id}_*/checkpoint_*/state.pt"):
+    for path in tune_adapter.checkpoint_files(experiment_dir, trial_id):
         try:
             epochs.append(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
         except Exception:  # a checkpoint torn by the kill
