@@ -8,8 +8,8 @@ import time
 from ray import tune
 
 from analysis.claims import claim_checks, format_claims
-from analysis.drops import accuracy_table, drop_table
-from analysis.frame import UNTRAINED, annotate, arm_of
+from analysis.drops import accuracy_summary, drop_summary, spread_note, wide
+from analysis.frame import UNTRAINED, arm_of
 from sweeps.options import searched_keys
 from trainables.tune_adapter import crash_report, trial_config
 
@@ -131,13 +131,15 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
         print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
     if len(df) and "knn_acc" in df:
         metric = "knn_acc"
-        arms = annotate(df)["arm"]  # untrained: epochs 0 and no init_checkpoint (a downstream probe is its method)
+        # Cells inside the untrained floor's error read "[floor]" (analysis.drops.floor_gaps): not findings.
+        acc = accuracy_summary(df, metric)
         print(f"\nkNN accuracy (%), mean over seeds (untrained = the same network at initialisation):\n"
-              f"{accuracy_table(df, metric).to_string(float_format='%.1f')}")
-        trained = df[(arms != UNTRAINED).to_numpy()]
-        drops = drop_table(trained, metric)
-        if drops is not None:
-            print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{drops.to_string(float_format='%.1f')}")
+              f"{wide(acc).to_string()}\n{spread_note(acc)}")
+        drops = drop_summary(df, metric)
+        drops = drops[drops["arm"] != UNTRAINED]  # untrained: epochs 0 and no init_checkpoint
+        if len(drops):
+            print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{wide(drops).to_string()}\n"
+                  f"{spread_note(drops, reference=False)}")
             print(f"\nClaim checks ({metric}):\n{format_claims(claim_checks(df, metric))}")
     uri = plan.mlflow_uri
     print(f"\nMLflow: experiment {plan.experiment!r}, parent run {parent_run_id}. Open the UI with:\n"
