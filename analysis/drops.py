@@ -15,6 +15,12 @@ network that the corruption takes away,
 accuracy of the same seed, corruption and network (``analysis.frame.floor_keys``). It is
 undefined (NaN) without that trial, and where the arm did not beat the floor on ori.
 
+Cells inside the floor's error are marked ``[floor]`` in every table (``at_floor`` in the CSVs):
+an accuracy whose gain over the untrained network of the same seed and corruption, ``A - F``, has
+a 95% interval that does not clear zero (``floor_gaps``), and a drop either of whose accuracies
+(ori or the corruption) is such a cell. A drop there measures a learner that learned nothing
+measurable, not what the corruption does to one that did: it is not a finding.
+
     python -m analysis.drops --experiment grid_patch_sizes-digits [--metric probe_acc] [--out DIR]
 """
 
@@ -42,7 +48,13 @@ from corruptions import parse
 
 # spread: std over seeds (n_seeds >= 2) or the binomial sampling error (one seed); low/high: its
 # 95% interval; sampling_se: the binomial error of the mean, whatever the number of seeds.
-SUMMARY_COLUMNS = ["arm", "corruption", "n_seeds", "mean", "spread", "spread_kind", "low", "high", "sampling_se"]
+# at_floor: the cell is inside the untrained floor's error (see ``floor_gaps``); marked FLOOR_MARK in tables.
+SUMMARY_COLUMNS = ["arm", "corruption", "n_seeds", "mean", "spread", "spread_kind", "low", "high", "sampling_se",
+                   "at_floor"]
+FLOOR_MARK = "[floor]"
+AT_FLOOR_NOTE = (f"{FLOOR_MARK}: inside the untrained floor's error, not a finding: the arm's accuracy there (for a "
+                 "drop, on ori or on the corruption) is not above the untrained network's of the same seed and "
+                 "corruption (the 95% interval of A - F reaches 0).")
 # The study's measure first; the floor-corrected drop is the secondary one (titles of the tables).
 MEASURES = {
     "drop": "Relative drop vs ori (%), 100 (A_ori - A_c) / A_ori",
@@ -104,16 +116,50 @@ def relative_drops(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
 
 def _with_floor(merged: pd.DataFrame, df: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Adds the untrained trial's accuracy on the trial's corruption and on ori, and ``floor_drop``."""
-    keys = floor_keys(df)  # corruption, seed, dataset, network and evaluation: not the method
-    untrained = df[df["arm"] == UNTRAINED]
-    floors = untrained.assign(_key=match_key(untrained, keys)).drop_duplicates("_key").set_index("_key")
-    own, at_clean = match_key(merged, keys), match_key(merged.assign(corruption=CLEAN), keys)
-    out = merged.assign(floor=own.map(floors[metric]), floor_n_test=own.map(floors["n_test"]),
-                        floor_clean=at_clean.map(floors[metric]), floor_clean_n_test=at_clean.map(floors["n_test"]))
+    own, at_clean = _floor_of(merged, df, metric), _floor_of(merged.assign(corruption=CLEAN), df, metric)
+    out = merged.assign(floor=own[0], floor_n_test=own[1], floor_clean=at_clean[0], floor_clean_n_test=at_clean[1])
     gain = (out["clean"] - out["floor_clean"]).astype(float)
     floor_drop = 100 * (gain - (out[metric] - out["floor"])) / gain
     out["floor_drop"] = floor_drop.where((gain > 0) & (out["arm"] != UNTRAINED))
     return out
+
+
+def _floor_of(rows: pd.DataFrame, df: pd.DataFrame, metric: str) -> tuple[pd.Series, pd.Series]:
+    """The untrained trial's metric and n_test for each row (NaN where ``df`` has none)."""
+    keys = floor_keys(df)  # corruption, seed, dataset, network and evaluation: not the method
+    untrained = df[df["arm"] == UNTRAINED]
+    floors = untrained.assign(_key=match_key(untrained, keys)).drop_duplicates("_key").set_index("_key")
+    key = match_key(rows, keys)
+    return key.map(floors[metric]), key.map(floors["n_test"])
+
+
+def floor_gaps(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+    """Per trained arm x corruption: the gain over the untrained network, ``A - F`` (points).
+
+    Summarised like any cell (``SUMMARY_COLUMNS``): with two or more seeds the t-interval over
+    seeds, with one the binomial errors of A and F in quadrature. ``at_floor``: the interval's
+    lower end is not above 0. Cells without an untrained trial to compare with are left out.
+    """
+    df = annotate(df).dropna(subset=[metric])
+    trained = df[df["arm"] != UNTRAINED]
+    floor, floor_n = _floor_of(trained, df, metric)
+    trained = trained.assign(gap=trained[metric] - floor, se=np.hypot(stats.binomial_se(trained[metric], trained["n_test"]),
+                                                                      stats.binomial_se(floor, floor_n)))
+    rows = []
+    for (arm, corruption), cell in trained.dropna(subset=["gap"]).groupby(["arm", "corruption"]):
+        per_seed = cell.groupby("seed")["gap"].mean()
+        se = float(np.sqrt((cell["se"] ** 2).mean() / len(cell)))
+        rows.append(_seed_row(arm, corruption, per_seed.to_numpy(), se) if len(per_seed) >= 2
+                    else _binomial_row(arm, corruption, float(per_seed.iloc[0]), se))
+    gaps = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    gaps["at_floor"] = ~(gaps["low"] > 0)  # a NaN interval (one seed left of two) is not cleared either
+    return _sorted(gaps) if len(gaps) else gaps
+
+
+def _floor_cells(df: pd.DataFrame, metric: str) -> set[tuple[str, str]]:
+    """(arm, corruption) cells inside the untrained floor's error."""
+    gaps = floor_gaps(df, metric)
+    return set(zip(gaps.loc[gaps["at_floor"], "arm"], gaps.loc[gaps["at_floor"], "corruption"], strict=True))
 
 
 def drop_terms(drops: pd.DataFrame, metric: str, measure: str = "drop") -> pd.DataFrame:
@@ -167,7 +213,10 @@ def accuracy_summary(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
             rows.append(_seed_row(arm, corruption, per_seed.to_numpy(), se))
         else:
             rows.append(_binomial_row(arm, corruption, float(cell[metric].mean()), se))
-    return _sorted(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
+    summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    at_floor = _floor_cells(df, metric)
+    summary["at_floor"] = [(a, c) in at_floor for a, c in zip(summary["arm"], summary["corruption"], strict=True)]
+    return _sorted(summary)
 
 
 def drop_summary(df: pd.DataFrame, metric: str = "knn_acc", measure: str = "drop") -> pd.DataFrame:
@@ -178,14 +227,17 @@ def drop_summary(df: pd.DataFrame, metric: str = "knn_acc", measure: str = "drop
             the untrained reference are left out).
 
     ``Avg`` is, per seed, the mean drop over the arm's corruptions (seeds missing one are left
-    out), then summarised like any cell.
+    out), then summarised like any cell. ``at_floor``: the arm is inside the untrained floor's
+    error on ori or on the corruption (for ``Avg``: on any of them).
     """
     drops = drop_terms(relative_drops(df, metric), metric, measure).dropna(subset=[measure])
+    at_floor = _floor_cells(df, metric)
     rows = []
     for arm, cells in drops.groupby("arm"):
-        for corruption, cell in cells.groupby("corruption"):
-            rows.append(_drop_row(arm, corruption, cell, measure))
-        rows.append(_drop_row(arm, "Avg", _average_over_corruptions(cells, measure), measure))
+        marked = [(arm, CLEAN) in at_floor or (arm, c) in at_floor for c in sorted(set(cells["corruption"]))]
+        for (corruption, cell), floor in zip(cells.groupby("corruption"), marked, strict=True):
+            rows.append({**_drop_row(arm, corruption, cell, measure), "at_floor": floor})
+        rows.append({**_drop_row(arm, "Avg", _average_over_corruptions(cells, measure), measure), "at_floor": any(marked)})
     return _sorted(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
 
 
@@ -211,12 +263,12 @@ def _drop_row(arm: str, corruption: str, cell: pd.DataFrame, measure: str) -> di
 def _seed_row(arm: str, corruption: str, values: np.ndarray, sampling_se: float) -> dict:
     mean, std, low, high = stats.mean_interval(values)
     return dict(arm=arm, corruption=corruption, n_seeds=len(values), mean=mean, spread=std,
-                spread_kind="std", low=low, high=high, sampling_se=sampling_se)
+                spread_kind="std", low=low, high=high, sampling_se=sampling_se, at_floor=False)
 
 
 def _binomial_row(arm: str, corruption: str, value: float, se: float) -> dict:
     return dict(arm=arm, corruption=corruption, n_seeds=1, mean=value, spread=se, spread_kind="binomial",
-                low=value - stats.Z * se, high=value + stats.Z * se, sampling_se=se)
+                low=value - stats.Z * se, high=value + stats.Z * se, sampling_se=se, at_floor=False)
 
 
 def _sorted(summary: pd.DataFrame) -> pd.DataFrame:
@@ -228,8 +280,11 @@ def _sorted(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def wide(summary: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
-    """arm x corruption table of ``mean ± spread`` strings (``±`` std or binomial error)."""
+    """arm x corruption table of ``mean ± spread`` strings (``±`` std or binomial error), a cell
+    inside the untrained floor's error followed by ``FLOOR_MARK``."""
+    floor = summary["at_floor"] if "at_floor" in summary else pd.Series(False, index=summary.index)
     text = summary.apply(lambda r: _cell_text(r["mean"], r["spread"], digits), axis=1)
+    text = text.where(~floor.fillna(False).astype(bool), text + f" {FLOOR_MARK}")
     table = summary.assign(text=text).pivot(index="arm", columns="corruption", values="text")
     columns = list(dict.fromkeys(summary["corruption"]))
     return table.loc[list(dict.fromkeys(summary["arm"])), columns].fillna("")
@@ -252,6 +307,8 @@ def spread_note(summary: pd.DataFrame, reference: bool = True) -> str:
                      "sampling error in the CSV)")
     if "binomial" in kinds:
         parts.append("± binomial sampling error over the test images (one seed)")
+    if "at_floor" in summary and summary["at_floor"].fillna(False).astype(bool).any():
+        parts.append(AT_FLOOR_NOTE.rstrip("."))
     if not reference:
         return "; ".join(parts) + "."
     if UNTRAINED in set(summary["arm"]):
@@ -322,6 +379,7 @@ def _main(args) -> None:
     acc, drops = accuracy_summary(df, args.metric), drop_summary(df, args.metric)
     floors = drop_summary(df, args.metric, "floor_drop")
     text = (f"# {args.experiment}: {args.metric}\n\n## Accuracy (%)\n\n{markdown(wide(acc), 'arm')}\n\n"
+            f"{spread_note(acc)}\n\n"
             f"## {MEASURES['drop']}\n\n{markdown(wide(drops), 'arm')}\n\n{spread_note(drops)}\n\n"
             f"## {MEASURES['floor_drop']}\n\n{floor_text(floors)}\n")
     out = source.out

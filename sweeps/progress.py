@@ -8,8 +8,8 @@ import time
 from ray import tune
 
 from analysis.claims import claim_checks, format_claims
-from analysis.drops import accuracy_table, drop_table
-from analysis.frame import UNTRAINED, annotate, arm_of
+from analysis.drops import accuracy_summary, drop_summary, spread_note, wide
+from analysis.frame import UNTRAINED, arm_of
 from sweeps.options import searched_keys
 from sweeps.tracking import experiment_id, log_summary
 from trainables.tune_adapter import REPLAYED, crash_report, trial_config
@@ -134,13 +134,15 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
         print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
     if len(df) and "knn_acc" in df:
         metric = "knn_acc"
-        arms = annotate(df)["arm"]  # untrained: epochs 0 and no init_checkpoint (a downstream probe is its method)
+        # Cells inside the untrained floor's error read "[floor]" (analysis.drops.floor_gaps): not findings.
+        acc = accuracy_summary(df, metric)
         print(f"\nkNN accuracy (%), mean over seeds (untrained = the same network at initialisation):\n"
-              f"{accuracy_table(df, metric).to_string(float_format='%.1f')}")
-        trained = df[(arms != UNTRAINED).to_numpy()]
-        drops = drop_table(trained, metric)
-        if drops is not None:
-            print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{drops.to_string(float_format='%.1f')}")
+              f"{wide(acc).to_string()}\n{spread_note(acc)}")
+        drops = drop_summary(df, metric)
+        drops = drops[drops["arm"] != UNTRAINED]  # untrained: epochs 0 and no init_checkpoint
+        if len(drops):
+            print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{wide(drops).to_string()}\n"
+                  f"{spread_note(drops, reference=False)}")
             claims = claim_checks(df, metric)
             print(f"\nClaim checks ({metric}) that passed or failed; all of them: python -m analysis.claims "
                   f"--experiment {shlex.quote(plan.experiment)} --storage-path {shlex.quote(str(plan.storage))}\n"

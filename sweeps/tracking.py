@@ -183,10 +183,11 @@ def metric_key(*parts: str) -> str:
 
 def log_summary(uri: str, parent_run_id: str, drops, claims) -> None:
     """The sweep's results on its parent run, to compare sweeps in the MLflow UI: every cell of the
-    drop table as ``drop/<arm>/<corruption>`` (percent, mean over seeds) and the claim verdict
-    counts ``claims_pass``, ``claims_fail``, ``claims_inconclusive``."""
-    metrics = [Metric(metric_key("drop", arm, corruption), float(value), 0, 0)
-               for arm, row in drops.iterrows() for corruption, value in row.items() if value == value]  # NaN: no cell
+    drop summary (``analysis.drops.drop_summary``: arm, corruption, mean) as ``drop/<arm>/<corruption>``
+    (percent, mean over seeds) and the claim verdict counts ``claims_pass``, ``claims_fail``,
+    ``claims_inconclusive``."""
+    metrics = [Metric(metric_key("drop", r.arm, r.corruption), float(r.mean), 0, 0)
+               for r in drops.itertuples() if r.mean == r.mean]  # NaN: no cell
     counts = claims["verdict"].value_counts() if len(claims) else {}
     metrics += [Metric(f"claims_{v.lower()}", float(counts.get(v, 0)), 0, 0) for v in ("PASS", "FAIL", "INCONCLUSIVE")]
     MlflowClient(uri).log_batch(parent_run_id, metrics=metrics)

@@ -69,7 +69,9 @@ def test_require_clean__names_the_corruptions_found():
 def test_wide_and_markdown__cells_read_mean_plus_minus_spread():
     text = drops.markdown(drops.wide(drops.drop_summary(frame(ACCS))), "arm")
     assert "| arm | glo_4 | Avg |" in text
-    assert "| moco_v2 | 50.0 ± 10.0 | 50.0 ± 10.0 |" in text
+    assert "| supervised | 25.6 ± 1.1 | 25.6 ± 1.1 |" in text
+    # moco_v2 on glo_4 (25, 30, 20) is not above the untrained network (19, 18, 20) beyond its error
+    assert "| moco_v2 | 50.0 ± 10.0 [floor] | 50.0 ± 10.0 [floor] |" in text
     assert "| untrained |" in text
 
 
@@ -146,3 +148,37 @@ def test_trial_drops__one_row_per_corrupted_trial_with_both_measures():
 def test_drop_terms__an_unknown_measure_lists_the_valid_ones():
     with pytest.raises(AnalysisError, match="unknown drop measure 'x'; valid: drop, floor_drop"):
         drops.drop_terms(drops.relative_drops(frame(FLOOR_ACCS)), "knn_acc", "x")
+
+
+def test_floor_gaps__a_gain_over_the_untrained_network_inside_its_error_is_at_floor():
+    gaps = drops.floor_gaps(frame(ACCS)).set_index(["arm", "corruption"])
+    moco = gaps.loc[("moco_v2", "glo_4")]
+    assert moco["mean"] == pytest.approx(6.0) and (moco["low"], moco["high"]) == pytest.approx(stats.mean_interval([6, 12, 0])[2:])
+    assert bool(moco["at_floor"]) and not gaps.loc[("moco_v2", "ori"), "at_floor"]
+    assert not gaps.loc[("supervised", "glo_4"), "at_floor"] and "untrained" not in gaps.index.get_level_values(0)
+
+
+def test_floor_gaps__one_seed_uses_the_binomial_errors_of_both_accuracies():
+    accs = {("moco_v2", "ori"): [23.0], ("moco_v2", "glo_4"): [30.0], ("untrained", "ori"): [20.0], ("untrained", "glo_4"): [20.0]}
+    gaps = drops.floor_gaps(frame(accs)).set_index("corruption")
+    se = math.hypot(stats.binomial_se(23, 1000), stats.binomial_se(20, 1000))
+    assert gaps.loc["ori", "spread"] == pytest.approx(se) and gaps.loc["ori", "spread_kind"] == "binomial"
+    assert bool(gaps.loc["ori", "at_floor"]) and not gaps.loc["glo_4", "at_floor"]  # 3 +- 3.6 points, 10 +- 3.7
+
+
+def test_floor_marks__every_table_marks_cells_inside_the_floors_error_and_says_what_the_mark_means():
+    accs = {("supervised", "ori"): [80.0], ("supervised", "glo_4"): [60.0], ("supervised", "glo_8"): [21.0],
+            ("untrained", "ori"): [20.0], ("untrained", "glo_4"): [20.0], ("untrained", "glo_8"): [20.0]}
+    acc = drops.wide(drops.accuracy_summary(frame(accs))).loc["supervised"]
+    assert acc["glo_8"].endswith(" [floor]") and not acc["glo_4"].endswith("]") and not acc["ori"].endswith("]")
+    summary = drops.drop_summary(frame(accs))
+    table = drops.wide(summary).loc["supervised"]
+    assert table["glo_8"].endswith(" [floor]") and table["Avg"].endswith(" [floor]") and "[floor]" not in table["glo_4"]
+    assert drops.FLOOR_MARK in drops.spread_note(summary) and "not a finding" in drops.spread_note(summary)
+    clean_at_floor = {**accs, ("supervised", "ori"): [22.0], ("supervised", "glo_4"): [21.0]}
+    assert drops.wide(drops.drop_summary(frame(clean_at_floor))).loc["supervised", "glo_4"].endswith(" [floor]")
+
+
+def test_floor_marks__without_an_untrained_reference_nothing_is_marked():
+    summary = drops.drop_summary(frame({("supervised", "ori"): [22.0], ("supervised", "glo_4"): [21.0]}))
+    assert not summary["at_floor"].any() and drops.FLOOR_MARK not in drops.spread_note(summary)
