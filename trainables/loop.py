@@ -229,7 +229,8 @@ def _check_fits(saved: dict, method) -> None:
     own = method.state_dict()
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
-    reshaped = [k for k in own if k in saved and tuple(own[k].shape) != tuple(saved[k].shape)]
+    reshaped = [k for k in own if k in saved and isinstance(own[k], torch.Tensor)  # extra state (e.g. a dict) has no shape
+                and tuple(own[k].shape) != tuple(getattr(saved[k], "shape", ()))]
     if missing or unexpected or reshaped:
         parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
                  (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
