@@ -31,7 +31,7 @@ def build_parser(description: str, sweep_name: str) -> argparse.ArgumentParser:
     add = p.add_argument
     add("--address", default=None, help="Ray cluster: 'auto', 'ray://host:10001', or omit for a local instance")
     add("--config", type=Path, default=CONFIG_DIR / f"{sweep_name}.yaml", help="YAML search space (default: %(default)s)")
-    add("--dataset", help="digits | cifar10 | cifar100 | stl10 | imagefolder:<path>")
+    add("--dataset", help="shapes | digits | cifar10 | cifar100 | stl10 | imagefolder:<path>")
     add("--data-dir", help="folder for torchvision datasets")
     add("--methods", nargs="+", help="methods to sweep, e.g. supervised moco_v2")
     add("--epochs", type=int, help="training epochs per trial")
