@@ -1,6 +1,6 @@
 """Patch-shuffling study: methods x {global, local} x patch grids x seeds, plus the clean baseline.
 
-    python sweeps/grid_patch_sizes.py                       # digits, local Ray, 5-12 min on 2 cores
+    python sweeps/grid_patch_sizes.py                       # the main job: shapes at 16 px, a few minutes on 2 cores
     python sweeps/grid_patch_sizes.py --address auto --gpus-per-trial 0.25 \\
         --dataset imagefolder:/data/cifar10 --epochs 200 --seeds 0 1 2
 

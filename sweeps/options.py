@@ -57,7 +57,7 @@ def build_parser(description: str, sweep_name: str) -> argparse.ArgumentParser:
         "the head's host:port (e.g. 10.0.0.5:6379); omit for a local instance. Run the sweep on a cluster node: "
         "Ray Client (ray://) addresses are not supported")
     add("--config", type=Path, default=CONFIG_DIR / f"{sweep_name}.yaml", help="YAML search space (default: %(default)s)")
-    add("--dataset", help="digits | cifar10 | cifar100 | stl10 | imagefolder:<path>")
+    add("--dataset", help="shapes | digits | cifar10 | cifar100 | stl10 | imagefolder:<path>")
     add("--data-dir", help="folder for torchvision datasets")
     add("--methods", nargs="+", help="methods to sweep, e.g. supervised moco_v2")
     add("--epochs", type=number(int), help="training epochs per trial")

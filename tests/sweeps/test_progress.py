@@ -67,3 +67,25 @@ def test_progress__an_untrained_trial_is_labelled_untrained_without_a_gain_over_
     untrained, moco = capsys.readouterr().out.splitlines()
     assert "] untrained    glo_4" in untrained and "over untrained" not in untrained
     assert "] moco_v2      glo_4" in moco and "knn 40.0 (+12.0 over untrained)" in moco
+
+
+def test_print_summary__cells_inside_the_untrained_floors_error_read_floor(capsys):
+    from sweeps.progress import print_summary
+
+    class Results(list):
+        errors: list = []
+
+    def result(method, epochs, corruption, knn):
+        config = {"sweep.cell": {"method": method, "data.corruption": corruption, "system.seed": 0, "optim.epochs": epochs}}
+        return SimpleNamespace(error=None, config=config, metrics={"knn_acc": knn, "uniformity": 1.0, "n_test": 1000, "done": True})
+
+    results = Results([result("supervised", 3, "ori", 80.0), result("supervised", 3, "glo_4", 60.0),
+                       result("supervised", 3, "glo_8", 21.0), *(result("supervised", 0, c, 20.0) for c in ("ori", "glo_4", "glo_8"))])
+    plan = SimpleNamespace(opts={}, mlflow_uri="sqlite:///x.db", experiment="e")
+    print_summary(plan, results, "parent", 1.0, 6)
+    out = capsys.readouterr().out
+    drops = out[out.index("Relative accuracy drop"):]
+    row = next(line for line in drops.splitlines() if line.startswith("supervised"))
+    assert row.count("[floor]") == 2 and "25.0 ± " in row  # glo_8 and Avg marked, glo_4 a finding
+    table = drops.split("Claim checks")[0].splitlines()
+    assert "not a finding" in drops and not any(line.startswith("untrained") for line in table)  # no drop row for the floor

@@ -1,7 +1,8 @@
 """The dataset registry: every dataset becomes uint8 tensors ``(N, C, H, W)`` + int64 labels.
 
-Names: ``digits`` (scikit-learn's bundled 8x8 digits upsampled to RGB: the embedded default,
-no download), ``cifar10``, ``cifar100``, ``stl10`` (torchvision, downloaded when online) and
+Names: ``shapes`` (ten classes of line drawings at random position, scale, rotation and colour,
+drawn from a seed: the main job's dataset, see :mod:`trainables.data.shapes`), ``digits``
+(scikit-learn's bundled 8x8 digits upsampled to RGB; no download either), ``cifar10``, ``cifar100``, ``stl10`` (torchvision, downloaded when online) and
 ``imagefolder:<path>`` (any folder with ``train/<class>/`` and ``test/<class>/``). Each is decoded
 once and cached (see :mod:`trainables.data.cache`).
 """
@@ -18,11 +19,12 @@ import torchvision.datasets as tvd
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from trainables.data import imagefolder
+from trainables.data import imagefolder, shapes
 from trainables.data.cache import DEFAULT_CACHE_DIR, Writer, cache_key, cached_arrays, write_arrays
 from trainables.data.imagefolder import DatasetError
 
 DEFAULT_MEMORY_BUDGET_GB = 8.0
+SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS = 200, 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,6 +183,21 @@ def _digits(arg: str, image_size: int | None, data_dir: Path | None, download: b
         return {"classes": [str(i) for i in range(10)]}
 
     return ["sklearn-digits-v1"], build
+
+
+@register_dataset("shapes")
+def _shapes(arg: str, image_size: int | None, data_dir: Path | None, download: bool):
+    """Line drawings whose class lives in spatial structure (:mod:`trainables.data.shapes`):
+    2,000 training and 2,000 test images, 32 px (``image_size`` draws on a larger or smaller canvas)."""
+    size = image_size or shapes.SIZE
+
+    def build(writer: Writer) -> dict:
+        # Different seeds: no test image repeats a training one.
+        write_arrays(writer, {"train": shapes.render(SHAPES_TRAIN_PER_CLASS, seed=0, size=size),
+                              "test": shapes.render(SHAPES_TEST_PER_CLASS, seed=1, size=size)})
+        return {"classes": list(shapes.CLASSES)}
+
+    return [shapes.VERSION, size, SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS], build
 
 
 @register_dataset("imagefolder")
