@@ -20,8 +20,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
-from sweeps.grid_patch_sizes import untrained_cells  # noqa: E402
-from sweeps.launch import Sweep, main, prepare  # noqa: E402
+from sweeps.launch import Sweep, main, prepare, untrained_cells  # noqa: E402
 from sweeps.options import SweepError, build_parser  # noqa: E402
 from sweeps.paper_table1 import TABLE1  # noqa: E402
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
-from sweeps.grid_patch_sizes import untrained_cells  # noqa: E402
-from sweeps.launch import Sweep, main  # noqa: E402
+from sweeps.launch import Sweep, main, untrained_cells  # noqa: E402
 
 DEFAULT_GAMMAS = (0.1, 0.2, 0.5, 1, 2, 2.5, 5)
 

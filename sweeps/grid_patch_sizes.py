@@ -19,23 +19,21 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
-from corruptions import divisors, parse  # noqa: E402
-from corruptions.base import CORRUPTIONS  # noqa: E402
-from sweeps.launch import Sweep, main  # noqa: E402
+from sweeps.launch import Sweep, main, untrained_cells  # noqa: E402
 from sweeps.options import SweepError  # noqa: E402
-
-# Spec prefixes whose parameter is a patch grid: glo, loc, randglo, randloc.
-FAMILIES = tuple(sorted(name for name, cls in CORRUPTIONS.items() if cls.main_param == "grid"))
 
 
 def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
     """``ori`` plus every family x grid that is neither an identity nor a duplicate permutation."""
+    from corruptions import CORRUPTIONS, divisors, parse
+
+    families_valid = sorted(name for name, cls in CORRUPTIONS.items() if cls.main_param == "grid")  # glo, loc, randglo, randloc
     h, w = size
     grids = opts.get("grids") or [d for d in divisors(h) if w % d == 0]
     families = opts.get("families") or ["glo", "loc"]
-    unknown = [f for f in families if f not in FAMILIES]
+    unknown = [f for f in families if f not in families_valid]
     if unknown:
-        raise SweepError(f"families {unknown[0]!r} is invalid; valid: {', '.join(FAMILIES)} (patch grids; gamma: sweeps/gamma.py)")
+        raise SweepError(f"families {unknown[0]!r} is invalid; valid: {', '.join(families_valid)} (patch grids; gamma: sweeps/gamma.py)")
     specs = ["ori"]
     for family in families:
         for n in grids:
@@ -44,20 +42,6 @@ def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
                 continue
             specs.append(str(c))
     return specs
-
-
-def untrained_cells(opts: dict, cells: list[dict]) -> list[dict]:
-    """With ``include_untrained``: an epochs-0 copy of the first cell of each corruption x seed.
-
-    Every method builds its backbone first from the seed's ``init`` generator, so one
-    untrained trial per corruption x seed is the starting point of all methods' trials.
-    """
-    if not opts.get("include_untrained"):
-        return []
-    first: dict[tuple, dict] = {}
-    for cell in cells:
-        first.setdefault((cell["data.corruption"], cell["system.seed"]), cell)
-    return [{**cell, "optim.epochs": 0} for cell in first.values()]
 
 
 SWEEP = Sweep("grid_patch_sizes", __doc__, corruptions, frozenset({"families", "grids", "include_untrained"}),

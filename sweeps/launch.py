@@ -13,15 +13,17 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from corruptions import CorruptionError, parse
 from sweeps import records
-from sweeps.options import DEFAULT_STORAGE, SweepError, build_parser, load_yaml, merge_options, searched_keys
+from sweeps.options import DEFAULT_STORAGE, Flag, SweepError, build_parser, load_yaml, merge_options, searched_keys
 from sweeps.preflight import check_address, check_storage
-from trainables.config import TrialConfig
-from trainables.data.datasets import DatasetError, ImageDataset, absolute_spec, check_dataset, load_dataset
-from trainables.methods import method_class
+
+if TYPE_CHECKING:
+    from trainables.data.datasets import ImageDataset
+
+# torch, timm and the registries are imported inside the functions that validate and run, so that a
+# sweep's --help (which imports this module) answers in well under a second.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +40,22 @@ class Sweep:
     extra_cells: Callable[[dict[str, Any], list[dict]], list[dict]] | None = None
     # (opts, cells) -> the cells rewritten (e.g. a checkpoint per method and seed), then re-validated.
     edit_cells: Callable[[dict[str, Any], list[dict]], list[dict]] | None = None
+    # The sweep's own flags (e.g. tune_hparams' --num-samples), each setting the YAML key of its name.
+    flags: tuple[Flag, ...] = ()
+
+
+def untrained_cells(opts: dict[str, Any], cells: list[dict]) -> list[dict]:
+    """With ``include_untrained``: an epochs-0 copy of the first cell of each corruption x seed.
+
+    Every method builds its backbone first from the seed's ``init`` generator, so one
+    untrained trial per corruption x seed is the starting point of all methods' trials.
+    """
+    if not opts.get("include_untrained"):
+        return []
+    first: dict[tuple, dict] = {}
+    for cell in cells:
+        first.setdefault((cell["data.corruption"], cell["system.seed"]), cell)
+    return [{**cell, "optim.epochs": 0} for cell in first.values()]
 
 
 @dataclasses.dataclass
@@ -61,9 +79,14 @@ class Plan:
 
 def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool]:
     """Parse and validate; returns (plan, dry_run). Raises SweepError with a one-line message."""
-    args = build_parser(sweep.description, sweep.name).parse_args(argv)
-    opts = merge_options(args, load_yaml(args.config), set(sweep.extra_keys))
+    args = build_parser(sweep.description, sweep.name, sweep.flags).parse_args(argv)
+    opts = merge_options(args, load_yaml(args.config), set(sweep.extra_keys), sweep.flags)
     check_storage(args.storage_path or DEFAULT_STORAGE)
+    from corruptions import CorruptionError, parse
+    from trainables.config import TrialConfig
+    from trainables.data.datasets import DatasetError, absolute_spec, check_dataset, load_dataset
+    from trainables.methods import method_class
+
     try:
         for m in opts["methods"]:
             method_class(m)
@@ -192,12 +215,16 @@ def _added_at_default(recorded: dict, current: dict) -> set[str]:
     missing = set(current) - set(recorded)
     if not missing:
         return set()
+    from trainables.config import TrialConfig
+
     defaults = json.loads(json.dumps(TrialConfig.from_flat({"method": current["method"]}).resolved().to_flat()))
     return {k for k in missing if k in defaults and current[k] == defaults[k]}
 
 
 def _cell(base: dict, opts: dict, method: str, corruption: str, seed: int) -> dict[str, Any]:
     """One trial's complete, resolved flat config (validated here, before any trial starts)."""
+    from trainables.config import TrialConfig
+
     flat = {**base, "method": method, "data.corruption": corruption, "system.seed": seed}
     if opts.get("epochs") is not None:
         flat["optim.epochs"] = int(opts["epochs"])

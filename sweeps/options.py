@@ -7,12 +7,13 @@ and budget. Precedence: CLI flag > ``--smoke-test`` block of the YAML > the YAML
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from trainables.config import coerce
+from sweeps import choices
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_STORAGE = Path("runs")
@@ -23,6 +24,28 @@ COMMON_KEYS = {
     "dataset", "data_dir", "methods", "seeds", "epochs", "trial", "method_params", "resources",
     "max_concurrent", "smoke_test", "experiment", "max_failures",
 }
+
+
+def coerce(key: str, value: Any, kind: type) -> Any:
+    """``trainables.config.coerce``, imported when a value is read: that module imports torch, which
+    ``--help`` must not wait for."""
+    from trainables.config import coerce as config_coerce
+
+    return config_coerce(key, value, kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """A sweep's own command-line flag: it sets the option ``key`` (the YAML key of the same name)."""
+
+    key: str
+    kind: type
+    help: str
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
 
 
 class SweepError(ValueError):
@@ -50,16 +73,18 @@ def number(kind: type):
     return read
 
 
-def build_parser(description: str, sweep_name: str) -> argparse.ArgumentParser:
-    p = Parser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(description: str, sweep_name: str, flags: tuple[Flag, ...] = ()) -> argparse.ArgumentParser:
+    """The common flags, then the sweep's own ``flags``; ``--help`` ends with the valid choices (plain text)."""
+    p = Parser(description=description.replace("``", ""), epilog=choices.epilog(),
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     add = p.add_argument
     add("--address", default=None, help="Ray cluster to join: 'auto' (the one `ray start` began on this node) or "
         "the head's host:port (e.g. 10.0.0.5:6379); omit for a local instance. Run the sweep on a cluster node: "
         "Ray Client (ray://) addresses are not supported")
     add("--config", type=Path, default=CONFIG_DIR / f"{sweep_name}.yaml", help="YAML search space (default: %(default)s)")
-    add("--dataset", help="shapes | digits | cifar10 | cifar100 | stl10 | imagefolder:<path>")
+    add("--dataset", help=f"{' | '.join(n if n != 'imagefolder' else 'imagefolder:<path>' for n in choices.DATASETS)} (see below)")
     add("--data-dir", help="folder for torchvision datasets")
-    add("--methods", nargs="+", help="methods to sweep, e.g. supervised moco_v2")
+    add("--methods", nargs="+", help=f"methods to sweep: {', '.join(choices.METHODS)}")
     add("--epochs", type=number(int), help="training epochs per trial")
     add("--seeds", type=number(int), nargs="+", help="seeds, e.g. 0 1 2")
     add("--gpus-per-trial", type=number(float), help="GPU share per trial (0.25 packs 4 trials per GPU)")
@@ -72,6 +97,8 @@ def build_parser(description: str, sweep_name: str) -> argparse.ArgumentParser:
     add("--dry-run", action="store_true", help="print the trial table and resource plan, start nothing")
     add("--smoke-test", action="store_true", help="a tiny version of the sweep (the YAML's smoke_test block)")
     add("--set", action="append", default=[], metavar="KEY=VALUE", help="a flat trial config override, e.g. optim.lr=0.1 (repeatable)")
+    for flag in flags:
+        add(flag.flag, dest=flag.key, type=number(flag.kind) if flag.kind is not str else str, metavar=flag.metavar, help=flag.help)
     return p
 
 
@@ -93,7 +120,7 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: set[str]) -> dict[str, Any]:
+def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: set[str], flags: tuple[Flag, ...] = ()) -> dict[str, Any]:
     """YAML + smoke-test block + CLI flags -> one options dict; unknown YAML keys raise."""
     unknown = sorted(set(data) - COMMON_KEYS - extra_keys)
     if unknown:
@@ -108,6 +135,7 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
     flags = {
         "dataset": args.dataset, "data_dir": args.data_dir, "methods": args.methods, "epochs": args.epochs,
         "seeds": args.seeds, "max_concurrent": args.max_concurrent, "experiment": args.experiment,
+        **{f.key: getattr(args, f.key) for f in flags},
     }
     opts.update({k: v for k, v in flags.items() if v is not None})
     if args.gpus_per_trial is not None:

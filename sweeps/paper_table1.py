@@ -24,10 +24,8 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
-from sweeps.grid_patch_sizes import untrained_cells  # noqa: E402
-from sweeps.launch import Sweep, main  # noqa: E402
+from sweeps.launch import Sweep, main, untrained_cells  # noqa: E402
 from sweeps.options import CONFIG_DIR, SweepError  # noqa: E402
-from trainables.methods import METHODS  # noqa: E402
 
 BUDGETS = ("cpu", "gpu")
 TABLE1 = ("ori", "glo_4", "glo_8", "loc_4", "loc_8")
@@ -41,6 +39,8 @@ def check_deviations(entries: object) -> None:
     ``reason``, and optionally ``methods`` (registered method names). Raises SweepError naming the entry."""
     if entries is None:
         return
+    from trainables.methods import METHODS
+
     if not isinstance(entries, list):
         raise SweepError(f"deviations must be a list of {{{', '.join(DEVIATION_FIELDS)}}} mappings, got {type(entries).__name__}")
     for i, entry in enumerate(entries):

@@ -384,6 +384,8 @@ class MLflowTrialWriter(tune.Callback):
         for key in ("classwise_uniformity", "feature_distance"):
             if key in result:
                 self.client.log_dict(run_id, {key: result[key]}, f"{key}.json")
+        if per_class(result):
+            self.client.log_dict(run_id, per_class(result), PER_CLASS_ARTIFACT)
         if self.render_samples is not None:
             self.client.log_figure(run_id, self.render_samples(trial_config(trial.config)["data.corruption"]), "corrupted_samples.png")
         if getattr(trial, "checkpoint", None) is not None:  # the last epoch is always checkpointed; an untrained trial has none
@@ -430,12 +432,25 @@ _METRIC_KEYS = {
     "alignment", "train_time_s", "train_acc", "momentum",
     "classwise_uniformity_mean", "intra_distance", "inter_distance",
 }
-# Per-class geometry scalars (``trainables.evaluation.geometry_scalars``): ``<prefix>/<class>``.
+# Per-class geometry scalars (``trainables.evaluation.geometry_scalars``): ``<prefix>/<class>``. Not
+# MLflow metrics (30 charts would bury loss and kNN on a run's page): the final values go to one artifact.
 _PER_CLASS_PREFIXES = ("classwise_uniformity/", "intra_distance/", "inter_distance/")
+PER_CLASS_ARTIFACT = "per_class.json"
 
 
 def _is_metric(key: str) -> bool:
-    return key in _METRIC_KEYS or key.startswith(_PER_CLASS_PREFIXES)
+    return key in _METRIC_KEYS
+
+
+def per_class(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """``{"intra_distance": {"0": 1.2, ...}, ...}`` from a result's ``<prefix>/<class>`` keys (the
+    ``per_class.json`` artifact of a finished trial's run); empty when the result has none."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in result.items():
+        if key.startswith(_PER_CLASS_PREFIXES):
+            name, _, label = key.partition("/")
+            out.setdefault(name, {})[label] = float(value)
+    return out
 
 
 _FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "precision", "node_id", "n_test",

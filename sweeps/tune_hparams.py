@@ -1,6 +1,6 @@
 """Hyperparameter search for one method and corruption: Optuna (TPE) proposes, ASHA stops early.
 
-    python sweeps/tune_hparams.py --methods moco_v2 --set data.corruption=glo_4
+    python sweeps/tune_hparams.py --methods moco_v2 --corruption glo_4 --num-samples 24 --metric knn_acc
     python sweeps/tune_hparams.py --resume ...      # an interrupted search continues
 
 ``candidates`` (a list of flat overrides) instead of ``space`` compares a few hand-named settings
@@ -20,18 +20,19 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 from sweeps.launch import Sweep, main  # noqa: E402
-from sweeps.options import SweepError  # noqa: E402
-from trainables.config import SECTIONS, TrialConfig, coerce, field_types  # noqa: E402
-from trainables.methods import method_class  # noqa: E402
+from sweeps.options import Flag, SweepError  # noqa: E402
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 ASHA = {"grace_period": 1, "reduction_factor": 2}  # key -> minimum
 
 
 def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
-    """One corruption: the one being tuned for."""
+    """One corruption: the one being tuned for (``--corruption``, else the YAML's ``corruption``, else
+    its ``trial: data.corruption``, else ``ori``)."""
     if len(opts["methods"]) != 1:
         raise SweepError(f"tune_hparams tunes one method at a time, got --methods {' '.join(opts['methods'])}")
+    if opts.get("corruption") is not None:
+        return [str(opts["corruption"])]
     return [str((opts.get("trial") or {}).get("data.corruption", "ori"))]
 
 
@@ -72,6 +73,8 @@ def check_search(opts: dict, cell: dict) -> None:
 
 
 def _integer(key: str, value, minimum: int) -> int:
+    from trainables.config import coerce
+
     try:
         number = coerce(key, value, int)
     except ValueError:
@@ -90,6 +93,8 @@ def _distribution(key: str, spec, cell: dict) -> dict:
         if not isinstance(args, list) or not args:
             raise SweepError(f"space.{key}: choice {args!r} is invalid; valid: a non-empty list, e.g. {{choice: [64, 128]}}")
         return {kind: [_trial_value(key, v, cell) for v in args]}
+    from trainables.config import coerce
+
     try:
         low, high = (coerce(key, v, int if kind == "randint" else float) for v in args)
     except (ValueError, TypeError):  # not a list of two numbers
@@ -106,6 +111,8 @@ def _distribution(key: str, spec, cell: dict) -> dict:
 
 def _trial_value(key: str, value, cell: dict):
     """``value`` as the trial's config holds it; SweepError when the config refuses it."""
+    from trainables.config import TrialConfig
+
     try:
         return TrialConfig.from_flat({**cell, key: value}).resolved().to_flat()[key]
     except ValueError as err:
@@ -113,6 +120,9 @@ def _trial_value(key: str, value, cell: dict):
 
 
 def _integer_key(key: str, method: str) -> bool:
+    from trainables.config import SECTIONS, field_types
+    from trainables.methods import method_class
+
     section, _, name = key.partition(".")
     cls = method_class(method).Params if section == "method" else SECTIONS.get(section)
     kind = field_types(cls).get(name) if cls is not None else None
@@ -173,9 +183,14 @@ def tune_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
     return param_space, {"search_alg": searcher, "scheduler": scheduler, **metric, "num_samples": int(opts.get("num_samples", 8))}
 
 
+FLAGS = (
+    Flag("corruption", str, "the corruption to tune for, e.g. glo_4 (default: the YAML's trial data.corruption, else ori)", "SPEC"),
+    Flag("num_samples", int, "configurations Optuna proposes (default: the YAML's num_samples)", "N"),
+    Flag("metric", str, "the reported metric ASHA and Optuna compare, e.g. knn_acc or loss (default: the YAML's metric)", "NAME"),
+)
 SWEEP = Sweep("tune_hparams", __doc__, corruptions,
-              frozenset({"space", "candidates", "asha", "metric", "mode", "num_samples", "search_seed"}), tune_setup,
-              edit_cells=search_cells)
+              frozenset({"space", "candidates", "asha", "metric", "mode", "num_samples", "search_seed", "corruption"}), tune_setup,
+              edit_cells=search_cells, flags=FLAGS)
 
 def cli(argv: list[str] | None = None) -> int:
     """``sbl-sweep tune_hparams`` and ``python sweeps/tune_hparams.py``: exit code of ``sweeps.launch.main``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 
-from sweeps.tracking import MLflowTrialWriter, code_version
+from sweeps.tracking import MLflowTrialWriter, _is_metric, code_version, per_class
 
 
 def test_trial_writer__a_resumed_sweep_tags_new_runs_with_the_resuming_code(tmp_path):
@@ -54,3 +54,12 @@ def test_trial_writer__a_run_recorded_finished_is_never_reopened_or_rewritten(tm
     path = client.download_artifacts(run.info.run_id, "final_metrics.json", str(tmp_path / "dl"))
     assert json.loads(open(path).read())["knn_acc"] == 50.0
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [2.0]
+
+
+def test_per_class__final_values_grouped_by_metric_and_class_and_never_logged_as_metrics():
+    result = {"knn_acc": 50.0, "intra_distance": 1.5, "intra_distance/0": 1.0, "intra_distance/1": 2.0,
+              "classwise_uniformity/1": -0.5, "inter_distance/0": 3.0}
+    assert per_class(result) == {"intra_distance": {"0": 1.0, "1": 2.0}, "classwise_uniformity": {"1": -0.5},
+                                 "inter_distance": {"0": 3.0}}
+    assert per_class({"knn_acc": 50.0}) == {}
+    assert [k for k in result if _is_metric(k)] == ["knn_acc", "intra_distance"]

@@ -110,3 +110,25 @@ def test_candidates__each_runs_to_the_end_and_the_summary_ranks_them_by_gain(sto
     assert "model.width" in table[1] and "optim.epochs" in table[1]
     best = max(gains, key=gains.get)
     assert table[2].split()[0] == f"{best:g}"  # best first
+
+
+def test_flags__corruption_num_samples_and_metric_override_the_yaml(storage, tmp_path):
+    body = "num_samples: 4\nspace: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
+    plan, _ = prepare(tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage),
+                                           "--set", "eval.eval_every=1", "--corruption", "glo_4", "--num-samples", "1e1",
+                                           "--metric", "loss", "--dry-run"])
+    assert [c["data.corruption"] for c in plan.cells] == ["glo_4"]
+    assert plan.opts["num_samples"] == 10 and plan.opts["metric"] == "loss"
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--corruption", "glo_5"], "glo_5"),
+    (["--num-samples", "0"], "num_samples 0 is invalid; valid: an integer >= 1"),
+    (["--corruption", "swirl_2"], "unknown corruption 'swirl_2'; valid names: defocusblur, gam, glo"),
+])
+def test_flags__a_bad_flag_value_is_a_one_line_error(storage, tmp_path, capsys, flags, message):
+    body = "space: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
+    code = main(tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage),
+                                     "--set", "eval.eval_every=1", *flags, "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
