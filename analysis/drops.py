@@ -40,11 +40,11 @@ from analysis.frame import (
     annotate,
     arm_order,
     budget_keys,
+    describe,
     floor_keys,
     match_key,
     n_test,
 )
-from corruptions import parse
 
 # spread: std over seeds (n_seeds >= 2) or the binomial sampling error (one seed); low/high: its
 # 95% interval; sampling_se: the binomial error of the mean, whatever the number of seeds.
@@ -73,9 +73,8 @@ def corruption_order(specs) -> list[str]:
     """``ori`` first, then by kind and parameter (glo_2, glo_4, ..., loc_2, ..., gam_0.1, ...)."""
 
     def key(spec: str):
-        d = parse(spec).to_dict()
-        value = next((d[k] for k in ("grid", "gamma", "severity") if k in d), 0)
-        return (spec != "ori", d["name"], float(value))
+        kind, _, level = describe(spec)
+        return (spec != "ori", kind, 0.0 if math.isnan(level) else level)
 
     return sorted(set(specs), key=key)
 

@@ -17,8 +17,7 @@ from corruptions import parse
 
 UNTRAINED = "untrained"  # arm label of trials with optim.epochs == 0 and no init_checkpoint (the backbone at init)
 CLEAN = "ori"
-FAMILIES = ("global", "local", "gamma")
-_KIND_FAMILY = {"glo": "global", "randglo": "global", "loc": "local", "randloc": "local", "gam": "gamma"}
+FAMILIES = ("global", "local", "gamma")  # the study's families: claims and correlations are per family
 
 # Methods by what supervises them (docs/study.md §2.1); unknown methods count as contrastive/SSL.
 SUPERVISED = "supervised"
@@ -59,8 +58,9 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
     Returns:
         A copy with ``arm``: the method, ``<method>@<n>`` where ``data.labels_per_class`` is a
         number n, or ``untrained`` where ``optim.epochs == 0`` and no ``model.init_checkpoint`` is set;
-        ``family``: ``clean``, ``global``, ``local``, ``gamma`` or ``other``; ``kind`` and
-        ``level`` (grid or gamma) of the corruption; ``n_test`` (see ``n_test``).
+        ``family``, ``kind`` (spec prefix) and ``level`` (main parameter, NaN without one), as the
+        corruption declares them (``clean``, ``global``, ``local``, ``gamma``, ``common``, or a
+        registered corruption's own family); ``n_test`` (see ``n_test``).
     """
     out = df.copy()
     if "corruption" not in out and "data.corruption" in out:
@@ -71,10 +71,10 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
     init = out["model.init_checkpoint"] if "model.init_checkpoint" in out else pd.Series(None, index=out.index)
     labels = out[LABELS_PER_CLASS] if LABELS_PER_CLASS in out else pd.Series(None, index=out.index)
     out["arm"] = [arm_of(m, e, i, n) for m, e, i, n in zip(out["method"], epochs, init, labels, strict=True)]
-    parsed = [_describe(c) for c in out["corruption"]]
-    out["kind"] = [p[0] for p in parsed]
-    out["level"] = [p[1] for p in parsed]
-    out["family"] = [_KIND_FAMILY.get(k, "clean" if k == CLEAN else "other") for k in out["kind"]]
+    described = [describe(c) for c in out["corruption"]]
+    out["kind"] = [d[0] for d in described]
+    out["family"] = [d[1] for d in described]
+    out["level"] = [d[2] for d in described]
     out["n_test"] = n_test(out)
     return out
 
@@ -117,10 +117,12 @@ def labels_of(arm: str) -> int | None:
     return int(n) if at else None
 
 
-def _describe(spec: str) -> tuple[str, float]:
-    d = parse(spec).to_dict()
-    value = next((d[k] for k in ("grid", "gamma", "severity") if k in d), math.nan)
-    return d["name"], float(value)
+def describe(spec: str) -> tuple[str, str, float]:
+    """``(kind, family, level)`` of a corruption spec as the corruption declares them:
+    ``glo_4`` -> ``("glo", "global", 4.0)``; the level is NaN for a kind without a main parameter."""
+    corruption = parse(spec)
+    level = corruption.level
+    return corruption.spec_name, corruption.family, math.nan if level is None else level
 
 
 def in_family(df: pd.DataFrame, family: str) -> pd.Series:

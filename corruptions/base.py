@@ -30,11 +30,14 @@ class Corruption:
 
     Subclasses set ``spec_names`` (spec prefix -> fixed field values, e.g. ``{"glo": {"mode":
     "fixed"}, "randglo": {"mode": "per_image"}}``), ``main_param`` (the field written after the
-    underscore, or None) and implement ``_apply``.
+    underscore, or None), ``family`` (what analysis groups it under: ``global``, ``local``,
+    ``gamma``, ...) and implement ``_apply``. Analysis and tracking ask an instance for its
+    ``family`` and ``level`` (the main parameter's value) instead of knowing the kinds.
     """
 
     spec_names: ClassVar[dict[str, dict[str, Any]]] = {}
     main_param: ClassVar[str | None] = None
+    family: ClassVar[str] = "other"
     # Spec strings the contract tests run on 32x32 images; every spec name needs one.
     examples: ClassVar[tuple[str, ...]] = ()
 
@@ -83,6 +86,11 @@ class Corruption:
             if all(getattr(self, k) == v for k, v in fixed_fields.items()):
                 return name
         raise AssertionError(f"no spec name matches {self!r}")
+
+    @property
+    def level(self) -> float | None:
+        """The value of ``main_param`` (the grid of ``glo_4``, the gamma of ``gam_0.5``); None without one."""
+        return None if self.main_param is None else float(getattr(self, self.main_param))
 
     def to_dict(self) -> dict[str, Any]:
         """Structured form: ``{"name": <spec prefix>, <field>: <value>, ...}`` (JSON-able)."""

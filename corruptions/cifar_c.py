@@ -26,6 +26,7 @@ JPEG_QUALITY = (80, 65, 58, 50, 40)
 class _Severity(Corruption):
     severity: int
     main_param = "severity"
+    family = "common"  # CIFAR-10-C's common corruptions (docs/study.md §1.1)
 
     def __post_init__(self) -> None:
         check_severity(self, self.severity)

@@ -19,6 +19,7 @@ class Original(Corruption):
 
     spec_names = {"ori": {}}
     examples = ("ori",)
+    family = "clean"
 
     @classmethod
     def identity(cls, height: int, width: int) -> Corruption:
@@ -50,6 +51,7 @@ class Gamma(Corruption):
     spec_names = {"gam": {}}
     examples = ("gam_0.2", "gam_2.5")
     main_param = "gamma"
+    family = "gamma"
 
     def __post_init__(self) -> None:
         if not (self.gamma > 0 and np.isfinite(self.gamma)):

@@ -114,7 +114,6 @@ class _PatchShuffle(Corruption):
     seed: int = 42
 
     main_param = "grid"
-    kind = ""
 
     def __post_init__(self) -> None:
         if self.grid < 1:
@@ -136,7 +135,7 @@ class _PatchShuffle(Corruption):
     def _apply(self, images: Tensor, generator: torch.Generator | None) -> Tensor:
         h, w = images.shape[-2:]
         if self.fixed:
-            index = _fixed_index(self.kind, self.grid, h, w, self.seed, getattr(self, "patches", "shared"))
+            index = _fixed_index(self.family, self.grid, h, w, self.seed, getattr(self, "patches", "shared"))
         else:
             index = self._random_index(images.shape[0], h, w, generator)
         return gather_pixels(images, index)
@@ -149,7 +148,7 @@ class GlobalShuffle(_PatchShuffle):
 
     spec_names = {"glo": {"mode": "fixed"}, "randglo": {"mode": "per_image"}}
     examples = ("glo_4", "glo_32", "randglo_8", "glo_2:seed=7")
-    kind = "global"
+    family = "global"
 
     @classmethod
     def identity(cls, height: int, width: int) -> Corruption:
@@ -174,7 +173,7 @@ class LocalShuffle(_PatchShuffle):
 
     spec_names = {"loc": {"mode": "fixed"}, "randloc": {"mode": "per_image"}}
     examples = ("loc_4", "loc_1", "randloc_8", "loc_8:patches=independent", "randloc_2:patches=independent")
-    kind = "local"
+    family = "local"
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -21,7 +21,7 @@ class Progress(tune.Callback):
     def __init__(self, total: int, keys: tuple[str, ...] = ()) -> None:
         self.total, self.done, self.started, self._counted = total, 0, time.time(), False
         self.keys = keys  # config keys that tell trials apart besides method, corruption and seed
-        self._shown: set[str] = set()  # trials whose memory format was printed
+        self._shown: set[tuple] = set()  # (memory format, reason) pairs already printed
 
     def setup(self, **info) -> None:
         # `Tuner.restore` brings back the callback pickled at the first launch, with that launch's
@@ -71,10 +71,12 @@ class Progress(tune.Callback):
             print(f"{self._prefix(trial)}  FAILED (see MLflow run tag 'error' or {trial.path})", flush=True)
 
     def _memory_format(self, trial, result: dict) -> str:
-        """`` [contiguous: <why>]`` the first time a trial reports its memory format, else ``""``."""
-        if "memory_format" not in result or trial.trial_id in self._shown:
+        """`` [contiguous: <why>]`` the first time a trial reports a memory format and reason not yet
+        printed in this launch (one line per kind of machine, not per trial), else ``""``."""
+        seen = (result.get("memory_format"), result.get("memory_format_reason"))
+        if "memory_format" not in result or seen in self._shown:
             return ""
-        self._shown.add(trial.trial_id)
+        self._shown.add(seen)
         return f"  [{result['memory_format']}: {result.get('memory_format_reason', '')}]"
 
 

@@ -101,13 +101,13 @@ def code_version() -> dict[str, str]:
 
 
 def trial_tags(flat: dict[str, Any]) -> dict[str, str]:
-    """Searchable tags: method, corruption (+ grid / gamma), dataset, seed."""
-    corruption = parse(flat["data.corruption"]).to_dict()
-    tags = {"method": flat["method"], "corruption": flat["data.corruption"], "corruption_kind": corruption["name"],
-            "dataset": flat["data.dataset"], "seed": str(flat["system.seed"])}
-    for key in ("grid", "gamma", "severity"):
-        if key in corruption:
-            tags[key] = str(corruption[key])
+    """Searchable tags: method, corruption with its kind, family and level as the corruption declares
+    them (and the level under its parameter's name: ``grid``, ``gamma``, ``severity``), dataset, seed."""
+    corruption = parse(flat["data.corruption"])
+    tags = {"method": flat["method"], "corruption": flat["data.corruption"], "corruption_kind": corruption.spec_name,
+            "corruption_family": corruption.family, "dataset": flat["data.dataset"], "seed": str(flat["system.seed"])}
+    if corruption.main_param is not None:
+        tags["corruption_level"] = tags[corruption.main_param] = str(getattr(corruption, corruption.main_param))
     return tags
 
 

@@ -69,8 +69,9 @@ def test_progress__an_untrained_trial_is_labelled_untrained_without_a_gain_over_
     assert "] moco_v2      glo_4" in moco and "knn 40.0 (+12.0 over untrained)" in moco
 
 
-def test_print_summary__cells_inside_the_untrained_floors_error_read_floor(capsys):
+def test_print_summary__cells_inside_the_untrained_floors_error_read_floor(capsys, tmp_path):
     from sweeps.progress import print_summary
+    from sweeps.tracking import open_parent_run
 
     class Results(list):
         errors: list = []
@@ -81,8 +82,10 @@ def test_print_summary__cells_inside_the_untrained_floors_error_read_floor(capsy
 
     results = Results([result("supervised", 3, "ori", 80.0), result("supervised", 3, "glo_4", 60.0),
                        result("supervised", 3, "glo_8", 21.0), *(result("supervised", 0, c, 20.0) for c in ("ori", "glo_4", "glo_8"))])
-    plan = SimpleNamespace(opts={}, mlflow_uri="sqlite:///x.db", experiment="e")
-    print_summary(plan, results, "parent", 1.0, 6)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = open_parent_run(uri, "e", tmp_path / "art", tmp_path / "parent_id", {})
+    plan = SimpleNamespace(opts={}, mlflow_uri=uri, experiment="e", storage=tmp_path)
+    print_summary(plan, results, parent, 1.0, 6)
     out = capsys.readouterr().out
     drops = out[out.index("Relative accuracy drop"):]
     row = next(line for line in drops.splitlines() if line.startswith("supervised"))
