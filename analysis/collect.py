@@ -181,7 +181,9 @@ def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc"
 
     MLflow rows (a ``run_id`` and ``uri``) read the metric history; others read the trial
     folder's ``result.json``. A key ending in ``/`` is a prefix: every metric under it
-    (``"classwise_uniformity/"`` gives one metric per class).
+    (``"classwise_uniformity/"`` gives one metric per class). Per-class values are not MLflow
+    metrics (the run keeps the final ones in ``per_class.json``), so prefix keys come from the
+    trial folder whenever it is there, and from the metric history of runs recorded before that.
 
     Returns:
         Columns ``run_id``, ``trial_id``, ``epoch``, ``metric``, ``value``.
@@ -189,16 +191,16 @@ def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc"
     client = client_for(uri) if uri else None
     rows = []
     for _, trial in df.iterrows():
-        if client is not None and isinstance(trial.get("run_id"), str):
-            prefixed = any(k.endswith("/") for k in keys)  # only then list the run's metric names
+        folder = Path(trial["trial_dir"]) if isinstance(trial.get("trial_dir"), str) else None
+        from_folder = tuple(k for k in keys if folder is not None and folder.is_dir() and (k.endswith("/") or client is None))
+        points = [(r.get("epoch"), key, r[key]) for r in (trial_results(folder) if from_folder else ())
+                  for key in _matching(from_folder, r) if isinstance(r.get(key), (int, float))]
+        from_mlflow = tuple(k for k in keys if k not in from_folder)
+        if client is not None and isinstance(trial.get("run_id"), str) and from_mlflow:
+            prefixed = any(k.endswith("/") for k in from_mlflow)  # only then list the run's metric names
             logged = client.get_run(trial["run_id"]).data.metrics if prefixed else ()
-            points = [(m.step, key, m.value) for key in _matching(keys, logged)
-                      for m in client.get_metric_history(trial["run_id"], key)]
-        elif isinstance(trial.get("trial_dir"), str):
-            points = [(r.get("epoch"), key, r[key]) for r in trial_results(Path(trial["trial_dir"]))
-                      for key in _matching(keys, r) if isinstance(r.get(key), (int, float))]
-        else:
-            points = []
+            points += [(m.step, key, m.value) for key in _matching(from_mlflow, logged)
+                       for m in client.get_metric_history(trial["run_id"], key)]
         rows += [{"run_id": trial.get("run_id"), "trial_id": trial.get("trial_id"), "epoch": int(e), "metric": k, "value": float(v)}
                  for e, k, v in points if e is not None]
     return pd.DataFrame(rows, columns=["run_id", "trial_id", "epoch", "metric", "value"])

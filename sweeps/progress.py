@@ -149,7 +149,7 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
             print(f"\nClaim checks ({metric}) that passed or failed; all of them: python -m analysis.claims "
                   f"--experiment {shlex.quote(plan.experiment)} --storage-path {shlex.quote(str(plan.storage))}\n"
                   f"{format_claims(claims, verdicts=('PASS', 'FAIL'))}")
-            log_summary(plan.mlflow_uri, parent_run_id, drops, claims)
+            log_summary(plan.mlflow_uri, parent_run_id, drops, claims, acc)
     if len(df):
         write_report(plan, parent_run_id)
     uri = plan.mlflow_uri

@@ -18,6 +18,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import urllib.request
 from importlib import metadata
@@ -82,7 +83,8 @@ def _foreign_sqlite(path: Path) -> str | None:
 
 
 def code_version() -> dict[str, str]:
-    """Git SHA (+dirty flag) of this checkout and the versions of the main libraries."""
+    """Git SHA (+dirty flag) of this checkout, the versions of the main libraries, and MLflow's source
+    tags (the command that launched the sweep and its commit: the UI's Source column)."""
     root = Path(__file__).resolve().parents[1]
 
     def git(*args: str) -> str:
@@ -92,6 +94,8 @@ def code_version() -> dict[str, str]:
             return ""
 
     tags = {"git_sha": git("rev-parse", "HEAD") or "unknown", "git_dirty": str(bool(git("status", "--porcelain")))}
+    tags.update({"mlflow.source.type": "LOCAL", "mlflow.source.name": Path(sys.argv[0]).name or "python",
+                 "mlflow.source.git.commit": tags["git_sha"]})
     for lib in LIBRARIES:
         try:
             tags[f"version.{lib}"] = metadata.version(lib)
@@ -181,16 +185,33 @@ def metric_key(*parts: str) -> str:
     return "/".join("".join(c if c.isalnum() or c in "_-." else "_" for c in str(p).replace("@", "_at")) for p in parts)
 
 
-def log_summary(uri: str, parent_run_id: str, drops, claims) -> None:
+def log_summary(uri: str, parent_run_id: str, drops, claims, accuracy=None) -> None:
     """The sweep's results on its parent run, to compare sweeps in the MLflow UI: every cell of the
     drop summary (``analysis.drops.drop_summary``: arm, corruption, mean) as ``drop/<arm>/<corruption>``
-    (percent, mean over seeds) and the claim verdict counts ``claims_pass``, ``claims_fail``,
-    ``claims_inconclusive``."""
+    (percent, mean over seeds), the claim verdict counts ``claims_pass``, ``claims_fail``,
+    ``claims_inconclusive``, and with ``accuracy`` (``analysis.drops.accuracy_summary``) the curves
+    ``level_curve/<arm>/<family>``: the mean accuracy at each corrupted level, with the level as the
+    step, so the parent's chart draws accuracy against grid size (integer levels only: MLflow's steps
+    are integers, so gamma's fractional levels are left to the drop metrics)."""
     metrics = [Metric(metric_key("drop", r.arm, r.corruption), float(r.mean), 0, 0)
                for r in drops.itertuples() if r.mean == r.mean]  # NaN: no cell
     counts = claims["verdict"].value_counts() if len(claims) else {}
     metrics += [Metric(f"claims_{v.lower()}", float(counts.get(v, 0)), 0, 0) for v in ("PASS", "FAIL", "INCONCLUSIVE")]
+    metrics += level_curves(accuracy) if accuracy is not None else []
     MlflowClient(uri).log_batch(parent_run_id, metrics=metrics)
+
+
+def level_curves(accuracy) -> list[Metric]:
+    """``level_curve/<arm>/<family>`` at step = level for every corrupted cell of an accuracy summary
+    whose corruption has an integer level (``glo_4`` -> step 4 of ``level_curve/supervised/global``)."""
+    from analysis.frame import describe
+
+    out = []
+    for r in accuracy.itertuples():
+        _, family, level = describe(r.corruption)
+        if r.mean == r.mean and family != "clean" and level == level and float(level).is_integer():
+            out.append(Metric(metric_key("level_curve", r.arm, family), float(r.mean), 0, int(level)))
+    return out
 
 
 def recorded_final(client: MlflowClient, run) -> dict | None:

@@ -79,6 +79,23 @@ def test_histories__a_key_ending_in_slash_is_a_prefix(tmp_path):
     assert sorted(zip(h["metric"], h["value"], strict=True)) == [("intra_distance/0", 0.4), ("intra_distance/1", 0.6)]
 
 
+def test_histories__per_class_values_of_an_mlflow_row_come_from_its_trial_folder(fake_store, tmp_path):
+    """Per-class values are not MLflow metrics (a run keeps the final ones in per_class.json): the
+    folder's result.json has their history; plain metrics still come from MLflow."""
+    folder = tune_folder(tmp_path) / "train_ab_00000_0_sweep_cell=x"
+    lines = [json.loads(line) for line in (folder / "result.json").read_text().splitlines()]
+    lines[1].update({"intra_distance/0": 0.4, "intra_distance/1": 0.6})
+    (folder / "result.json").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    df = collect.load_runs("tiny", fake_store)
+    df["trial_dir"] = [str(folder), None]
+    h = collect.histories(df, ("uniformity", "intra_distance/"), fake_store)
+    first = h[h["run_id"] == df["run_id"].iloc[0]]
+    assert sorted(first[first["metric"] != "uniformity"]["value"]) == [0.4, 0.6]  # the folder's, not MLflow's 0.3/0.2
+    assert sorted(first[first["metric"] == "uniformity"]["epoch"]) == [1, 2]  # from MLflow
+    second = h[h["run_id"] == df["run_id"].iloc[1]]
+    assert {"intra_distance/0", "intra_distance/1"} <= set(second["metric"])  # no folder: MLflow's (older runs)
+
+
 def test_load_tune__a_missing_folder_lists_its_siblings(tmp_path):
     tune_folder(tmp_path)
     with pytest.raises(AnalysisError, match="existing: exp"):

@@ -62,6 +62,9 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
     assert "INCONCLUSIVE" in [line for line in claims if line.strip()][-1]  # the count line
     parent = client.get_run(parents[0].info.run_id)
     assert {"drop/supervised/glo_4", "drop/moco_v2/loc_4", "claims_pass", "claims_fail", "claims_inconclusive"} <= set(parent.data.metrics)
+    curve = client.get_metric_history(parent.info.run_id, "level_curve/supervised/global")
+    assert [m.step for m in curve] == [4] and 0 <= curve[0].value <= 100  # accuracy against the grid, for the UI's chart
+    assert parent.data.tags["mlflow.source.name"] and parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["git_sha"]
     report = storage / "analysis" / "smoke" / "report.html"
     assert f"written: {report}" in out and report.stat().st_size > 10_000
     assert any(a.path.endswith("report.html") for folder in client.list_artifacts(parent.info.run_id)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import pickle
 
-from sweeps.tracking import MLflowTrialWriter, _is_metric, code_version, per_class
+import pandas as pd
+
+from sweeps.tracking import MLflowTrialWriter, _is_metric, code_version, level_curves, per_class
 
 
 def test_trial_writer__a_resumed_sweep_tags_new_runs_with_the_resuming_code(tmp_path):
@@ -63,3 +65,12 @@ def test_per_class__final_values_grouped_by_metric_and_class_and_never_logged_as
                                  "inter_distance": {"0": 3.0}}
     assert per_class({"knn_acc": 50.0}) == {}
     assert [k for k in result if _is_metric(k)] == ["knn_acc", "intra_distance"]
+
+
+def test_level_curves__accuracy_against_integer_levels_per_arm_and_family():
+    accuracy = pd.DataFrame({"arm": ["supervised", "supervised", "supervised", "supervised@20", "untrained", "supervised"],
+                             "corruption": ["ori", "glo_2", "glo_8", "loc_4", "glo_2", "gam_0.5"],
+                             "mean": [90.0, 70.0, 50.0, 40.0, float("nan"), 80.0]})
+    got = sorted((m.key, m.step, m.value) for m in level_curves(accuracy))
+    assert got == [("level_curve/supervised/global", 2, 70.0), ("level_curve/supervised/global", 8, 50.0),
+                   ("level_curve/supervised_at20/local", 4, 40.0)]  # no ori, no NaN, no fractional gamma
