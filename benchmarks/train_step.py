@@ -252,7 +252,7 @@ def study_step(cfg: TrialConfig, device: torch.device, image_size: int = 32, aug
         views, labels = next(batches)
         if cfg.system.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        return step_fn(views, labels, 1e-3, next(counter), 10**6)
+        return step_fn(views, labels, 1e-3, next(counter), 10**6)["loss"]
 
     return step
 

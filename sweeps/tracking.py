@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from corruptions import parse
+from trainables import metrics
 from trainables.tune_adapter import STATE_FILE, crash_report, trial_config
 
 TRIAL_TAG = "ray_trial_id"
@@ -402,7 +403,7 @@ class MLflowTrialWriter(tune.Callback):
         result = dict(trial.last_result or {})
         final = {k: v for k, v in result.items() if _is_metric(k) or k in _FINAL_EXTRAS}
         self.client.log_dict(run_id, final, FINAL_METRICS)
-        for key in ("classwise_uniformity", "feature_distance"):
+        for key in metrics.names("artifact"):
             if key in result:
                 self.client.log_dict(run_id, {key: result[key]}, f"{key}.json")
         if per_class(result):
@@ -447,36 +448,29 @@ def log_backbone(client: MlflowClient, run_id: str, state_file: Path) -> None:
         client.log_artifact(run_id, str(path))
 
 
-_METRIC_KEYS = {
-    "loss", "lr", "samples_per_s", "epoch_time_s", "knn_acc", "knn_acc_study", "knn_acc_init", "knn_gain", "uniformity",
-    "probe_acc", "ece",
-    "alignment", "train_time_s", "train_acc", "momentum",
-    "classwise_uniformity_mean", "intra_distance", "inter_distance",
-}
-# Per-class geometry scalars (``trainables.evaluation.geometry_scalars``): ``<prefix>/<class>``. Not
-# MLflow metrics (30 charts would bury loss and kNN on a run's page): the final values go to one artifact.
-_PER_CLASS_PREFIXES = ("classwise_uniformity/", "intra_distance/", "inter_distance/")
-PER_CLASS_ARTIFACT = "per_class.json"
+# What is recorded where is declared once, in trainables.metrics.
+_METRIC_KEYS = frozenset(metrics.names("metric"))
+_FINAL_EXTRAS = frozenset({*metrics.names("final"), *metrics.names("artifact"), *metrics.names("tag"), *metrics.names("step"),
+                           "node_id"})  # + the node Tune ran it on
+_MEMORY_FORMAT_TAGS = metrics.names("tag")  # channels_last or contiguous, and why
+PER_CLASS_ARTIFACT = metrics.PER_CLASS_ARTIFACT
 
 
 def _is_metric(key: str) -> bool:
+    """An MLflow metric (per epoch): per-class values are not (30 charts would bury loss and kNN on a
+    run's page); their final values go to ``per_class.json``."""
     return key in _METRIC_KEYS
 
 
 def per_class(result: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """``{"intra_distance": {"0": 1.2, ...}, ...}`` from a result's ``<prefix>/<class>`` keys (the
+    """``{"intra_distance": {"0": 1.2, ...}, ...}`` from a result's ``<name>/<class>`` keys (the
     ``per_class.json`` artifact of a finished trial's run); empty when the result has none."""
     out: dict[str, dict[str, float]] = {}
     for key, value in result.items():
-        if key.startswith(_PER_CLASS_PREFIXES):
-            name, _, label = key.partition("/")
-            out.setdefault(name, {})[label] = float(value)
+        name = metrics.per_class_name(key)
+        if name is not None:
+            out.setdefault(name, {})[key.partition("/")[2]] = float(value)
     return out
-
-
-_FINAL_EXTRAS = {"epoch", "classwise_uniformity", "feature_distance", "device", "precision", "node_id", "n_test",
-                 "image_size", "memory_format", "memory_format_reason"}
-_MEMORY_FORMAT_TAGS = ("memory_format", "memory_format_reason")  # channels_last or contiguous, and why
 
 
 def run_name(flat: dict[str, Any]) -> str:

@@ -21,6 +21,7 @@ sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from a
 
 from sweeps.launch import Sweep, main  # noqa: E402
 from sweeps.options import Flag, SweepError  # noqa: E402
+from trainables import metrics  # noqa: E402
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 ASHA = {"grace_period": 1, "reduction_factor": 2}  # key -> minimum
@@ -129,7 +130,8 @@ def _integer_key(key: str, method: str) -> bool:
     return kind is int or int in getattr(kind, "__args__", ())
 
 
-EVERY_EPOCH = ("loss", "lr", "samples_per_s", "epoch_time_s")  # the rest comes with evaluations
+# Reported in every epoch by every method (trainables.metrics); the rest comes with evaluations.
+EVERY_EPOCH = metrics.names("metric", metrics.EPOCH, every_method=True)
 
 
 def search_cells(opts: dict, cells: list[dict]) -> list[dict]:

@@ -93,9 +93,11 @@ def run_trial(
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
         tic = time.perf_counter()
-        loss_sum, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch)
+        sums, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch)
         seconds = time.perf_counter() - tic
-        metrics = {"epoch": epoch + 1, "loss": loss_sum / steps_per_epoch, "lr": float(optimizer.param_groups[0]["lr"]),
+        # The epoch means of training_step's scalars: loss, and e.g. train_acc (trainables.metrics).
+        metrics = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()},
+                   "lr": float(optimizer.param_groups[0]["lr"]),
                    "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds, "epoch_time_s": seconds, **memory}
         if cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs:
             metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, epoch + 1, final=False), init))
@@ -126,8 +128,9 @@ def _precision(cfg: TrialConfig, device: torch.device, resume: dict | None) -> s
     return kept
 
 
-def _train_epoch(cfg, method, step_fn: Step, td, gens, device, step, total, epoch) -> tuple[float, int]:
-    """One pass over the training split; returns (summed loss, global step).
+def _train_epoch(cfg, method, step_fn: Step, td, gens, device, step, total, epoch) -> tuple[dict[str, float], int]:
+    """One pass over the training split; returns (each scalar of ``training_step`` summed over the
+    epoch's steps, global step). The sums stay on the device until the epoch ends.
 
     The loss is checked for finiteness every ``system.finite_check_every`` steps (on their sum), as
     each check waits for the device; the last partial window is checked at the end of the epoch.
@@ -137,21 +140,23 @@ def _train_epoch(cfg, method, step_fn: Step, td, gens, device, step, total, epoc
         method.backbone.eval()
     warmup = round(cfg.optim.warmup_fraction * total)
     base_lr = cfg.optim.lr * cfg.optim.batch_size / 256
-    loss_sum, window, first = torch.zeros((), device=device), torch.zeros((), device=device), step
+    sums: dict[str, torch.Tensor] = {}
+    window, first = torch.zeros((), device=device), step
     for views, labels in train_batches(td.train, td.pipeline, cfg.optim.batch_size, gens, device):
         if cfg.system.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        loss = step_fn(views, labels, lr_at(step, total, warmup, base_lr), step, total)
+        out = step_fn(views, labels, lr_at(step, total, warmup, base_lr), step, total)
         step += 1
-        loss_sum += loss
-        window += loss
+        for key, value in out.items():
+            sums[key] = sums[key] + value.float() if key in sums else value.float().clone()
+        window += out["loss"]
         if (step - first) % cfg.system.finite_check_every == 0:
             _check_finite(window, epoch, first, step)
             window.zero_()
             first = step
     if step > first:
         _check_finite(window, epoch, first, step)
-    return float(loss_sum), step
+    return {key: float(value) for key, value in sums.items()}, step
 
 
 def _check_finite(window: torch.Tensor, epoch: int, first: int, step: int) -> None:

@@ -1,9 +1,10 @@
 """One optimizer step of a trial, eager or as one captured CUDA graph.
 
 ``build_step(cfg, method, optimizer, device)`` gives a callable ``step(views, labels, lr, step,
-total) -> loss`` that the training loop calls once per batch; both kinds run the method contract
+total) -> outputs`` that the training loop calls once per batch; both kinds run the method contract
 in the same order (``training_step``, backward, ``before_optimizer_step``, optimizer step,
-``on_after_step``) and return the loss detached, without reading it back to the host.
+``on_after_step``) and return ``training_step``'s scalars detached (``loss`` and any others, e.g.
+supervised's ``train_acc``), without reading them back to the host.
 
 ``GraphStep`` (``system.cuda_graph`` on a CUDA device) runs the first steps eagerly on a side
 stream (lazy initialisation: cuBLAS workspaces, optimizer state), then captures forward,
@@ -33,7 +34,7 @@ from trainables.config import TrialConfig
 from trainables.methods import METHODS, Method, method_class
 from trainables.optim import set_lr
 
-Step = Callable[[list[Tensor], Tensor, float, int, int], Tensor]
+Step = Callable[[list[Tensor], Tensor, float, int, int], dict[str, Tensor]]
 GRAPH_WARMUP = 3  # eager steps before the capture (the PyTorch CUDA-graph recipe warms up on a side stream)
 
 
@@ -43,16 +44,16 @@ class EagerStep:
     def __init__(self, method: Method, optimizer: torch.optim.Optimizer, precision: contextlib.AbstractContextManager) -> None:
         self.method, self.optimizer, self.precision = method, optimizer, precision
 
-    def __call__(self, views: list[Tensor], labels: Tensor, lr: float, step: int, total: int) -> Tensor:
+    def __call__(self, views: list[Tensor], labels: Tensor, lr: float, step: int, total: int) -> dict[str, Tensor]:
         set_lr(self.optimizer, lr)
         with self.precision:
-            loss = self.method.training_step(views, labels)["loss"]
+            out = self.method.training_step(views, labels)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out["loss"].backward()
         self.method.before_optimizer_step(step / total)
         self.optimizer.step()
         self.method.on_after_step((step + 1) / total)
-        return loss.detach()
+        return {k: v.detach() for k, v in out.items()}
 
 
 def capture_cuda_graph(body: Callable[[], None]) -> Callable[[], None]:
@@ -82,7 +83,7 @@ class GraphStep:
         self.replay: Callable[[], None] | None = None
         self.eager_steps = 0
 
-    def __call__(self, views: list[Tensor], labels: Tensor, lr: float, step: int, total: int) -> Tensor:
+    def __call__(self, views: list[Tensor], labels: Tensor, lr: float, step: int, total: int) -> dict[str, Tensor]:
         if self.replay is None and (self.eager_steps < self.warmup or not self.method.graph_ready()):
             if self.eager_steps == 0:
                 # Before the warm-up, so the eager steps already run what will be captured (a compiled
@@ -105,7 +106,7 @@ class GraphStep:
         set_lr(self.optimizer, lr)
         self.replay()
         self.method.graph_scalars((step + 1) / total)
-        return self.static_loss.clone()
+        return {k: v.clone() for k, v in self.static_out.items()}
 
     def _capture(self, views: list[Tensor], labels: Tensor) -> None:
         """Record one whole step on static inputs; the replay that follows runs it on this batch."""
@@ -118,11 +119,13 @@ class GraphStep:
 
     def _body(self) -> None:
         with self.precision:
-            loss = self.method.training_step(self.static_views, self.static_labels)["loss"]
-        loss.backward()  # into .grad, which is None before the capture: no zero_grad inside
+            out = self.method.training_step(self.static_views, self.static_labels)
+        out["loss"].backward()  # into .grad, which is None before the capture: no zero_grad inside
         self.optimizer.step()
         self.method.graph_after_step()
-        self.static_loss = loss.detach()
+        # Only what the graph computes on the device: a host value made during the capture (MoCo's
+        # momentum) would be replayed as the capture's constant, so it is not reported from a graph.
+        self.static_out = {k: v.detach() for k, v in out.items() if v.device == out["loss"].device}
 
 
 def build_step(cfg: TrialConfig, method: Method, optimizer: torch.optim.Optimizer, device: torch.device) -> Step:

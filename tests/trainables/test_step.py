@@ -33,7 +33,7 @@ def _batches(n_views: int, steps: int) -> list[tuple[list[torch.Tensor], torch.T
 
 def _run(step, method, batches, total: int = 12) -> list[float]:
     method.train()
-    return [float(step(views, labels, 0.1 * (1 - i / total), i, total)) for i, (views, labels) in enumerate(batches)]
+    return [float(step(views, labels, 0.1 * (1 - i / total), i, total)["loss"]) for i, (views, labels) in enumerate(batches)]
 
 
 def _params(method) -> list[torch.Tensor]:

@@ -1,0 +1,73 @@
+"""trainables/metrics.py: every key a real trial reports is declared, and the MLflow writer logs
+exactly the declared metrics (a new metric is one function plus one declaration)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from trainables import metrics
+from trainables.loop import run_trial
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory):
+    """Every report of two real trials (supervised, moco_v2) with every evaluation switched on."""
+    from tests.trainables.conftest import small_params
+
+    out = {}
+    for method in ("supervised", "moco_v2"):
+        flat = {"method": method, "data.dataset": "digits", "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
+                "data.train_per_class": 20, "data.test_per_class": 10, "model.width": 0.125, "optim.batch_size": 32,
+                "optim.epochs": 2, "eval.knn_k": 20, "eval.eval_every": 1, "eval.knn_at_init": True,
+                "system.device": "cpu", **{f"method.{k}": v for k, v in small_params(method).items()}}
+        out[method] = []
+        run_trial(flat, out[method].append)
+    return out
+
+
+@pytest.mark.parametrize("method", ["supervised", "moco_v2"])
+def test_reports__every_key_is_declared(reports, method):
+    for report in reports[method]:
+        assert metrics.undeclared(report) == [], f"declare these in trainables/metrics.py: {metrics.undeclared(report)}"
+
+
+@pytest.mark.parametrize("method", ["supervised", "moco_v2"])
+def test_reports__epoch_keys_every_epoch_eval_keys_at_evaluations_final_keys_once(reports, method):
+    every = set(metrics.names(when=metrics.EPOCH, every_method=True))
+    evaluated = set(metrics.names(when=metrics.EVAL, every_method=True)) | {"knn_acc_init", "knn_gain"}  # knn_at_init is on
+    final = set(metrics.names(when=metrics.FINAL, every_method=True)) | {"probe_acc", "ece"}  # eval.probe defaults on
+    first, last = reports[method]
+    assert every | evaluated <= set(first) and not (final & set(first))
+    assert every | evaluated | final <= set(last) and last["done"] is True
+
+
+def test_reports__step_scalars_of_a_method_reach_the_report(reports):
+    """train_acc (supervised) and momentum (MoCo) come out of training_step as epoch means."""
+    assert all(0 <= r["train_acc"] <= 100 for r in reports["supervised"])
+    assert all(0.9 <= r["momentum"] <= 1 and math.isfinite(r["momentum"]) for r in reports["moco_v2"])
+    assert "momentum" not in reports["supervised"][0] and "train_acc" not in reports["moco_v2"][0]
+
+
+def test_mlflow_writer__logs_exactly_the_declared_metrics(reports, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from sweeps.tracking import MLflowTrialWriter, open_parent_run
+    from tests.sweeps.test_tracking import _Trial
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = open_parent_run(uri, "exp", tmp_path / "art", tmp_path / "parent_id", {})
+    writer, client = MLflowTrialWriter(uri, parent), MlflowClient(uri)
+    for method, trial_reports in reports.items():
+        trial = _Trial(f"{method}_00000", trial_reports[-1])
+        trial.checkpoint = None
+        for report in trial_reports:
+            writer.on_trial_result(0, [], trial, report)
+        writer.on_trial_complete(0, [], trial)
+        run = client.get_run(writer.run_for(trial)[0])
+        reported = {k for r in trial_reports for k in r}
+        assert set(run.data.metrics) == reported & set(metrics.names("metric"))
+        assert {run.data.tags[k] for k in metrics.names("tag")} == {str(trial_reports[0][k]) for k in metrics.names("tag")}
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {f"{k}.json" for k in metrics.names("artifact")} | {metrics.PER_CLASS_ARTIFACT} <= artifacts
