@@ -26,18 +26,20 @@ from typing import Any
 import pandas as pd
 
 from analysis.frame import AnalysisError
+from trainables.schema import (  # noqa: F401  (DEFAULT_STORAGE, default_uri: re-exported for analysis.cli)
+    DEFAULT_STORAGE,
+    FINAL_METRICS,
+    PARENT_TAG,
+    RESULT_FILE,
+    STATE_FILE,
+    STORAGE_TAG,
+    TRIAL_TAG,
+    default_uri,
+    trial_config,
+)
 
-PARENT_TAG = "mlflow.parentRunId"  # the same tags sweeps.tracking writes
-TRIAL_TAG = "ray_trial_id"
-STORAGE_TAG = "storage_path"  # on the parent run: the sweep's Tune folder
-DEFAULT_STORAGE = Path("runs")
-RESULT_FILE = "result.json"
 REPORT_FOLDER = "analysis"
-
-
-def default_uri(storage: Path = DEFAULT_STORAGE) -> str:
-    """The sweeps' default store: ``sqlite:///<abs storage>/mlflow.db``."""
-    return f"sqlite:///{Path(storage).expanduser().resolve() / 'mlflow.db'}"
+RECORDED_CONFIG = "recorded_config"  # column: the trial's flat config as recorded (a dict), for rebuilding it
 
 
 def storage_of(uri: str) -> Path | None:
@@ -129,9 +131,11 @@ def _mlflow_row(client, run, folders: dict[str, Path]) -> dict[str, Any]:
     row = {"run_id": info.run_id, "trial_id": trial_id, "status": info.status,
            "start_time": info.start_time, "end_time": info.end_time,
            "trial_dir": str(folder) if folder else None, "checkpoint": _checkpoint(folder)}
-    row.update({k: _decode(v) for k, v in data.params.items()})
+    config = {k: _decode(v) for k, v in data.params.items()}  # the flat config, as the sweep recorded it
+    row.update(config)
+    row[RECORDED_CONFIG] = config
     row.update(data.metrics)  # last value per key; an epochs-0 trial logs no epoch metrics
-    row.update(_read_json_artifact(client, run, "final_metrics.json") or {})
+    row.update(_read_json_artifact(client, run, FINAL_METRICS) or {})
     return row
 
 
@@ -216,8 +220,6 @@ def _matching(keys: tuple[str, ...], available) -> list[str]:
 
 def load_tune(folder: Path, finished_only: bool = True) -> pd.DataFrame:
     """One row per trial of a Tune experiment folder (``<storage>/<experiment>``)."""
-    from trainables.tune_adapter import trial_config  # how a Tune config holds the flat config
-
     folder = Path(folder)
     if not folder.is_dir():
         siblings = sorted(p.name for p in folder.parent.iterdir() if p.is_dir()) if folder.parent.is_dir() else []
@@ -228,8 +230,9 @@ def load_tune(folder: Path, finished_only: bool = True) -> pd.DataFrame:
         if not results:
             continue
         last = results[-1]
+        config = trial_config(last.get("config", {}))
         row = {"run_id": None, "trial_id": trial_id, "status": "FINISHED" if last.get("done") else "UNFINISHED",
-               "trial_dir": str(trial_dir), "checkpoint": _checkpoint(trial_dir), **trial_config(last.get("config", {}))}
+               "trial_dir": str(trial_dir), "checkpoint": _checkpoint(trial_dir), **config, RECORDED_CONFIG: config}
         row.update({k: v for k, v in last.items() if k not in ("config", "done")})
         rows.append(row)
     df = pd.DataFrame(rows)
@@ -263,5 +266,5 @@ def _checkpoint(trial_dir: Path | None) -> str | None:
     """The latest ``checkpoint_*/state.pt`` of a trial folder, if any."""
     if trial_dir is None:
         return None
-    found = sorted(Path(trial_dir).glob("checkpoint_*/state.pt"))
+    found = sorted(Path(trial_dir).glob(f"checkpoint_*/{STATE_FILE}"))
     return str(found[-1]) if found else None

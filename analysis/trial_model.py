@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from analysis.collect import RECORDED_CONFIG
 from analysis.frame import UNTRAINED, AnalysisError, annotate, arm_order
 from corruptions import parse
 from trainables.build import build_model, load_data
@@ -56,13 +57,19 @@ class LoadedTrial:
 
 
 def trial_config(row: pd.Series, device: str = "cpu") -> TrialConfig:
-    """The flat config columns of a frame row -> TrialConfig (other methods' params dropped).
+    """A frame row's trial -> TrialConfig, from the flat config the sweep recorded (the row's
+    ``recorded_config``: MLflow params or the Tune config), run on ``device`` in fp32.
 
-    A column holding ints and NaNs (a param other methods lack) is float in pandas; values
-    are turned back into ints where the config's default is an int.
+    Frames built without it (by hand) fall back to the row's config columns, where a column holding
+    ints and NaNs (a param other methods lack) is float in pandas: values are turned back into ints
+    where the config's default is an int, and other methods' params are dropped.
     """
     defaults = TrialConfig(method=row["method"]).to_flat()
-    flat = {k: _restore(v, defaults[k]) for k, v in row.items() if k in defaults}
+    recorded = row.get(RECORDED_CONFIG)
+    if isinstance(recorded, dict):
+        flat = {k: v for k, v in recorded.items() if k in defaults}
+    else:
+        flat = {k: _restore(v, defaults[k]) for k, v in row.items() if k in defaults}
     flat.update({"system.device": device, "system.compile": False, "system.channels_last": False,
                  "system.precision": "fp32"})
     return TrialConfig.from_flat(flat).resolved()

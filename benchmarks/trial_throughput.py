@@ -31,6 +31,7 @@ from analysis.collect import load_tune, trial_results  # noqa: E402
 from benchmarks.common import emit  # noqa: E402
 from benchmarks.train_step import CPU_SETTINGS, make_step, step_times  # noqa: E402
 from trainables.build import resolve_precision  # noqa: E402
+from trainables.schema import DEFAULT_STORAGE  # noqa: E402
 from trainables.tune_adapter import trial_config  # noqa: E402
 
 SPEED_KEYS = ("method.", "model.")  # with batch and precision: what sets the cost of one step
@@ -78,7 +79,7 @@ def _scalar(value) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", required=True, help="Tune experiment name (a folder under --storage-path)")
-    parser.add_argument("--storage-path", type=Path, default=Path("runs"))
+    parser.add_argument("--storage-path", type=Path, default=DEFAULT_STORAGE)
     parser.add_argument("--steps", type=int, default=20, help="timed benchmark steps per distinct model")
     parser.add_argument("--tolerance", type=float, default=0.10)
     args = parser.parse_args()

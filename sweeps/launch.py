@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sweeps import records
 from sweeps.options import DEFAULT_STORAGE, Flag, SweepError, build_parser, load_yaml, merge_options, searched_keys
 from sweeps.preflight import check_address, check_storage
+from trainables.schema import default_uri
 
 if TYPE_CHECKING:
     from trainables.data.datasets import ImageDataset
@@ -116,7 +117,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         raise SweepError(str(err).splitlines()[0]) from None
     storage = (args.storage_path or DEFAULT_STORAGE).expanduser().resolve()
     experiment = opts.get("experiment") or f"{sweep.name}-{_slug(opts['dataset'])}"
-    mlflow_uri = args.mlflow_uri or f"sqlite:///{storage / 'mlflow.db'}"
+    mlflow_uri = args.mlflow_uri or default_uri(storage)
     opts["_experiment"], opts["_experiment_path"] = experiment, str(storage / experiment)
     plan = Plan(sweep, opts, cells, data, storage, experiment, mlflow_uri, args.address, args.resume)
     if plan.experiment_path.exists() and not args.resume and not args.dry_run:
@@ -230,6 +231,7 @@ def _cell(base: dict, opts: dict, method: str, corruption: str, seed: int) -> di
         flat["optim.epochs"] = int(opts["epochs"])
     # Per-method overrides: a bare key is a method parameter, a dotted one a flat trial key (optim.lr).
     flat.update({k if "." in k else f"method.{k}": v for k, v in ((opts.get("method_params") or {}).get(method) or {}).items()})
+    flat.update({k: v for k, v in (opts.get("trial_set") or {}).items() if not k.startswith("sweep.")})  # the CLI wins
     return TrialConfig.from_flat(flat).resolved().to_flat()
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import yaml
 
 from sweeps import choices
+from trainables.schema import DEFAULT_STORAGE, MLFLOW_DB
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-DEFAULT_STORAGE = Path("runs")
 DEFAULT_MAX_FAILURES = 2  # Tune retries of a failed trial (from its last checkpoint)
 
 # YAML keys every sweep understands (a sweep may add its own, e.g. grids, gammas).
@@ -91,7 +91,7 @@ def build_parser(description: str, sweep_name: str, flags: tuple[Flag, ...] = ()
     add("--cpus-per-trial", type=number(float), help="CPU cores per trial")
     add("--max-concurrent", type=number(int), help="cap on trials running at once")
     add("--storage-path", type=Path, help=f"where Tune keeps trials and checkpoints (default: ./{DEFAULT_STORAGE}; on a cluster: a shared folder, e.g. NFS, at the same path on every node)")
-    add("--mlflow-uri", help="tracking store (default: sqlite:///<storage-path>/mlflow.db)")
+    add("--mlflow-uri", help=f"tracking store (default: sqlite:///<storage-path>/{MLFLOW_DB})")
     add("--experiment", help=f"experiment name in Tune and MLflow (default: {sweep_name}-<dataset>)")
     add("--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, others resume from checkpoints")
     add("--dry-run", action="store_true", help="print the trial table and resource plan, start nothing")
@@ -143,16 +143,17 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
     if args.cpus_per_trial is not None:
         resources["cpu"] = args.cpus_per_trial
     opts["resources"] = check_resources({"cpu": 1, "gpu": 0, **resources}, args)
-    trial = dict(opts["trial"])
+    given: dict[str, Any] = {}  # --set KEY=VALUE: over the YAML's trial keys and its method_params alike
     for item in args.set:
         key, eq, value = item.partition("=")
         if not eq:
             raise SweepError(f"--set {item!r} is not KEY=VALUE (e.g. optim.lr=0.1)")
         try:
-            trial[key.strip()] = yaml.safe_load(value)
+            given[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
             raise SweepError(f"--set {item!r}: the value is malformed YAML; valid: a number, true/false, null or a string") from None
-    opts["trial"] = trial
+    opts["trial"] = {**opts["trial"], **given}
+    opts["trial_set"] = given
     opts.setdefault("methods", ["supervised", "moco_v2"])
     opts.setdefault("seeds", [0])
     opts.setdefault("dataset", "digits")

@@ -31,12 +31,9 @@ from ray import tune
 
 from corruptions import parse
 from trainables import metrics
-from trainables.tune_adapter import STATE_FILE, crash_report, trial_config
+from trainables.schema import FINAL_METRICS, PARENT_TAG, STATE_FILE, STORAGE_TAG, TRIAL_TAG, trial_config
+from trainables.tune_adapter import crash_report
 
-TRIAL_TAG = "ray_trial_id"
-PARENT_TAG = "mlflow.parentRunId"
-STORAGE_TAG = "storage_path"  # on the parent run: the sweep's Tune folder, which tells two sweeps apart
-FINAL_METRICS = "final_metrics.json"
 LIBRARIES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy")
 
 

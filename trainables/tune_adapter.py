@@ -36,10 +36,8 @@ from ray import tune
 
 from trainables.data.datasets import ImageDataset, Split
 from trainables.loop import run_trial
+from trainables.schema import CRASH_LOG, STATE_FILE, SWEEP_PREFIX, checkpoint_files, trial_config  # noqa: F401  (re-exported)
 
-STATE_FILE = "state.pt"
-CRASH_LOG = "worker_crash.log"  # faulthandler's output, in the trial folder
-SWEEP_PREFIX = "sweep."
 REPLAYED = "replayed"  # result key: a result reported again after a resume (a finished trial's final one, or an epoch's)
 
 
@@ -60,17 +58,6 @@ def unpack_dataset(packed: dict[str, Any]) -> ImageDataset:
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 splits[s] = Split(torch.from_numpy(images), torch.from_numpy(labels))
     return ImageDataset(name=packed["name"], classes=tuple(packed["classes"]), **splits)
-
-
-def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The flat TrialConfig of a Tune config.
-
-    Sweeps put each trial's complete flat config under ``sweep.cell`` (a grid over cells);
-    searchers sample flat keys at the top level, which override the cell. Other ``sweep.*``
-    keys (resources, fault injection) are not part of the trial config.
-    """
-    top = {k: v for k, v in config.items() if not k.startswith(SWEEP_PREFIX)}
-    return {**config.get("sweep.cell", {}), **top}
 
 
 def train(config: dict[str, Any], dataset: dict[str, Any] | None = None, experiment_dir: str | None = None,
@@ -136,13 +123,6 @@ def _resume(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, tria
         if last.get("epoch", epochs) < epochs:  # the last epoch's report is the final one, made again anyway
             tune.report({**last, REPLAYED: True})
     return state
-
-
-def checkpoint_files(experiment_dir: Path, trial_id: str) -> list[Path]:
-    """Every checkpoint state file of one trial in a Tune experiment folder. The trial's folder holds
-    its id: ``<arm>-<corruption>-s<seed>-<id>`` (``sweeps.execute.trial_dirname``), or Tune's own
-    ``train_<id>_<index>_...`` in sweeps launched before readable names."""
-    return list(experiment_dir.glob(f"*{trial_id}*/checkpoint_*/{STATE_FILE}"))
 
 
 def _resume_state(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, trial_id: str) -> tuple[dict | None, Path | None]:

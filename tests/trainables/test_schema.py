@@ -1,0 +1,35 @@
+"""trainables/schema.py: the record layout every layer shares, importable without Ray."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from trainables import schema
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_analysis_collect__imports_without_ray():
+    code = "import sys, analysis.collect, trainables.schema; print(sorted(m for m in ('ray', 'mlflow') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_trial_config__searched_top_level_keys_override_the_cell_and_sweep_keys_are_dropped():
+    config = {"sweep.cell": {"method": "moco_v2", "optim.lr": 0.1}, "optim.lr": 0.3, "sweep.gpu": 0.25}
+    assert schema.trial_config(config) == {"method": "moco_v2", "optim.lr": 0.3}
+
+
+def test_checkpoint_files__readable_and_tune_named_folders(tmp_path):
+    for folder in ("moco_v2-glo_4-s0-ab_00001", "train_ab_00001_1_sweep_cell=x", "moco_v2-ori-s0-ab_00002"):
+        (tmp_path / folder / "checkpoint_000001").mkdir(parents=True)
+        (tmp_path / folder / "checkpoint_000001" / schema.STATE_FILE).write_bytes(b"")
+    found = sorted(p.parent.parent.name for p in schema.checkpoint_files(tmp_path, "ab_00001"))
+    assert found == ["moco_v2-glo_4-s0-ab_00001", "train_ab_00001_1_sweep_cell=x"]
+
+
+def test_default_uri__absolute_sqlite_beside_the_tune_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert schema.default_uri() == f"sqlite:///{tmp_path.resolve() / 'runs' / 'mlflow.db'}"

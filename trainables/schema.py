@@ -1,0 +1,56 @@
+"""Where a trial's record lives and what it is called, defined once for every layer.
+
+A sweep writes, and analysis reads: the flat trial config inside a Tune config, the trial folder's
+files, the MLflow tags that tie runs together, and the default storage. No Ray, no torch, no
+MLflow here, so ``trainables`` (the Ray adapter), ``sweeps`` and ``analysis`` all import it and
+``import analysis.collect`` stays free of Ray.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# --- the trial config inside Tune's config -------------------------------------------------
+SWEEP_PREFIX = "sweep."  # Tune config keys that are not trial config (the cell, resources, fault injection)
+CELL_KEY = "sweep.cell"  # a sweep's complete flat config of one trial
+
+
+def trial_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The flat TrialConfig of a Tune config.
+
+    Sweeps put each trial's complete flat config under ``sweep.cell`` (a grid over cells);
+    searchers sample flat keys at the top level, which override the cell. Other ``sweep.*``
+    keys (resources, fault injection) are not part of the trial config.
+    """
+    top = {k: v for k, v in config.items() if not k.startswith(SWEEP_PREFIX)}
+    return {**config.get(CELL_KEY, {}), **top}
+
+
+# --- a trial folder (<storage>/<experiment>/<arm>-<corruption>-s<seed>-<trial id>/) ------------
+STATE_FILE = "state.pt"  # in checkpoint_NNNNNN/: torch.save dict (method, optimizer, generators, history)
+RESULT_FILE = "result.json"  # Tune's JSON lines, one report each
+CRASH_LOG = "worker_crash.log"  # faulthandler's output
+
+
+def checkpoint_files(experiment_dir: Path, trial_id: str) -> list[Path]:
+    """Every checkpoint state file of one trial in a Tune experiment folder. The trial's folder holds
+    its id: ``<arm>-<corruption>-s<seed>-<id>`` (``sweeps.execute.trial_dirname``), or Tune's own
+    ``train_<id>_<index>_...`` in sweeps launched before readable names."""
+    return list(Path(experiment_dir).glob(f"*{trial_id}*/checkpoint_*/{STATE_FILE}"))
+
+
+# --- MLflow: one parent run per sweep, one child run per trial ----------------------------------
+PARENT_TAG = "mlflow.parentRunId"  # on a trial's run: its sweep's run
+TRIAL_TAG = "ray_trial_id"  # on a trial's run: Tune's trial id (how a resumed sweep finds the run)
+STORAGE_TAG = "storage_path"  # on the parent run: the sweep's Tune folder, which tells two sweeps apart
+FINAL_METRICS = "final_metrics.json"  # a trial run's artifact: its final report
+
+# --- storage defaults ----------------------------------------------------------------------
+DEFAULT_STORAGE = Path("runs")  # relative to where the sweep is launched
+MLFLOW_DB = "mlflow.db"  # the default store: sqlite beside the Tune folders
+
+
+def default_uri(storage: Path = DEFAULT_STORAGE) -> str:
+    """The sweeps' default store: ``sqlite:///<abs storage>/mlflow.db``."""
+    return f"sqlite:///{Path(storage).expanduser().resolve() / MLFLOW_DB}"
