@@ -115,12 +115,12 @@ def test_set_lr__sets_every_group():
 def test_build_optimizer__exclude_bias_norm_leaves_biases_and_norms_undecayed(name):
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
     for p in model.parameters():
-        p.grad = torch.zeros_like(p)  # a step then moves parameters only through weight decay
+        p.grad = torch.ones_like(p)  # a plain SGD step moves each parameter by exactly -lr
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = build_optimizer(model, name, lr=0.1, weight_decay=0.5, momentum=0.0, exclude_bias_norm=True)
     opt.step()
-    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
-    assert moved == {"0.weight"}  # the Linear's bias and the BN's weight and bias are not decayed
+    plain_step = {n for n, p in model.named_parameters() if torch.equal(p, before[n] - 0.1)}
+    assert plain_step == {"0.bias", "1.weight", "1.bias"}  # no decay (nor LARS scaling) for biases and norms
     plain = build_optimizer(model, "sgd", lr=0.1, weight_decay=0.5, momentum=0.0)
     assert [g["weight_decay"] for g in plain.param_groups] == [0.5]
 
@@ -155,3 +155,35 @@ def test_set_lr__a_tensor_lr_is_written_in_place():
     lr = opt.param_groups[0]["lr"]
     set_lr(opt, 0.25)
     assert opt.param_groups[0]["lr"] is lr and float(lr) == 0.25
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_lars__a_zero_gradient_norm_takes_the_raw_gradient_without_decay_as_solo_learn(foreach):
+    """A residual branch behind a zero-initialised BN has zero gradient at the first step: solo-learn's
+    LARS leaves it untouched (no decay); timm's Lars would decay it by lr * wd * min(1, 1/lr)."""
+    model = nn.Linear(4, 3, bias=False)
+    w0 = model.weight.detach().clone()
+    model.weight.grad = torch.zeros_like(model.weight)
+    opt = LARS([{"params": [model.weight]}], lr=2.0, momentum=0.9, weight_decay=1e-2, eta=0.02, foreach=foreach)
+    opt.step()
+    torch.testing.assert_close(model.weight.detach(), w0, rtol=0, atol=0)
+
+
+def test_lars__loop_and_foreach_agree_in_fp64_on_a_resnet_with_zero_initialised_branches():
+    import copy
+
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=10, zero_init_last=True).double()
+    x, y = torch.randn(8, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (8,))
+    loop, vec = copy.deepcopy(model), copy.deepcopy(model)
+    opts = [build_optimizer(m, "lars", lr=2.0, weight_decay=1e-5, momentum=0.9, exclude_bias_norm=True, impl=impl)
+            for m, impl in ((loop, "loop"), (vec, "foreach"))]
+    for _ in range(3):
+        for m, opt in zip((loop, vec), opts, strict=True):
+            opt.zero_grad()
+            nn.functional.cross_entropy(m(x), y).backward()
+            opt.step()
+    for a, b in zip(loop.parameters(), vec.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
