@@ -20,21 +20,20 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
-from sweeps.launch import Sweep, main, prepare, untrained_cells  # noqa: E402
-from sweeps.options import SweepError, build_parser  # noqa: E402
-from sweeps.paper_table1 import TABLE1  # noqa: E402
+from sweeps.launch import TABLE1, Sweep, main, prepare, untrained_cells  # noqa: E402
+from sweeps.options import SweepError, SweepOptions, build_parser  # noqa: E402
 
 INIT = "model.init_checkpoint"
 
 
-def probe_corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
+def probe_corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
     return [str(c) for c in opts.get("corruptions") or TABLE1]
 
 
 def probe_cells(checkpoints: dict[tuple[str, int], str] | None):
     """Cells -> frozen probes: epochs 0 from the checkpoint of the same method and seed."""
 
-    def edit(opts: dict, cells: list[dict]) -> list[dict]:
+    def edit(opts: SweepOptions, cells: list[dict]) -> list[dict]:
         out = []
         for cell in cells:
             path = cell.get(INIT) if checkpoints is None else checkpoints.get((cell["method"], cell["system.seed"]))
@@ -49,7 +48,7 @@ def probe_cells(checkpoints: dict[tuple[str, int], str] | None):
     return edit
 
 
-def references(opts: dict, cells: list[dict]) -> list[dict]:
+def references(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     """The untrained reference per corruption x seed (``include_untrained``): no checkpoint."""
     return [{**c, INIT: None} for c in untrained_cells(opts, cells)]
 

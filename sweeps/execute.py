@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import ray
 from ray import tune
@@ -24,7 +25,7 @@ from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from sweeps import records, tracking
 from sweeps.launch import Plan, save_plan
-from sweeps.options import SweepError, searched_keys
+from sweeps.options import SweepError, SweepOptions, searched_keys
 from sweeps.progress import Progress, ended, print_summary
 from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, dataset_record, open_parent_run
 from trainables import tune_adapter
@@ -154,8 +155,8 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
         print(f"resuming {plan.experiment_path}", flush=True)
         return tune.Tuner.restore(str(plan.experiment_path), trainable, resume_unfinished=True, resume_errored=True)
     setup = plan.sweep.tune_setup or grid_setup
-    param_space, tune_kwargs = setup(plan.opts, plan.cells)
-    param_space.update({"sweep.gpu": plan.opts["resources"]["gpu"], **plan.opts.get("sweep_keys", {})})
+    param_space, tune_kwargs = setup(plan.opts, plan.experiment_path, plan.cells)
+    param_space.update({"sweep.gpu": plan.opts["resources"]["gpu"], **plan.sweep_keys})
     if plan.opts.get("max_concurrent"):
         tune_kwargs.setdefault("max_concurrent_trials", int(plan.opts["max_concurrent"]))
     writer = MLflowTrialWriter(plan.mlflow_uri, parent, SampleRenderer.from_dataset(plan.data),
@@ -179,6 +180,6 @@ def trial_dirname(trial) -> str:
     return f"{tracking.run_name(tune_adapter.trial_config(trial.config))}-{trial.trial_id}"
 
 
-def grid_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
+def grid_setup(opts: SweepOptions, experiment_path: Path, cells: list[dict]) -> tuple[dict, dict]:
     """Every cell once: a grid over complete flat configs."""
     return {"sweep.cell": tune.grid_search(cells)}, {}

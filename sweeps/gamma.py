@@ -14,11 +14,12 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 from sweeps.launch import Sweep, main, untrained_cells  # noqa: E402
+from sweeps.options import SweepOptions  # noqa: E402
 
 DEFAULT_GAMMAS = (0.1, 0.2, 0.5, 1, 2, 2.5, 5)
 
 
-def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
+def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
     """``ori`` for gamma 1, ``gam_<g>`` for the others."""
     gammas = opts.get("gammas") or DEFAULT_GAMMAS
     return ["ori"] + [f"gam_{g:g}" for g in gammas if float(g) != 1.0]

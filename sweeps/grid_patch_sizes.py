@@ -20,10 +20,10 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 from sweeps.launch import Sweep, main, untrained_cells  # noqa: E402
-from sweeps.options import SweepError  # noqa: E402
+from sweeps.options import SweepError, SweepOptions  # noqa: E402
 
 
-def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
+def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
     """``ori`` plus every family x grid that is neither an identity nor a duplicate permutation."""
     from corruptions import CORRUPTIONS, divisors, parse
 

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeps import records
-from sweeps.options import DEFAULT_STORAGE, Flag, SweepError, build_parser, load_yaml, merge_options, searched_keys
+from sweeps.options import (
+    DEFAULT_STORAGE,
+    Flag,
+    SweepError,
+    SweepOptions,
+    build_parser,
+    load_yaml,
+    merge_options,
+    searched_keys,
+)
 from sweeps.preflight import check_address, check_storage
 from trainables.schema import default_uri
 
@@ -33,19 +42,26 @@ class Sweep:
 
     name: str
     description: str
-    corruptions: Callable[[dict[str, Any], tuple[int, int]], list[str]]
+    corruptions: Callable[[SweepOptions, tuple[int, int]], list[str]]
     extra_keys: frozenset[str] = frozenset()
-    # (opts, cells) -> (param_space, TuneConfig kwargs); default: a grid over the cells.
-    tune_setup: Callable[[dict[str, Any], list[dict]], tuple[dict, dict]] | None = None
+    # (opts, experiment folder, cells) -> (param_space, TuneConfig kwargs); default: a grid over the cells.
+    tune_setup: Callable[[SweepOptions, Path, list[dict]], tuple[dict, dict]] | None = None
+    # (opts, base cells) -> the sweep's own keys checked and normalised (e.g. a search space against
+    # the base trial's config), before any cell is edited; SweepError names a bad one.
+    check_options: Callable[[SweepOptions, list[dict]], dict[str, Any]] | None = None
     # (opts, cells) -> more flat cells (e.g. the untrained reference), validated like the others.
-    extra_cells: Callable[[dict[str, Any], list[dict]], list[dict]] | None = None
+    extra_cells: Callable[[SweepOptions, list[dict]], list[dict]] | None = None
     # (opts, cells) -> the cells rewritten (e.g. a checkpoint per method and seed), then re-validated.
-    edit_cells: Callable[[dict[str, Any], list[dict]], list[dict]] | None = None
+    edit_cells: Callable[[SweepOptions, list[dict]], list[dict]] | None = None
     # The sweep's own flags (e.g. tune_hparams' --num-samples), each setting the YAML key of its name.
     flags: tuple[Flag, ...] = ()
 
 
-def untrained_cells(opts: dict[str, Any], cells: list[dict]) -> list[dict]:
+# The study's Table 1 corruptions (docs/study.md): paper_table1's and downstream's default axis.
+TABLE1 = ("ori", "glo_4", "glo_8", "loc_4", "loc_8")
+
+
+def untrained_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     """With ``include_untrained``: an epochs-0 copy of the first cell of each corruption x seed.
 
     Every method builds its backbone first from the seed's ``init`` generator, so one
@@ -64,7 +80,7 @@ class Plan:
     """A validated sweep: every trial's flat config and where things go."""
 
     sweep: Sweep
-    opts: dict[str, Any]
+    opts: SweepOptions
     cells: list[dict[str, Any]]
     data: ImageDataset
     storage: Path
@@ -72,6 +88,7 @@ class Plan:
     mlflow_uri: str
     address: str | None
     resume: bool
+    sweep_keys: dict[str, Any] = dataclasses.field(default_factory=dict)  # the YAML's sweep.* trial keys (fault injection)
 
     @property
     def experiment_path(self) -> Path:
@@ -96,7 +113,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         base = {"data.dataset": absolute_spec(opts["dataset"]), **{k: v for k, v in opts["trial"].items() if not k.startswith("sweep.")}}
         if base.get("data.cache_dir"):
             base["data.cache_dir"] = str(Path(base["data.cache_dir"]).expanduser().resolve())
-        opts["sweep_keys"] = {k: v for k, v in opts["trial"].items() if k.startswith("sweep.")}
+        sweep_keys = {k: v for k, v in opts["trial"].items() if k.startswith("sweep.")}
         if opts.get("data_dir"):
             base["data.data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
         probe = TrialConfig.from_flat({**base, "method": opts["methods"][0]})
@@ -106,6 +123,8 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         for spec in corruptions:
             parse(spec).check(*data.image_size)
         cells = [_cell(base, opts, m, c, s) for m in opts["methods"] for c in corruptions for s in opts["seeds"]]
+        if sweep.check_options is not None:
+            opts = opts.with_extra(sweep.check_options(opts, cells))
         if sweep.edit_cells is not None:
             cells = [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.edit_cells(opts, cells)]
         if sweep.extra_cells is not None:
@@ -118,8 +137,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
     storage = (args.storage_path or DEFAULT_STORAGE).expanduser().resolve()
     experiment = opts.get("experiment") or f"{sweep.name}-{_slug(opts['dataset'])}"
     mlflow_uri = args.mlflow_uri or default_uri(storage)
-    opts["_experiment"], opts["_experiment_path"] = experiment, str(storage / experiment)
-    plan = Plan(sweep, opts, cells, data, storage, experiment, mlflow_uri, args.address, args.resume)
+    plan = Plan(sweep, opts, cells, data, storage, experiment, mlflow_uri, args.address, args.resume, sweep_keys)
     if plan.experiment_path.exists() and not args.resume and not args.dry_run:
         raise SweepError(f"experiment {str(plan.experiment_path)!r} already exists; pass --resume to continue it or --experiment NEW_NAME")
     if args.resume and not plan.experiment_path.exists():
@@ -222,7 +240,7 @@ def _added_at_default(recorded: dict, current: dict) -> set[str]:
     return {k for k in missing if k in defaults and current[k] == defaults[k]}
 
 
-def _cell(base: dict, opts: dict, method: str, corruption: str, seed: int) -> dict[str, Any]:
+def _cell(base: dict, opts: SweepOptions, method: str, corruption: str, seed: int) -> dict[str, Any]:
     """One trial's complete, resolved flat config (validated here, before any trial starts)."""
     from trainables.config import TrialConfig
 

@@ -120,8 +120,52 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: set[str], flags: tuple[Flag, ...] = ()) -> dict[str, Any]:
-    """YAML + smoke-test block + CLI flags -> one options dict; unknown YAML keys raise."""
+@dataclasses.dataclass(frozen=True)
+class SweepOptions:
+    """A sweep's options, built and validated once (``merge_options``), read-only after.
+
+    The common options are fields; a sweep's own keys (``Sweep.extra_keys``: grids, gammas, space,
+    ...) are in ``extra``, as its YAML or flags gave them and as its ``check_options`` normalised
+    them. ``opts.get(key)`` and ``opts[key]`` read either, so a sweep reads ``opts.get("grids")``.
+    """
+
+    dataset: str
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    resources: dict[str, float]  # {"cpu": per trial, "gpu": per trial}
+    trial: dict[str, Any]  # flat trial keys shared by every trial: the YAML's, then --set
+    trial_set: dict[str, Any]  # the --set keys alone: they win over method_params too
+    method_params: dict[str, dict[str, Any]]  # method -> its parameters or dotted flat keys
+    max_failures: int
+    data_dir: str | None = None
+    epochs: int | None = None
+    max_concurrent: int | None = None
+    experiment: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        if key in _OPTION_FIELDS:
+            return getattr(self, key)
+        return self.extra[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in _OPTION_FIELDS or key in self.extra
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The option (a field or a sweep key), ``default`` where it is unset or None."""
+        value = getattr(self, key) if key in _OPTION_FIELDS else self.extra.get(key)
+        return default if value is None else value
+
+    def with_extra(self, values: dict[str, Any]) -> SweepOptions:
+        """A copy whose sweep keys are updated (a sweep's ``check_options`` result)."""
+        return dataclasses.replace(self, extra={**self.extra, **values})
+
+
+_OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SweepOptions)) - {"extra"}
+
+
+def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: set[str], flags: tuple[Flag, ...] = ()) -> SweepOptions:
+    """YAML + smoke-test block + CLI flags -> the sweep's options, checked; unknown YAML keys raise."""
     unknown = sorted(set(data) - COMMON_KEYS - extra_keys)
     if unknown:
         raise SweepError(f"config {str(args.config)!r}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(COMMON_KEYS | extra_keys))}")
@@ -158,8 +202,11 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
     opts.setdefault("seeds", [0])
     opts.setdefault("dataset", "digits")
     opts.setdefault("max_failures", DEFAULT_MAX_FAILURES)
-    check_options(opts, args)
-    return opts
+    check_common(opts, args)
+    common = {k: v for k, v in opts.items() if k in _OPTION_FIELDS}
+    common.update(methods=tuple(opts["methods"]), seeds=tuple(opts["seeds"]),
+                  method_params={m: dict(p or {}) for m, p in (opts.get("method_params") or {}).items()})
+    return SweepOptions(**common, extra={k: v for k, v in opts.items() if k not in _OPTION_FIELDS})
 
 
 # The flag that sets an option: an error names it when the flag was given, else the YAML key.
@@ -210,7 +257,7 @@ def _mapping(key: str, value: Any, example: str) -> dict:
     return value
 
 
-def check_options(opts: dict[str, Any], args: argparse.Namespace | None = None) -> None:
+def check_common(opts: dict[str, Any], args: argparse.Namespace | None = None) -> None:
     """Type- and range-check, in place, the options every sweep shares (``"5e-4"`` becomes a number).
 
     Raises:
@@ -248,7 +295,7 @@ def check_resources(resources: dict[str, Any], args: argparse.Namespace | None =
     return {"cpu": cpu, "gpu": gpu}
 
 
-def searched_keys(opts: dict) -> list[str]:
+def searched_keys(opts: SweepOptions | dict) -> list[str]:
     """Config keys a search varies: its ``space`` and the keys of its ``candidates``."""
     keys = list(opts.get("space") or {})
     for candidate in opts.get("candidates") or []:

@@ -24,11 +24,10 @@ from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
-from sweeps.launch import Sweep, main, untrained_cells  # noqa: E402
-from sweeps.options import CONFIG_DIR, SweepError  # noqa: E402
+from sweeps.launch import TABLE1, Sweep, main, untrained_cells  # noqa: E402
+from sweeps.options import CONFIG_DIR, SweepError, SweepOptions  # noqa: E402
 
 BUDGETS = ("cpu", "gpu")
-TABLE1 = ("ori", "glo_4", "glo_8", "loc_4", "loc_8")
 
 
 DEVIATION_FIELDS = ("key", "ours", "study", "reason")
@@ -57,14 +56,14 @@ def check_deviations(entries: object) -> None:
                              f"valid: a list of {', '.join(sorted(METHODS))}")
 
 
-def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
+def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
     """The YAML's ``corruptions`` (default: Table 1's five), ``ori`` first; checks ``deviations`` first."""
     check_deviations(opts.get("deviations"))
     specs = [str(c) for c in opts.get("corruptions") or TABLE1]
     return ["ori", *[c for c in specs if c != "ori"]] if "ori" in specs else specs
 
 
-def more_cells(opts: dict, cells: list[dict]) -> list[dict]:
+def more_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     """``extra_seeds`` copies of some corruptions' cells, the ``extra_arms``, then the untrained references."""
     extra = opts.get("extra_seeds") or {}
     present = sorted({c["data.corruption"] for c in cells})
@@ -82,7 +81,7 @@ def more_cells(opts: dict, cells: list[dict]) -> list[dict]:
     return added + arms + untrained_cells(opts, cells + added)
 
 
-def arm_cells(opts: dict, cells: list[dict]) -> list[dict]:
+def arm_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     """``extra_arms``: each entry ``{method: M, <flat key>: value, ...}`` is a copy of M's cells (every
     corruption and seed) with those overrides, e.g. the accuracy-matched supervised arm
     ``{method: supervised, data.labels_per_class: 100}`` (analysis names it ``supervised@100``)."""

@@ -20,14 +20,14 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 from sweeps.launch import Sweep, main  # noqa: E402
-from sweeps.options import Flag, SweepError  # noqa: E402
+from sweeps.options import Flag, SweepError, SweepOptions  # noqa: E402
 from trainables import metrics  # noqa: E402
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 ASHA = {"grace_period": 1, "reduction_factor": 2}  # key -> minimum
 
 
-def corruptions(opts: dict, size: tuple[int, int]) -> list[str]:
+def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
     """One corruption: the one being tuned for (``--corruption``, else the YAML's ``corruption``, else
     its ``trial: data.corruption``, else ``ori``)."""
     if len(opts["methods"]) != 1:
@@ -45,21 +45,22 @@ def domain(key: str, spec: dict):
     return {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint}[kind](*args) if kind != "choice" else tune.choice(args)
 
 
-def check_search(opts: dict, cell: dict) -> None:
-    """The search's own YAML keys typed and in range before Ray starts (``1e3`` samples included);
-    ``space`` is rewritten Tune-ready: numbers read, and bounds or choices checked as a trial's
-    config would check them, so no sampled trial can fail on its config.
+def check_search(opts: SweepOptions, cells: list[dict]) -> dict:
+    """The search's own YAML keys typed and in range before Ray starts (``1e3`` samples included),
+    returned normalised; ``space`` comes back Tune-ready: numbers read, and bounds or choices checked
+    against the base trial's config (``cells[0]``), so no sampled trial can fail on its config.
 
     Raises:
         SweepError: one line naming the key, the value and what is valid.
     """
+    cell, checked = cells[0], {}
     for key, minimum in (("num_samples", 1), ("search_seed", 0)):
         if opts.get(key) is not None:
-            opts[key] = _integer(key, opts[key], minimum)
+            checked[key] = _integer(key, opts[key], minimum)
     asha = opts.get("asha") or {}
     if not isinstance(asha, dict) or set(asha) - set(ASHA):
         raise SweepError(f"asha {asha!r} is invalid; valid: a mapping of grace_period (>= 1) and reduction_factor (>= 2)")
-    opts["asha"] = {k: _integer(f"asha.{k}", v, ASHA[k]) for k, v in asha.items()}
+    checked["asha"] = {k: _integer(f"asha.{k}", v, ASHA[k]) for k, v in asha.items()}
     if opts.get("mode", "max") not in ("min", "max"):
         raise SweepError(f"mode {opts['mode']!r} is invalid; valid: min, max")
     if not isinstance(opts.get("metric", "knn_acc"), str):
@@ -70,7 +71,8 @@ def check_search(opts: dict, cell: dict) -> None:
     unknown = sorted(str(k) for k in space if k not in cell)
     if unknown:
         raise SweepError(f"space key(s) {', '.join(unknown)} are not config keys of {cell['method']}; valid: {', '.join(k for k in cell if '.' in k)}")
-    opts["space"] = {key: _distribution(key, spec, cell) for key, spec in space.items()}
+    checked["space"] = {key: _distribution(key, spec, cell) for key, spec in space.items()}
+    return checked
 
 
 def _integer(key: str, value, minimum: int) -> int:
@@ -134,13 +136,12 @@ def _integer_key(key: str, method: str) -> bool:
 EVERY_EPOCH = metrics.names("metric", metrics.EPOCH, every_method=True)
 
 
-def search_cells(opts: dict, cells: list[dict]) -> list[dict]:
+def search_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     """One cell per seed and ``candidates`` entry (the seed's cell with its overrides); else the one base cell.
 
     ``cells`` holds one cell per seed (one method, one corruption). A searched space tunes on one seed:
     Optuna proposes for the base cell only, so further seeds are an error rather than silently dropped.
     """
-    check_search(opts, cells[0])
     candidates = opts.get("candidates")
     metric = opts.get("metric", "knn_acc")
     if not candidates:
@@ -158,7 +159,7 @@ def search_cells(opts: dict, cells: list[dict]) -> list[dict]:
     return [{**cell, **c} for cell in cells for c in candidates]  # seed-major: a seed's candidates run side by side
 
 
-def tune_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
+def tune_setup(opts: SweepOptions, experiment_path: Path, cells: list[dict]) -> tuple[dict, dict]:
     """Optuna TPE (study persisted in sqlite) + ASHA on the trial's metric; cells[0] is the base.
 
     With ``candidates`` every cell runs once to the end (a grid, no searcher, no early stopping).
@@ -173,10 +174,10 @@ def tune_setup(opts: dict, cells: list[dict]) -> tuple[dict, dict]:
     from ray.tune.search.optuna import OptunaSearch
 
     space = opts.get("space") or {}  # checked by check_search
-    storage = Path(opts["_experiment_path"]) / "optuna.db"
+    storage = experiment_path / "optuna.db"
     storage.parent.mkdir(parents=True, exist_ok=True)
     study = optuna.storages.RDBStorage(f"sqlite:///{storage}")
-    searcher = OptunaSearch(storage=study, study_name=opts["_experiment"],
+    searcher = OptunaSearch(storage=study, study_name=experiment_path.name,
                             sampler=optuna.samplers.TPESampler(seed=int(opts.get("search_seed", 0))))
     asha = opts.get("asha") or {}
     scheduler = ASHAScheduler(time_attr="training_iteration", max_t=int(cells[0]["optim.epochs"]),
@@ -192,7 +193,7 @@ FLAGS = (
 )
 SWEEP = Sweep("tune_hparams", __doc__, corruptions,
               frozenset({"space", "candidates", "asha", "metric", "mode", "num_samples", "search_seed", "corruption"}), tune_setup,
-              edit_cells=search_cells, flags=FLAGS)
+              check_options=check_search, edit_cells=search_cells, flags=FLAGS)
 
 def cli(argv: list[str] | None = None) -> int:
     """``sbl-sweep tune_hparams`` and ``python sweeps/tune_hparams.py``: exit code of ``sweeps.launch.main``."""
