@@ -38,7 +38,7 @@ import yaml  # noqa: E402
 
 from benchmarks.train_step import FAST_IMPL, STUDY_MODES  # noqa: E402
 from sweeps.launch import prepare  # noqa: E402
-from sweeps.paper_table1 import SWEEP, with_budget  # noqa: E402
+from sweeps.paper_table1 import SWEEP  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.loop import run_trial  # noqa: E402
 
@@ -53,7 +53,7 @@ class BudgetSpent(Exception):
 def preset_trial(dataset: str, method: str, corruption: str, seed: int, overrides: dict) -> tuple[dict, object]:
     """The gpu preset's flat config for one cell (as the sweep resolves it) with ``overrides``, and the dataset."""
     with tempfile.TemporaryDirectory() as storage:
-        plan, _ = prepare(SWEEP, with_budget(["--budget", "gpu", "--dry-run", "--dataset", dataset, "--storage-path", storage]))
+        plan, _ = prepare(SWEEP, ["--budget", "gpu", "--dry-run", "--dataset", dataset, "--storage-path", storage])
     cells = [c for c in plan.cells if (c["method"], c["data.corruption"], c["system.seed"]) == (method, corruption, seed)
              and c["optim.epochs"] > 0 and c.get("data.labels_per_class") is None]
     if not cells:

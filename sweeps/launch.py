@@ -22,6 +22,7 @@ from sweeps.options import (
     SweepError,
     SweepOptions,
     build_parser,
+    config_path,
     load_yaml,
     merge_options,
     searched_keys,
@@ -98,6 +99,7 @@ class Plan:
 def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool]:
     """Parse and validate; returns (plan, dry_run). Raises SweepError with a one-line message."""
     args = build_parser(sweep.description, sweep.name, sweep.flags).parse_args(argv)
+    args.config = config_path(args, sweep.name, sweep.flags)
     opts = merge_options(args, load_yaml(args.config), set(sweep.extra_keys), sweep.flags)
     check_storage(args.storage_path or DEFAULT_STORAGE)
     from corruptions import CorruptionError, parse

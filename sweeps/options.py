@@ -42,6 +42,11 @@ class Flag:
     kind: type
     help: str
     metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    # A flag that picks the YAML instead of setting a key: the file name with {} for its value
+    # (paper_table1's --budget: "paper_table1_{}.yaml"), used unless --config is given.
+    config: str | None = None
+    default: Any = None
 
     @property
     def flag(self) -> str:
@@ -81,7 +86,9 @@ def build_parser(description: str, sweep_name: str, flags: tuple[Flag, ...] = ()
     add("--address", default=None, help="Ray cluster to join: 'auto' (the one `ray start` began on this node) or "
         "the head's host:port (e.g. 10.0.0.5:6379); omit for a local instance. Run the sweep on a cluster node: "
         "Ray Client (ray://) addresses are not supported")
-    add("--config", type=Path, default=CONFIG_DIR / f"{sweep_name}.yaml", help="YAML search space (default: %(default)s)")
+    picker = next((f for f in flags if f.config), None)
+    default_config = CONFIG_DIR / (picker.config.format(f"<{picker.key}>") if picker else f"{sweep_name}.yaml")
+    add("--config", type=Path, default=None, help=f"YAML search space (default: {default_config})")
     add("--dataset", help=f"{' | '.join(n if n != 'imagefolder' else 'imagefolder:<path>' for n in choices.DATASETS)} (see below)")
     add("--data-dir", help="folder for torchvision datasets")
     add("--methods", nargs="+", help=f"methods to sweep: {', '.join(choices.METHODS)}")
@@ -98,8 +105,17 @@ def build_parser(description: str, sweep_name: str, flags: tuple[Flag, ...] = ()
     add("--smoke-test", action="store_true", help="a tiny version of the sweep (the YAML's smoke_test block)")
     add("--set", action="append", default=[], metavar="KEY=VALUE", help="a flat trial config override, e.g. optim.lr=0.1 (repeatable)")
     for flag in flags:
-        add(flag.flag, dest=flag.key, type=number(flag.kind) if flag.kind is not str else str, metavar=flag.metavar, help=flag.help)
+        add(flag.flag, dest=flag.key, type=number(flag.kind) if flag.kind is not str else str, metavar=flag.metavar,
+            choices=flag.choices, default=flag.default, help=flag.help)
     return p
+
+
+def config_path(args: argparse.Namespace, sweep_name: str, flags: tuple[Flag, ...] = ()) -> Path:
+    """The YAML a sweep reads: ``--config``, else the one its picking flag names, else ``<sweep>.yaml``."""
+    if args.config is not None:
+        return args.config
+    picker = next((f for f in flags if f.config), None)
+    return CONFIG_DIR / (picker.config.format(getattr(args, picker.key)) if picker else f"{sweep_name}.yaml")
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
@@ -179,7 +195,7 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
     flags = {
         "dataset": args.dataset, "data_dir": args.data_dir, "methods": args.methods, "epochs": args.epochs,
         "seeds": args.seeds, "max_concurrent": args.max_concurrent, "experiment": args.experiment,
-        **{f.key: getattr(args, f.key) for f in flags},
+        **{f.key: getattr(args, f.key) for f in flags if f.config is None},
     }
     opts.update({k: v for k, v in flags.items() if v is not None})
     if args.gpus_per_trial is not None:

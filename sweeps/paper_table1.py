@@ -25,9 +25,9 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
 
 from sweeps.launch import TABLE1, Sweep, main, untrained_cells  # noqa: E402
-from sweeps.options import CONFIG_DIR, SweepError, SweepOptions  # noqa: E402
+from sweeps.options import Flag, SweepError, SweepOptions  # noqa: E402
 
-BUDGETS = ("cpu", "gpu")
+BUDGETS = ("cpu", "gpu", "gpu_check")
 
 
 DEVIATION_FIELDS = ("key", "ours", "study", "reason")
@@ -98,34 +98,16 @@ def arm_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     return out
 
 
-def with_budget(argv: list[str]) -> list[str]:
-    """``--budget B`` -> ``--config sweeps/configs/paper_table1_B.yaml`` (unless --config is given)."""
-    argv = list(argv)
-    budget = "cpu"
-    if "--budget" in argv:
-        i = argv.index("--budget")
-        if i + 1 >= len(argv) or argv[i + 1] not in BUDGETS:
-            value = argv[i + 1] if i + 1 < len(argv) else "(none)"
-            raise SweepError(f"--budget {value!r} is invalid; valid: {', '.join(BUDGETS)}")
-        budget = argv[i + 1]
-        del argv[i : i + 2]
-    if "--config" not in argv:
-        argv += ["--config", str(CONFIG_DIR / f"paper_table1_{budget}.yaml")]
-    return argv
-
-
+BUDGET = Flag("budget", str, "the preset: cpu (2 CPU cores, real CIFAR-10), gpu (the study's scale), gpu_check "
+              "(the gpu preset's settings, 4 trials, for a short GPU session); picks sweeps/configs/paper_table1_<budget>.yaml unless --config is given",
+              choices=BUDGETS, config="paper_table1_{}.yaml", default="cpu")
 SWEEP = Sweep("paper_table1", __doc__, corruptions, frozenset({"corruptions", "extra_seeds", "extra_arms", "include_untrained", "deviations"}),
-              extra_cells=more_cells)
+              extra_cells=more_cells, flags=(BUDGET,))
 
 
 def cli(argv: list[str] | None = None) -> int:
     """``sbl-sweep paper_table1`` and ``python sweeps/paper_table1.py``: ``--budget`` chooses the preset."""
-    try:
-        args = with_budget(sys.argv[1:] if argv is None else argv)
-    except SweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return main(SWEEP, args)
+    return main(SWEEP, argv)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,12 @@ import torch
 from benchmarks.lease_trial import levers_from
 from benchmarks.train_step import peak_tflops, study, study_config, study_parser
 from sweeps.launch import prepare
-from sweeps.paper_table1 import SWEEP, with_budget
+from sweeps.paper_table1 import SWEEP
 from tests.conftest import REPO
 
 
 def test_study_config__is_the_gpu_presets_trial_with_the_benchmarks_scale(tmp_path):
-    plan, _ = prepare(SWEEP, with_budget(["--budget", "gpu", "--dry-run", "--dataset", "digits",
-                                          "--storage-path", str(tmp_path)]))
+    plan, _ = prepare(SWEEP, ["--budget", "gpu", "--dry-run", "--dataset", "digits", "--storage-path", str(tmp_path)])
     varied = {"model.width", "optim.batch_size", "system.device", "system.channels_last"}
     for method in ("moco_v2", "byol", "supervised"):
         cell = next(c for c in plan.cells if c["method"] == method and c["optim.epochs"] > 0)

@@ -10,18 +10,24 @@ from sweeps.options import CONFIG_DIR, SweepError
 from tests.sweeps.conftest import TINY, argv, runs
 
 
-def test_with_budget__picks_the_budget_yaml_and_refuses_unknown_budgets():
-    assert paper_table1.with_budget(["--budget", "gpu"])[-1].endswith("paper_table1_gpu.yaml")
-    assert paper_table1.with_budget([])[-1] == str(CONFIG_DIR / "paper_table1_cpu.yaml")
-    assert paper_table1.with_budget(["--config", "x.yaml"]) == ["--config", "x.yaml"]
-    with pytest.raises(SweepError, match=r"--budget 'tpu' is invalid; valid: cpu, gpu"):
-        paper_table1.with_budget(["--budget", "tpu"])
+def test_budget__picks_the_budget_yaml_unless_config_is_given_and_refuses_unknown_budgets(capsys):
+    from sweeps.options import build_parser, config_path
+
+    parser = build_parser("", "paper_table1", paper_table1.SWEEP.flags)
+    pick = lambda argv: config_path(parser.parse_args(argv), "paper_table1", paper_table1.SWEEP.flags)  # noqa: E731
+    assert pick(["--budget", "gpu"]) == CONFIG_DIR / "paper_table1_gpu.yaml"
+    assert pick([]) == CONFIG_DIR / "paper_table1_cpu.yaml"
+    assert str(pick(["--config", "x.yaml", "--budget", "gpu"])) == "x.yaml"
+    with pytest.raises(SystemExit) as exit_:  # argparse's own error, in one line
+        main(paper_table1.SWEEP, ["--budget", "tpu", "--dry-run"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2
+    assert len(err.splitlines()) == 1 and "--budget: invalid choice: 'tpu'" in err and "'cpu', 'gpu', 'gpu_check'" in err
 
 
 @pytest.mark.parametrize("budget", ["cpu", "gpu"])
 def test_paper_table1__every_budget_plans_table1_with_untrained_references(storage, budget):
-    plan, _ = prepare(paper_table1.SWEEP, paper_table1.with_budget(["--budget", budget, "--dataset", "digits",
-                                                                    "--storage-path", str(storage), "--dry-run"]))
+    plan, _ = prepare(paper_table1.SWEEP, ["--budget", budget, "--dataset", "digits", "--storage-path", str(storage), "--dry-run"])
     trained = [c for c in plan.cells if c["optim.epochs"] > 0]
     untrained = [c for c in plan.cells if c["optim.epochs"] == 0]
     corruptions = {c["data.corruption"] for c in trained}
