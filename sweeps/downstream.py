@@ -18,10 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
-
-from sweeps.launch import TABLE1, Sweep, main, prepare, untrained_cells  # noqa: E402
-from sweeps.options import SweepError, SweepOptions, build_parser  # noqa: E402
+from sweeps.launch import TABLE1, Sweep, main, prepare, untrained_cells
+from sweeps.options import SweepError, SweepOptions, build_parser
 
 INIT = "model.init_checkpoint"
 

@@ -9,12 +9,9 @@ and ``include_untrained`` (the epochs-0 reference trials, as in grid_patch_sizes
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
-
-from sweeps.launch import Sweep, main, untrained_cells  # noqa: E402
-from sweeps.options import SweepOptions  # noqa: E402
+from sweeps.launch import Sweep, main, untrained_cells
+from sweeps.options import SweepOptions
 
 DEFAULT_GAMMAS = (0.1, 0.2, 0.5, 1, 2, 2.5, 5)
 

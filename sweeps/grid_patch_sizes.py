@@ -15,12 +15,9 @@ initialisation, evaluated like the others; analysis labels it ``untrained``).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
-
-from sweeps.launch import Sweep, main, untrained_cells  # noqa: E402
-from sweeps.options import SweepError, SweepOptions  # noqa: E402
+from sweeps.launch import Sweep, main, untrained_cells
+from sweeps.options import SweepError, SweepOptions
 
 
 def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:

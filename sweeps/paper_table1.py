@@ -20,12 +20,9 @@ checked for shape here and for truth by tests/sweeps/test_paper_gpu_preset.py; i
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
-
-from sweeps.launch import TABLE1, Sweep, main, untrained_cells  # noqa: E402
-from sweeps.options import Flag, SweepError, SweepOptions  # noqa: E402
+from sweeps.launch import TABLE1, Sweep, main, untrained_cells
+from sweeps.options import Flag, SweepError, SweepOptions
 
 BUDGETS = ("cpu", "gpu", "gpu_check")
 

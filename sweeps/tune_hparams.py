@@ -17,11 +17,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path[0] = str(Path(__file__).resolve().parents[1])  # run as a script from anywhere
-
-from sweeps.launch import Sweep, main  # noqa: E402
-from sweeps.options import Flag, SweepError, SweepOptions  # noqa: E402
-from trainables import metrics  # noqa: E402
+from sweeps.launch import Sweep, main
+from sweeps.options import Flag, SweepError, SweepOptions
+from trainables import metrics
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 ASHA = {"grace_period": 1, "reduction_factor": 2}  # key -> minimum
