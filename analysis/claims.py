@@ -34,10 +34,17 @@ from analysis.geometry_claims import geometry_claims
 
 def _floor_claims(df: pd.DataFrame, metric: str) -> list[dict]:
     """S1.floor (a sanity check, not the study's): every arm learned above the untrained floor."""
-    return [check("S1.floor", f"{arm} on ori beats the untrained backbone", "",
-                  value_contrast(df, {(arm, CLEAN): 1.0, (UNTRAINED, CLEAN): -1.0}, metric, binomial=True), "acc pts",
-                  paper.QUOTES["S1.floor"])
-            for arm in trained_arms(df)]
+    return [
+        check(
+            "S1.floor",
+            f"{arm} on ori beats the untrained backbone",
+            "",
+            value_contrast(df, {(arm, CLEAN): 1.0, (UNTRAINED, CLEAN): -1.0}, metric, binomial=True),
+            "acc pts",
+            paper.QUOTES["S1.floor"],
+        )
+        for arm in trained_arms(df)
+    ]
 
 
 def _pretraining(df: pd.DataFrame, metric: str, history: pd.DataFrame | None) -> list[dict]:
@@ -46,8 +53,13 @@ def _pretraining(df: pd.DataFrame, metric: str, history: pd.DataFrame | None) ->
     rows = drop_claims(drops, df, cls, metric) + drop_claims(drops, df, cls, metric, v=FLOOR)
     for ref in matched_arms(df):
         rows += drop_claims(drops, df, cls, metric, ref, MATCHED)
-    return (rows + gamma_claims(drops, df, cls, metric) + geometry_claims(df, cls, metric, history)
-            + [seed_claim(df, metric)] + _floor_claims(df, metric))
+    return (
+        rows
+        + gamma_claims(drops, df, cls, metric)
+        + geometry_claims(df, cls, metric, history)
+        + [seed_claim(df, metric)]
+        + _floor_claims(df, metric)
+    )
 
 
 def _scopes(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -65,10 +77,25 @@ def _across_scopes(rows: list[dict], scopes: list[str]) -> dict:
         ev = Evidence(missing=(f"a second dataset or backbone (found {scopes[0] or 'one'})",))
     else:
         worst = min(firsts, key=lambda r: r["low"] if not math.isnan(r["low"]) else -math.inf)
-        ev = Evidence(worst["effect"], worst["low"], worst["high"], worst["n_seeds"], f"weakest setting: {worst['scope']}",
-                      tuple(m for r in firsts for m in ([r["missing"]] if r["missing"] else [])))
-    return {**check("C3.settings", "C1.avg holds in every dataset/backbone", "IN-1k: 27.7 vs 10.3 (R50)", ev, "pts",
-                    paper.QUOTES["C3.settings"]), "scope": "all"}
+        ev = Evidence(
+            worst["effect"],
+            worst["low"],
+            worst["high"],
+            worst["n_seeds"],
+            f"weakest setting: {worst['scope']}",
+            tuple(m for r in firsts for m in ([r["missing"]] if r["missing"] else [])),
+        )
+    return {
+        **check(
+            "C3.settings",
+            "C1.avg holds in every dataset/backbone",
+            "IN-1k: 27.7 vs 10.3 (R50)",
+            ev,
+            "pts",
+            paper.QUOTES["C3.settings"],
+        ),
+        "scope": "all",
+    }
 
 
 def _downstream(df: pd.DataFrame, metric: str) -> dict:
@@ -79,9 +106,20 @@ def _downstream(df: pd.DataFrame, metric: str) -> dict:
     else:
         drops = relative_drops(df, metric)
         corrupted = sorted(set(drops["corruption"]))
-        ev = drop_contrast(drops, {**mean_weights(SUPERVISED, corrupted), **mean_weights(cls[0], corrupted, -1)}, metric)
-    return {**check("C4.downstream", "downstream Avg Δ: supervised > CL", "R18: 16.3 > 12.8 (MoCo)", ev, "pts",
-                    paper.QUOTES["C4.downstream"]), "scope": "all"}
+        ev = drop_contrast(
+            drops, {**mean_weights(SUPERVISED, corrupted), **mean_weights(cls[0], corrupted, -1)}, metric
+        )
+    return {
+        **check(
+            "C4.downstream",
+            "downstream Avg Δ: supervised > CL",
+            "R18: 16.3 > 12.8 (MoCo)",
+            ev,
+            "pts",
+            paper.QUOTES["C4.downstream"],
+        ),
+        "scope": "all",
+    }
 
 
 def claim_checks(df: pd.DataFrame, metric: str = "knn_acc", history: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -139,7 +177,9 @@ def _main(args) -> None:
     text = format_claims(table)
     table.to_csv(source.out / "claims.csv", index=False)
     (source.out / "claims.txt").write_text(text + "\n")
-    print(f"Claim checks on {args.experiment!r} ({args.metric}):\n{text}\n\nwritten: {source.out}/claims.csv, claims.txt")
+    print(
+        f"Claim checks on {args.experiment!r} ({args.metric}):\n{text}\n\nwritten: {source.out}/claims.csv, claims.txt"
+    )
 
 
 if __name__ == "__main__":

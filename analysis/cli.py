@@ -39,20 +39,39 @@ def _prog() -> str:
     """``python -m analysis.drops`` as the program name (argparse would say ``drops.py``); a console
     script (``sbl-report``) keeps its own name."""
     script = Path(sys.argv[0])
-    return f"python -m analysis.{script.stem}" if script.suffix == ".py" and script.parent.name == "analysis" else script.name
+    return (
+        f"python -m analysis.{script.stem}"
+        if script.suffix == ".py" and script.parent.name == "analysis"
+        else script.name
+    )
 
 
 def parser(doc: str, metric: bool = False) -> argparse.ArgumentParser:
     """The shared flags; ``doc`` is the module docstring (first paragraph = description)."""
-    p = argparse.ArgumentParser(prog=_prog(), description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog=_prog(), description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--experiment", required=True, help="the sweep's experiment name (MLflow and Tune)")
     p.add_argument("--mlflow-uri", help="tracking store (default: sqlite:///<abs --storage-path>/mlflow.db)")
-    p.add_argument("--storage-path", type=Path, help="the sweep's storage folder (default: ./runs, or the sqlite store's folder)")
-    p.add_argument("--source", choices=("mlflow", "tune"), default="mlflow", help="read MLflow runs or the Tune folder <storage>/<experiment>")
-    p.add_argument("--sweep", metavar="PARENT_RUN_ID", help="where the experiment holds several sweeps: the parent run of the one to read")
+    p.add_argument(
+        "--storage-path", type=Path, help="the sweep's storage folder (default: ./runs, or the sqlite store's folder)"
+    )
+    p.add_argument(
+        "--source",
+        choices=("mlflow", "tune"),
+        default="mlflow",
+        help="read MLflow runs or the Tune folder <storage>/<experiment>",
+    )
+    p.add_argument(
+        "--sweep",
+        metavar="PARENT_RUN_ID",
+        help="where the experiment holds several sweeps: the parent run of the one to read",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: <storage>/analysis/<experiment>)")
     if metric:
-        p.add_argument("--metric", choices=METRICS, default="knn_acc", help="accuracy to analyse (default: %(default)s)")
+        p.add_argument(
+            "--metric", choices=METRICS, default="knn_acc", help="accuracy to analyse (default: %(default)s)"
+        )
     return p
 
 
@@ -105,7 +124,9 @@ def check_store(uri: str) -> None:
     except sqlite3.Error as err:
         raise AnalysisError(f"MLflow store {str(path)!r} cannot be read ({err}); {valid}") from None
     if not MLFLOW_TABLES <= tables:
-        raise AnalysisError(f"MLflow store {str(path)!r} is an SQLite database without MLflow's tables ({', '.join(sorted(MLFLOW_TABLES))}); {valid}")
+        raise AnalysisError(
+            f"MLflow store {str(path)!r} is an SQLite database without MLflow's tables ({', '.join(sorted(MLFLOW_TABLES))}); {valid}"
+        )
 
 
 def run(body: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:

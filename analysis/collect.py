@@ -73,15 +73,19 @@ def sweep_parent(client, experiment: str, sweep: str | None = None) -> str | Non
     twice as if it were another seed. Refused unless ``sweep`` (a parent run id) picks one.
     """
     exp_id = experiment_id(client, experiment)
-    parents = client.search_runs([exp_id], "tags.sweep = 'parent'", max_results=1000, order_by=["attributes.start_time ASC"])
+    parents = client.search_runs(
+        [exp_id], "tags.sweep = 'parent'", max_results=1000, order_by=["attributes.start_time ASC"]
+    )
     listed = ", ".join(_describe_parent(p) for p in parents) or "none"
     if sweep is not None:
         if sweep not in {p.info.run_id for p in parents}:
             raise AnalysisError(f"--sweep {sweep!r} is not a sweep of experiment {experiment!r}; its sweeps: {listed}")
         return sweep
     if len(parents) > 1:
-        raise AnalysisError(f"experiment {experiment!r} holds {len(parents)} sweeps ({listed}); pooled, each trial would "
-                            f"count once per sweep; valid: --sweep PARENT_RUN_ID")
+        raise AnalysisError(
+            f"experiment {experiment!r} holds {len(parents)} sweeps ({listed}); pooled, each trial would "
+            f"count once per sweep; valid: --sweep PARENT_RUN_ID"
+        )
     return parents[0].info.run_id if parents else None
 
 
@@ -94,8 +98,13 @@ def _describe_parent(run) -> str:
     return f"{run.info.run_id} ({where}started {started})"
 
 
-def load_runs(experiment: str, uri: str | None = None, storage: Path | None = None,
-              finished_only: bool = True, sweep: str | None = None) -> pd.DataFrame:
+def load_runs(
+    experiment: str,
+    uri: str | None = None,
+    storage: Path | None = None,
+    finished_only: bool = True,
+    sweep: str | None = None,
+) -> pd.DataFrame:
     """One row per trial of an MLflow experiment written by a sweep.
 
     Args:
@@ -128,9 +137,15 @@ def _mlflow_row(client, run, folders: dict[str, Path]) -> dict[str, Any]:
     info, data = run.info, run.data
     trial_id = data.tags.get(TRIAL_TAG, "")
     folder = folders.get(trial_id)
-    row = {"run_id": info.run_id, "trial_id": trial_id, "status": info.status,
-           "start_time": info.start_time, "end_time": info.end_time,
-           "trial_dir": str(folder) if folder else None, "checkpoint": _checkpoint(folder)}
+    row = {
+        "run_id": info.run_id,
+        "trial_id": trial_id,
+        "status": info.status,
+        "start_time": info.start_time,
+        "end_time": info.end_time,
+        "trial_dir": str(folder) if folder else None,
+        "checkpoint": _checkpoint(folder),
+    }
     config = {k: _decode(v) for k, v in data.params.items()}  # the flat config, as the sweep recorded it
     row.update(config)
     row[RECORDED_CONFIG] = config
@@ -170,8 +185,13 @@ def sweep_info(experiment: str, uri: str | None = None, sweep: str | None = None
         return {"parent_run_id": None, "tags": {}, "wall_s": None, "status": None}
     run = client.get_run(parent)
     end = run.info.end_time
-    return {"parent_run_id": run.info.run_id, "status": run.info.status, "tags": dict(run.data.tags),
-            "start_time": run.info.start_time, "wall_s": (end - run.info.start_time) / 1000 if end else None}
+    return {
+        "parent_run_id": run.info.run_id,
+        "status": run.info.status,
+        "tags": dict(run.data.tags),
+        "start_time": run.info.start_time,
+        "wall_s": (end - run.info.start_time) / 1000 if end else None,
+    }
 
 
 def log_report(path: Path, parent_run_id: str, uri: str | None = None) -> None:
@@ -179,8 +199,9 @@ def log_report(path: Path, parent_run_id: str, uri: str | None = None) -> None:
     client_for(uri or default_uri()).log_artifact(parent_run_id, str(path), REPORT_FOLDER)
 
 
-def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc", "loss"),
-              uri: str | None = None) -> pd.DataFrame:
+def histories(
+    df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc", "loss"), uri: str | None = None
+) -> pd.DataFrame:
     """Per-epoch metric values of the frame's trials, long form.
 
     MLflow rows (a ``run_id`` and ``uri``) read the metric history; others read the trial
@@ -196,17 +217,35 @@ def histories(df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc"
     rows = []
     for _, trial in df.iterrows():
         folder = Path(trial["trial_dir"]) if isinstance(trial.get("trial_dir"), str) else None
-        from_folder = tuple(k for k in keys if folder is not None and folder.is_dir() and (k.endswith("/") or client is None))
-        points = [(r.get("epoch"), key, r[key]) for r in (trial_results(folder) if from_folder else ())
-                  for key in _matching(from_folder, r) if isinstance(r.get(key), (int, float))]
+        from_folder = tuple(
+            k for k in keys if folder is not None and folder.is_dir() and (k.endswith("/") or client is None)
+        )
+        points = [
+            (r.get("epoch"), key, r[key])
+            for r in (trial_results(folder) if from_folder else ())
+            for key in _matching(from_folder, r)
+            if isinstance(r.get(key), (int, float))
+        ]
         from_mlflow = tuple(k for k in keys if k not in from_folder)
         if client is not None and isinstance(trial.get("run_id"), str) and from_mlflow:
             prefixed = any(k.endswith("/") for k in from_mlflow)  # only then list the run's metric names
             logged = client.get_run(trial["run_id"]).data.metrics if prefixed else ()
-            points += [(m.step, key, m.value) for key in _matching(from_mlflow, logged)
-                       for m in client.get_metric_history(trial["run_id"], key)]
-        rows += [{"run_id": trial.get("run_id"), "trial_id": trial.get("trial_id"), "epoch": int(e), "metric": k, "value": float(v)}
-                 for e, k, v in points if e is not None]
+            points += [
+                (m.step, key, m.value)
+                for key in _matching(from_mlflow, logged)
+                for m in client.get_metric_history(trial["run_id"], key)
+            ]
+        rows += [
+            {
+                "run_id": trial.get("run_id"),
+                "trial_id": trial.get("trial_id"),
+                "epoch": int(e),
+                "metric": k,
+                "value": float(v),
+            }
+            for e, k, v in points
+            if e is not None
+        ]
     return pd.DataFrame(rows, columns=["run_id", "trial_id", "epoch", "metric", "value"])
 
 
@@ -231,8 +270,15 @@ def load_tune(folder: Path, finished_only: bool = True) -> pd.DataFrame:
             continue
         last = results[-1]
         config = trial_config(last.get("config", {}))
-        row = {"run_id": None, "trial_id": trial_id, "status": "FINISHED" if last.get("done") else "UNFINISHED",
-               "trial_dir": str(trial_dir), "checkpoint": _checkpoint(trial_dir), **config, RECORDED_CONFIG: config}
+        row = {
+            "run_id": None,
+            "trial_id": trial_id,
+            "status": "FINISHED" if last.get("done") else "UNFINISHED",
+            "trial_dir": str(trial_dir),
+            "checkpoint": _checkpoint(trial_dir),
+            **config,
+            RECORDED_CONFIG: config,
+        }
         row.update({k: v for k, v in last.items() if k not in ("config", "done")})
         rows.append(row)
     df = pd.DataFrame(rows)

@@ -22,8 +22,18 @@ from analysis.frame import FAMILIES, UNTRAINED, annotate, arm_order, in_family
 
 POOLED = "all (within method)"
 QUANTITIES = ("uniformity", "ece")
-COLUMNS = ["quantity", "family", "arm", "n", "pearson", "pearson_low", "pearson_high",
-           "spearman", "spearman_low", "spearman_high"]
+COLUMNS = [
+    "quantity",
+    "family",
+    "arm",
+    "n",
+    "pearson",
+    "pearson_low",
+    "pearson_high",
+    "spearman",
+    "spearman_low",
+    "spearman_high",
+]
 
 
 def families_present(df: pd.DataFrame) -> list[str]:
@@ -31,8 +41,9 @@ def families_present(df: pd.DataFrame) -> list[str]:
     return [f for f in FAMILIES if (df["family"] == f).any()] + ["all"]
 
 
-def correlation_table(df: pd.DataFrame, metric: str = "knn_acc", quantities=QUANTITIES,
-                      n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+def correlation_table(
+    df: pd.DataFrame, metric: str = "knn_acc", quantities=QUANTITIES, n_boot: int = 2000, seed: int = 0
+) -> pd.DataFrame:
     """Correlation of each quantity with ``metric`` per family x (method, pooled).
 
     Args:
@@ -72,6 +83,7 @@ def _row(quantity: str, family: str, arm: str, points: pd.DataFrame, metric: str
 
 def formatted(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """The table with ``r [low, high]`` strings, for Markdown and HTML."""
+
     def cell(r, low, high):
         if np.isnan(r):
             return "–"
@@ -92,8 +104,9 @@ def scatter_figure(df: pd.DataFrame, metric: str = "knn_acc", quantities=QUANTIT
     df = df[df["arm"] != UNTRAINED]
     quantities = [q for q in quantities if q in df and df[q].notna().any()]
     families = families_present(df)[:-1] or ["all"]
-    fig, axes = plt.subplots(len(quantities), len(families), figsize=(3.4 * len(families), 2.9 * len(quantities)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(quantities), len(families), figsize=(3.4 * len(families), 2.9 * len(quantities)), squeeze=False
+    )
     arms = arm_order(df["arm"])
     for i, quantity in enumerate(quantities):
         for j, family in enumerate(families):
@@ -126,8 +139,10 @@ def _main(args) -> None:
 
     df, source = cli.load(args)
     table = correlation_table(df, args.metric)
-    text = (f"# {args.experiment}: uniformity / ECE vs {args.metric}\n\n{markdown(formatted(table).set_index('quantity'))}\n\n"
-            "r [95% bootstrap interval]; one point per trained trial; ori counts in every family.\n")
+    text = (
+        f"# {args.experiment}: uniformity / ECE vs {args.metric}\n\n{markdown(formatted(table).set_index('quantity'))}\n\n"
+        "r [95% bootstrap interval]; one point per trained trial; ori counts in every family.\n"
+    )
     (source.out / "correlate.md").write_text(text)
     table.to_csv(source.out / "correlate.csv", index=False)
     figures.save(scatter_figure(df, args.metric), source.out / "correlate.png")

@@ -77,11 +77,17 @@ def curves_frame(folder: Path) -> pd.DataFrame:
 def throughput_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Per trial: epochs reached, runs, epochs re-run after resumes, median/min/max samples/s, last kNN."""
     g = curves.groupby("trial", sort=False)
-    return pd.DataFrame({
-        "epochs": g["epoch"].max(), "runs": g["run"].nunique(), "redone": g["redone"].first(),
-        "median_samples_per_s": g["samples_per_s"].median(), "min": g["samples_per_s"].min(),
-        "max": g["samples_per_s"].max(), "last_knn": g["knn_acc"].last(),
-    })
+    return pd.DataFrame(
+        {
+            "epochs": g["epoch"].max(),
+            "runs": g["run"].nunique(),
+            "redone": g["redone"].first(),
+            "median_samples_per_s": g["samples_per_s"].median(),
+            "min": g["samples_per_s"].min(),
+            "max": g["samples_per_s"].max(),
+            "last_knn": g["knn_acc"].last(),
+        }
+    )
 
 
 def wall_rate(curves: pd.DataFrame) -> tuple[float, float]:
@@ -137,7 +143,9 @@ def parse_target(text: str) -> tuple[tuple[str, str], float]:
             raise ValueError
         return (method, corruption), float(value)
     except ValueError:
-        raise AnalysisError(f"--target {text!r} is invalid; valid: method:corruption=value, e.g. moco_v2:ori=82.44") from None
+        raise AnalysisError(
+            f"--target {text!r} is invalid; valid: method:corruption=value, e.g. moco_v2:ori=82.44"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--experiment", required=True, help="Tune experiment name (folder under --storage-path)")
     p.add_argument("--storage-path", type=Path, default=DEFAULT_STORAGE, help="the sweep's --storage-path")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <storage>/analysis/<experiment>)")
-    p.add_argument("--target", action="append", default=[], metavar="METHOD:CORRUPTION=VALUE",
-                   help="reference kNN accuracy drawn as a dashed line (repeatable)")
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="METHOD:CORRUPTION=VALUE",
+        help="reference kNN accuracy drawn as a dashed line (repeatable)",
+    )
     return cli.run(_main, p.parse_args(argv))  # AnalysisError -> one line on stderr, exit 2
 
 
@@ -162,8 +175,10 @@ def _main(args: argparse.Namespace) -> None:
     rate, seconds = wall_rate(curves)
     print(table.round(1).to_string())
     if seconds:
-        print(f"aggregate: {table['median_samples_per_s'].sum():.0f} samples/s (sum of trial medians, training only); "
-              f"{rate:.0f} samples/s over {seconds:.0f} s of wall time with every trial running")
+        print(
+            f"aggregate: {table['median_samples_per_s'].sum():.0f} samples/s (sum of trial medians, training only); "
+            f"{rate:.0f} samples/s over {seconds:.0f} s of wall time with every trial running"
+        )
     else:
         print("aggregate: none (the trials never all ran at once)")
     print(f"wrote {out / 'curves.csv'}, {out / 'throughput.csv'}, {out / 'curves.png'}")

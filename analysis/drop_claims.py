@@ -60,16 +60,20 @@ def _contrast(drops: pd.DataFrame, df: pd.DataFrame, weights: dict, metric: str,
     return drop_contrast(drops, weights, metric, v.measure)
 
 
-def avg_claims(drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str = SUPERVISED,
-               v: Variant = STUDY) -> list[dict]:
+def avg_claims(
+    drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str = SUPERVISED, v: Variant = STUDY
+) -> list[dict]:
     """C1.avg: each CL arm's mean drop over the patch shuffles run exceeds the reference's (the
     study's variant also SupCon > Sup and CL > SupCon). Paper: Table 1 over the same corruptions.
     Tests ``paper.QUOTES["C1.avg"]``."""
     patch = family_levels(df, "global") + family_levels(df, "local")
     quote = paper.QUOTES["C1.avg"]
     if not patch:
-        return [check("C1.avg" + v.suffix, f"Avg Δ: CL > {ref}{v.tag}", "", Evidence(missing=(PATCH_MISSING,)),
-                      "pts", quote)]
+        return [
+            check(
+                "C1.avg" + v.suffix, f"Avg Δ: CL > {ref}{v.tag}", "", Evidence(missing=(PATCH_MISSING,)), "pts", quote
+            )
+        ]
     pairs = [(cl, ref) for cl in cls]
     if v is STUDY:
         pairs += [("supcon", SUPERVISED)] + [(cl, "supcon") for cl in cls[:1]]
@@ -77,30 +81,46 @@ def avg_claims(drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: st
     for a, b in pairs:
         ev = _contrast(drops, df, {**mean_weights(a, patch), **mean_weights(b, patch, -1)}, metric, v)
         text = paper.compare_text(base_method(a), base_method(b), patch)
-        rows.append(check("C1.avg" + v.suffix, f"Avg Δ over {', '.join(patch)}: {a} > {b}{v.tag}", v.paper(text),
-                          ev, "pts", quote))
+        rows.append(
+            check(
+                "C1.avg" + v.suffix, f"Avg Δ over {', '.join(patch)}: {a} > {b}{v.tag}", v.paper(text), ev, "pts", quote
+            )
+        )
     return rows
 
 
-def global_claims(drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str = SUPERVISED,
-                  v: Variant = STUDY) -> list[dict]:
+def global_claims(
+    drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str = SUPERVISED, v: Variant = STUDY
+) -> list[dict]:
     """C1.glo: at each global shuffle run, each CL arm drops more than the reference.
     Tests ``paper.QUOTES["C1.glo"]``."""
     levels, quote, rows = family_levels(df, "global"), paper.QUOTES["C1.glo"], []
     for cl in cls:
         if not levels:
-            rows.append(check("C1.glo" + v.suffix, f"Δ({cl}, global) > Δ({ref}, global){v.tag}", "",
-                              Evidence(missing=("glo_* trials",)), "pts", quote))
+            rows.append(
+                check(
+                    "C1.glo" + v.suffix,
+                    f"Δ({cl}, global) > Δ({ref}, global){v.tag}",
+                    "",
+                    Evidence(missing=("glo_* trials",)),
+                    "pts",
+                    quote,
+                )
+            )
         for level in levels:
             ev = _contrast(drops, df, {(cl, level): 1.0, (ref, level): -1.0}, metric, v)
             text = paper.compare_text(cl, base_method(ref), [level])
-            rows.append(check("C1.glo" + v.suffix, f"Δ({cl}, {level}) > Δ({ref}, {level}){v.tag}", v.paper(text), ev,
-                              "pts", quote))
+            rows.append(
+                check(
+                    "C1.glo" + v.suffix, f"Δ({cl}, {level}) > Δ({ref}, {level}){v.tag}", v.paper(text), ev, "pts", quote
+                )
+            )
     return rows
 
 
-def gap_claims(drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str = SUPERVISED,
-               v: Variant = STUDY) -> list[dict]:
+def gap_claims(
+    drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str = SUPERVISED, v: Variant = STUDY
+) -> list[dict]:
     """C2.gap and C2.cl, over the global (glo) and local (loc) shuffles run.
 
     C2.gap, the CL-SL gap comes from global shuffling (``paper.QUOTES["C2.gap"]``): the gap
@@ -120,32 +140,72 @@ def gap_claims(drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: st
             glo_gap = _contrast(drops, df, {**mean_weights(cl, glo), **mean_weights(ref, glo, -1)}, metric, v)
             loc_gap = _contrast(drops, df, {**mean_weights(cl, loc), **mean_weights(ref, loc, -1)}, metric, v)
             gap = gap_evidence(glo_gap, loc_gap, tolerance)
-            within = _contrast(drops, df, {**mean_weights(cl, glo), **mean_weights(cl, loc, -1),
-                                           **mean_weights(ref, glo, -1), **mean_weights(ref, loc)}, metric, v)
+            within = _contrast(
+                drops,
+                df,
+                {
+                    **mean_weights(cl, glo),
+                    **mean_weights(cl, loc, -1),
+                    **mean_weights(ref, glo, -1),
+                    **mean_weights(ref, loc),
+                },
+                metric,
+                v,
+            )
         base = base_method(ref)
-        rows.append(check("C2.gap" + v.suffix, f"{cl}-{ref} gap > 0 under global shuffling and within ±{tolerance:g} "
-                          f"pts under local{v.tag}", v.paper(paper.gap_text(cl, base, glo, loc)), gap, "pts",
-                          paper.QUOTES["C2.gap"]))
-        rows.append(check("C2.cl" + v.suffix, f"Δ(global) - Δ(local) larger for {cl} than for {ref}{v.tag}",
-                          v.paper(paper.contrast_text(cl, base, glo, loc)), within, "pts", paper.QUOTES["C2.cl"]))
+        rows.append(
+            check(
+                "C2.gap" + v.suffix,
+                f"{cl}-{ref} gap > 0 under global shuffling and within ±{tolerance:g} pts under local{v.tag}",
+                v.paper(paper.gap_text(cl, base, glo, loc)),
+                gap,
+                "pts",
+                paper.QUOTES["C2.gap"],
+            )
+        )
+        rows.append(
+            check(
+                "C2.cl" + v.suffix,
+                f"Δ(global) - Δ(local) larger for {cl} than for {ref}{v.tag}",
+                v.paper(paper.contrast_text(cl, base, glo, loc)),
+                within,
+                "pts",
+                paper.QUOTES["C2.cl"],
+            )
+        )
     return rows
 
 
-def drop_claims(drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str = SUPERVISED,
-                v: Variant = STUDY) -> list[dict]:
+def drop_claims(
+    drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str = SUPERVISED, v: Variant = STUDY
+) -> list[dict]:
     """C1.avg, C1.glo, C2.gap and C2.cl of one variant against one reference arm."""
-    return [*avg_claims(drops, df, cls, metric, ref, v), *global_claims(drops, df, cls, metric, ref, v),
-            *gap_claims(drops, df, cls, metric, ref, v)]
+    return [
+        *avg_claims(drops, df, cls, metric, ref, v),
+        *global_claims(drops, df, cls, metric, ref, v),
+        *gap_claims(drops, df, cls, metric, ref, v),
+    ]
 
 
 def gamma_claims(drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str) -> list[dict]:
     """C8.gamma: gamma (pixel-level) corruption hurts CL more than SL (``paper.QUOTES["C8.gamma"]``)."""
     gam, rows = family_levels(df, "gamma"), []
     for cl in cls:
-        ev = (drop_contrast(drops, {**mean_weights(cl, gam), **mean_weights(SUPERVISED, gam, -1)}, metric)
-              if gam else Evidence(missing=("gam_* trials (sweeps/gamma.py)",)))
-        rows.append(check("C8.gamma", f"Avg Δ over gamma: {cl} > supervised", "ICLR version, no numbers", ev, "pts",
-                          paper.QUOTES["C8.gamma"]))
+        ev = (
+            drop_contrast(drops, {**mean_weights(cl, gam), **mean_weights(SUPERVISED, gam, -1)}, metric)
+            if gam
+            else Evidence(missing=("gam_* trials (sweeps/gamma.py)",))
+        )
+        rows.append(
+            check(
+                "C8.gamma",
+                f"Avg Δ over gamma: {cl} > supervised",
+                "ICLR version, no numbers",
+                ev,
+                "pts",
+                paper.QUOTES["C8.gamma"],
+            )
+        )
     return rows
 
 
@@ -165,6 +225,12 @@ def seed_claim(df: pd.DataFrame, metric: str) -> dict:
     trained = df[df["arm"] != UNTRAINED]
     ev = seed_sd_evidence(trained, metric, paper.SEED_SD_LIMIT)
     sd = paper.PAPER_SEED_SD
-    return check("C7.seeds", f"seed sd of {metric} within arm x corruption cells ≤ {paper.SEED_SD_LIMIT:g} pts "
-                 f"(2.5x the study's {max(sd.values()):g})", f"MoCo-v2 kNN sd {sd['ori']} (ori), {sd['glo_8']} (glo_8)",
-                 ev, "acc pts", paper.QUOTES["C7.seeds"])
+    return check(
+        "C7.seeds",
+        f"seed sd of {metric} within arm x corruption cells ≤ {paper.SEED_SD_LIMIT:g} pts "
+        f"(2.5x the study's {max(sd.values()):g})",
+        f"MoCo-v2 kNN sd {sd['ori']} (ori), {sd['glo_8']} (glo_8)",
+        ev,
+        "acc pts",
+        paper.QUOTES["C7.seeds"],
+    )

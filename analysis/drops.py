@@ -49,23 +49,39 @@ from analysis.frame import (
 # spread: std over seeds (n_seeds >= 2) or the binomial sampling error (one seed); low/high: its
 # 95% interval; sampling_se: the binomial error of the mean, whatever the number of seeds.
 # at_floor: the cell is inside the untrained floor's error (see ``floor_gaps``); marked FLOOR_MARK in tables.
-SUMMARY_COLUMNS = ["arm", "corruption", "n_seeds", "mean", "spread", "spread_kind", "low", "high", "sampling_se",
-                   "at_floor"]
+SUMMARY_COLUMNS = [
+    "arm",
+    "corruption",
+    "n_seeds",
+    "mean",
+    "spread",
+    "spread_kind",
+    "low",
+    "high",
+    "sampling_se",
+    "at_floor",
+]
 FLOOR_MARK = "[floor]"
-AT_FLOOR_NOTE = (f"{FLOOR_MARK}: inside the untrained floor's error, not a finding: the arm's accuracy there (for a "
-                 "drop, on ori or on the corruption) is not above the untrained network's of the same seed and "
-                 "corruption (the 95% interval of A - F reaches 0).")
+AT_FLOOR_NOTE = (
+    f"{FLOOR_MARK}: inside the untrained floor's error, not a finding: the arm's accuracy there (for a "
+    "drop, on ori or on the corruption) is not above the untrained network's of the same seed and "
+    "corruption (the 95% interval of A - F reaches 0)."
+)
 # The study's measure first; the floor-corrected drop is the secondary one (titles of the tables).
 MEASURES = {
     "drop": "Relative drop vs ori (%), 100 (A_ori - A_c) / A_ori",
     "floor_drop": "Floor-corrected drop (%, secondary measure), 100 ((A_ori - F_ori) - (A_c - F_c)) / (A_ori - F_ori)",
 }
-FLOOR_NOTE = ("F: the untrained network (optim.epochs = 0) of the same seed and corruption, evaluated the same way. "
-              "The share of what a method learned above that floor that the corruption removes; a weak learner "
-              "sitting near the floor can show a small relative drop by having little to lose. Secondary to the "
-              "study's measure above, which stays the primary one.")
-NO_FLOOR = ("No floor-corrected drop: it needs finished untrained trials (optim.epochs = 0) on ori and on the "
-            "corruptions with the same seeds (a sweep adds them with `include_untrained: true` in its YAML).")
+FLOOR_NOTE = (
+    "F: the untrained network (optim.epochs = 0) of the same seed and corruption, evaluated the same way. "
+    "The share of what a method learned above that floor that the corruption removes; a weak learner "
+    "sitting near the floor can show a small relative drop by having little to lose. Secondary to the "
+    "study's measure above, which stays the primary one."
+)
+NO_FLOOR = (
+    "No floor-corrected drop: it needs finished untrained trials (optim.epochs = 0) on ori and on the "
+    "corruptions with the same seeds (a sweep adds them with `include_untrained: true` in its YAML)."
+)
 TRIAL_COLUMNS = ["arm", "method", "corruption", "seed", "clean", "floor_clean", "floor", "drop", "floor_drop"]
 
 
@@ -102,8 +118,16 @@ def relative_drops(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
     """
     df = annotate(df).dropna(subset=[metric])
     if df.empty:
-        columns = ("clean", "clean_n_test", "drop", "floor", "floor_n_test", "floor_clean", "floor_clean_n_test",
-                   "floor_drop")
+        columns = (
+            "clean",
+            "clean_n_test",
+            "drop",
+            "floor",
+            "floor_n_test",
+            "floor_clean",
+            "floor_clean_n_test",
+            "floor_drop",
+        )
         return df.assign(**{c: pd.Series(dtype=float) for c in columns})
     df["_match"] = match_key(df, [*budget_keys(df), "seed"])
     clean = df[df.corruption == CLEAN][["_match", metric, "n_test"]]
@@ -142,14 +166,19 @@ def floor_gaps(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
     df = annotate(df).dropna(subset=[metric])
     trained = df[df["arm"] != UNTRAINED]
     floor, floor_n = _floor_of(trained, df, metric)
-    trained = trained.assign(gap=trained[metric] - floor, se=np.hypot(stats.binomial_se(trained[metric], trained["n_test"]),
-                                                                      stats.binomial_se(floor, floor_n)))
+    trained = trained.assign(
+        gap=trained[metric] - floor,
+        se=np.hypot(stats.binomial_se(trained[metric], trained["n_test"]), stats.binomial_se(floor, floor_n)),
+    )
     rows = []
     for (arm, corruption), cell in trained.dropna(subset=["gap"]).groupby(["arm", "corruption"]):
         per_seed = cell.groupby("seed")["gap"].mean()
         se = float(np.sqrt((cell["se"] ** 2).mean() / len(cell)))
-        rows.append(_seed_row(arm, corruption, per_seed.to_numpy(), se) if len(per_seed) >= 2
-                    else _binomial_row(arm, corruption, float(per_seed.iloc[0]), se))
+        rows.append(
+            _seed_row(arm, corruption, per_seed.to_numpy(), se)
+            if len(per_seed) >= 2
+            else _binomial_row(arm, corruption, float(per_seed.iloc[0]), se)
+        )
     gaps = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
     gaps["at_floor"] = ~(gaps["low"] > 0)  # a NaN interval (one seed left of two) is not cleared either
     return _sorted(gaps) if len(gaps) else gaps
@@ -197,8 +226,10 @@ def require_clean(df: pd.DataFrame, experiment: str = "this sweep") -> None:
     """Raise AnalysisError if no clean (``ori``) trial exists to compare against."""
     found = sorted(set(annotate(df)["corruption"])) if len(df) else []
     if CLEAN not in found:
-        raise AnalysisError(f"experiment {experiment!r} has no clean (ori) trial to compare against; "
-                            f"corruptions found: {', '.join(found) or 'none'}")
+        raise AnalysisError(
+            f"experiment {experiment!r} has no clean (ori) trial to compare against; "
+            f"corruptions found: {', '.join(found) or 'none'}"
+        )
 
 
 def accuracy_summary(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
@@ -236,16 +267,23 @@ def drop_summary(df: pd.DataFrame, metric: str = "knn_acc", measure: str = "drop
         marked = [(arm, CLEAN) in at_floor or (arm, c) in at_floor for c in sorted(set(cells["corruption"]))]
         for (corruption, cell), floor in zip(cells.groupby("corruption"), marked, strict=True):
             rows.append({**_drop_row(arm, corruption, cell, measure), "at_floor": floor})
-        rows.append({**_drop_row(arm, "Avg", _average_over_corruptions(cells, measure), measure), "at_floor": any(marked)})
+        rows.append(
+            {**_drop_row(arm, "Avg", _average_over_corruptions(cells, measure), measure), "at_floor": any(marked)}
+        )
     return _sorted(pd.DataFrame(rows, columns=SUMMARY_COLUMNS))
 
 
 def _average_over_corruptions(cells: pd.DataFrame, measure: str) -> pd.DataFrame:
     """Per seed: mean drop, mean corrupted term and its error over the arm's corruptions."""
     wanted = cells["corruption"].nunique()
-    per = cells.groupby("seed").agg(value=(measure, "mean"), x_c=("x_c", "mean"), x_o=("x_o", "first"),
-                                    se_o=("se_o", "first"), k=(measure, "size"),
-                                    se_c=("se_c", lambda s: math.sqrt((s**2).sum()) / len(s)))
+    per = cells.groupby("seed").agg(
+        value=(measure, "mean"),
+        x_c=("x_c", "mean"),
+        x_o=("x_o", "first"),
+        se_o=("se_o", "first"),
+        k=(measure, "size"),
+        se_c=("se_c", lambda s: math.sqrt((s**2).sum()) / len(s)),
+    )
     return per[per["k"] == wanted].reset_index().rename(columns={"value": measure})
 
 
@@ -261,13 +299,33 @@ def _drop_row(arm: str, corruption: str, cell: pd.DataFrame, measure: str) -> di
 
 def _seed_row(arm: str, corruption: str, values: np.ndarray, sampling_se: float) -> dict:
     mean, std, low, high = stats.mean_interval(values)
-    return dict(arm=arm, corruption=corruption, n_seeds=len(values), mean=mean, spread=std,
-                spread_kind="std", low=low, high=high, sampling_se=sampling_se, at_floor=False)
+    return dict(
+        arm=arm,
+        corruption=corruption,
+        n_seeds=len(values),
+        mean=mean,
+        spread=std,
+        spread_kind="std",
+        low=low,
+        high=high,
+        sampling_se=sampling_se,
+        at_floor=False,
+    )
 
 
 def _binomial_row(arm: str, corruption: str, value: float, se: float) -> dict:
-    return dict(arm=arm, corruption=corruption, n_seeds=1, mean=value, spread=se, spread_kind="binomial",
-                low=value - stats.Z * se, high=value + stats.Z * se, sampling_se=se, at_floor=False)
+    return dict(
+        arm=arm,
+        corruption=corruption,
+        n_seeds=1,
+        mean=value,
+        spread=se,
+        spread_kind="binomial",
+        low=value - stats.Z * se,
+        high=value + stats.Z * se,
+        sampling_se=se,
+        at_floor=False,
+    )
 
 
 def _sorted(summary: pd.DataFrame) -> pd.DataFrame:
@@ -302,8 +360,10 @@ def spread_note(summary: pd.DataFrame, reference: bool = True) -> str:
     seeds = sorted(set(summary["n_seeds"]))
     parts = []
     if "std" in kinds:
-        parts.append(f"± std over seeds ({'/'.join(map(str, seeds))} seeds; 95% intervals and the binomial "
-                     "sampling error in the CSV)")
+        parts.append(
+            f"± std over seeds ({'/'.join(map(str, seeds))} seeds; 95% intervals and the binomial "
+            "sampling error in the CSV)"
+        )
     if "binomial" in kinds:
         parts.append("± binomial sampling error over the test images (one seed)")
     if "at_floor" in summary and summary["at_floor"].fillna(False).astype(bool).any():
@@ -313,8 +373,10 @@ def spread_note(summary: pd.DataFrame, reference: bool = True) -> str:
     if UNTRAINED in set(summary["arm"]):
         reference = f"`{UNTRAINED}`: the backbone at initialisation (optim.epochs = 0), evaluated the same way."
     else:
-        reference = ("No untrained reference here: it needs finished untrained trials on ori and the corruptions "
-                     "(a sweep adds them with `include_untrained: true` in its YAML).")
+        reference = (
+            "No untrained reference here: it needs finished untrained trials on ori and the corruptions "
+            "(a sweep adds them with `include_untrained: true` in its YAML)."
+        )
     return "; ".join(parts) + ". " + reference
 
 
@@ -338,10 +400,22 @@ def drop_figure(summary: pd.DataFrame, metric: str = "knn_acc"):
     for i, arm in enumerate(arms):
         rows = summary[summary["arm"] == arm].set_index("corruption").reindex(columns)
         x = np.arange(len(columns)) + (i - (len(arms) - 1) / 2) * width
-        bars = ax.bar(x, rows["mean"], width, yerr=rows["spread"].fillna(0), capsize=2,
-                      error_kw={"elinewidth": 0.8, "ecolor": "0.3"}, label=arm,
-                      color=arm_color(arm, arms), hatch="//" if arm == UNTRAINED else None, edgecolor="black", linewidth=0.4)
-        ax.bar_label(bars, labels=[f"{v:.1f}" if not math.isnan(v) else "" for v in rows["mean"]], fontsize=6, padding=1)
+        bars = ax.bar(
+            x,
+            rows["mean"],
+            width,
+            yerr=rows["spread"].fillna(0),
+            capsize=2,
+            error_kw={"elinewidth": 0.8, "ecolor": "0.3"},
+            label=arm,
+            color=arm_color(arm, arms),
+            hatch="//" if arm == UNTRAINED else None,
+            edgecolor="black",
+            linewidth=0.4,
+        )
+        ax.bar_label(
+            bars, labels=[f"{v:.1f}" if not math.isnan(v) else "" for v in rows["mean"]], fontsize=6, padding=1
+        )
     ax.set_xticks(np.arange(len(columns)), columns)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_ylabel(f"relative drop of {metric} (%)")
@@ -377,10 +451,12 @@ def _main(args) -> None:
     df, source = cli.load(args, need_clean=True)
     acc, drops = accuracy_summary(df, args.metric), drop_summary(df, args.metric)
     floors = drop_summary(df, args.metric, "floor_drop")
-    text = (f"# {args.experiment}: {args.metric}\n\n## Accuracy (%)\n\n{markdown(wide(acc), 'arm')}\n\n"
-            f"{spread_note(acc)}\n\n"
-            f"## {MEASURES['drop']}\n\n{markdown(wide(drops), 'arm')}\n\n{spread_note(drops)}\n\n"
-            f"## {MEASURES['floor_drop']}\n\n{floor_text(floors)}\n")
+    text = (
+        f"# {args.experiment}: {args.metric}\n\n## Accuracy (%)\n\n{markdown(wide(acc), 'arm')}\n\n"
+        f"{spread_note(acc)}\n\n"
+        f"## {MEASURES['drop']}\n\n{markdown(wide(drops), 'arm')}\n\n{spread_note(drops)}\n\n"
+        f"## {MEASURES['floor_drop']}\n\n{floor_text(floors)}\n"
+    )
     out = source.out
     (out / "drops.md").write_text(text)
     acc.to_csv(out / "accuracy.csv", index=False)

@@ -76,8 +76,12 @@ def dynamics_frame(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.
 
 # Per-epoch metric -> (quantity, class) of the long table; per-class keys are "<name>/<class>".
 HISTORY_KEYS = ("uniformity", "classwise_uniformity/", "intra_distance/", "inter_distance/")
-_QUANTITY = {"uniformity": "uniformity", "classwise_uniformity": "classwise_uniformity",
-             "intra_distance": "intra", "inter_distance": "inter"}
+_QUANTITY = {
+    "uniformity": "uniformity",
+    "classwise_uniformity": "classwise_uniformity",
+    "intra_distance": "intra",
+    "inter_distance": "inter",
+}
 
 
 def _history(trial: pd.Series, history: pd.DataFrame | None) -> list[tuple[int, str, int, float]]:

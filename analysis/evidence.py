@@ -30,8 +30,21 @@ from analysis.drops import drop_terms
 Cell = tuple[str, str]  # (arm, corruption)
 # One row of the claims table (``check``): effect, low, high in ``unit``; the study's value in
 # ``paper``; the sentence or table tested in ``quote`` (``analysis.paper.QUOTES``).
-COLUMNS = ["id", "claim", "paper", "verdict", "effect", "low", "high", "unit", "n_seeds", "interval", "missing",
-           "scope", "quote"]
+COLUMNS = [
+    "id",
+    "claim",
+    "paper",
+    "verdict",
+    "effect",
+    "low",
+    "high",
+    "unit",
+    "n_seeds",
+    "interval",
+    "missing",
+    "scope",
+    "quote",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +68,20 @@ class Evidence:
 
 def check(cid: str, claim: str, paper: str, ev: Evidence, unit: str, quote: str = "") -> dict:
     """One row of the claims table (``COLUMNS`` but ``scope``)."""
-    return {"id": cid, "claim": claim, "paper": paper, "verdict": ev.verdict, "effect": ev.effect, "low": ev.low,
-            "high": ev.high, "unit": unit, "n_seeds": ev.n_seeds, "interval": ev.interval,
-            "missing": ", ".join(ev.missing), "quote": quote}
+    return {
+        "id": cid,
+        "claim": claim,
+        "paper": paper,
+        "verdict": ev.verdict,
+        "effect": ev.effect,
+        "low": ev.low,
+        "high": ev.high,
+        "unit": unit,
+        "n_seeds": ev.n_seeds,
+        "interval": ev.interval,
+        "missing": ", ".join(ev.missing),
+        "quote": quote,
+    }
 
 
 def missing_cells(table: pd.DataFrame, cells, value: str) -> tuple[str, ...]:
@@ -120,9 +144,15 @@ def gap_evidence(global_gap: Evidence, local_gap: Evidence, tolerance: float) ->
         local_text = "local gap: none"
     else:
         local_text = f"local gap {local_gap.effect:+.2f} [{local_gap.low:+.2f}, {local_gap.high:+.2f}] vs ±{tolerance:g}: {local}"
-    return Evidence(global_gap.effect, global_gap.low, global_gap.high, min(global_gap.n_seeds, local_gap.n_seeds),
-                    f"{global_gap.interval}; {local_text}", tuple(dict.fromkeys(global_gap.missing + local_gap.missing)),
-                    stats.all_of([stats.verdict(global_gap.low, global_gap.high), local]))
+    return Evidence(
+        global_gap.effect,
+        global_gap.low,
+        global_gap.high,
+        min(global_gap.n_seeds, local_gap.n_seeds),
+        f"{global_gap.interval}; {local_text}",
+        tuple(dict.fromkeys(global_gap.missing + local_gap.missing)),
+        stats.all_of([stats.verdict(global_gap.low, global_gap.high), local]),
+    )
 
 
 def seed_sd_evidence(table: pd.DataFrame, value: str, limit: float) -> Evidence:
@@ -135,9 +165,14 @@ def seed_sd_evidence(table: pd.DataFrame, value: str, limit: float) -> Evidence:
     if per_cell.empty:
         return Evidence(missing=("two or more seeds of an arm on one corruption",))
     sd, low, high, dof = stats.pooled_sd(per_cell["var"].to_numpy(), (per_cell["count"] - 1).to_numpy())
-    return Evidence(sd, low, high, int(per_cell["count"].max()),
-                    f"chi-square over {len(per_cell)} arm x corruption cells, {dof} df",
-                    decision=stats.below_verdict(low, high, limit))
+    return Evidence(
+        sd,
+        low,
+        high,
+        int(per_cell["count"].max()),
+        f"chi-square over {len(per_cell)} arm x corruption cells, {dof} df",
+        decision=stats.below_verdict(low, high, limit),
+    )
 
 
 def value_contrast(table: pd.DataFrame, weights: dict[Cell, float], value: str, binomial: bool = False) -> Evidence:
@@ -171,8 +206,9 @@ def _normal(effect: float, var: float) -> Evidence:
     return Evidence(effect, effect - half, effect + half, 1, "one seed: binomial sampling error")
 
 
-def correlation_contrast(points: pd.DataFrame, metric: str, quantity: str, against: str | None = None,
-                         n_boot: int = 2000, seed: int = 0) -> Evidence:
+def correlation_contrast(
+    points: pd.DataFrame, metric: str, quantity: str, against: str | None = None, n_boot: int = 2000, seed: int = 0
+) -> Evidence:
     """Within-method Spearman r(quantity, metric), or ``r - |r(against, metric)|`` if given.
 
     Args:

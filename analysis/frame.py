@@ -29,16 +29,33 @@ LABELS_PER_CLASS = "data.labels_per_class"  # set: the arm is "<method>@<n>" (an
 FLOOR_KEYS = ("corruption", "seed", "data.dataset", "data.image_size", "data.train_per_class", "data.test_per_class")
 FLOOR_PREFIXES = ("model.", "eval.")
 # Speed levers (issue 24): how fast a trial ran, not what it computed beyond rounding.
-SPEED_KEYS = frozenset({
-    "system.compile_mode", "system.cuda_graph", "system.optimizer_impl", "system.foreach_ema",
-    "system.finite_check_every", "eval.batch_size", "eval.on_device",
-})
+SPEED_KEYS = frozenset(
+    {
+        "system.compile_mode",
+        "system.cuda_graph",
+        "system.optimizer_impl",
+        "system.foreach_ema",
+        "system.finite_check_every",
+        "eval.batch_size",
+        "eval.on_device",
+    }
+)
 # Flat config keys that do not define a budget (where the data lives, or what was corrupted).
-NOT_BUDGET = frozenset({
-    "data.corruption", "data.eval_corruption", "data.cache_dir", "data.data_dir",
-    "data.memory_budget_gb", "system.seed", "system.device", "system.compile", "system.channels_last",
-    "system.checkpoint_every", *SPEED_KEYS,
-})
+NOT_BUDGET = frozenset(
+    {
+        "data.corruption",
+        "data.eval_corruption",
+        "data.cache_dir",
+        "data.data_dir",
+        "data.memory_budget_gb",
+        "system.seed",
+        "system.device",
+        "system.compile",
+        "system.channels_last",
+        "system.checkpoint_every",
+        *SPEED_KEYS,
+    }
+)
 # Keys added after trials were recorded, with the value every trial ran with before: a trial that
 # lacks the column matches one that records this value.
 MISSING_MEANS = {"eval.bank_dtype": "fp32"}
@@ -208,14 +225,19 @@ def matched_arms(df: pd.DataFrame) -> list[str]:
 
 def floor_keys(df: pd.DataFrame) -> list[str]:
     """Columns on which a trained trial matches its untrained reference (``FLOOR_KEYS``, model.*, eval.*)."""
-    return [k for k in FLOOR_KEYS if k in df] + sorted(c for c in df if c.startswith(FLOOR_PREFIXES) and c not in SPEED_KEYS)
+    return [k for k in FLOOR_KEYS if k in df] + sorted(
+        c for c in df if c.startswith(FLOOR_PREFIXES) and c not in SPEED_KEYS
+    )
 
 
 def match_key(df: pd.DataFrame, keys: list[str]) -> pd.Series:
     """One string per row from ``keys`` (config values may be lists); None and NaN read the same."""
     if not keys or df.empty:
         return pd.Series("", index=df.index, dtype=object)
-    cols = {k: df[k].map(lambda v, k=k: MISSING_MEANS[k] if _missing(v) else v) if k in MISSING_MEANS else df[k] for k in keys}
+    cols = {
+        k: df[k].map(lambda v, k=k: MISSING_MEANS[k] if _missing(v) else v) if k in MISSING_MEANS else df[k]
+        for k in keys
+    }
     return pd.DataFrame(cols).map(lambda v: "None" if _missing(v) else repr(v)).agg("|".join, axis=1)
 
 

@@ -30,16 +30,38 @@ def corruption_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
     blur = sorted(c for c in set(df["corruption"]) if str(c).startswith("defocusblur"))
     rows = []
     for cl in cls:
-        ev = (value_contrast(df, {(cl, CLEAN): 1.0, **mean_weights(cl, patch, -1)}, "uniformity") if patch
-              else Evidence(missing=(PATCH_MISSING,)))
-        rows.append(check("C5.corrupt", f"patch shuffling lowers {cl} uniformity", "2.82 > 2.41-2.62", ev, "uniformity",
-                          paper.QUOTES["C5.corrupt"]))
+        ev = (
+            value_contrast(df, {(cl, CLEAN): 1.0, **mean_weights(cl, patch, -1)}, "uniformity")
+            if patch
+            else Evidence(missing=(PATCH_MISSING,))
+        )
+        rows.append(
+            check(
+                "C5.corrupt",
+                f"patch shuffling lowers {cl} uniformity",
+                "2.82 > 2.41-2.62",
+                ev,
+                "uniformity",
+                paper.QUOTES["C5.corrupt"],
+            )
+        )
     for cl in cls:
         needs = [m for m, ok in (("defocusblur_* trials", blur), (PATCH_MISSING, patch)) if not ok]
-        ev = (Evidence(missing=tuple(needs)) if needs
-              else value_contrast(df, {**mean_weights(cl, blur), **mean_weights(cl, patch, -1)}, "uniformity"))
-        rows.append(check("C5.blur", f"defocus blur lowers {cl} uniformity less than patch shuffling",
-                          "2.80 vs 2.41-2.62", ev, "uniformity", paper.QUOTES["C5.blur"]))
+        ev = (
+            Evidence(missing=tuple(needs))
+            if needs
+            else value_contrast(df, {**mean_weights(cl, blur), **mean_weights(cl, patch, -1)}, "uniformity")
+        )
+        rows.append(
+            check(
+                "C5.blur",
+                f"defocus blur lowers {cl} uniformity less than patch shuffling",
+                "2.80 vs 2.41-2.62",
+                ev,
+                "uniformity",
+                paper.QUOTES["C5.blur"],
+            )
+        )
     return rows
 
 
@@ -49,8 +71,16 @@ def order_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
     for a, b in [(cl, SUPERVISED) for cl in cls] + [(SUPERVISED, "supcon")]:
         ev = value_contrast(df, {(a, CLEAN): 1.0, (b, CLEAN): -1.0}, "uniformity")
         pa, pb = paper.PAPER_UNIFORMITY.get(a), paper.PAPER_UNIFORMITY.get(b)
-        rows.append(check("C5.order", f"uniformity on ori: {a} > {b}", f"{pa} > {pb}" if pa and pb else "", ev,
-                          "uniformity", paper.QUOTES["C5.order"]))
+        rows.append(
+            check(
+                "C5.order",
+                f"uniformity on ori: {a} > {b}",
+                f"{pa} > {pb}" if pa and pb else "",
+                ev,
+                "uniformity",
+                paper.QUOTES["C5.order"],
+            )
+        )
     return rows
 
 
@@ -68,8 +98,11 @@ def training_changes(df: pd.DataFrame, history: pd.DataFrame | None) -> pd.DataF
         return pd.DataFrame(columns=["arm", "seed", "quantity", "first", "last", "change"])
     dyn = dynamics_frame(clean, history).dropna(subset=["value"])
     curve = dyn[dyn["epoch"] > 0].groupby(["arm", "seed", "quantity", "epoch"])["value"].mean().reset_index()
-    ends = curve.sort_values("epoch").groupby(["arm", "seed", "quantity"]).agg(
-        first=("epoch", "first"), last=("epoch", "last"), start=("value", "first"), end=("value", "last"))
+    ends = (
+        curve.sort_values("epoch")
+        .groupby(["arm", "seed", "quantity"])
+        .agg(first=("epoch", "first"), last=("epoch", "last"), start=("value", "first"), end=("value", "last"))
+    )
     return ends.assign(change=ends["end"] - ends["start"]).reset_index().drop(columns=["start", "end"])
 
 
@@ -82,7 +115,9 @@ def training_evidence(changes: pd.DataFrame, arm: str, quantity: str, sign: int)
     if mine.empty:
         return Evidence(missing=(f"{quantity} at a second evaluated epoch of {arm} × {CLEAN} ({HISTORY_HINT})",))
     values = sign * mine["change"].to_numpy(float)
-    epochs = f"epoch {'/'.join(map(str, sorted(set(mine['first']))))} to {'/'.join(map(str, sorted(set(mine['last']))))}"
+    epochs = (
+        f"epoch {'/'.join(map(str, sorted(set(mine['first']))))} to {'/'.join(map(str, sorted(set(mine['last']))))}"
+    )
     if len(values) < 2:
         return Evidence(float(values[0]), n_seeds=1, interval=f"one seed: no interval for {quantity}; {epochs}")
     mean, _, low, high = stats.mean_interval(values)
@@ -102,8 +137,16 @@ def training_claims(df: pd.DataFrame, cls: list[str], history: pd.DataFrame | No
             sign = cl_sign if is_cl else sl_sign
             ev = training_evidence(changes, arm, quantity, sign)
             says = "rises" if sign > 0 else "falls"
-            rows.append(check("C5.train", f"{name} {says} during training ({arm}, first to last evaluated epoch)",
-                              "qualitative (Fig. A.1)", ev, quantity, paper.QUOTES["C5.train"]))
+            rows.append(
+                check(
+                    "C5.train",
+                    f"{name} {says} during training ({arm}, first to last evaluated epoch)",
+                    "qualitative (Fig. A.1)",
+                    ev,
+                    quantity,
+                    paper.QUOTES["C5.train"],
+                )
+            )
     return rows
 
 
@@ -114,16 +157,40 @@ def tracking_claims(df: pd.DataFrame, metric: str) -> list[dict]:
     rows = []
     for family in FAMILIES:
         points = trained[in_family(trained, family)] if (df["family"] == family).any() else trained.iloc[:0]
-        ev = correlation_contrast(points, metric, "uniformity") if len(points) else Evidence(missing=(f"{family} trials",))
-        rows.append(check("C6.unif", f"{family}: uniformity rises with accuracy (Spearman r)", "Table C.1: monotone",
-                          ev, "r", paper.QUOTES["C6.unif"]))
+        ev = (
+            correlation_contrast(points, metric, "uniformity")
+            if len(points)
+            else Evidence(missing=(f"{family} trials",))
+        )
+        rows.append(
+            check(
+                "C6.unif",
+                f"{family}: uniformity rises with accuracy (Spearman r)",
+                "Table C.1: monotone",
+                ev,
+                "r",
+                paper.QUOTES["C6.unif"],
+            )
+        )
         ev = correlation_contrast(points, metric, "uniformity", "ece") if len(points) else ev
-        rows.append(check("C6.ece", f"{family}: uniformity tracks accuracy better than ECE (r_U - |r_ECE|)",
-                          "Table C.1: ECE non-monotone", ev, "r", paper.QUOTES["C6.ece"]))
+        rows.append(
+            check(
+                "C6.ece",
+                f"{family}: uniformity tracks accuracy better than ECE (r_U - |r_ECE|)",
+                "Table C.1: ECE non-monotone",
+                ev,
+                "r",
+                paper.QUOTES["C6.ece"],
+            )
+        )
     return rows
 
 
 def geometry_claims(df: pd.DataFrame, cls: list[str], metric: str, history: pd.DataFrame | None) -> list[dict]:
     """Every C5 and C6 check."""
-    return [*corruption_claims(df, cls), *order_claims(df, cls), *training_claims(df, cls, history),
-            *tracking_claims(df, metric)]
+    return [
+        *corruption_claims(df, cls),
+        *order_claims(df, cls),
+        *training_claims(df, cls, history),
+        *tracking_claims(df, metric),
+    ]

@@ -49,8 +49,9 @@ def last_spatial_layer(model: nn.Module, x: Tensor) -> nn.Module:
     return found[-1]
 
 
-def grad_cam(model: nn.Module, head: Head, x: Tensor, target: Tensor | None = None,
-             layer: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+def grad_cam(
+    model: nn.Module, head: Head, x: Tensor, target: Tensor | None = None, layer: nn.Module | None = None
+) -> tuple[Tensor, Tensor]:
     """Grad-CAM maps of a feature extractor + class-score head.
 
     Args:
@@ -114,8 +115,15 @@ def trial_cams(trial, views: list[str], n_images: int = 4, per_class: int = 50) 
         x = trial.inputs(test.images[index], view)
         cams, scores = grad_cam(trial.method.backbone, head, x)
         images = trial.inputs(test.images[index], view).cpu()
-        out.append({"view": view, "images": _display(images).numpy(), "cams": cams.cpu().numpy(),
-                    "pred": scores.argmax(1).tolist(), "label": test.labels[index].tolist()})
+        out.append(
+            {
+                "view": view,
+                "images": _display(images).numpy(),
+                "cams": cams.cpu().numpy(),
+                "pred": scores.argmax(1).tolist(),
+                "label": test.labels[index].tolist(),
+            }
+        )
     return out
 
 

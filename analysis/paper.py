@@ -34,45 +34,68 @@ LOCAL_GAP_TOLERANCE = 3.0
 # C7.seeds: the largest seed sd (accuracy points) still called "small": 2.5x the study's 0.40.
 SEED_SD_LIMIT = 1.0
 
-_TABLE1_TEXT = ("Table 1 (docs/study.md §3.2), relative drop %, CIFAR-10, ResNet-18: "
-                "| method | Glo 8 | Glo 4 | Loc 4 | Loc 8 | Avg | "
-                + " ".join(f"| {m} | {' | '.join(map(str, row))} | {avg} |" for m, (row, avg) in _TABLE1.items()))
-_TEASER = ("Teaser table (docs/study.md §3.1), SL acc | CL acc | CL uniformity: Original 89.53 | 88.73 | 2.82; "
-           "Local mild (Loc 8) 77.49 (13%↓) | 76.90 (13%↓) | 2.62 (7%↓); Local severe (Loc 4) 65.94 (26%↓) | "
-           "63.35 (29%↓) | 2.42 (14%↓); Global mild (Glo 4) 76.06 (15%↓) | 67.18 (24%↓) | 2.41 (15%↓); "
-           "Global severe (Glo 8) 65.88 (26%↓) | 60.51 (32%↓) | 2.45 (13%↓)")
+_TABLE1_TEXT = (
+    "Table 1 (docs/study.md §3.2), relative drop %, CIFAR-10, ResNet-18: "
+    "| method | Glo 8 | Glo 4 | Loc 4 | Loc 8 | Avg | "
+    + " ".join(f"| {m} | {' | '.join(map(str, row))} | {avg} |" for m, (row, avg) in _TABLE1.items())
+)
+_TEASER = (
+    "Teaser table (docs/study.md §3.1), SL acc | CL acc | CL uniformity: Original 89.53 | 88.73 | 2.82; "
+    "Local mild (Loc 8) 77.49 (13%↓) | 76.90 (13%↓) | 2.62 (7%↓); Local severe (Loc 4) 65.94 (26%↓) | "
+    "63.35 (29%↓) | 2.42 (14%↓); Global mild (Glo 4) 76.06 (15%↓) | 67.18 (24%↓) | 2.41 (15%↓); "
+    "Global severe (Glo 8) 65.88 (26%↓) | 60.51 (32%↓) | 2.45 (13%↓)"
+)
 
 QUOTES = {
-    "C1.avg": ("§4.1: 'CL relies more on spatial structure than SL (pretraining, CIFAR-10, ResNet-18): Avg Δ: every "
-               f"CL method > SupCon > Sup [24.5–27.0 > 22.1 > 20.3].' {_TABLE1_TEXT}"),
-    "C1.glo": ("§4.1: 'Δ(MoCo-v2, Glo8) > Δ(Sup, Glo8) [31.8 > 26.4]. Δ(MoCo-v2, Glo4) > Δ(Sup, Glo4) [24.3 > 15.0]. "
-               f"The same holds for BYOL, Barlow and DINO.' {_TEASER}"),
-    "C2.gap": ("§4.2: 'The CL–SL gap comes mostly from global shuffling: Δ(CL, Glo4) − Δ(Sup, Glo4) ≈ 8–9 pts, while "
-               "at Loc8 the gap is ≈ 0 [MoCo 13.3 vs Sup 13.4].' Table 1: Glo 4 MoCo-v2 24.3, Sup 15.0; "
-               "Loc 8 MoCo-v2 13.3, Sup 13.4."),
+    "C1.avg": (
+        "§4.1: 'CL relies more on spatial structure than SL (pretraining, CIFAR-10, ResNet-18): Avg Δ: every "
+        f"CL method > SupCon > Sup [24.5–27.0 > 22.1 > 20.3].' {_TABLE1_TEXT}"
+    ),
+    "C1.glo": (
+        "§4.1: 'Δ(MoCo-v2, Glo8) > Δ(Sup, Glo8) [31.8 > 26.4]. Δ(MoCo-v2, Glo4) > Δ(Sup, Glo4) [24.3 > 15.0]. "
+        f"The same holds for BYOL, Barlow and DINO.' {_TEASER}"
+    ),
+    "C2.gap": (
+        "§4.2: 'The CL–SL gap comes mostly from global shuffling: Δ(CL, Glo4) − Δ(Sup, Glo4) ≈ 8–9 pts, while "
+        "at Loc8 the gap is ≈ 0 [MoCo 13.3 vs Sup 13.4].' Table 1: Glo 4 MoCo-v2 24.3, Sup 15.0; "
+        "Loc 8 MoCo-v2 13.3, Sup 13.4."
+    ),
     "C2.cl": ("§4.2: 'Within CL, Δ(Glo4) ≫ Δ(Loc8) [MoCo 24.3 vs 13.3]. For Sup they are similar [15.0 vs 13.4].'"),
-    "C3.settings": ("§4.3: 'The same pattern holds on ImageNet and across backbones: Avg Δ_A: CL is about 2× or more "
-                    "that of Sup (ResNet-50, ViT-S, ViT-B).' §3.3: ResNet-50 Sup 10.3%, MoCo-v2 27.7%."),
-    "C4.downstream": ("§4.4: 'Downstream robustness is reversed: with clean ImageNet pretraining, then fine-tuning on "
-                      "corrupted CIFAR-10: Avg Δ(CL) < Avg Δ(Sup): ResNet-18 [MoCo 12.8, BYOL 14.1, Barlow 8.2 < "
-                      "Sup 16.3].'"),
-    "C5.corrupt": (f"§4.5: 'Corruption lowers CL feature uniformity: 2.82 → 2.41–2.62; global ≤ 2.45, local mild "
-                   f"2.62.' {_TEASER}"),
+    "C3.settings": (
+        "§4.3: 'The same pattern holds on ImageNet and across backbones: Avg Δ_A: CL is about 2× or more "
+        "that of Sup (ResNet-50, ViT-S, ViT-B).' §3.3: ResNet-50 Sup 10.3%, MoCo-v2 27.7%."
+    ),
+    "C4.downstream": (
+        "§4.4: 'Downstream robustness is reversed: with clean ImageNet pretraining, then fine-tuning on "
+        "corrupted CIFAR-10: Avg Δ(CL) < Avg Δ(Sup): ResNet-18 [MoCo 12.8, BYOL 14.1, Barlow 8.2 < "
+        "Sup 16.3].'"
+    ),
+    "C5.corrupt": (
+        f"§4.5: 'Corruption lowers CL feature uniformity: 2.82 → 2.41–2.62; global ≤ 2.45, local mild 2.62.' {_TEASER}"
+    ),
     "C5.blur": "§4.5: 'Defocus blur barely changes it [2.80].' (t-SNE titles: Original 2.82, Defocus blur 2.80)",
     "C5.order": "§4.5: 'Final overall uniformity: MoCo > Sup > SupCon [2.82, 2.15, 1.44].'",
-    "C5.train": ("§4.5: 'For Sup and SupCon, class-wise uniformity *decreases* during training while overall "
-                 "uniformity rises. For MoCo, both rise. Intra-class distance rises for MoCo and falls for Sup/SupCon "
-                 "[SUPP A.2, qualitative].' §3.6 (Fig. A.1): class-wise values 'MoCo: rise to about 2.2–2.6 at 800 "
-                 "epochs. SupCon: settle at about 0.18–0.69 by epoch 200. Sup: fall to about 0.12–0.45 by epoch 200.'"),
-    "C6.unif": ("§4.6: 'Uniformity tracks accuracy within one corruption family, ECE does not [Table C.1]: Global: "
-                "2.16 > 2.11 > 2.10 matches 89.6 > 81.5 > 29.44. Local: 2.18 > 2.13 > 2.10 matches 89.4 > 77.4 > "
-                "29.44.'"),
+    "C5.train": (
+        "§4.5: 'For Sup and SupCon, class-wise uniformity *decreases* during training while overall "
+        "uniformity rises. For MoCo, both rise. Intra-class distance rises for MoCo and falls for Sup/SupCon "
+        "[SUPP A.2, qualitative].' §3.6 (Fig. A.1): class-wise values 'MoCo: rise to about 2.2–2.6 at 800 "
+        "epochs. SupCon: settle at about 0.18–0.69 by epoch 200. Sup: fall to about 0.12–0.45 by epoch 200.'"
+    ),
+    "C6.unif": (
+        "§4.6: 'Uniformity tracks accuracy within one corruption family, ECE does not [Table C.1]: Global: "
+        "2.16 > 2.11 > 2.10 matches 89.6 > 81.5 > 29.44. Local: 2.18 > 2.13 > 2.10 matches 89.4 > 77.4 > "
+        "29.44.'"
+    ),
     "C6.ece": "§4.6: 'ECE is non-monotone.' Table C.1 ECE: 1.97, 2.80, 0.06, 1.18, 0.69, 1.64.",
-    "C7.seeds": ("SUPP A.1 (docs/study.md §3.7): 'MoCo-v2, CIFAR-10, 200 epochs, 3 runs, KNN: original: 82.44 ± 0.18; "
-                 "Glo 8×8: 59.24 ± 0.40. Linear evaluation variance is similar.' §4.7: 'Seed noise is small "
-                 "(σ ≈ 0.2–0.4 KNN points) compared with the method gaps.'"),
-    "C8.gamma": ("§4.8 (ICLR/arXiv versions, numbers unavailable): 'Pretraining pixel-level (gamma) and patch-level "
-                 "corruptions: Δ^P_CL > Δ^P_SL.'"),
+    "C7.seeds": (
+        "SUPP A.1 (docs/study.md §3.7): 'MoCo-v2, CIFAR-10, 200 epochs, 3 runs, KNN: original: 82.44 ± 0.18; "
+        "Glo 8×8: 59.24 ± 0.40. Linear evaluation variance is similar.' §4.7: 'Seed noise is small "
+        "(σ ≈ 0.2–0.4 KNN points) compared with the method gaps.'"
+    ),
+    "C8.gamma": (
+        "§4.8 (ICLR/arXiv versions, numbers unavailable): 'Pretraining pixel-level (gamma) and patch-level "
+        "corruptions: Δ^P_CL > Δ^P_SL.'"
+    ),
     "S1.floor": "Not the study's: a sanity check that each method learned above the untrained network.",
 }
 

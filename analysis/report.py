@@ -40,8 +40,22 @@ table{border-collapse:collapse;margin:.6em 0;font-size:12.5px}td,th{border:1px s
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}
 .PASS{background:#d8f5d0}.FAIL{background:#f8d0d0}.INCONCLUSIVE{background:#f4f0d8}.note{color:#555;font-size:12.5px}
 h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}code{background:#f4f4f4;padding:0 3px}"""
-TRIAL_COLUMNS = ["arm", "method", "corruption", "seed", "optim.epochs", "knn_acc", "probe_acc", "uniformity", "ece",
-                 "alignment", "n_test", "train_time_s", "status", "run_id"]
+TRIAL_COLUMNS = [
+    "arm",
+    "method",
+    "corruption",
+    "seed",
+    "optim.epochs",
+    "knn_acc",
+    "probe_acc",
+    "uniformity",
+    "ece",
+    "alignment",
+    "n_test",
+    "train_time_s",
+    "status",
+    "run_id",
+]
 
 
 def table_html(df: pd.DataFrame, index: bool = False, digits: int = 3) -> str:
@@ -59,14 +73,18 @@ def figure_html(png: bytes | None, caption: str) -> str:
 
 def claims_html(table: pd.DataFrame) -> str:
     """The claim checks, one coloured row per check."""
-    head = "".join(f"<th>{h}</th>" for h in ("verdict", "id", "claim", "effect [95% interval]", "interval", "missing", "paper"))
+    head = "".join(
+        f"<th>{h}</th>" for h in ("verdict", "id", "claim", "effect [95% interval]", "interval", "missing", "paper")
+    )
     rows = []
     for _, r in table.iterrows():
         effect = "" if math.isnan(r["effect"]) else f"{r['effect']:+.3g} {r['unit']}"
         if not math.isnan(r["low"]):
             effect += f" [{r['low']:+.3g}, {r['high']:+.3g}]"
         cells = [r["verdict"], r["id"], r["claim"], effect, r["interval"], r["missing"], r["paper"]]
-        rows.append(f'<tr class="{r["verdict"]}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+        rows.append(
+            f'<tr class="{r["verdict"]}">' + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>"
+        )
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
@@ -89,12 +107,20 @@ def accuracy_sections(df: pd.DataFrame, metrics: list[str]) -> list[str]:
         parts = [f"<h3>{metric}: accuracy (%)</h3>", table_html(wide(acc), index=True), note(spread_note(acc))]
         if not drops.empty:
             floors = drop_summary(df, metric, "floor_drop")
-            parts += [f"<h3>{metric}: relative drop vs ori (%), 100 (A_ori − A_c) / A_ori</h3>",
-                      table_html(wide(drops), index=True), note(spread_note(drops)),
-                      figure_html(png_bytes(drop_figure(drops, metric)), f"Relative drop of {metric}; error bars: the table's spread."),
-                      f"<h3>{metric}: {MEASURES['floor_drop'][0].lower()}{MEASURES['floor_drop'][1:]}</h3>"]
-            parts += ([table_html(wide(floors), index=True), note(f"{spread_note(floors, reference=False)} {FLOOR_NOTE}")]
-                      if not floors.empty else [note(NO_FLOOR)])
+            parts += [
+                f"<h3>{metric}: relative drop vs ori (%), 100 (A_ori − A_c) / A_ori</h3>",
+                table_html(wide(drops), index=True),
+                note(spread_note(drops)),
+                figure_html(
+                    png_bytes(drop_figure(drops, metric)), f"Relative drop of {metric}; error bars: the table's spread."
+                ),
+                f"<h3>{metric}: {MEASURES['floor_drop'][0].lower()}{MEASURES['floor_drop'][1:]}</h3>",
+            ]
+            parts += (
+                [table_html(wide(floors), index=True), note(f"{spread_note(floors, reference=False)} {FLOOR_NOTE}")]
+                if not floors.empty
+                else [note(NO_FLOOR)]
+            )
         out.append(section(f"Accuracy and drop ({metric})", *parts))
     return out
 
@@ -106,14 +132,26 @@ def geometry_sections(df: pd.DataFrame, history: pd.DataFrame | None, metric: st
     corr = correlation_table(df, metric)
     dyn = dynamics_frame(df, history)
     corruptions = [c for c in dict.fromkeys(["ori", *sorted(set(dyn["corruption"]))]) if c in set(dyn["corruption"])]
-    dyn_figs = [figure_html(png_bytes(dynamics_figure(dyn, c)), f"Feature geometry over training on {c} "
-                            "(epoch 0 = the untrained reference; between it and the end, the evaluations every eval.eval_every epochs).")
-                for c in corruptions[:2]]
-    return [section("Uniformity and ECE vs accuracy", table_html(formatted(corr)),
-                    note("Spearman/Pearson r [95% bootstrap interval]; one point per trained trial; "
-                         "ori counts in every family; 'all (within method)' centres each method."),
-                    figure_html(png_bytes(scatter_figure(df, metric)), f"{metric} vs uniformity / ECE, per family.")),
-            section("Training dynamics (Figure A.1)", *dyn_figs or [note("no trained trial with geometry metrics")])]
+    dyn_figs = [
+        figure_html(
+            png_bytes(dynamics_figure(dyn, c)),
+            f"Feature geometry over training on {c} "
+            "(epoch 0 = the untrained reference; between it and the end, the evaluations every eval.eval_every epochs).",
+        )
+        for c in corruptions[:2]
+    ]
+    return [
+        section(
+            "Uniformity and ECE vs accuracy",
+            table_html(formatted(corr)),
+            note(
+                "Spearman/Pearson r [95% bootstrap interval]; one point per trained trial; "
+                "ori counts in every family; 'all (within method)' centres each method."
+            ),
+            figure_html(png_bytes(scatter_figure(df, metric)), f"{metric} vs uniformity / ECE, per family."),
+        ),
+        section("Training dynamics (Figure A.1)", *dyn_figs or [note("no trained trial with geometry metrics")]),
+    ]
 
 
 def inspection_sections(df: pd.DataFrame) -> list[str]:
@@ -129,61 +167,101 @@ def inspection_sections(df: pd.DataFrame) -> list[str]:
     cams = []
     for _, row in first.loc[[i for i in corrupted.index if i in first.index]].iterrows():
         try:
-            cams.append(figure_html(png_bytes(gradcam.figure_for(row)), f"Grad-CAM: {row['arm']} trained on {row['corruption']}, "
-                                    "clean and corrupted test images (prototype-cosine score of the predicted class)."))
+            cams.append(
+                figure_html(
+                    png_bytes(gradcam.figure_for(row)),
+                    f"Grad-CAM: {row['arm']} trained on {row['corruption']}, "
+                    "clean and corrupted test images (prototype-cosine score of the predicted class).",
+                )
+            )
         except AnalysisError as err:
             cams.append(note(f"Grad-CAM of {row['arm']} {row['corruption']}: {err}"))
     try:
         panels = [tsne.trial_panel(row) for _, row in picks.head(12).iterrows()]
-        tsne_part = figure_html(png_bytes(tsne.tsne_figure(panels)), "t-SNE of test features (eval corruption), coloured by class.")
+        tsne_part = figure_html(
+            png_bytes(tsne.tsne_figure(panels)), "t-SNE of test features (eval corruption), coloured by class."
+        )
     except AnalysisError as err:
         tsne_part = note(f"t-SNE: {err}")
-    return [section("Grad-CAM (Figures B.1-B.2)", *cams or [note("no corrupted trial to show")]),
-            section("t-SNE of evaluation features", tsne_part)]
+    return [
+        section("Grad-CAM (Figures B.1-B.2)", *cams or [note("no corrupted trial to show")]),
+        section("t-SNE of evaluation features", tsne_part),
+    ]
 
 
 def header(info: dict, all_trials: pd.DataFrame, experiment: str, seconds: float) -> str:
     tags = info.get("tags", {})
     statuses = all_trials["status"].value_counts().to_dict() if "status" in all_trials else {}
     wall = f"{info['wall_s']:.0f} s" if info.get("wall_s") else "unknown"
-    facts = {"experiment": experiment, "sweep": tags.get("sweep_name", "?"), "dataset": tags.get("dataset", "?"),
-             "parent run": info.get("parent_run_id") or "–", "trials": ", ".join(f"{v} {k}" for k, v in statuses.items()),
-             "sweep wall time": wall, "code": f"{tags.get('git_sha', '?')[:12]} (dirty: {tags.get('git_dirty', '?')})",
-             "report": f"{datetime.datetime.now().isoformat(timespec='seconds')}, built in {seconds:.0f} s"}
+    facts = {
+        "experiment": experiment,
+        "sweep": tags.get("sweep_name", "?"),
+        "dataset": tags.get("dataset", "?"),
+        "parent run": info.get("parent_run_id") or "–",
+        "trials": ", ".join(f"{v} {k}" for k, v in statuses.items()),
+        "sweep wall time": wall,
+        "code": f"{tags.get('git_sha', '?')[:12]} (dirty: {tags.get('git_dirty', '?')})",
+        "report": f"{datetime.datetime.now().isoformat(timespec='seconds')}, built in {seconds:.0f} s",
+    }
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts.items())
     return f"<h1>Sweep report: {html.escape(experiment)}</h1><table>{rows}</table>"
 
 
 def config_section(df: pd.DataFrame, info: dict) -> str:
     shared = constant_config(df)
-    varying = sorted(c for c in df.columns if c.startswith(("data.", "model.", "optim.", "eval.", "system.", "method"))
-                     and c not in shared)
+    varying = sorted(
+        c
+        for c in df.columns
+        if c.startswith(("data.", "model.", "optim.", "eval.", "system.", "method")) and c not in shared
+    )
     versions = {k: v for k, v in info.get("tags", {}).items() if k.startswith(("version.", "git_"))}
     trials = annotate(df)
     trials = trials[[c for c in TRIAL_COLUMNS if c in trials]]
-    return section("Configuration and versions",
-                   "<h3>Shared by every trial</h3>", table_html(pd.DataFrame(shared.items(), columns=["key", "value"])),
-                   note("varying: " + (", ".join(varying) or "nothing")),
-                   "<h3>Versions</h3>", table_html(pd.DataFrame(versions.items(), columns=["library", "version"])),
-                   "<h3>Trials</h3>", table_html(trials.sort_values(["arm", "corruption", "seed"])))
+    return section(
+        "Configuration and versions",
+        "<h3>Shared by every trial</h3>",
+        table_html(pd.DataFrame(shared.items(), columns=["key", "value"])),
+        note("varying: " + (", ".join(varying) or "nothing")),
+        "<h3>Versions</h3>",
+        table_html(pd.DataFrame(versions.items(), columns=["library", "version"])),
+        "<h3>Trials</h3>",
+        table_html(trials.sort_values(["arm", "corruption", "seed"])),
+    )
 
 
-def render(df: pd.DataFrame, all_trials: pd.DataFrame, info: dict, experiment: str, metric: str,
-           history: pd.DataFrame | None = None, inspect: bool = True, started: float | None = None) -> str:
+def render(
+    df: pd.DataFrame,
+    all_trials: pd.DataFrame,
+    info: dict,
+    experiment: str,
+    metric: str,
+    history: pd.DataFrame | None = None,
+    inspect: bool = True,
+    started: float | None = None,
+) -> str:
     """The whole report as one HTML string (see the module docstring)."""
     started = started or time.time()
     metrics = [metric] + [m for m in ("knn_acc", "probe_acc") if m != metric and m in df and df[m].notna().any()]
     claims = claim_checks(df, metric, history)
     counts = claims["verdict"].value_counts()
-    body = [section("Claim checks", note(", ".join(f"{counts.get(v, 0)} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
-                                         + f" (on {metric}; PASS/FAIL: the 95% interval of the effect excludes 0)."),
-                    claims_html(claims))]
+    body = [
+        section(
+            "Claim checks",
+            note(
+                ", ".join(f"{counts.get(v, 0)} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
+                + f" (on {metric}; PASS/FAIL: the 95% interval of the effect excludes 0)."
+            ),
+            claims_html(claims),
+        )
+    ]
     body += accuracy_sections(df, metrics) + geometry_sections(df, history, metric)
     body += inspection_sections(df) if inspect else []
     body.append(config_section(df, info))
     head = header(info, all_trials, experiment, time.time() - started)
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(experiment)}</title>"
-            f"<style>{STYLE}</style></head><body>{head}{''.join(body)}</body></html>")
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(experiment)}</title>"
+        f"<style>{STYLE}</style></head><body>{head}{''.join(body)}</body></html>"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +278,9 @@ def _main(args) -> None:
     started = time.time()
     df, source = cli.load(args, need_clean=True)
     if source.uri:
-        all_trials = collect.load_runs(args.experiment, source.uri, source.storage, finished_only=False, sweep=args.sweep)
+        all_trials = collect.load_runs(
+            args.experiment, source.uri, source.storage, finished_only=False, sweep=args.sweep
+        )
         info = collect.sweep_info(args.experiment, source.uri, sweep=args.sweep)
     else:
         all_trials, info = collect.load_tune(source.storage / args.experiment, finished_only=False), {}

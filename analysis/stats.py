@@ -64,8 +64,13 @@ def correlation(x: np.ndarray, y: np.ndarray, kind: str = "pearson", groups: np.
 
 
 def bootstrap_correlation(
-    x: np.ndarray, y: np.ndarray, kind: str = "pearson", groups: np.ndarray | None = None,
-    n_boot: int = 2000, seed: int = 0, level: float = LEVEL,
+    x: np.ndarray,
+    y: np.ndarray,
+    kind: str = "pearson",
+    groups: np.ndarray | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = LEVEL,
 ) -> tuple[float, float, float]:
     """Correlation and its percentile-bootstrap interval (rows resampled within groups).
 

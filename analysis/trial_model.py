@@ -41,8 +41,9 @@ class LoadedTrial:
         return normalize(to_float(corrupted), mean, std).to(self.device)
 
     @torch.no_grad()
-    def features(self, split: Split, corruption: str, per_class: int | None = None,
-                 batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    def features(
+        self, split: Split, corruption: str, per_class: int | None = None, batch_size: int = 256
+    ) -> tuple[Tensor, Tensor]:
         """Backbone features (N, D) float32 and labels (N,) of a split under a corruption.
 
         Args:
@@ -51,8 +52,9 @@ class LoadedTrial:
             per_class: keep the first n images of every class (None: all).
         """
         index = _first_per_class(split.labels, per_class)
-        feats = [self.method.embed(self.inputs(split.images[i], corruption)).float().cpu()
-                 for i in index.split(batch_size)]
+        feats = [
+            self.method.embed(self.inputs(split.images[i], corruption)).float().cpu() for i in index.split(batch_size)
+        ]
         return torch.cat(feats), split.labels[index]
 
 
@@ -70,8 +72,9 @@ def trial_config(row: pd.Series, device: str = "cpu") -> TrialConfig:
         flat = {k: v for k, v in recorded.items() if k in defaults}
     else:
         flat = {k: _restore(v, defaults[k]) for k, v in row.items() if k in defaults}
-    flat.update({"system.device": device, "system.compile": False, "system.channels_last": False,
-                 "system.precision": "fp32"})
+    flat.update(
+        {"system.device": device, "system.compile": False, "system.channels_last": False, "system.precision": "fp32"}
+    )
     return TrialConfig.from_flat(flat).resolved()
 
 
@@ -94,8 +97,10 @@ def load_trial(row: pd.Series, device: str = "cpu") -> LoadedTrial:
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         method.load_state_dict(state["method"])
     elif epochs > 0:
-        raise AnalysisError(f"trial {row.get('trial_id')!r} ({row['method']}, {row['data.corruption']}) has no "
-                            "checkpoint under the Tune storage; pass --storage-path where the sweep ran")
+        raise AnalysisError(
+            f"trial {row.get('trial_id')!r} ({row['method']}, {row['data.corruption']}) has no "
+            "checkpoint under the Tune storage; pass --storage-path where the sweep ran"
+        )
     return LoadedTrial(row, cfg, method.eval(), data, torch.device(device))
 
 
@@ -105,8 +110,13 @@ def _first_per_class(labels: Tensor, n: int | None) -> Tensor:
     return torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in labels.unique()]).sort().values
 
 
-def select_trials(df: pd.DataFrame, method: str | None = None, corruption: str | None = None,
-                  seed: int | None = None, trial: str | None = None) -> pd.DataFrame:
+def select_trials(
+    df: pd.DataFrame,
+    method: str | None = None,
+    corruption: str | None = None,
+    seed: int | None = None,
+    trial: str | None = None,
+) -> pd.DataFrame:
     """Rows of an (annotated) frame matching the filters; ``method`` may be ``untrained``.
 
     ``trial`` matches ``run_id`` or ``trial_id``. Raises AnalysisError naming the valid values
@@ -119,7 +129,9 @@ def select_trials(df: pd.DataFrame, method: str | None = None, corruption: str |
     for column, value in (("arm", method), ("corruption", corruption), ("seed", seed)):
         if value is not None:
             if value not in set(df[column]):
-                raise AnalysisError(f"no trial with {column} {value!r}; valid: {', '.join(map(str, sorted(set(df[column]), key=str)))}")
+                raise AnalysisError(
+                    f"no trial with {column} {value!r}; valid: {', '.join(map(str, sorted(set(df[column]), key=str)))}"
+                )
             mask &= df[column] == value
     if not mask.any():
         raise AnalysisError(f"no trial matches method={method}, corruption={corruption}, seed={seed}, trial={trial}")

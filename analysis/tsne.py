@@ -57,9 +57,13 @@ def tsne_figure(panels: list[dict], columns: int = 4):
     for ax, p in zip(axes.flat, panels, strict=False):
         ax.scatter(p["xy"][:, 0], p["xy"][:, 1], c=p["labels"], cmap="tab10", vmin=0, vmax=9, s=5)
         ax.set_title(p["title"], fontsize=7)
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=plt.cm.tab10(c % 10), markersize=4)
-               for c in range(len(panels[0]["classes"]))]
-    fig.legend(handles, panels[0]["classes"], loc="lower center", ncols=min(10, len(handles)), fontsize=6, frameon=False)
+    handles = [
+        plt.Line2D([], [], marker="o", linestyle="", color=plt.cm.tab10(c % 10), markersize=4)
+        for c in range(len(panels[0]["classes"]))
+    ]
+    fig.legend(
+        handles, panels[0]["classes"], loc="lower center", ncols=min(10, len(handles)), fontsize=6, frameon=False
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 

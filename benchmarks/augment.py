@@ -117,9 +117,7 @@ def main() -> None:
     for key, r in rows.items():
         pil = f"   PIL per-image {r['pil_pairs_per_s']:9,.0f}" if "pil_pairs_per_s" in r else ""
         ours, kornia = r["ours_pairs_per_s"], r["kornia_pairs_per_s"]
-        print(
-            f"{key:>10}: ours {ours:9,.0f}   kornia {kornia:9,.0f}{pil}   ours/kornia x{r['ratio']:.1f}"
-        )
+        print(f"{key:>10}: ours {ours:9,.0f}   kornia {kornia:9,.0f}{pil}   ours/kornia x{r['ratio']:.1f}")
     device, batch = devices[-1], max(args.batches)
     head, cpu = rows[f"{device}/{batch}"], rows[f"cpu/{batch}"]
     emit(

@@ -56,11 +56,26 @@ def main() -> None:
         theirs = best_time(lambda spec=spec: study_path(pil, spec), repeats=2)
         ref = np.stack([np.asarray(im) for im in study_path(pil[:64], spec)]).transpose(0, 3, 1, 2)
         assert np.array_equal(ref, c(split.images[:64]).numpy()), f"{spec}: paths disagree"
-        rows[spec] = {"ours_img_per_s": len(split) / ours, "study_img_per_s": len(split) / theirs, "ratio": theirs / ours}
-        print(f"{spec:>8}: ours {len(split) / ours:12,.0f} img/s   study per-image {len(split) / theirs:10,.0f} img/s   x{theirs / ours:.1f}")
+        rows[spec] = {
+            "ours_img_per_s": len(split) / ours,
+            "study_img_per_s": len(split) / theirs,
+            "ratio": theirs / ours,
+        }
+        print(
+            f"{spec:>8}: ours {len(split) / ours:12,.0f} img/s   study per-image {len(split) / theirs:10,.0f} img/s   x{theirs / ours:.1f}"
+        )
     ratio = float(np.exp(np.mean([np.log(r["ratio"]) for r in rows.values()])))
-    emit({"benchmark": "corruptions", "device": "cpu", "threads": torch.get_num_threads(), "n_images": len(split),
-          "per_spec": rows, "ratio": ratio, "ratio_min": min(r["ratio"] for r in rows.values())})
+    emit(
+        {
+            "benchmark": "corruptions",
+            "device": "cpu",
+            "threads": torch.get_num_threads(),
+            "n_images": len(split),
+            "per_spec": rows,
+            "ratio": ratio,
+            "ratio_min": min(r["ratio"] for r in rows.values()),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -42,10 +42,20 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         first, count = timed_load(args.dataset, args.image_size, Path(folder))
         reload, _ = timed_load(args.dataset, args.image_size, Path(folder))
-    print(f"{args.dataset}: {count} images; first load (decode + cache) {first:.1f} s, reload {reload:.2f} s "
-          f"({first / reload:.0f}x); goal: reload under 2 s -> {'met' if reload < 2 else 'MISSED'}")
-    emit({"benchmark": "dataset_reload", "dataset": args.dataset, "images": count, "first_s": first,
-          "reload_s": reload, "ratio": round(first / reload, 1)})
+    print(
+        f"{args.dataset}: {count} images; first load (decode + cache) {first:.1f} s, reload {reload:.2f} s "
+        f"({first / reload:.0f}x); goal: reload under 2 s -> {'met' if reload < 2 else 'MISSED'}"
+    )
+    emit(
+        {
+            "benchmark": "dataset_reload",
+            "dataset": args.dataset,
+            "images": count,
+            "first_s": first,
+            "reload_s": reload,
+            "ratio": round(first / reload, 1),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,7 @@ def clustered_features(n: int, generator: torch.Generator) -> tuple[torch.Tensor
     return centres[labels] + noise, labels
 
 
-def best_times(
-    fns: dict[str, Callable[[], object]], repeats: int = REPEATS
-) -> dict[str, tuple[float, object]]:
+def best_times(fns: dict[str, Callable[[], object]], repeats: int = REPEATS) -> dict[str, tuple[float, object]]:
     """Best wall time of each function over ``repeats`` rounds after a warm-up, and its result.
 
     Rounds interleave the functions so that load from other processes on a shared machine
@@ -94,9 +92,7 @@ def main() -> None:
 
     timed = best_times(
         {
-            "ours": lambda: knn_predict(
-                train, train_labels, test, NUM_CLASSES, k=K, temperature=TEMPERATURE
-            ),
+            "ours": lambda: knn_predict(train, train_labels, test, NUM_CLASSES, k=K, temperature=TEMPERATURE),
             "sklearn": lambda: sklearn_predict(train, train_labels, test),
             "matmul": matmul_floor(train, test),
         }
@@ -110,9 +106,7 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, best of {REPEATS}"
     )
     print(f"  ours     {ours_s:7.3f} s   (accuracy {accuracy:.2f}%)")
-    print(
-        f"  sklearn  {sklearn_s:7.3f} s   ({sklearn_s / ours_s:.2f}x ours; agreement {agree:.4f})"
-    )
+    print(f"  sklearn  {sklearn_s:7.3f} s   ({sklearn_s / ours_s:.2f}x ours; agreement {agree:.4f})")
     print(f"  matmul   {matmul_s:7.3f} s   (ours is {ours_s / matmul_s:.2f}x the floor)")
     # Many small parallel ops suffer more than one big matmul when other processes hold the
     # cores, so a busy machine inflates floor_ratio; the load average says how busy it was.

@@ -54,8 +54,13 @@ def preset_trial(dataset: str, method: str, corruption: str, seed: int, override
     """The gpu preset's flat config for one cell (as the sweep resolves it) with ``overrides``, and the dataset."""
     with tempfile.TemporaryDirectory() as storage:
         plan, _ = prepare(SWEEP, ["--budget", "gpu", "--dry-run", "--dataset", dataset, "--storage-path", storage])
-    cells = [c for c in plan.cells if (c["method"], c["data.corruption"], c["system.seed"]) == (method, corruption, seed)
-             and c["optim.epochs"] > 0 and c.get("data.labels_per_class") is None]
+    cells = [
+        c
+        for c in plan.cells
+        if (c["method"], c["data.corruption"], c["system.seed"]) == (method, corruption, seed)
+        and c["optim.epochs"] > 0
+        and c.get("data.labels_per_class") is None
+    ]
     if not cells:
         raise SystemExit(f"no gpu-preset trial {method} {corruption} seed {seed}")
     return TrialConfig.from_flat({**cells[0], **overrides}).resolved().to_flat(), plan.data
@@ -67,7 +72,9 @@ TRIAL_LEVERS = {"eval.on_device": True, "eval.batch_size": 1024, "system.finite_
 def levers_from(log: Path, budget_s: float, optimizer: str) -> tuple[dict, str | None]:
     """The flat overrides of the benchmark's best moco_v2 mode for a ``budget_s`` trial, and its name."""
     lines = [line for line in log.read_text().splitlines() if line.startswith("{")] if log.exists() else []
-    rows = [r for r in json.loads(lines[-1])["rows"] if r["method"] == "moco_v2" and "samples_per_s" in r] if lines else []
+    rows = (
+        [r for r in json.loads(lines[-1])["rows"] if r["method"] == "moco_v2" and "samples_per_s" in r] if lines else []
+    )
     if not rows:
         return {}, None
     best = max(rows, key=lambda r: r["samples_per_s"] * max(0.0, budget_s - r["setup_s"]))
@@ -97,9 +104,19 @@ def main() -> None:
     flat, data = preset_trial(args.dataset, args.method, args.corruption, args.seed, overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     curves = args.out / "trial_curves.csv"
-    print(f"trial {args.method} {args.corruption} seed {args.seed}; mode {mode or '-'}; overrides {overrides}", flush=True)
-    summary = {"trial": flat, "overrides": overrides, "mode": mode, "budget_s": args.budget_s, "setup_s": time.perf_counter() - started,
-               "study_knn": STUDY_KNN.get((args.method, args.corruption)), "epochs": [], "done": False}
+    print(
+        f"trial {args.method} {args.corruption} seed {args.seed}; mode {mode or '-'}; overrides {overrides}", flush=True
+    )
+    summary = {
+        "trial": flat,
+        "overrides": overrides,
+        "mode": mode,
+        "budget_s": args.budget_s,
+        "setup_s": time.perf_counter() - started,
+        "study_knn": STUDY_KNN.get((args.method, args.corruption)),
+        "epochs": [],
+        "done": False,
+    }
     with curves.open("w", newline="") as f:
         csv.writer(f).writerow(COLUMNS)
     last = [time.perf_counter()]
@@ -123,7 +140,9 @@ def main() -> None:
     try:
         run_trial(flat, report, dataset=data)
     except BudgetSpent:
-        print(f"stopped after epoch {summary['epochs'][-1]['epoch']} of {flat['optim.epochs']}: budget {args.budget_s:g} s")
+        print(
+            f"stopped after epoch {summary['epochs'][-1]['epoch']} of {flat['optim.epochs']}: budget {args.budget_s:g} s"
+        )
     summary["wall_s"] = time.perf_counter() - started
     write(args.out / "trial.json", summary)
 
@@ -132,10 +151,13 @@ def write(path: Path, summary: dict) -> None:
     """The summary with per-epoch speeds, rewritten whole (a killed run keeps the last one)."""
     speeds = sorted(e["samples_per_s"] for e in summary["epochs"] if e["samples_per_s"])
     knn = [e for e in summary["epochs"] if e["knn_acc_study"] is not None]
-    summary = {**summary, "epochs_done": len(summary["epochs"]),
-               "median_samples_per_s": speeds[len(speeds) // 2] if speeds else None,
-               "last_knn_acc_study": knn[-1]["knn_acc_study"] if knn else None,
-               "last_knn_epoch": knn[-1]["epoch"] if knn else None}
+    summary = {
+        **summary,
+        "epochs_done": len(summary["epochs"]),
+        "median_samples_per_s": speeds[len(speeds) // 2] if speeds else None,
+        "last_knn_acc_study": knn[-1]["knn_acc_study"] if knn else None,
+        "last_knn_epoch": knn[-1]["epoch"] if knn else None,
+    }
     path.write_text(json.dumps(summary, indent=1, default=str))
 
 

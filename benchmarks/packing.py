@@ -71,8 +71,16 @@ def pack(k: int, spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         # stderr to files: a pipe nobody reads before the barrier would block a chatty child (compile logs)
         logs = [open(Path(folder) / f"stderr{rank}", "w") for rank in range(k)]
-        procs = [subprocess.Popen([sys.executable, __file__, "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=log, text=True) for log in logs]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--child"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+            for log in logs
+        ]
         for rank, proc in enumerate(procs):
             proc.stdin.write(json.dumps({**spec, "k": k, "rank": rank, "folder": folder}))
             proc.stdin.close()
@@ -92,8 +100,11 @@ def pack(k: int, spec: dict) -> dict:
                 err = (Path(folder) / f"stderr{rank}").read_text().strip().splitlines()
                 return {"k": k, "error": err[-1][:300] if err else f"exit {proc.returncode}"}
             results.append(json.loads(out.strip().splitlines()[-1]))
-    return {"k": k, "aggregate_samples_per_s": sum(r["samples_per_s"] for r in results),
-            "per_process": [r["samples_per_s"] for r in results]}
+    return {
+        "k": k,
+        "aggregate_samples_per_s": sum(r["samples_per_s"] for r in results),
+        "per_process": [r["samples_per_s"] for r in results],
+    }
 
 
 def main() -> None:
@@ -109,8 +120,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--chunk", type=int, default=10, help="steps between device syncs")
     args = parser.parse_args()
-    spec = {k: getattr(args, k) for k in ("method", "mode", "seconds", "width", "batch", "image_size", "augment",
-                                          "warmup", "chunk")}
+    spec = {
+        k: getattr(args, k)
+        for k in ("method", "mode", "seconds", "width", "batch", "image_size", "augment", "warmup", "chunk")
+    }
     rows = []
     print(f"{'k':>2} {'aggregate samples/s':>20} {'vs k=1':>7}  per process")
     for k in args.ks:
@@ -125,12 +138,22 @@ def main() -> None:
             continue
         base = rows[0].get("aggregate_samples_per_s")
         vs = f"{r['aggregate_samples_per_s'] / base:6.2f}x" if base else "      -"
-        print(f"{k:>2} {r['aggregate_samples_per_s']:20.1f} {vs}  {', '.join(f'{x:.1f}' for x in r['per_process'])}", flush=True)
+        print(
+            f"{k:>2} {r['aggregate_samples_per_s']:20.1f} {vs}  {', '.join(f'{x:.1f}' for x in r['per_process'])}",
+            flush=True,
+        )
     timed = [r for r in rows if "aggregate_samples_per_s" in r]
     one = next((r["aggregate_samples_per_s"] for r in timed if r["k"] == 1), None)
     best = max(timed, key=lambda r: r["aggregate_samples_per_s"], default=None)
-    emit({"benchmark": "packing", **spec, "rows": rows, "best_k": best["k"] if best else None,
-          "ratio": best["aggregate_samples_per_s"] / one if best and one else None})
+    emit(
+        {
+            "benchmark": "packing",
+            **spec,
+            "rows": rows,
+            "best_k": best["k"] if best else None,
+            "ratio": best["aggregate_samples_per_s"] / one if best and one else None,
+        }
+    )
 
 
 if __name__ == "__main__":

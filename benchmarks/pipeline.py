@@ -43,14 +43,16 @@ class StudyDataset(torch.utils.data.Dataset):
         h, w = images.shape[-2:]
         ramp = torch.arange(h * w, dtype=torch.float64).view(1, 1, h, w)
         self.index = parse(spec)(ramp).flatten().long().numpy()
-        self.transform = T.Compose([
-            T.RandomResizedCrop(w, scale=(0.08, 1.0)),
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            T.RandomGrayscale(p=0.2),
-            T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
-        ])
+        self.transform = T.Compose(
+            [
+                T.RandomResizedCrop(w, scale=(0.08, 1.0)),
+                T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                T.RandomGrayscale(p=0.2),
+                T.RandomHorizontalFlip(),
+                T.ToTensor(),
+                T.Normalize(mean, std),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.pil)
@@ -63,8 +65,9 @@ class StudyDataset(torch.utils.data.Dataset):
 
 
 def study_epoch(ds: StudyDataset, batch: int, workers: int) -> int:
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                                         persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=False
+    )
     return sum(v1.shape[0] for v1, _ in loader)
 
 
@@ -99,9 +102,19 @@ def main() -> None:
     ours_rate, study_rate = ours[1] / ours[0], study[1] / study[0]
     print(f"ours : {ours_rate:9,.0f} two-view samples/s ({ours[1]} samples in {ours[0]:.2f} s)")
     print(f"study: {study_rate:9,.0f} two-view samples/s (PIL DataLoader, {args.workers} workers)")
-    emit({"benchmark": "pipeline", "device": "cpu", "batch": args.batch, "corruption": args.corruption,
-          "n_images": args.n, "threads": torch.get_num_threads(), "ours_samples_per_s": ours_rate,
-          "study_samples_per_s": study_rate, "ratio": ours_rate / study_rate})
+    emit(
+        {
+            "benchmark": "pipeline",
+            "device": "cpu",
+            "batch": args.batch,
+            "corruption": args.corruption,
+            "n_images": args.n,
+            "threads": torch.get_num_threads(),
+            "ours_samples_per_s": ours_rate,
+            "study_samples_per_s": study_rate,
+            "ratio": ours_rate / study_rate,
+        }
+    )
 
 
 if __name__ == "__main__":

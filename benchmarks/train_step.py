@@ -79,15 +79,22 @@ CUDA_SETTINGS = {
 }
 
 
-def make_step(method_name: str, width: float, batch: int, device: str, setting: tuple,
-              extra: dict | None = None) -> Callable[[], None]:
+def make_step(
+    method_name: str, width: float, batch: int, device: str, setting: tuple, extra: dict | None = None
+) -> Callable[[], None]:
     """One training step of a freshly built trial model, as ``trainables.loop`` runs it.
 
     ``extra``: flat config overrides (``--set``) for keys of this method; others are skipped.
     """
     precision, channels_last, compile_ = setting
-    overrides = {"model.width": width, "optim.batch_size": batch, "system.device": device,
-                 "system.precision": precision, "system.channels_last": channels_last, "system.compile": compile_}
+    overrides = {
+        "model.width": width,
+        "optim.batch_size": batch,
+        "system.device": device,
+        "system.precision": precision,
+        "system.channels_last": channels_last,
+        "system.compile": compile_,
+    }
     if method_name == "moco_v2":
         overrides["method.queue_size"] = 4096
     known = TrialConfig(method=method_name).to_flat()
@@ -132,7 +139,11 @@ def measure(device: str, name: str, width: float, label: str, args: argparse.Nam
     step = make_step(name, width, args.batch, device, setting, extra)
     times = step_times(step, warmup, args.steps if cheap else args.full_steps)
     return {
-        "device": device, "method": name, "width": width, "setting": label, "steps": len(times),
+        "device": device,
+        "method": name,
+        "width": width,
+        "setting": label,
+        "steps": len(times),
         "samples_per_s": args.batch / min(times),
         "median_samples_per_s": args.batch / statistics.median(times),
         "spread": max(times) / min(times),
@@ -147,10 +158,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps (CUDA; CPU below width 1)")
     parser.add_argument("--full-steps", type=int, default=1, help="timed steps, CPU, width 1 (5-20 s each)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile on CUDA")
-    parser.add_argument("--settings", nargs="+", default=list(CPU_SETTINGS), choices=list(CPU_SETTINGS),
-                        help="CPU settings to time (default: all)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="flat config override for every row, e.g. method.proj_hidden=512 (repeatable)")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=list(CPU_SETTINGS),
+        choices=list(CPU_SETTINGS),
+        help="CPU settings to time (default: all)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="flat config override for every row, e.g. method.proj_hidden=512 (repeatable)",
+    )
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]  # other processes on the cores make every row erratic
@@ -165,19 +186,36 @@ def main() -> None:
                 for label in labels:
                     r = measure(device, name, width, label, args)
                     rows.append(r)
-                    print(f"{device:6} {name:10} {width:5.2f} {label:28} {r['samples_per_s']:10.1f} "
-                          f"{r['median_samples_per_s']:8.1f} {r['spread']:6.2f}x", flush=True)
+                    print(
+                        f"{device:6} {name:10} {width:5.2f} {label:28} {r['samples_per_s']:10.1f} "
+                        f"{r['median_samples_per_s']:8.1f} {r['spread']:6.2f}x",
+                        flush=True,
+                    )
 
-    moco_q = {r["setting"]: r["samples_per_s"] for r in rows
-              if (r["device"], r["method"], r["width"]) == ("cpu", "moco_v2", 0.25)}
+    moco_q = {
+        r["setting"]: r["samples_per_s"]
+        for r in rows
+        if (r["device"], r["method"], r["width"]) == ("cpu", "moco_v2", 0.25)
+    }
     ratio = moco_q["channels_last+bf16"] / moco_q["fp32"] if {"fp32", "channels_last+bf16"} <= set(moco_q) else None
     cuda = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     native = native_bf16(torch.device("cpu"))  # where false, trials' precision auto runs fp32 on this CPU
-    print(f"CPU native bf16 (AVX512-BF16 or AMX): {'yes' if native else 'no'}; system.precision=auto runs "
-          f"{'channels_last+bf16' if native else 'channels_last (fp32)'} here")
-    emit({"benchmark": "train_step", "batch": args.batch, "threads": torch.get_num_threads(), "cpu_native_bf16": native,
-          "loadavg_before_after": [load_before, os.getloadavg()[0]], "cuda": cuda, "rows": rows,
-          "ratio": ratio})
+    print(
+        f"CPU native bf16 (AVX512-BF16 or AMX): {'yes' if native else 'no'}; system.precision=auto runs "
+        f"{'channels_last+bf16' if native else 'channels_last (fp32)'} here"
+    )
+    emit(
+        {
+            "benchmark": "train_step",
+            "batch": args.batch,
+            "threads": torch.get_num_threads(),
+            "cpu_native_bf16": native,
+            "loadavg_before_after": [load_before, os.getloadavg()[0]],
+            "cuda": cuda,
+            "rows": rows,
+            "ratio": ratio,
+        }
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,15 +252,25 @@ def study_config(method: str, mode: str, device: torch.device, width: float = 1.
     preset = yaml.safe_load(PRESET.read_text())
     flat = {k: v for k, v in preset["trial"].items() if not k.startswith("sweep.")}
     flat.update({k if "." in k else f"method.{k}": v for k, v in (preset["method_params"].get(method) or {}).items()})
-    flat.update({"method": method, "model.width": width, "optim.batch_size": batch, "system.device": device.type,
-                 "system.channels_last": device.type == "cuda", **STUDY_MODES[mode]})
+    flat.update(
+        {
+            "method": method,
+            "model.width": width,
+            "optim.batch_size": batch,
+            "system.device": device.type,
+            "system.channels_last": device.type == "cuda",
+            **STUDY_MODES[mode],
+        }
+    )
     cfg = TrialConfig.from_flat(flat).resolved()
     if mode != "eager":
         cfg = cfg.replace({"system.optimizer_impl": FAST_IMPL[cfg.optim.optimizer]}).resolved()
     return cfg
 
 
-def _batches(cfg: TrialConfig, device: torch.device, image_size: int, augment: bool) -> Iterator[tuple[list, torch.Tensor]]:
+def _batches(
+    cfg: TrialConfig, device: torch.device, image_size: int, augment: bool
+) -> Iterator[tuple[list, torch.Tensor]]:
     """Endless (views, labels): through the trial's augmentation from random uint8 images on the
     device (``augment``), else the same fixed normalised views every step."""
     n_views = method_class(cfg.method).n_views
@@ -233,15 +281,20 @@ def _batches(cfg: TrialConfig, device: torch.device, image_size: int, augment: b
         labels = torch.randint(0, 10, (batch,), device=device, generator=g)
         yield from itertools.repeat((views, labels))
     n = 8 * batch
-    split = Split(torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, device=device, generator=g),
-                  torch.randint(0, 10, (n,), device=device, generator=g), in_memory=True)
+    split = Split(
+        torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, device=device, generator=g),
+        torch.randint(0, 10, (n,), device=device, generator=g),
+        in_memory=True,
+    )
     pipeline = Pipeline(parse("ori"), build_augmentation(cfg.data.augmentation), n_views, (0.5,) * 3, (0.25,) * 3)
     gens = generators(0)
     while True:
         yield from train_batches(split, pipeline, batch, gens, device)
 
 
-def study_step(cfg: TrialConfig, device: torch.device, image_size: int = 32, augment: bool = False) -> Callable[[], torch.Tensor]:
+def study_step(
+    cfg: TrialConfig, device: torch.device, image_size: int = 32, augment: bool = False
+) -> Callable[[], torch.Tensor]:
     """One training step of a freshly built trial model, as ``trainables.loop`` steps it (lr fixed small)."""
     method = build_model(cfg, 10, device).train()
     optimizer = build_optim(cfg, method)
@@ -265,9 +318,12 @@ def count_flops(cfg: TrialConfig, device: torch.device, image_size: int) -> floa
     return float(counter.get_total_flops())
 
 
-def time_steps(step: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeats: int, chunk: int) -> list[float]:
+def time_steps(
+    step: Callable[[], torch.Tensor], device: torch.device, warmup: int, repeats: int, chunk: int
+) -> list[float]:
     """Seconds per step of ``repeats`` chunks of ``chunk`` back-to-back steps (one device sync per
     chunk, as the trial loop syncs only at its loss checks), after ``warmup`` steps."""
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -305,12 +361,19 @@ def study_row(method: str, mode: str, device: torch.device, args: argparse.Names
         step()  # the first step builds (and compiles) what later steps reuse
         setup = time.perf_counter() - tic
         cuda = device.type == "cuda"
-        times = time_steps(step, device, warmup=args.warmup if cuda else 1, repeats=args.steps, chunk=args.chunk if cuda else 1)
+        times = time_steps(
+            step, device, warmup=args.warmup if cuda else 1, repeats=args.steps, chunk=args.chunk if cuda else 1
+        )
     except Exception as err:  # recorded in the row: the run goes on
         return {**row, "error": f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:300]}"}
     best, median = min(times), statistics.median(times)
-    row.update(samples_per_s=args.batch / best, median_samples_per_s=args.batch / median, setup_s=setup,
-               gflop_per_sample=flops[method] / args.batch / 1e9, tflops=flops[method] / best / 1e12)
+    row.update(
+        samples_per_s=args.batch / best,
+        median_samples_per_s=args.batch / median,
+        setup_s=setup,
+        gflop_per_sample=flops[method] / args.batch / 1e9,
+        tflops=flops[method] / best / 1e12,
+    )
     if device.type == "cuda":
         row["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return row
@@ -324,9 +387,13 @@ def study(args: argparse.Namespace) -> None:
     modes = args.modes or (list(STUDY_MODES) if device.type == "cuda" else ["eager", "levers"])
     compile_methods = args.compile_methods or methods
     started, flops, rows = time.perf_counter(), {}, []
-    print(f"device {name or 'cpu'}; peak bf16 {peak or '-'} TFLOP/s; width {args.width}, batch {args.batch}, "
-          f"{args.image_size} px, augment {args.augment}")
-    print(f"{'method':13} {'mode':15} {'samples/s':>10} {'median':>9} {'GFLOP/smp':>9} {'TFLOP/s':>8} {'%peak':>6} {'setup s':>7}")
+    print(
+        f"device {name or 'cpu'}; peak bf16 {peak or '-'} TFLOP/s; width {args.width}, batch {args.batch}, "
+        f"{args.image_size} px, augment {args.augment}"
+    )
+    print(
+        f"{'method':13} {'mode':15} {'samples/s':>10} {'median':>9} {'GFLOP/smp':>9} {'TFLOP/s':>8} {'%peak':>6} {'setup s':>7}"
+    )
     modes = [m for m in STUDY_MODES if m in modes]  # cheap modes for every method first
     try:
         for mode, method in itertools.product(modes, methods):
@@ -341,8 +408,11 @@ def study(args: argparse.Namespace) -> None:
             rows.append(r)
             if "samples_per_s" in r:
                 pct = f"{100 * r['fraction_of_peak']:5.1f}%" if "fraction_of_peak" in r else "     -"
-                print(f"{method:13} {mode:15} {r['samples_per_s']:10.1f} {r['median_samples_per_s']:9.1f} "
-                      f"{r['gflop_per_sample']:9.2f} {r['tflops']:8.2f} {pct:>6} {r['setup_s']:7.1f}", flush=True)
+                print(
+                    f"{method:13} {mode:15} {r['samples_per_s']:10.1f} {r['median_samples_per_s']:9.1f} "
+                    f"{r['gflop_per_sample']:9.2f} {r['tflops']:8.2f} {pct:>6} {r['setup_s']:7.1f}",
+                    flush=True,
+                )
             else:
                 print(f"{method:13} {mode:15} {r.get('error') or r.get('skipped')}", flush=True)
     except KeyboardInterrupt:  # a lease's timeout -s INT: the rows so far still make the JSON line
@@ -353,9 +423,17 @@ def study(args: argparse.Namespace) -> None:
 
 def study_summary(rows: list[dict], device_name: str | None, peak: float | None, args: argparse.Namespace) -> dict:
     """The JSON last line: rows, and each headline method's best mode."""
-    out = {"benchmark": "train_step_study", "device": device_name or "cpu", "peak_bf16_tflops": peak,
-           "width": args.width, "batch": args.batch, "image_size": args.image_size, "augment": args.augment,
-           "torch": torch.__version__, "rows": rows}
+    out = {
+        "benchmark": "train_step_study",
+        "device": device_name or "cpu",
+        "peak_bf16_tflops": peak,
+        "width": args.width,
+        "batch": args.batch,
+        "image_size": args.image_size,
+        "augment": args.augment,
+        "torch": torch.__version__,
+        "rows": rows,
+    }
     for method, key in (("moco_v2", "moco_v2_pairs_per_s"), ("supervised", "supervised_images_per_s")):
         timed = {r["mode"]: r["samples_per_s"] for r in rows if r["method"] == method and "samples_per_s" in r}
         best = max(timed, key=timed.get) if timed else None
@@ -371,7 +449,9 @@ def study_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="--study: every method in the study's setting (issue 24)")
     parser.add_argument("--study", action="store_true", required=True)
     parser.add_argument("--methods", nargs="+", default=["all"], help="registered names, or all")
-    parser.add_argument("--modes", nargs="+", choices=list(STUDY_MODES), help="default: all on CUDA, eager levers on a CPU")
+    parser.add_argument(
+        "--modes", nargs="+", choices=list(STUDY_MODES), help="default: all on CUDA, eager levers on a CPU"
+    )
     parser.add_argument("--compile-methods", nargs="+", help="methods timed in the compiled modes (default: all)")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch", type=int, default=256)

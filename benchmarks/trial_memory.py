@@ -89,16 +89,32 @@ def measure(n_trials: int, data, flat: dict, shared: bool = True) -> dict:
         stop.set()
         thread.join()
     ray.shutdown()
-    return {"trials": n_trials, "shared": shared, "workers_seen": peaks.get("n", 0), "total_pss_mb": peaks.get("pss", 0) / MB,
-            "max_worker_uss_mb": peaks.get("uss", 0) / MB}
+    return {
+        "trials": n_trials,
+        "shared": shared,
+        "workers_seen": peaks.get("n", 0),
+        "total_pss_mb": peaks.get("pss", 0) / MB,
+        "max_worker_uss_mb": peaks.get("uss", 0) / MB,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="imagefolder:../shared/data/cifar10-jpeg")
     args = parser.parse_args()
-    flat = TrialConfig.from_flat({"method": "supervised", "data.dataset": absolute_spec(args.dataset), "optim.epochs": 0,
-                                  "model.width": 0.125, "eval.probe": False}).resolved().to_flat()
+    flat = (
+        TrialConfig.from_flat(
+            {
+                "method": "supervised",
+                "data.dataset": absolute_spec(args.dataset),
+                "optim.epochs": 0,
+                "model.width": 0.125,
+                "eval.probe": False,
+            }
+        )
+        .resolved()
+        .to_flat()
+    )
     data = load_data(TrialConfig.from_flat(flat).data)
     data_mb = (data.train.images.numel() + data.test.images.numel()) / MB
     one, four = measure(1, data, flat), measure(4, data, flat)
@@ -106,13 +122,26 @@ def main() -> None:
     print(f"dataset: {data_mb:.0f} MB (uint8 train + test)")
     for r in (one, four, private):
         how = "object store" if r["shared"] else "a private copy each"
-        print(f"{r['trials']} trial(s), dataset via {how}: total PSS {r['total_pss_mb']:.0f} MB, largest worker USS {r['max_worker_uss_mb']:.0f} MB")
+        print(
+            f"{r['trials']} trial(s), dataset via {how}: total PSS {r['total_pss_mb']:.0f} MB, largest worker USS {r['max_worker_uss_mb']:.0f} MB"
+        )
     saved = private["total_pss_mb"] - four["total_pss_mb"]
-    print(f"4 trials sharing the object-store copy use {saved:.0f} MB less than 4 private copies "
-          f"(3 extra copies would be {3 * data_mb:.0f} MB)")
-    emit({"benchmark": "trial_memory", "dataset_mb": data_mb, "one": one, "four_shared": four, "four_private": private,
-          "saved_mb": saved, "dataset_copies_saved": saved / data_mb,
-          "ratio": private["total_pss_mb"] / four["total_pss_mb"]})
+    print(
+        f"4 trials sharing the object-store copy use {saved:.0f} MB less than 4 private copies "
+        f"(3 extra copies would be {3 * data_mb:.0f} MB)"
+    )
+    emit(
+        {
+            "benchmark": "trial_memory",
+            "dataset_mb": data_mb,
+            "one": one,
+            "four_shared": four,
+            "four_private": private,
+            "saved_mb": saved,
+            "dataset_copies_saved": saved / data_mb,
+            "ratio": private["total_pss_mb"] / four["total_pss_mb"],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def step_key(trial: dict) -> tuple:
     # The step is timed on this machine's CPU, as the trial ran: ``auto`` resolves as it did there.
     bf16 = resolve_precision(trial["system.precision"], torch.device("cpu")) == "bf16"
     setting = {(False, False): "fp32", (True, False): "channels_last", (True, True): "channels_last+bf16"}[
-        (bool(trial["system.channels_last"]), bf16)]
+        (bool(trial["system.channels_last"]), bf16)
+    ]
     extra = tuple(sorted((k, v) for k, v in trial.items() if k.startswith(SPEED_KEYS) and _scalar(v)))
     return trial["method"], int(trial["optim.batch_size"]), setting, extra
 
@@ -92,23 +93,41 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     benches = {key: bench(key, args.steps) for key in dict.fromkeys(step_key(t) for t in trials)}
     rows = []
-    print(f"{'method':12} {'corruption':10} {'seed':>4} {'trial':>7} {'bench med':>9} {'bench best':>10} "
-          f"{'/med':>5} {'/best':>5}  ok")
+    print(
+        f"{'method':12} {'corruption':10} {'seed':>4} {'trial':>7} {'bench med':>9} {'bench best':>10} "
+        f"{'/med':>5} {'/best':>5}  ok"
+    )
     for t in sorted(trials, key=lambda t: (t["method"], t["data.corruption"], t["system.seed"])):
         b = benches[step_key(t)]
         median = statistics.median(epoch_speeds(t["trial_dir"]))
-        row = {"method": t["method"], "corruption": t["data.corruption"], "seed": int(t["system.seed"]),
-               "trial_median": median, "bench_median": b["median"], "bench_best": b["best"],
-               "ratio_median": median / b["median"], "ratio_best": median / b["best"]}
+        row = {
+            "method": t["method"],
+            "corruption": t["data.corruption"],
+            "seed": int(t["system.seed"]),
+            "trial_median": median,
+            "bench_median": b["median"],
+            "bench_best": b["best"],
+            "ratio_median": median / b["median"],
+            "ratio_best": median / b["best"],
+        }
         row["ok"] = row["ratio_median"] >= 1 - args.tolerance
         rows.append(row)
-        print(f"{row['method']:12} {row['corruption']:10} {row['seed']:>4} {median:7.1f} {b['median']:9.1f} "
-              f"{b['best']:10.1f} {row['ratio_median']:5.2f} {row['ratio_best']:5.2f}  {'yes' if row['ok'] else 'NO'}")
+        print(
+            f"{row['method']:12} {row['corruption']:10} {row['seed']:>4} {median:7.1f} {b['median']:9.1f} "
+            f"{b['best']:10.1f} {row['ratio_median']:5.2f} {row['ratio_best']:5.2f}  {'yes' if row['ok'] else 'NO'}"
+        )
     ok = sum(r["ok"] for r in rows)
     print(f"{ok} of {len(rows)} trials within {args.tolerance:.0%} of the benchmark's median step")
-    emit({"benchmark": "trial_throughput", "experiment": args.experiment, "rows": rows, "within": ok,
-          "loadavg_before_after": [load_before, os.getloadavg()[0]],
-          "ratio": min(r["ratio_median"] for r in rows)})
+    emit(
+        {
+            "benchmark": "trial_throughput",
+            "experiment": args.experiment,
+            "rows": rows,
+            "within": ok,
+            "loadavg_before_after": [load_before, os.getloadavg()[0]],
+            "ratio": min(r["ratio_median"] for r in rows),
+        }
+    )
 
 
 if __name__ == "__main__":

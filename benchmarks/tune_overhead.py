@@ -36,8 +36,19 @@ def main() -> None:
     parser.add_argument("--method", default="supervised")
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
-    flat = TrialConfig.from_flat({"method": args.method, "optim.epochs": args.epochs, "model.width": 0.25,
-                                  "optim.batch_size": 128, "eval.eval_every": 2}).resolved().to_flat()
+    flat = (
+        TrialConfig.from_flat(
+            {
+                "method": args.method,
+                "optim.epochs": args.epochs,
+                "model.width": 0.25,
+                "optim.batch_size": 128,
+                "eval.eval_every": 2,
+            }
+        )
+        .resolved()
+        .to_flat()
+    )
     data = load_data(TrialConfig.from_flat(flat).data)
 
     start = time.perf_counter()
@@ -57,9 +68,18 @@ def main() -> None:
         tune_s = time.perf_counter() - start
     ray.shutdown()
     print(f"through Tune:     {tune_s:.1f} s (knn {result.metrics['knn_acc']:.2f})")
-    emit({"benchmark": "tune_overhead", "device": "cuda" if torch.cuda.is_available() else "cpu", "cpus": cpus,
-          "epochs": args.epochs, "direct_s": direct_s, "tune_s": tune_s, "ratio": tune_s / direct_s,
-          "same_knn": result.metrics["knn_acc"] == direct["knn_acc"]})
+    emit(
+        {
+            "benchmark": "tune_overhead",
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "cpus": cpus,
+            "epochs": args.epochs,
+            "direct_s": direct_s,
+            "tune_s": tune_s,
+            "ratio": tune_s / direct_s,
+            "same_knn": result.metrics["knn_acc"] == direct["knn_acc"],
+        }
+    )
 
 
 if __name__ == "__main__":

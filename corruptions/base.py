@@ -104,9 +104,7 @@ class Corruption:
         options = [
             f"{f.name}={_format_value(getattr(self, f.name))}"
             for f in dataclasses.fields(self)
-            if f.name != self.main_param
-            and f.name not in fixed_fields
-            and getattr(self, f.name) != f.default
+            if f.name != self.main_param and f.name not in fixed_fields and getattr(self, f.name) != f.default
         ]
         return text + (":" + ",".join(options) if options else "")
 

@@ -126,4 +126,3 @@ class Jpeg(_Severity):
 
 def _mode(channels: int) -> torchvision.io.ImageReadMode:
     return torchvision.io.ImageReadMode.RGB if channels == 3 else torchvision.io.ImageReadMode.GRAY
-

@@ -55,7 +55,9 @@ class Gamma(Corruption):
 
     def __post_init__(self) -> None:
         if not (self.gamma > 0 and np.isfinite(self.gamma)):
-            raise CorruptionError(f"corruption 'gam_{self.gamma:g}': gamma {self.gamma:g} is invalid; valid: any finite gamma > 0 (the study uses 0.1, 0.2, 2.5, 5)")
+            raise CorruptionError(
+                f"corruption 'gam_{self.gamma:g}': gamma {self.gamma:g} is invalid; valid: any finite gamma > 0 (the study uses 0.1, 0.2, 2.5, 5)"
+            )
 
     @classmethod
     def identity(cls, height: int, width: int) -> Corruption:

@@ -117,7 +117,9 @@ class _PatchShuffle(Corruption):
 
     def __post_init__(self) -> None:
         if self.grid < 1:
-            raise CorruptionError(f"{type(self).__name__}: grid must be a positive integer, got {self.grid}; valid: divisors of the image side")
+            raise CorruptionError(
+                f"{type(self).__name__}: grid must be a positive integer, got {self.grid}; valid: divisors of the image side"
+            )
         check_choice(type(self).__name__, "mode", self.mode, MODES)
 
     @property

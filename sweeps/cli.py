@@ -12,7 +12,10 @@ from collections.abc import Sequence
 
 # name -> (module, one-line summary). A new sweep script adds one line here.
 SWEEPS = {
-    "grid_patch_sizes": ("sweeps.grid_patch_sizes", "methods x {global, local} patch shuffling x grid sizes x seeds (the main job)"),
+    "grid_patch_sizes": (
+        "sweeps.grid_patch_sizes",
+        "methods x {global, local} patch shuffling x grid sizes x seeds (the main job)",
+    ),
     "gamma": ("sweeps.gamma", "methods x gamma distortion levels x seeds"),
     "paper_table1": ("sweeps.paper_table1", "the study's Table 1 cells (--budget cpu | gpu | gpu_check)"),
     "tune_hparams": ("sweeps.tune_hparams", "Optuna search of trial hyperparameters"),
@@ -23,8 +26,10 @@ SWEEPS = {
 def usage() -> str:
     width = max(map(len, SWEEPS))
     rows = "\n".join(f"  {name:<{width}}  {summary}" for name, (_, summary) in SWEEPS.items())
-    return (f"usage: sbl-sweep NAME [options]   (sbl-sweep NAME --help for a sweep's options)\n\nsweeps:\n{rows}\n\n"
-            "e.g. sbl-sweep grid_patch_sizes --dry-run")
+    return (
+        f"usage: sbl-sweep NAME [options]   (sbl-sweep NAME --help for a sweep's options)\n\nsweeps:\n{rows}\n\n"
+        "e.g. sbl-sweep grid_patch_sizes --dry-run"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -37,7 +37,9 @@ def probe_cells(checkpoints: dict[tuple[str, int], str] | None):
             path = cell.get(INIT) if checkpoints is None else checkpoints.get((cell["method"], cell["system.seed"]))
             if not path:
                 have = ", ".join(f"{m}/seed {s}" for m, s in sorted(checkpoints or {})) or "none"
-                raise SweepError(f"no pretrained checkpoint for {cell['method']} seed {cell['system.seed']}; found: {have}")
+                raise SweepError(
+                    f"no pretrained checkpoint for {cell['method']} seed {cell['system.seed']}; found: {have}"
+                )
             if not Path(path).is_file():
                 raise SweepError(f"{INIT} {path!r} does not exist; valid: a state.pt written by a trial")
             out.append({**cell, INIT: str(Path(path).resolve()), "optim.epochs": 0})
@@ -55,8 +57,14 @@ PRETRAIN = Sweep("downstream", __doc__, lambda opts, size: ["ori"], frozenset({"
 
 
 def probe_sweep(checkpoints: dict[tuple[str, int], str] | None) -> Sweep:
-    return Sweep("downstream", __doc__, probe_corruptions, frozenset({"corruptions", "include_untrained"}),
-                 extra_cells=references, edit_cells=probe_cells(checkpoints))
+    return Sweep(
+        "downstream",
+        __doc__,
+        probe_corruptions,
+        frozenset({"corruptions", "include_untrained"}),
+        extra_cells=references,
+        edit_cells=probe_cells(checkpoints),
+    )
 
 
 def pretrained(folder: Path) -> dict[tuple[str, int], str]:

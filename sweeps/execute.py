@@ -48,7 +48,9 @@ def connect(address: str | None) -> None:
         with _held_stderr():
             ray.init(address=address, **kwargs)
     except ConnectionError as err:
-        raise SweepError(f"--address {address!r}: no Ray cluster there ({str(err).splitlines()[0]}); valid: a running cluster's address, or omit --address") from None
+        raise SweepError(
+            f"--address {address!r}: no Ray cluster there ({str(err).splitlines()[0]}); valid: a running cluster's address, or omit --address"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -75,7 +77,7 @@ def _held_stderr():
                 held.seek(0)
                 text = held.read()
                 while text:
-                    text = text[os.write(2, text):]
+                    text = text[os.write(2, text) :]
 
 
 def check_resources(resources: dict[str, float]) -> None:
@@ -83,9 +85,13 @@ def check_resources(resources: dict[str, float]) -> None:
     total = ray.cluster_resources()
     gpus, cpus = total.get("GPU", 0.0), total.get("CPU", 0.0)
     if resources["gpu"] > 0 and gpus < resources["gpu"]:
-        raise SweepError(f"--gpus-per-trial {resources['gpu']:g} but the Ray cluster has {gpus:g} GPUs; valid: 0 on this cluster, or add GPU nodes")
+        raise SweepError(
+            f"--gpus-per-trial {resources['gpu']:g} but the Ray cluster has {gpus:g} GPUs; valid: 0 on this cluster, or add GPU nodes"
+        )
     if resources["cpu"] > cpus:
-        raise SweepError(f"--cpus-per-trial {resources['cpu']:g} but the Ray cluster has {cpus:g} CPUs; valid: <= {cpus:g}")
+        raise SweepError(
+            f"--cpus-per-trial {resources['cpu']:g} but the Ray cluster has {cpus:g} CPUs; valid: <= {cpus:g}"
+        )
 
 
 def execute(plan: Plan) -> int:
@@ -93,8 +99,11 @@ def execute(plan: Plan) -> int:
     started = time.time()
     check_store(plan)
     if plan.resume and (stale := records.stop_stale_ray(plan.experiment_path)):
-        print(f"stopped {len(stale)} Ray process(es) that the experiment's killed driver left running "
-              f"(pids {', '.join(map(str, stale))})", flush=True)
+        print(
+            f"stopped {len(stale)} Ray process(es) that the experiment's killed driver left running "
+            f"(pids {', '.join(map(str, stale))})",
+            flush=True,
+        )
     connect(plan.address)
     check_resources(plan.opts["resources"])
     plan.storage.mkdir(parents=True, exist_ok=True)
@@ -121,9 +130,16 @@ def check_store(plan: Plan) -> None:
 
 
 def _run(plan: Plan, started: float) -> int:
-    tags = {**code_version(), "sweep_name": plan.sweep.name, "dataset": plan.data.name, "trials": str(len(plan.cells)),
-            tracking.STORAGE_TAG: str(plan.experiment_path)}
-    parent = open_parent_run(plan.mlflow_uri, plan.experiment, plan.storage / "mlartifacts", plan.experiment_path / PARENT_FILE, tags)
+    tags = {
+        **code_version(),
+        "sweep_name": plan.sweep.name,
+        "dataset": plan.data.name,
+        "trials": str(len(plan.cells)),
+        tracking.STORAGE_TAG: str(plan.experiment_path),
+    }
+    parent = open_parent_run(
+        plan.mlflow_uri, plan.experiment, plan.storage / "mlartifacts", plan.experiment_path / PARENT_FILE, tags
+    )
     finished = tracking.recorded_finals(plan.mlflow_uri, parent) if plan.resume else {}
     trainable = tune_adapter.trainable(plan.data, plan.opts["resources"], str(plan.experiment_path), finished)
     progress = Progress(len(plan.cells), tuple(searched_keys(plan.opts)))
@@ -141,7 +157,10 @@ def _run(plan: Plan, started: float) -> int:
             print(f"marked {killed} unfinished MLflow run(s) KILLED; `--resume` continues them", flush=True)
     print_summary(plan, results, parent, time.time() - started, progress.total)
     if unfinished and not failed:
-        print(f"interrupted with {unfinished} trial(s) unfinished; continue with the same command and --resume", flush=True)
+        print(
+            f"interrupted with {unfinished} trial(s) unfinished; continue with the same command and --resume",
+            flush=True,
+        )
         return 130
     return 0 if not failed else 1
 
@@ -159,10 +178,16 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     param_space.update({"sweep.gpu": plan.opts["resources"]["gpu"], **plan.sweep_keys})
     if plan.opts.get("max_concurrent"):
         tune_kwargs.setdefault("max_concurrent_trials", int(plan.opts["max_concurrent"]))
-    writer = MLflowTrialWriter(plan.mlflow_uri, parent, SampleRenderer.from_dataset(plan.data),
-                               dataset_record(plan.data) if plan.data is not None else None)
+    writer = MLflowTrialWriter(
+        plan.mlflow_uri,
+        parent,
+        SampleRenderer.from_dataset(plan.data),
+        dataset_record(plan.data) if plan.data is not None else None,
+    )
     run_config = tune.RunConfig(
-        name=plan.experiment, storage_path=str(plan.storage), verbose=0,
+        name=plan.experiment,
+        storage_path=str(plan.storage),
+        verbose=0,
         callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), writer, progress],
         failure_config=tune.FailureConfig(max_failures=int(plan.opts.get("max_failures", 2))),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

@@ -24,6 +24,7 @@ def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
 
 SWEEP = Sweep("gamma", __doc__, corruptions, frozenset({"gammas", "include_untrained"}), extra_cells=untrained_cells)
 
+
 def cli(argv: list[str] | None = None) -> int:
     """``sbl-sweep gamma`` and ``python sweeps/gamma.py``: exit code of ``sweeps.launch.main``."""
     return main(SWEEP, argv)

@@ -24,13 +24,17 @@ def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
     """``ori`` plus every family x grid that is neither an identity nor a duplicate permutation."""
     from corruptions import CORRUPTIONS, divisors, parse
 
-    families_valid = sorted(name for name, cls in CORRUPTIONS.items() if cls.main_param == "grid")  # glo, loc, randglo, randloc
+    families_valid = sorted(
+        name for name, cls in CORRUPTIONS.items() if cls.main_param == "grid"
+    )  # glo, loc, randglo, randloc
     h, w = size
     grids = opts.get("grids") or [d for d in divisors(h) if w % d == 0]
     families = opts.get("families") or ["glo", "loc"]
     unknown = [f for f in families if f not in families_valid]
     if unknown:
-        raise SweepError(f"families {unknown[0]!r} is invalid; valid: {', '.join(families_valid)} (patch grids; gamma: sweeps/gamma.py)")
+        raise SweepError(
+            f"families {unknown[0]!r} is invalid; valid: {', '.join(families_valid)} (patch grids; gamma: sweeps/gamma.py)"
+        )
     specs = ["ori"]
     for family in families:
         for n in grids:
@@ -41,8 +45,14 @@ def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
     return specs
 
 
-SWEEP = Sweep("grid_patch_sizes", __doc__, corruptions, frozenset({"families", "grids", "include_untrained"}),
-              extra_cells=untrained_cells)
+SWEEP = Sweep(
+    "grid_patch_sizes",
+    __doc__,
+    corruptions,
+    frozenset({"families", "grids", "include_untrained"}),
+    extra_cells=untrained_cells,
+)
+
 
 def cli(argv: list[str] | None = None) -> int:
     """``sbl-sweep grid_patch_sizes`` and ``python sweeps/grid_patch_sizes.py``: exit code of ``sweeps.launch.main``."""

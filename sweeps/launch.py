@@ -89,7 +89,9 @@ class Plan:
     mlflow_uri: str
     address: str | None
     resume: bool
-    sweep_keys: dict[str, Any] = dataclasses.field(default_factory=dict)  # the YAML's sweep.* trial keys (fault injection)
+    sweep_keys: dict[str, Any] = dataclasses.field(
+        default_factory=dict
+    )  # the YAML's sweep.* trial keys (fault injection)
 
     @property
     def experiment_path(self) -> Path:
@@ -112,15 +114,23 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
             method_class(m)
         check_dataset(opts["dataset"], opts.get("data_dir"))
         # Trials run in another cwd: every path they get is absolute.
-        base = {"data.dataset": absolute_spec(opts["dataset"]), **{k: v for k, v in opts["trial"].items() if not k.startswith("sweep.")}}
+        base = {
+            "data.dataset": absolute_spec(opts["dataset"]),
+            **{k: v for k, v in opts["trial"].items() if not k.startswith("sweep.")},
+        }
         if base.get("data.cache_dir"):
             base["data.cache_dir"] = str(Path(base["data.cache_dir"]).expanduser().resolve())
         sweep_keys = {k: v for k, v in opts["trial"].items() if k.startswith("sweep.")}
         if opts.get("data_dir"):
             base["data.data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
         probe = TrialConfig.from_flat({**base, "method": opts["methods"][0]})
-        data = load_dataset(probe.data.dataset, image_size=probe.data.image_size, data_dir=probe.data.data_dir,
-                            cache_dir=probe.data.cache_dir, memory_budget_gb=probe.data.memory_budget_gb)
+        data = load_dataset(
+            probe.data.dataset,
+            image_size=probe.data.image_size,
+            data_dir=probe.data.data_dir,
+            cache_dir=probe.data.cache_dir,
+            memory_budget_gb=probe.data.memory_budget_gb,
+        )
         corruptions = sweep.corruptions(opts, data.image_size)
         for spec in corruptions:
             parse(spec).check(*data.image_size)
@@ -141,9 +151,13 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
     mlflow_uri = args.mlflow_uri or default_uri(storage)
     plan = Plan(sweep, opts, cells, data, storage, experiment, mlflow_uri, args.address, args.resume, sweep_keys)
     if plan.experiment_path.exists() and not args.resume and not args.dry_run:
-        raise SweepError(f"experiment {str(plan.experiment_path)!r} already exists; pass --resume to continue it or --experiment NEW_NAME")
+        raise SweepError(
+            f"experiment {str(plan.experiment_path)!r} already exists; pass --resume to continue it or --experiment NEW_NAME"
+        )
     if args.resume and not plan.experiment_path.exists():
-        raise SweepError(f"--resume: no experiment at {str(plan.experiment_path)!r}; valid: an existing --experiment under --storage-path")
+        raise SweepError(
+            f"--resume: no experiment at {str(plan.experiment_path)!r}; valid: an existing --experiment under --storage-path"
+        )
     if args.resume:
         check_resume(plan)
         check_resume_options(plan)
@@ -181,15 +195,19 @@ def check_resume(plan: Plan) -> None:
         return
     recorded = json.loads(path.read_text())
     if len(recorded) != len(plan.cells):
-        raise SweepError(f"--resume: this config makes {len(plan.cells)} trials, the experiment recorded {len(recorded)}; valid: the experiment's own config ({path}), or --experiment NEW_NAME")
+        raise SweepError(
+            f"--resume: this config makes {len(plan.cells)} trials, the experiment recorded {len(recorded)}; valid: the experiment's own config ({path}), or --experiment NEW_NAME"
+        )
     current = json.loads(json.dumps(plan.cells))  # tuples -> lists, as recorded
     for old, new in zip(recorded, current, strict=True):
         added = _added_at_default(old, new)  # keys newer than the recording, at the value the trial ran with
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in added)
         if changed:
             k = changed[0]
-            raise SweepError(f"--resume: {k} of trial {old.get('method')} {old.get('data.corruption')} seed {old.get('system.seed')} "
-                             f"is {new.get(k)!r} now, {old.get(k)!r} when recorded; valid: the experiment's own config ({path}), or --experiment NEW_NAME")
+            raise SweepError(
+                f"--resume: {k} of trial {old.get('method')} {old.get('data.corruption')} seed {old.get('system.seed')} "
+                f"is {new.get(k)!r} now, {old.get(k)!r} when recorded; valid: the experiment's own config ({path}), or --experiment NEW_NAME"
+            )
 
 
 OPTIONS_FILE = "sweep_options.json"
@@ -209,8 +227,10 @@ def check_resume_options(plan: Plan) -> None:
     recorded, current = json.loads(path.read_text()), _recorded_options(plan)
     for key in RESUME_OPTIONS:
         if key in recorded and recorded[key] != current[key]:
-            raise SweepError(f"--resume: {key} is {current[key]!r} now, {recorded[key]!r} when the sweep started, and Tune "
-                             f"would keep {recorded[key]!r}; valid: {key}: {recorded[key]!r}, or --experiment NEW_NAME")
+            raise SweepError(
+                f"--resume: {key} is {current[key]!r} now, {recorded[key]!r} when the sweep started, and Tune "
+                f"would keep {recorded[key]!r}; valid: {key}: {recorded[key]!r}, or --experiment NEW_NAME"
+            )
 
 
 # Keys that only shape training: two 0-epoch cells that differ only in these evaluate the same network.
@@ -224,7 +244,9 @@ def _unique(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     unique: dict[str, dict[str, Any]] = {}
     for cell in cells:
         untrained = cell.get("optim.epochs") == 0 and not cell.get("model.init_checkpoint")
-        same = {k: v for k, v in cell.items() if not (untrained and k.startswith(TRAINING_ONLY) and k != "optim.epochs")}
+        same = {
+            k: v for k, v in cell.items() if not (untrained and k.startswith(TRAINING_ONLY) and k != "optim.epochs")
+        }
         unique.setdefault(json.dumps(same, sort_keys=True, default=str), cell)
     return list(unique.values())
 
@@ -250,7 +272,9 @@ def _cell(base: dict, opts: SweepOptions, method: str, corruption: str, seed: in
     if opts.get("epochs") is not None:
         flat["optim.epochs"] = int(opts["epochs"])
     # Per-method overrides: a bare key is a method parameter, a dotted one a flat trial key (optim.lr).
-    flat.update({k if "." in k else f"method.{k}": v for k, v in ((opts.get("method_params") or {}).get(method) or {}).items()})
+    flat.update(
+        {k if "." in k else f"method.{k}": v for k, v in ((opts.get("method_params") or {}).get(method) or {}).items()}
+    )
     flat.update({k: v for k, v in (opts.get("trial_set") or {}).items() if not k.startswith("sweep.")})  # the CLI wins
     return TrialConfig.from_flat(flat).resolved().to_flat()
 
@@ -268,9 +292,11 @@ def describe(plan: Plan) -> str:
     r = plan.opts["resources"]
     from analysis.frame import arm_of  # the arm names the tables will use (untrained, supervised@20, ...)
 
-    lines = [f"sweep {plan.sweep.name}: {len(plan.cells)} trials on {plan.data.name} "
-             f"({len(plan.data.train)} train / {len(plan.data.test)} test, {plan.data.image_size[0]}x{plan.data.image_size[1]} px)",
-             f"{'#':>3}  {'arm':<15} {'corruption':<14} {'seed':>4} {'epochs':>6} {'batch':>5} {'lr':>8}"]
+    lines = [
+        f"sweep {plan.sweep.name}: {len(plan.cells)} trials on {plan.data.name} "
+        f"({len(plan.data.train)} train / {len(plan.data.test)} test, {plan.data.image_size[0]}x{plan.data.image_size[1]} px)",
+        f"{'#':>3}  {'arm':<15} {'corruption':<14} {'seed':>4} {'epochs':>6} {'batch':>5} {'lr':>8}",
+    ]
     extra = [k for k in searched_keys(plan.opts) if k not in SHOWN]  # what a candidate list varies
     lines[-1] += "".join(f"  {k}" for k in extra)
     space = plan.opts.get("space") or {}
@@ -278,14 +304,18 @@ def describe(plan: Plan) -> str:
         c = {k: "searched" if k in space else v for k, v in cell.items()}  # a space overrides the cell
         lr = c["optim.lr"] if isinstance(c["optim.lr"], str) else f"{c['optim.lr']:.3g}"
         arm = arm_of(c["method"], c["optim.epochs"], c.get("model.init_checkpoint"), c.get("data.labels_per_class"))
-        lines.append(f"{i:>3}  {arm:<15} {c['data.corruption']:<14} {c['system.seed']:>4} "
-                     f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {lr:>8}"
-                     + "".join(f"  {c.get(k)!s:>{len(k)}}" for k in extra))
+        lines.append(
+            f"{i:>3}  {arm:<15} {c['data.corruption']:<14} {c['system.seed']:>4} "
+            f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {lr:>8}"
+            + "".join(f"  {c.get(k)!s:>{len(k)}}" for k in extra)
+        )
     conc = plan.opts.get("max_concurrent")
-    lines += [f"resources per trial: {r['cpu']:g} CPU, {r['gpu']:g} GPU"
-              + (f" ({int(1 / r['gpu'])} trials per GPU)" if 0 < r["gpu"] < 1 else "")
-              + (f"; at most {conc} at once" if conc else ""),
-              f"cluster: {plan.address or 'a new local Ray instance'}; storage: {plan.experiment_path}; MLflow: {plan.mlflow_uri}"]
+    lines += [
+        f"resources per trial: {r['cpu']:g} CPU, {r['gpu']:g} GPU"
+        + (f" ({int(1 / r['gpu'])} trials per GPU)" if 0 < r["gpu"] < 1 else "")
+        + (f"; at most {conc} at once" if conc else ""),
+        f"cluster: {plan.address or 'a new local Ray instance'}; storage: {plan.experiment_path}; MLflow: {plan.mlflow_uri}",
+    ]
     return "\n".join(lines)
 
 
@@ -311,7 +341,10 @@ def main(sweep: Sweep, argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # outside Tune's own SIGINT handling, e.g. while joining a cluster
-        after = "continue with the same command and --resume" if (plan.experiment_path / PLAN_FILE).exists() else "no trial had started"
+        after = (
+            "continue with the same command and --resume"
+            if (plan.experiment_path / PLAN_FILE).exists()
+            else "no trial had started"
+        )
         print(f"error: interrupted (Ctrl+C); {after}", file=sys.stderr)
         return 130
-

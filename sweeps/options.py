@@ -21,8 +21,18 @@ DEFAULT_MAX_FAILURES = 2  # Tune retries of a failed trial (from its last checkp
 
 # YAML keys every sweep understands (a sweep may add its own, e.g. grids, gammas).
 COMMON_KEYS = {
-    "dataset", "data_dir", "methods", "seeds", "epochs", "trial", "method_params", "resources",
-    "max_concurrent", "smoke_test", "experiment", "max_failures",
+    "dataset",
+    "data_dir",
+    "methods",
+    "seeds",
+    "epochs",
+    "trial",
+    "method_params",
+    "resources",
+    "max_concurrent",
+    "smoke_test",
+    "experiment",
+    "max_failures",
 }
 
 
@@ -80,16 +90,26 @@ def number(kind: type):
 
 def build_parser(description: str, sweep_name: str, flags: tuple[Flag, ...] = ()) -> argparse.ArgumentParser:
     """The common flags, then the sweep's own ``flags``; ``--help`` ends with the valid choices (plain text)."""
-    p = Parser(description=description.replace("``", ""), epilog=choices.epilog(),
-               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(
+        description=description.replace("``", ""),
+        epilog=choices.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add = p.add_argument
-    add("--address", default=None, help="Ray cluster to join: 'auto' (the one `ray start` began on this node) or "
+    add(
+        "--address",
+        default=None,
+        help="Ray cluster to join: 'auto' (the one `ray start` began on this node) or "
         "the head's host:port (e.g. 10.0.0.5:6379); omit for a local instance. Run the sweep on a cluster node: "
-        "Ray Client (ray://) addresses are not supported")
+        "Ray Client (ray://) addresses are not supported",
+    )
     picker = next((f for f in flags if f.config), None)
     default_config = CONFIG_DIR / (picker.config.format(f"<{picker.key}>") if picker else f"{sweep_name}.yaml")
     add("--config", type=Path, default=None, help=f"YAML search space (default: {default_config})")
-    add("--dataset", help=f"{' | '.join(n if n != 'imagefolder' else 'imagefolder:<path>' for n in choices.DATASETS)} (see below)")
+    add(
+        "--dataset",
+        help=f"{' | '.join(n if n != 'imagefolder' else 'imagefolder:<path>' for n in choices.DATASETS)} (see below)",
+    )
     add("--data-dir", help="folder for torchvision datasets")
     add("--methods", nargs="+", help=f"methods to sweep: {', '.join(choices.METHODS)}")
     add("--epochs", type=number(int), help="training epochs per trial")
@@ -97,16 +117,37 @@ def build_parser(description: str, sweep_name: str, flags: tuple[Flag, ...] = ()
     add("--gpus-per-trial", type=number(float), help="GPU share per trial (0.25 packs 4 trials per GPU)")
     add("--cpus-per-trial", type=number(float), help="CPU cores per trial")
     add("--max-concurrent", type=number(int), help="cap on trials running at once")
-    add("--storage-path", type=Path, help=f"where Tune keeps trials and checkpoints (default: ./{DEFAULT_STORAGE}; on a cluster: a shared folder, e.g. NFS, at the same path on every node)")
+    add(
+        "--storage-path",
+        type=Path,
+        help=f"where Tune keeps trials and checkpoints (default: ./{DEFAULT_STORAGE}; on a cluster: a shared folder, e.g. NFS, at the same path on every node)",
+    )
     add("--mlflow-uri", help=f"tracking store (default: sqlite:///<storage-path>/{MLFLOW_DB})")
     add("--experiment", help=f"experiment name in Tune and MLflow (default: {sweep_name}-<dataset>)")
-    add("--resume", action="store_true", help="continue an interrupted sweep: finished trials are kept, others resume from checkpoints")
+    add(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted sweep: finished trials are kept, others resume from checkpoints",
+    )
     add("--dry-run", action="store_true", help="print the trial table and resource plan, start nothing")
     add("--smoke-test", action="store_true", help="a tiny version of the sweep (the YAML's smoke_test block)")
-    add("--set", action="append", default=[], metavar="KEY=VALUE", help="a flat trial config override, e.g. optim.lr=0.1 (repeatable)")
+    add(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a flat trial config override, e.g. optim.lr=0.1 (repeatable)",
+    )
     for flag in flags:
-        add(flag.flag, dest=flag.key, type=number(flag.kind) if flag.kind is not str else str, metavar=flag.metavar,
-            choices=flag.choices, default=flag.default, help=flag.help)
+        add(
+            flag.flag,
+            dest=flag.key,
+            type=number(flag.kind) if flag.kind is not str else str,
+            metavar=flag.metavar,
+            choices=flag.choices,
+            default=flag.default,
+            help=flag.help,
+        )
     return p
 
 
@@ -180,11 +221,15 @@ class SweepOptions:
 _OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SweepOptions)) - {"extra"}
 
 
-def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: set[str], flags: tuple[Flag, ...] = ()) -> SweepOptions:
+def merge_options(
+    args: argparse.Namespace, data: dict[str, Any], extra_keys: set[str], flags: tuple[Flag, ...] = ()
+) -> SweepOptions:
     """YAML + smoke-test block + CLI flags -> the sweep's options, checked; unknown YAML keys raise."""
     unknown = sorted(set(data) - COMMON_KEYS - extra_keys)
     if unknown:
-        raise SweepError(f"config {str(args.config)!r}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(COMMON_KEYS | extra_keys))}")
+        raise SweepError(
+            f"config {str(args.config)!r}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(COMMON_KEYS | extra_keys))}"
+        )
     opts = {k: v for k, v in data.items() if k != "smoke_test"}
     opts["trial"] = _mapping("trial", opts.get("trial"), "{optim.lr: 0.1}")
     if args.smoke_test:
@@ -193,8 +238,13 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
         opts["trial"] = {**opts["trial"], **_mapping("smoke_test.trial", smoke.get("trial"), "{optim.batch_size: 32}")}
     resources = dict(_mapping("resources", opts.get("resources"), "{cpu: 1, gpu: 0.25}"))
     flags = {
-        "dataset": args.dataset, "data_dir": args.data_dir, "methods": args.methods, "epochs": args.epochs,
-        "seeds": args.seeds, "max_concurrent": args.max_concurrent, "experiment": args.experiment,
+        "dataset": args.dataset,
+        "data_dir": args.data_dir,
+        "methods": args.methods,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "max_concurrent": args.max_concurrent,
+        "experiment": args.experiment,
         **{f.key: getattr(args, f.key) for f in flags if f.config is None},
     }
     opts.update({k: v for k, v in flags.items() if v is not None})
@@ -211,7 +261,9 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
         try:
             given[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise SweepError(f"--set {item!r}: the value is malformed YAML; valid: a number, true/false, null or a string") from None
+            raise SweepError(
+                f"--set {item!r}: the value is malformed YAML; valid: a number, true/false, null or a string"
+            ) from None
     opts["trial"] = {**opts["trial"], **given}
     opts["trial_set"] = given
     opts.setdefault("methods", ["supervised", "moco_v2"])
@@ -220,28 +272,44 @@ def merge_options(args: argparse.Namespace, data: dict[str, Any], extra_keys: se
     opts.setdefault("max_failures", DEFAULT_MAX_FAILURES)
     check_common(opts, args)
     common = {k: v for k, v in opts.items() if k in _OPTION_FIELDS}
-    common.update(methods=tuple(opts["methods"]), seeds=tuple(opts["seeds"]),
-                  method_params={m: dict(p or {}) for m, p in (opts.get("method_params") or {}).items()})
+    common.update(
+        methods=tuple(opts["methods"]),
+        seeds=tuple(opts["seeds"]),
+        method_params={m: dict(p or {}) for m, p in (opts.get("method_params") or {}).items()},
+    )
     return SweepOptions(**common, extra={k: v for k, v in opts.items() if k not in _OPTION_FIELDS})
 
 
 # The flag that sets an option: an error names it when the flag was given, else the YAML key.
-FLAGS = {"methods": "--methods", "seeds": "--seeds", "epochs": "--epochs", "max_concurrent": "--max-concurrent",
-         "dataset": "--dataset", "data_dir": "--data-dir", "experiment": "--experiment",
-         "resources.cpu": "--cpus-per-trial", "resources.gpu": "--gpus-per-trial"}
+FLAGS = {
+    "methods": "--methods",
+    "seeds": "--seeds",
+    "epochs": "--epochs",
+    "max_concurrent": "--max-concurrent",
+    "dataset": "--dataset",
+    "data_dir": "--data-dir",
+    "experiment": "--experiment",
+    "resources.cpu": "--cpus-per-trial",
+    "resources.gpu": "--gpus-per-trial",
+}
 # Option -> (type, lower bound or None, what is valid). Sweep-specific keys are checked by their sweep.
 SCALARS = {
-    "epochs": (int, 0, "an integer >= 0"), "max_concurrent": (int, 1, "an integer >= 1 (omit it for no cap)"),
+    "epochs": (int, 0, "an integer >= 0"),
+    "max_concurrent": (int, 1, "an integer >= 1 (omit it for no cap)"),
     "max_failures": (int, -1, "an integer >= 0 (retries per trial), or -1 for unlimited"),
-    "dataset": (str, None, "a string"), "data_dir": (str, None, "a string"), "experiment": (str, None, "a string"),
+    "dataset": (str, None, "a string"),
+    "data_dir": (str, None, "a string"),
+    "experiment": (str, None, "a string"),
     "include_untrained": (bool, None, "true or false"),
 }
-LISTS = {"methods": (str, None, "a list of method names, e.g. [supervised, moco_v2]"),
-         "seeds": (int, 0, "a list of integers >= 0, e.g. [0, 1, 2]"),
-         "grids": (int, 1, "a list of integers >= 1 (patches per side), e.g. [2, 4, 8]"),
-         "families": (str, None, "a list of patch families, e.g. [glo, loc]"),
-         "gammas": (float, None, "a list of numbers, e.g. [0.5, 2]"),
-         "corruptions": (str, None, "a list of corruption specs, e.g. [ori, glo_4, loc_8]")}
+LISTS = {
+    "methods": (str, None, "a list of method names, e.g. [supervised, moco_v2]"),
+    "seeds": (int, 0, "a list of integers >= 0, e.g. [0, 1, 2]"),
+    "grids": (int, 1, "a list of integers >= 1 (patches per side), e.g. [2, 4, 8]"),
+    "families": (str, None, "a list of patch families, e.g. [glo, loc]"),
+    "gammas": (float, None, "a list of numbers, e.g. [0.5, 2]"),
+    "corruptions": (str, None, "a list of corruption specs, e.g. [ori, glo_4, loc_8]"),
+}
 
 
 def _name(key: str, args: argparse.Namespace | None) -> str:
@@ -291,8 +359,10 @@ def check_common(opts: dict[str, Any], args: argparse.Namespace | None = None) -
         _mapping(f"method_params.{method}", params, "{temperature: 0.1, optim.lr: 0.3}")
     experiment = opts.get("experiment")
     if experiment is not None and (experiment in ("", ".", "..") or any(c in experiment for c in "/\\\0")):
-        raise SweepError(f"{_name('experiment', args)} {experiment!r} is invalid; valid: a folder name "
-                         "(no '/', not '.' or '..'), e.g. patch-grid-cifar10")
+        raise SweepError(
+            f"{_name('experiment', args)} {experiment!r} is invalid; valid: a folder name "
+            "(no '/', not '.' or '..'), e.g. patch-grid-cifar10"
+        )
 
 
 def check_resources(resources: dict[str, Any], args: argparse.Namespace | None = None) -> dict[str, float]:
@@ -306,8 +376,10 @@ def check_resources(resources: dict[str, Any], args: argparse.Namespace | None =
     if cpu <= 0:  # 0 would let Tune start every trial at once
         raise SweepError(f"{_name('resources.cpu', args)} {_show(resources['cpu'])} is invalid; valid: {cpu_valid}")
     if gpu > 1 and not gpu.is_integer():  # Ray's rule
-        raise SweepError(f"{_name('resources.gpu', args)} {_show(resources['gpu'])} is invalid; "
-                         "valid: a fraction of one GPU (<= 1) or a whole number of GPUs")
+        raise SweepError(
+            f"{_name('resources.gpu', args)} {_show(resources['gpu'])} is invalid; "
+            "valid: a fraction of one GPU (<= 1) or a whole number of GPUs"
+        )
     return {"cpu": cpu, "gpu": gpu}
 
 

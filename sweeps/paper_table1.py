@@ -38,19 +38,31 @@ def check_deviations(entries: object) -> None:
     from trainables.methods import METHODS
 
     if not isinstance(entries, list):
-        raise SweepError(f"deviations must be a list of {{{', '.join(DEVIATION_FIELDS)}}} mappings, got {type(entries).__name__}")
+        raise SweepError(
+            f"deviations must be a list of {{{', '.join(DEVIATION_FIELDS)}}} mappings, got {type(entries).__name__}"
+        )
     for i, entry in enumerate(entries):
         fields = set(entry) if isinstance(entry, dict) else set()
         missing = [f for f in DEVIATION_FIELDS if f not in fields]
         unknown = sorted(fields - {*DEVIATION_FIELDS, "methods"})
         if missing or unknown or not str(entry["reason"]).strip():
-            what = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}" if unknown else "an empty reason"
-            raise SweepError(f"deviations[{i}] has {what}; valid: a mapping with {', '.join(DEVIATION_FIELDS)} "
-                             "(a non-empty reason) and optionally methods")
+            what = (
+                f"missing {', '.join(missing)}"
+                if missing
+                else f"unknown {', '.join(unknown)}"
+                if unknown
+                else "an empty reason"
+            )
+            raise SweepError(
+                f"deviations[{i}] has {what}; valid: a mapping with {', '.join(DEVIATION_FIELDS)} "
+                "(a non-empty reason) and optionally methods"
+            )
         methods = entry.get("methods", [])
         if not isinstance(methods, list) or any(m not in METHODS for m in methods):
-            raise SweepError(f"deviations[{i}] ({entry['key']}): methods {entry['methods']!r} is invalid; "
-                             f"valid: a list of {', '.join(sorted(METHODS))}")
+            raise SweepError(
+                f"deviations[{i}] ({entry['key']}): methods {entry['methods']!r} is invalid; "
+                f"valid: a list of {', '.join(sorted(METHODS))}"
+            )
 
 
 def corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
@@ -65,15 +77,27 @@ def more_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     extra = opts.get("extra_seeds") or {}
     present = sorted({c["data.corruption"] for c in cells})
     if not isinstance(extra, dict):
-        raise SweepError(f"extra_seeds {extra!r} is invalid; valid: a mapping of corruption to seeds, e.g. {{ori: [1]}}")
+        raise SweepError(
+            f"extra_seeds {extra!r} is invalid; valid: a mapping of corruption to seeds, e.g. {{ori: [1]}}"
+        )
     unknown = sorted(map(str, set(extra) - set(present)))
     if unknown:
-        raise SweepError(f"extra_seeds: corruption(s) {', '.join(unknown)} are not in this sweep; valid: {', '.join(present)}")
+        raise SweepError(
+            f"extra_seeds: corruption(s) {', '.join(unknown)} are not in this sweep; valid: {', '.join(present)}"
+        )
     for corruption, seeds in extra.items():
-        if seeds is not None and (not isinstance(seeds, list) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)):
-            raise SweepError(f"extra_seeds.{corruption} {seeds!r} is invalid; valid: a list of integers >= 0, e.g. [1, 2]")
-    added = [{**c, "system.seed": int(s)} for c in cells for s in extra.get(c["data.corruption"]) or []
-             if int(s) not in opts["seeds"]]
+        if seeds is not None and (
+            not isinstance(seeds, list) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds)
+        ):
+            raise SweepError(
+                f"extra_seeds.{corruption} {seeds!r} is invalid; valid: a list of integers >= 0, e.g. [1, 2]"
+            )
+    added = [
+        {**c, "system.seed": int(s)}
+        for c in cells
+        for s in extra.get(c["data.corruption"]) or []
+        if int(s) not in opts["seeds"]
+    ]
     arms = arm_cells(opts, cells + added)
     return added + arms + untrained_cells(opts, cells + added)
 
@@ -84,22 +108,38 @@ def arm_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     ``{method: supervised, data.labels_per_class: 100}`` (analysis names it ``supervised@100``)."""
     out, arms = [], opts.get("extra_arms") or []
     if not isinstance(arms, list):
-        raise SweepError(f"extra_arms {arms!r} is invalid; valid: a list of mappings, e.g. [{{method: supervised, data.labels_per_class: 20}}]")
+        raise SweepError(
+            f"extra_arms {arms!r} is invalid; valid: a list of mappings, e.g. [{{method: supervised, data.labels_per_class: 20}}]"
+        )
     for i, arm in enumerate(arms):
         if not isinstance(arm, dict) or arm.get("method") not in opts["methods"]:
             got = arm.get("method") if isinstance(arm, dict) else arm
-            raise SweepError(f"extra_arms[{i}]: method {got!r} is not swept; valid: a mapping with method "
-                             f"({', '.join(opts['methods'])}) and flat trial keys")
+            raise SweepError(
+                f"extra_arms[{i}]: method {got!r} is not swept; valid: a mapping with method "
+                f"({', '.join(opts['methods'])}) and flat trial keys"
+            )
         overrides = {k: v for k, v in arm.items() if k != "method"}
         out += [{**c, **overrides} for c in cells if c["method"] == arm["method"]]
     return out
 
 
-BUDGET = Flag("budget", str, "the preset: cpu (2 CPU cores, real CIFAR-10), gpu (the study's scale), gpu_check "
-              "(the gpu preset's settings, 4 trials, for a short GPU session); picks sweeps/configs/paper_table1_<budget>.yaml unless --config is given",
-              choices=BUDGETS, config="paper_table1_{}.yaml", default="cpu")
-SWEEP = Sweep("paper_table1", __doc__, corruptions, frozenset({"corruptions", "extra_seeds", "extra_arms", "include_untrained", "deviations"}),
-              extra_cells=more_cells, flags=(BUDGET,))
+BUDGET = Flag(
+    "budget",
+    str,
+    "the preset: cpu (2 CPU cores, real CIFAR-10), gpu (the study's scale), gpu_check "
+    "(the gpu preset's settings, 4 trials, for a short GPU session); picks sweeps/configs/paper_table1_<budget>.yaml unless --config is given",
+    choices=BUDGETS,
+    config="paper_table1_{}.yaml",
+    default="cpu",
+)
+SWEEP = Sweep(
+    "paper_table1",
+    __doc__,
+    corruptions,
+    frozenset({"corruptions", "extra_seeds", "extra_arms", "include_untrained", "deviations"}),
+    extra_cells=more_cells,
+    flags=(BUDGET,),
+)
 
 
 def cli(argv: list[str] | None = None) -> int:

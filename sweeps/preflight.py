@@ -29,15 +29,21 @@ def check_address(address: str | None, timeout: float | None = None) -> None:
         return
     valid = "valid: a running Ray head's host:port (e.g. 10.0.0.5:6379), 'auto' on a node of a running cluster, or omit --address"
     if address.startswith("ray://"):
-        raise SweepError(f"--address {address!r}: Ray Client (ray://) is not supported, the sweep's driver must run on a "
-                         f"cluster node (its MLflow store and storage are local paths); {valid}")
+        raise SweepError(
+            f"--address {address!r}: Ray Client (ray://) is not supported, the sweep's driver must run on a "
+            f"cluster node (its MLflow store and storage are local paths); {valid}"
+        )
     from ray._private.services import get_ray_address_from_environment  # ray.init's own resolution
 
     try:
         target = get_ray_address_from_environment(address, None)
     except ConnectionError as err:
         raise SweepError(f"--address {address!r}: {str(err).split('. ')[0]}; {valid}") from None
-    where = f"{address!r}" if target == address else f"{address!r} (resolved to {target!r}{' by RAY_ADDRESS' if os.environ.get('RAY_ADDRESS') else ''})"
+    where = (
+        f"{address!r}"
+        if target == address
+        else f"{address!r} (resolved to {target!r}{' by RAY_ADDRESS' if os.environ.get('RAY_ADDRESS') else ''})"
+    )
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit() or target.startswith("ray://"):
         raise SweepError(f"--address {where} is not host:port; {valid}")
@@ -71,16 +77,22 @@ def check_storage(given: Path) -> None:
     a temporary file in the nearest existing folder is written and removed). A URL is refused:
     ``Path("s3://b")`` would be the local folder ``./s3:/b``."""
     if given.parts and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]+:", given.parts[0]):
-        raise SweepError(f"--storage-path {str(given)!r} is a URL ({given.parts[0]}//...), not a folder; valid: a local or "
-                         "mounted folder (on a cluster, a shared one such as NFS at the same path on every node)")
+        raise SweepError(
+            f"--storage-path {str(given)!r} is a URL ({given.parts[0]}//...), not a folder; valid: a local or "
+            "mounted folder (on a cluster, a shared one such as NFS at the same path on every node)"
+        )
     path = existing = given.expanduser().resolve()
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise SweepError(f"--storage-path {str(path)!r}: {str(existing)!r} is a file, not a folder; valid: a writable folder")
+        raise SweepError(
+            f"--storage-path {str(path)!r}: {str(existing)!r} is a file, not a folder; valid: a writable folder"
+        )
     try:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".sbl-write-test-"):
             pass
     except OSError as err:
-        raise SweepError(f"--storage-path {str(path)!r} is not writable ({err.strerror or err} in {str(existing)!r}); "
-                         "valid: a writable folder") from None
+        raise SweepError(
+            f"--storage-path {str(path)!r} is not writable ({err.strerror or err} in {str(existing)!r}); "
+            "valid: a writable folder"
+        ) from None

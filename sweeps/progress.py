@@ -40,16 +40,21 @@ class Progress(tune.Callback):
     def _prefix(self, trial) -> str:
         c = trial_config(trial.config)
         extra = "".join(f" {k.rpartition('.')[2]} {_short(c.get(k))}" for k in self.keys)
-        return (f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {_arm(c):<12} "
-                f"{c['data.corruption']:<10} seed {c['system.seed']}{extra}")
+        return (
+            f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {_arm(c):<12} "
+            f"{c['data.corruption']:<10} seed {c['system.seed']}{extra}"
+        )
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if result.get("done") or result.get(REPLAYED):  # a replayed epoch was printed by the driver that ran it
             return
         knn = f"  knn {result['knn_acc']:.1f}" if "knn_acc" in result else ""
         knn += f" ({result['knn_gain']:+.1f} over untrained)" if "knn_gain" in result else ""
-        print(f"{self._prefix(trial)}  epoch {result['epoch']}  loss {result['loss']:.3f}{knn}  {result['samples_per_s']:.0f} img/s"
-              f"{self._memory_format(trial, result)}", flush=True)
+        print(
+            f"{self._prefix(trial)}  epoch {result['epoch']}  loss {result['loss']:.3f}{knn}  {result['samples_per_s']:.0f} img/s"
+            f"{self._memory_format(trial, result)}",
+            flush=True,
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
@@ -59,8 +64,11 @@ class Progress(tune.Callback):
         probe += f"  probe {r['probe_acc']:.1f}" if "probe_acc" in r else ""
         if r.get(REPLAYED):  # ended before the last launch's driver was killed; not trained again
             probe += "  (recorded before the interruption; not re-run)"
-        print(f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}"
-              f"{self._memory_format(trial, r)}", flush=True)
+        print(
+            f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}"
+            f"{self._memory_format(trial, r)}",
+            flush=True,
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.done += 1
@@ -82,8 +90,12 @@ class Progress(tune.Callback):
 
 def _arm(config: dict) -> str:
     """The arm a flat trial config belongs to (``untrained`` for 0 epochs from init), as in the tables."""
-    return arm_of(config["method"], config.get("optim.epochs"), config.get("model.init_checkpoint"),
-                  config.get("data.labels_per_class"))
+    return arm_of(
+        config["method"],
+        config.get("optim.epochs"),
+        config.get("model.init_checkpoint"),
+        config.get("data.labels_per_class"),
+    )
 
 
 def _short(value) -> str:
@@ -105,8 +117,14 @@ def results_frame(results):
         if not ended(r):
             continue
         c = trial_config(r.config)
-        rows.append({**c, "corruption": c["data.corruption"], "seed": c["system.seed"],
-                     **{k: v for k, v in r.metrics.items() if k != "config"}})
+        rows.append(
+            {
+                **c,
+                "corruption": c["data.corruption"],
+                "seed": c["system.seed"],
+                **{k: v for k, v in r.metrics.items() if k != "config"},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -120,8 +138,9 @@ def best_configs(results, metric: str, keys: list[str], top: int = 5):
     """The searched ``keys`` and the metric of the best trials; None when nothing was searched."""
     import pandas as pd
 
-    rows = [{**{k: trial_config(r.config).get(k) for k in keys}, metric: r.metrics.get(metric)}
-            for r in results if ended(r)]
+    rows = [
+        {**{k: trial_config(r.config).get(k) for k in keys}, metric: r.metrics.get(metric)} for r in results if ended(r)
+    ]
     if not rows or not keys:
         return None
     return pd.DataFrame(rows).sort_values(metric, ascending=False).head(top)
@@ -138,29 +157,39 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
     print(f"\n{len(df)} of {total} trials finished in {seconds:.0f} s ({len(results.errors)} failed).")
     searched = best_configs(results, plan.opts.get("metric", "knn_acc"), summary_keys(plan.opts))
     if searched is not None:
-        print(f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}")
+        print(
+            f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}"
+        )
     if len(df) and "knn_acc" in df:
         metric = "knn_acc"
         # Cells inside the untrained floor's error read "[floor]" (analysis.drops.floor_gaps): not findings.
         acc = accuracy_summary(df, metric)
-        print(f"\nkNN accuracy (%), mean over seeds (untrained = the same network at initialisation):\n"
-              f"{wide(acc).to_string()}\n{spread_note(acc)}")
+        print(
+            f"\nkNN accuracy (%), mean over seeds (untrained = the same network at initialisation):\n"
+            f"{wide(acc).to_string()}\n{spread_note(acc)}"
+        )
         drops = drop_summary(df, metric)
         drops = drops[drops["arm"] != UNTRAINED]  # untrained: epochs 0 and no init_checkpoint
         if len(drops):
-            print(f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{wide(drops).to_string()}\n"
-                  f"{spread_note(drops, reference=False)}")
+            print(
+                f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{wide(drops).to_string()}\n"
+                f"{spread_note(drops, reference=False)}"
+            )
             claims = claim_checks(df, metric)
-            print(f"\nClaim checks ({metric}) that passed or failed; all of them: python -m analysis.claims "
-                  f"--experiment {shlex.quote(plan.experiment)} --storage-path {shlex.quote(str(plan.storage))}\n"
-                  f"{format_claims(claims, verdicts=('PASS', 'FAIL'))}")
+            print(
+                f"\nClaim checks ({metric}) that passed or failed; all of them: python -m analysis.claims "
+                f"--experiment {shlex.quote(plan.experiment)} --storage-path {shlex.quote(str(plan.storage))}\n"
+                f"{format_claims(claims, verdicts=('PASS', 'FAIL'))}"
+            )
             log_summary(plan.mlflow_uri, parent_run_id, drops, claims, acc)
     if len(df):
         write_report(plan, parent_run_id)
     uri = plan.mlflow_uri
-    print(f"\nMLflow: experiment {plan.experiment!r}, parent run {parent_run_id}. Open the UI with:\n"
-          f"  {UI_ENV} mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000 --workers 1\n"
-          f"  then browse http://127.0.0.1:5000/#/experiments/{experiment_id(uri, parent_run_id)}")
+    print(
+        f"\nMLflow: experiment {plan.experiment!r}, parent run {parent_run_id}. Open the UI with:\n"
+        f"  {UI_ENV} mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000 --workers 1\n"
+        f"  then browse http://127.0.0.1:5000/#/experiments/{experiment_id(uri, parent_run_id)}"
+    )
 
 
 def write_report(plan, parent_run_id: str) -> None:
@@ -168,8 +197,16 @@ def write_report(plan, parent_run_id: str) -> None:
     it is one line, never a failed sweep (the trials are recorded either way)."""
     from analysis import report
 
-    argv = ["--experiment", plan.experiment, "--storage-path", str(plan.storage), "--mlflow-uri", plan.mlflow_uri,
-            "--sweep", parent_run_id]
+    argv = [
+        "--experiment",
+        plan.experiment,
+        "--storage-path",
+        str(plan.storage),
+        "--mlflow-uri",
+        plan.mlflow_uri,
+        "--sweep",
+        parent_run_id,
+    ]
     print("\nHTML report:", flush=True)
     try:
         code = report.main(argv)

@@ -53,8 +53,10 @@ def check_store(experiment_path: Path, mlflow_uri: str) -> None:
     recorded = json.loads(path.read_text())["mlflow_uri"]
     if _same_uri(recorded, mlflow_uri):
         return
-    raise SweepError(f"--resume: --mlflow-uri {mlflow_uri!r}, but the sweep records its runs in {recorded!r} ({path}); "
-                     f"valid: --mlflow-uri {recorded}")
+    raise SweepError(
+        f"--resume: --mlflow-uri {mlflow_uri!r}, but the sweep records its runs in {recorded!r} ({path}); "
+        f"valid: --mlflow-uri {recorded}"
+    )
 
 
 def _same_uri(a: str, b: str) -> bool:
@@ -68,18 +70,27 @@ def check_trusted(storage: Path, experiment_path: Path) -> None:
     below them load with ``weights_only``."""
     top = sorted(experiment_path.iterdir())
     trials = [p for p in top if p.is_dir()]
-    paths = [storage, experiment_path, *[p for p in top if not p.is_dir()], *trials,
-             *[f for t in trials for f in sorted(t.iterdir()) if not f.is_dir()]]
+    paths = [
+        storage,
+        experiment_path,
+        *[p for p in top if not p.is_dir()],
+        *trials,
+        *[f for t in trials for f in sorted(t.iterdir()) if not f.is_dir()],
+    ]
     uid = os.getuid()
     for path in paths:
         st = path.stat()  # follows a link: its target is what gets read
         if st.st_uid != uid:
-            raise SweepError(f"--resume: {path} belongs to uid {st.st_uid}, not to you (uid {uid}); --resume unpickles Tune's "
-                             f"state, so it reads only your own files; valid: a copy of the experiment in a folder you own")
+            raise SweepError(
+                f"--resume: {path} belongs to uid {st.st_uid}, not to you (uid {uid}); --resume unpickles Tune's "
+                f"state, so it reads only your own files; valid: a copy of the experiment in a folder you own"
+            )
         if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise SweepError(f"--resume: {path} is writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} "
-                             f"({stat.filemode(st.st_mode)}); --resume unpickles Tune's state, so anyone who can write it "
-                             f"can run code as you; valid: chmod go-w {path}, after checking its contents")
+            raise SweepError(
+                f"--resume: {path} is writable by {'others' if st.st_mode & stat.S_IWOTH else 'its group'} "
+                f"({stat.filemode(st.st_mode)}); --resume unpickles Tune's state, so anyone who can write it "
+                f"can run code as you; valid: chmod go-w {path}, after checking its contents"
+            )
 
 
 def private_umask() -> None:
@@ -91,8 +102,13 @@ def private_umask() -> None:
 def record_driver(experiment_path: Path) -> None:
     """Record this driver and the local Ray processes it started (call right after ``ray.init``)."""
     me = os.getpid()
-    record = {"host": socket.gethostname(), "boot": _boot_id(), "pid": me, "start": _start_time(me),
-              "ray": {str(pid): start for pid, start in _descendants(me).items()}}
+    record = {
+        "host": socket.gethostname(),
+        "boot": _boot_id(),
+        "pid": me,
+        "start": _start_time(me),
+        "ray": {str(pid): start for pid, start in _descendants(me).items()},
+    }
     experiment_path.mkdir(parents=True, exist_ok=True)
     (experiment_path / DRIVER_FILE).write_text(json.dumps(record, indent=1))
 
@@ -106,8 +122,10 @@ def check_driver_gone(experiment_path: Path) -> None:
     """Refuse to resume an experiment whose recorded driver is still running on this machine."""
     record = _driver_record(experiment_path)
     if record and _alive(record["pid"], record["start"]):
-        raise SweepError(f"--resume: the experiment {str(experiment_path)!r} is still being run by pid {record['pid']}; "
-                         f"valid: wait for it, or stop it (Ctrl+C, or kill -INT {record['pid']}) and resume")
+        raise SweepError(
+            f"--resume: the experiment {str(experiment_path)!r} is still being run by pid {record['pid']}; "
+            f"valid: wait for it, or stop it (Ctrl+C, or kill -INT {record['pid']}) and resume"
+        )
 
 
 def stop_stale_ray(experiment_path: Path, grace_s: float = 5.0) -> list[int]:

@@ -45,11 +45,15 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
                 if response.status != 200:
                     raise OSError(f"HTTP {response.status}")
         except OSError as err:
-            raise ValueError(f"MLflow URI {uri!r} is unreachable ({err}); start `mlflow server` or pass a sqlite:/// path") from None
+            raise ValueError(
+                f"MLflow URI {uri!r} is unreachable ({err}); start `mlflow server` or pass a sqlite:/// path"
+            ) from None
     elif uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.is_absolute():
-            raise ValueError(f"MLflow URI {uri!r} is relative (trials run in another cwd); valid: sqlite:////absolute/path.db or http://host:port")
+            raise ValueError(
+                f"MLflow URI {uri!r} is relative (trials run in another cwd); valid: sqlite:////absolute/path.db or http://host:port"
+            )
         if path.is_file() and (problem := _foreign_sqlite(path)):
             raise ValueError(f"MLflow URI {uri!r}: {problem}; valid: an MLflow store, or a path where none exists yet")
         try:
@@ -57,7 +61,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         except OSError as err:
             raise ValueError(f"MLflow URI {uri!r}: cannot create {path.parent} ({err})") from None
     else:
-        raise ValueError(f"MLflow URI {uri!r} is not supported; valid: sqlite:////absolute/path.db, http://host:port, https://host")
+        raise ValueError(
+            f"MLflow URI {uri!r} is not supported; valid: sqlite:////absolute/path.db, http://host:port, https://host"
+        )
 
 
 def _foreign_sqlite(path: Path) -> str | None:
@@ -92,8 +98,13 @@ def code_version() -> dict[str, str]:
             return ""
 
     tags = {"git_sha": git("rev-parse", "HEAD") or "unknown", "git_dirty": str(bool(git("status", "--porcelain")))}
-    tags.update({"mlflow.source.type": "LOCAL", "mlflow.source.name": Path(sys.argv[0]).name or "python",
-                 "mlflow.source.git.commit": tags["git_sha"]})
+    tags.update(
+        {
+            "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": Path(sys.argv[0]).name or "python",
+            "mlflow.source.git.commit": tags["git_sha"],
+        }
+    )
     for lib in LIBRARIES:
         try:
             tags[f"version.{lib}"] = metadata.version(lib)
@@ -106,8 +117,14 @@ def trial_tags(flat: dict[str, Any]) -> dict[str, str]:
     """Searchable tags: method, corruption with its kind, family and level as the corruption declares
     them (and the level under its parameter's name: ``grid``, ``gamma``, ``severity``), dataset, seed."""
     corruption = parse(flat["data.corruption"])
-    tags = {"method": flat["method"], "corruption": flat["data.corruption"], "corruption_kind": corruption.spec_name,
-            "corruption_family": corruption.family, "dataset": flat["data.dataset"], "seed": str(flat["system.seed"])}
+    tags = {
+        "method": flat["method"],
+        "corruption": flat["data.corruption"],
+        "corruption_kind": corruption.spec_name,
+        "corruption_family": corruption.family,
+        "dataset": flat["data.dataset"],
+        "seed": str(flat["system.seed"]),
+    }
     if corruption.main_param is not None:
         tags["corruption_level"] = tags[corruption.main_param] = str(getattr(corruption, corruption.main_param))
     return tags
@@ -128,16 +145,25 @@ def check_new_sweep(uri: str, experiment: str) -> None:
     if exp is None:
         return
     if exp.lifecycle_stage == "deleted":
-        raise ValueError(f"MLflow store {uri!r} holds experiment {experiment!r} as deleted; valid: --experiment NEW_NAME, "
-                         f"or purge it first (`mlflow gc --backend-store-uri {uri} --experiment-ids {exp.experiment_id}`)")
+        raise ValueError(
+            f"MLflow store {uri!r} holds experiment {experiment!r} as deleted; valid: --experiment NEW_NAME, "
+            f"or purge it first (`mlflow gc --backend-store-uri {uri} --experiment-ids {exp.experiment_id}`)"
+        )
     held = client.search_runs([exp.experiment_id], max_results=50_000)
     if not held:
         return
     parents = [r for r in held if r.data.tags.get("sweep") == "parent"]
-    where = "; ".join(f"parent run {r.info.run_id}" + (f" from {r.data.tags[STORAGE_TAG]}" if STORAGE_TAG in r.data.tags else "")
-                      for r in parents) or f"{len(held)} runs"
-    raise ValueError(f"MLflow store {uri!r} already holds experiment {experiment!r} ({where}); a second sweep under that name "
-                     f"would be pooled with it; valid: --resume with the sweep's own --storage-path, or --experiment NEW_NAME")
+    where = (
+        "; ".join(
+            f"parent run {r.info.run_id}" + (f" from {r.data.tags[STORAGE_TAG]}" if STORAGE_TAG in r.data.tags else "")
+            for r in parents
+        )
+        or f"{len(held)} runs"
+    )
+    raise ValueError(
+        f"MLflow store {uri!r} already holds experiment {experiment!r} ({where}); a second sweep under that name "
+        f"would be pooled with it; valid: --resume with the sweep's own --storage-path, or --experiment NEW_NAME"
+    )
 
 
 def check_parent_run(uri: str, run_id: str) -> None:
@@ -151,15 +177,21 @@ def check_parent_run(uri: str, run_id: str) -> None:
     except MlflowException:
         run = None
     if run is None or run.info.lifecycle_stage == "deleted":
-        raise ValueError(f"--resume: the sweep's parent run {run_id} is not in MLflow store {uri!r}; "
-                         f"valid: the --mlflow-uri the sweep was launched with")
+        raise ValueError(
+            f"--resume: the sweep's parent run {run_id} is not in MLflow store {uri!r}; "
+            f"valid: the --mlflow-uri the sweep was launched with"
+        )
 
 
 def open_parent_run(uri: str, experiment: str, artifact_root: Path, state_file: Path, tags: dict[str, str]) -> str:
     """Create (or, on resume, reopen) the sweep's parent run; its id is kept in ``state_file``."""
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=(artifact_root / experiment).as_uri())
+    exp_id = (
+        exp.experiment_id
+        if exp
+        else client.create_experiment(experiment, artifact_location=(artifact_root / experiment).as_uri())
+    )
     if state_file.exists():
         run_id = state_file.read_text().strip()
         client.update_run(run_id, status="RUNNING")
@@ -191,8 +223,11 @@ def log_summary(uri: str, parent_run_id: str, drops, claims, accuracy=None) -> N
     ``level_curve/<arm>/<family>``: the mean accuracy at each corrupted level, with the level as the
     step, so the parent's chart draws accuracy against grid size (integer levels only: MLflow's steps
     are integers, so gamma's fractional levels are left to the drop metrics)."""
-    metrics = [Metric(metric_key("drop", r.arm, r.corruption), float(r.mean), 0, 0)
-               for r in drops.itertuples() if r.mean == r.mean]  # NaN: no cell
+    metrics = [
+        Metric(metric_key("drop", r.arm, r.corruption), float(r.mean), 0, 0)
+        for r in drops.itertuples()
+        if r.mean == r.mean
+    ]  # NaN: no cell
     counts = claims["verdict"].value_counts() if len(claims) else {}
     metrics += [Metric(f"claims_{v.lower()}", float(counts.get(v, 0)), 0, 0) for v in ("PASS", "FAIL", "INCONCLUSIVE")]
     metrics += level_curves(accuracy) if accuracy is not None else []
@@ -253,8 +288,9 @@ def recorded_finals(uri: str, parent_run_id: str) -> dict[str, dict]:
     """
     client = MlflowClient(uri)
     exp_id = client.get_run(parent_run_id).info.experiment_id
-    finished = client.search_runs([exp_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'",
-                                  max_results=50_000)
+    finished = client.search_runs(
+        [exp_id], f"tags.`{PARENT_TAG}` = '{parent_run_id}' and attributes.status = 'FINISHED'", max_results=50_000
+    )
     finals = {run.data.tags.get(TRIAL_TAG): recorded_final(client, run) for run in finished}
     return {trial_id: final for trial_id, final in finals.items() if trial_id and final is not None}
 
@@ -314,16 +350,26 @@ def dataset_record(data) -> dict[str, str]:
         digest.update(f"{name}{tuple(images.shape)}".encode())
         digest.update(split.labels.numpy().tobytes())
         digest.update(images[:: max(1, len(images) // 1000)].contiguous().numpy().tobytes())
-    profile = {**{f"{s}_images": len(split.labels) for s, split in splits.items()}, "classes": data.num_classes,
-               "image_size": list(data.image_size)}
-    return {"name": data.name, "digest": digest.hexdigest()[:16], "source_type": "local", "source": data.name,
-            "profile": json.dumps(profile)}
+    profile = {
+        **{f"{s}_images": len(split.labels) for s, split in splits.items()},
+        "classes": data.num_classes,
+        "image_size": list(data.image_size),
+    }
+    return {
+        "name": data.name,
+        "digest": digest.hexdigest()[:16],
+        "source_type": "local",
+        "source": data.name,
+        "profile": json.dumps(profile),
+    }
 
 
 class MLflowTrialWriter(tune.Callback):
     """Driver-side Tune callback: one child run per trial, params, per-epoch metrics, artifacts."""
 
-    def __init__(self, uri: str, parent_run_id: str, render_samples=None, dataset: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, uri: str, parent_run_id: str, render_samples=None, dataset: dict[str, str] | None = None
+    ) -> None:
         self.uri, self.parent_run_id, self.render_samples = uri, parent_run_id, render_samples
         self.dataset = dataset  # ``dataset_record``: logged as each new run's input (the UI's Dataset column)
         self._runs: dict[str, tuple[str, int]] = {}  # trial_id -> (run_id, last logged step)
@@ -352,7 +398,9 @@ class MLflowTrialWriter(tune.Callback):
         if trial.trial_id in self._runs:
             return self._runs[trial.trial_id]
         exp_id = self.client.get_run(self.parent_run_id).info.experiment_id
-        found = self.client.search_runs([exp_id], f"tags.{TRIAL_TAG} = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'")
+        found = self.client.search_runs(
+            [exp_id], f"tags.{TRIAL_TAG} = '{trial.trial_id}' and tags.`{PARENT_TAG}` = '{self.parent_run_id}'"
+        )
         if found and recorded_final(self.client, found[0]) is not None:
             # Recorded before a kill -9 that left Tune's state stale: the run stays as it is.
             run_id, last = found[0].info.run_id, -1
@@ -369,7 +417,10 @@ class MLflowTrialWriter(tune.Callback):
             params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in sorted(flat.items())]
             self.client.log_batch(run_id, params=params)
             if self.dataset:
-                self.client.log_inputs(run_id, datasets=[DatasetInput(Dataset(**self.dataset), [InputTag("mlflow.data.context", "training")])])
+                self.client.log_inputs(
+                    run_id,
+                    datasets=[DatasetInput(Dataset(**self.dataset), [InputTag("mlflow.data.context", "training")])],
+                )
             last = -1  # an untrained (epochs 0) trial reports once, at step 0
         self._runs[trial.trial_id] = (run_id, last)
         return run_id, last
@@ -381,15 +432,20 @@ class MLflowTrialWriter(tune.Callback):
         run_id, last = self.run_for(trial)
         if trial.trial_id in self._final:
             return
-        if "memory_format" in result and trial.trial_id not in self._tagged:  # once per launch: it may differ after a move
+        if (
+            "memory_format" in result and trial.trial_id not in self._tagged
+        ):  # once per launch: it may differ after a move
             self.client.log_batch(run_id, tags=[RunTag(k, str(result[k])) for k in _MEMORY_FORMAT_TAGS if k in result])
             self._tagged.add(trial.trial_id)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
         if step <= last:  # re-run epochs after a resume: already recorded
             return
         ts = int(result.get("timestamp", 0) * 1000)
-        metrics = [Metric(k, float(v), ts, step) for k, v in result.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and _is_metric(k)]
+        metrics = [
+            Metric(k, float(v), ts, step)
+            for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and _is_metric(k)
+        ]
         self.client.log_batch(run_id, metrics=metrics)
         self._runs[trial.trial_id] = (run_id, step)
 
@@ -406,8 +462,12 @@ class MLflowTrialWriter(tune.Callback):
         if per_class(result):
             self.client.log_dict(run_id, per_class(result), PER_CLASS_ARTIFACT)
         if self.render_samples is not None:
-            self.client.log_figure(run_id, self.render_samples(trial_config(trial.config)["data.corruption"]), "corrupted_samples.png")
-        if getattr(trial, "checkpoint", None) is not None:  # the last epoch is always checkpointed; an untrained trial has none
+            self.client.log_figure(
+                run_id, self.render_samples(trial_config(trial.config)["data.corruption"]), "corrupted_samples.png"
+            )
+        if (
+            getattr(trial, "checkpoint", None) is not None
+        ):  # the last epoch is always checkpointed; an untrained trial has none
             log_backbone(self.client, run_id, Path(trial.checkpoint.path) / STATE_FILE)
         self.client.set_terminated(run_id, "FINISHED")
 
@@ -429,7 +489,9 @@ def backbone_weights(state_file: Path) -> dict:
     import torch
 
     state = torch.load(state_file, map_location="cpu", weights_only=True)["method"]
-    return {k.removeprefix("backbone.").removeprefix("_orig_mod."): v for k, v in state.items() if k.startswith("backbone.")}
+    return {
+        k.removeprefix("backbone.").removeprefix("_orig_mod."): v for k, v in state.items() if k.startswith("backbone.")
+    }
 
 
 def log_backbone(client: MlflowClient, run_id: str, state_file: Path) -> None:
@@ -447,8 +509,9 @@ def log_backbone(client: MlflowClient, run_id: str, state_file: Path) -> None:
 
 # What is recorded where is declared once, in trainables.metrics.
 _METRIC_KEYS = frozenset(metrics.names("metric"))
-_FINAL_EXTRAS = frozenset({*metrics.names("final"), *metrics.names("artifact"), *metrics.names("tag"), *metrics.names("step"),
-                           "node_id"})  # + the node Tune ran it on
+_FINAL_EXTRAS = frozenset(
+    {*metrics.names("final"), *metrics.names("artifact"), *metrics.names("tag"), *metrics.names("step"), "node_id"}
+)  # + the node Tune ran it on
 _MEMORY_FORMAT_TAGS = metrics.names("tag")  # channels_last or contiguous, and why
 PER_CLASS_ARTIFACT = metrics.PER_CLASS_ARTIFACT
 
@@ -475,8 +538,12 @@ def run_name(flat: dict[str, Any]) -> str:
     arm as the tables name it (``analysis.frame.arm_of``). Names MLflow runs and trial folders."""
     from analysis.frame import arm_of
 
-    arm = arm_of(flat.get("method", "trial"), flat.get("optim.epochs"), flat.get("model.init_checkpoint"),
-                 flat.get("data.labels_per_class"))
+    arm = arm_of(
+        flat.get("method", "trial"),
+        flat.get("optim.epochs"),
+        flat.get("model.init_checkpoint"),
+        flat.get("data.labels_per_class"),
+    )
     return f"{arm}-{flat.get('data.corruption', 'ori')}-s{flat.get('system.seed', 0)}"
 
 
@@ -486,4 +553,3 @@ def _error_text(trial) -> str:
         return Path(path).read_text()[-2000:] if path else ""
     except OSError:
         return ""
-

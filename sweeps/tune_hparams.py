@@ -40,7 +40,11 @@ def domain(key: str, spec: dict):
     from ray import tune
 
     kind, args = next(iter(spec.items()))
-    return {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint}[kind](*args) if kind != "choice" else tune.choice(args)
+    return (
+        {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint}[kind](*args)
+        if kind != "choice"
+        else tune.choice(args)
+    )
 
 
 def check_search(opts: SweepOptions, cells: list[dict]) -> dict:
@@ -57,7 +61,9 @@ def check_search(opts: SweepOptions, cells: list[dict]) -> dict:
             checked[key] = _integer(key, opts[key], minimum)
     asha = opts.get("asha") or {}
     if not isinstance(asha, dict) or set(asha) - set(ASHA):
-        raise SweepError(f"asha {asha!r} is invalid; valid: a mapping of grace_period (>= 1) and reduction_factor (>= 2)")
+        raise SweepError(
+            f"asha {asha!r} is invalid; valid: a mapping of grace_period (>= 1) and reduction_factor (>= 2)"
+        )
     checked["asha"] = {k: _integer(f"asha.{k}", v, ASHA[k]) for k, v in asha.items()}
     if opts.get("mode", "max") not in ("min", "max"):
         raise SweepError(f"mode {opts['mode']!r} is invalid; valid: min, max")
@@ -65,10 +71,14 @@ def check_search(opts: SweepOptions, cells: list[dict]) -> dict:
         raise SweepError(f"metric {opts['metric']!r} is invalid; valid: a reported metric's name, e.g. knn_acc")
     space = opts.get("space") or {}
     if not isinstance(space, dict):
-        raise SweepError(f"space {space!r} is invalid; valid: a mapping of config key to distribution, e.g. {{optim.lr: {{loguniform: [0.01, 1.0]}}}}")
+        raise SweepError(
+            f"space {space!r} is invalid; valid: a mapping of config key to distribution, e.g. {{optim.lr: {{loguniform: [0.01, 1.0]}}}}"
+        )
     unknown = sorted(str(k) for k in space if k not in cell)
     if unknown:
-        raise SweepError(f"space key(s) {', '.join(unknown)} are not config keys of {cell['method']}; valid: {', '.join(k for k in cell if '.' in k)}")
+        raise SweepError(
+            f"space key(s) {', '.join(unknown)} are not config keys of {cell['method']}; valid: {', '.join(k for k in cell if '.' in k)}"
+        )
     checked["space"] = {key: _distribution(key, spec, cell) for key, spec in space.items()}
     return checked
 
@@ -88,11 +98,15 @@ def _integer(key: str, value, minimum: int) -> int:
 def _distribution(key: str, spec, cell: dict) -> dict:
     """One ``space`` entry with its arguments checked against the config (``cell`` is the base trial)."""
     if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
-        raise SweepError(f"space.{key}: {spec!r} is invalid; valid: one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. {{loguniform: [0.01, 1.0]}}")
+        raise SweepError(
+            f"space.{key}: {spec!r} is invalid; valid: one of {', '.join(DISTRIBUTIONS)} with its arguments, e.g. {{loguniform: [0.01, 1.0]}}"
+        )
     kind, args = next(iter(spec.items()))
     if kind == "choice":
         if not isinstance(args, list) or not args:
-            raise SweepError(f"space.{key}: choice {args!r} is invalid; valid: a non-empty list, e.g. {{choice: [64, 128]}}")
+            raise SweepError(
+                f"space.{key}: choice {args!r} is invalid; valid: a non-empty list, e.g. {{choice: [64, 128]}}"
+            )
         return {kind: [_trial_value(key, v, cell) for v in args]}
     from trainables.config import coerce
 
@@ -101,8 +115,10 @@ def _distribution(key: str, spec, cell: dict) -> dict:
     except (ValueError, TypeError):  # not a list of two numbers
         low = high = None
     if low is None or not low < high or (kind == "loguniform" and low <= 0):
-        raise SweepError(f"space.{key}: {kind} {args!r} is invalid; valid: [low, high], two {'integers' if kind == 'randint' else 'numbers'} "
-                         f"with low < high{' and low > 0' if kind == 'loguniform' else ''}")
+        raise SweepError(
+            f"space.{key}: {kind} {args!r} is invalid; valid: [low, high], two {'integers' if kind == 'randint' else 'numbers'} "
+            f"with low < high{' and low > 0' if kind == 'loguniform' else ''}"
+        )
     if kind != "randint" and _integer_key(key, cell["method"]):
         raise SweepError(f"space.{key}: {kind} draws fractions but {key} is an integer; valid: randint or choice")
     for value in (low, high - 1 if kind == "randint" else high):  # randint's high is exclusive
@@ -144,16 +160,24 @@ def search_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     metric = opts.get("metric", "knn_acc")
     if not candidates:
         if len(cells) != 1:
-            raise SweepError(f"seeds {' '.join(str(c['system.seed']) for c in cells)} are invalid for a searched space: it tunes "
-                             "on one seed; valid: one seed, or candidates (which run every seed)")
+            raise SweepError(
+                f"seeds {' '.join(str(c['system.seed']) for c in cells)} are invalid for a searched space: it tunes "
+                "on one seed; valid: one seed, or candidates (which run every seed)"
+            )
         if metric not in EVERY_EPOCH and cells[0]["eval.eval_every"] != 1:
-            raise SweepError(f"eval.eval_every {cells[0]['eval.eval_every']} is invalid for a searched space: ASHA needs "
-                             f"{metric!r} every epoch; valid: eval.eval_every: 1, or metric one of {', '.join(EVERY_EPOCH)}")
+            raise SweepError(
+                f"eval.eval_every {cells[0]['eval.eval_every']} is invalid for a searched space: ASHA needs "
+                f"{metric!r} every epoch; valid: eval.eval_every: 1, or metric one of {', '.join(EVERY_EPOCH)}"
+            )
         return cells
     if opts.get("space"):
-        raise SweepError("candidates and space are exclusive; valid: a searched space (Optuna + ASHA) or a list of candidates")
+        raise SweepError(
+            "candidates and space are exclusive; valid: a searched space (Optuna + ASHA) or a list of candidates"
+        )
     if not isinstance(candidates, list) or not all(isinstance(c, dict) and c for c in candidates):
-        raise SweepError(f"candidates: {candidates!r} is invalid; valid: a list of flat overrides, e.g. [{{model.width: 0.5}}]")
+        raise SweepError(
+            f"candidates: {candidates!r} is invalid; valid: a list of flat overrides, e.g. [{{model.width: 0.5}}]"
+        )
     return [{**cell, **c} for cell in cells for c in candidates]  # seed-major: a seed's candidates run side by side
 
 
@@ -175,23 +199,53 @@ def tune_setup(opts: SweepOptions, experiment_path: Path, cells: list[dict]) -> 
     storage = experiment_path / "optuna.db"
     storage.parent.mkdir(parents=True, exist_ok=True)
     study = optuna.storages.RDBStorage(f"sqlite:///{storage}")
-    searcher = OptunaSearch(storage=study, study_name=experiment_path.name,
-                            sampler=optuna.samplers.TPESampler(seed=int(opts.get("search_seed", 0))))
+    searcher = OptunaSearch(
+        storage=study,
+        study_name=experiment_path.name,
+        sampler=optuna.samplers.TPESampler(seed=int(opts.get("search_seed", 0))),
+    )
     asha = opts.get("asha") or {}
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=int(cells[0]["optim.epochs"]),
-                              grace_period=int(asha.get("grace_period", 1)), reduction_factor=int(asha.get("reduction_factor", 2)))
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=int(cells[0]["optim.epochs"]),
+        grace_period=int(asha.get("grace_period", 1)),
+        reduction_factor=int(asha.get("reduction_factor", 2)),
+    )
     param_space = {"sweep.cell": cells[0], **{k: domain(k, v) for k, v in space.items()}}
-    return param_space, {"search_alg": searcher, "scheduler": scheduler, **metric, "num_samples": int(opts.get("num_samples", 8))}
+    return param_space, {
+        "search_alg": searcher,
+        "scheduler": scheduler,
+        **metric,
+        "num_samples": int(opts.get("num_samples", 8)),
+    }
 
 
 FLAGS = (
-    Flag("corruption", str, "the corruption to tune for, e.g. glo_4 (default: the YAML's trial data.corruption, else ori)", "SPEC"),
+    Flag(
+        "corruption",
+        str,
+        "the corruption to tune for, e.g. glo_4 (default: the YAML's trial data.corruption, else ori)",
+        "SPEC",
+    ),
     Flag("num_samples", int, "configurations Optuna proposes (default: the YAML's num_samples)", "N"),
-    Flag("metric", str, "the reported metric ASHA and Optuna compare, e.g. knn_acc or loss (default: the YAML's metric)", "NAME"),
+    Flag(
+        "metric",
+        str,
+        "the reported metric ASHA and Optuna compare, e.g. knn_acc or loss (default: the YAML's metric)",
+        "NAME",
+    ),
 )
-SWEEP = Sweep("tune_hparams", __doc__, corruptions,
-              frozenset({"space", "candidates", "asha", "metric", "mode", "num_samples", "search_seed", "corruption"}), tune_setup,
-              check_options=check_search, edit_cells=search_cells, flags=FLAGS)
+SWEEP = Sweep(
+    "tune_hparams",
+    __doc__,
+    corruptions,
+    frozenset({"space", "candidates", "asha", "metric", "mode", "num_samples", "search_seed", "corruption"}),
+    tune_setup,
+    check_options=check_search,
+    edit_cells=search_cells,
+    flags=FLAGS,
+)
+
 
 def cli(argv: list[str] | None = None) -> int:
     """``sbl-sweep tune_hparams`` and ``python sweeps/tune_hparams.py``: exit code of ``sweeps.launch.main``."""

@@ -15,8 +15,13 @@ RESNET_CHANNELS = (64, 128, 256, 512)
 
 
 def build_backbone(
-    name: str = "resnet18", *, small_stem: bool = True, width: float = 1.0, pretrained: bool = False,
-    zero_init_last: bool = True, stem_padding: int = 1,
+    name: str = "resnet18",
+    *,
+    small_stem: bool = True,
+    width: float = 1.0,
+    pretrained: bool = False,
+    zero_init_last: bool = True,
+    stem_padding: int = 1,
 ) -> tuple[nn.Module, int]:
     """Create a timm ResNet feature extractor.
 
@@ -42,7 +47,9 @@ def build_backbone(
     if width <= 0:
         raise ValueError(f"width {width} is invalid; valid: a positive multiplier such as 0.25, 0.5, 1")
     channels = tuple(max(1, round(c * width)) for c in RESNET_CHANNELS)
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0, channels=channels, zero_init_last=zero_init_last)
+    model = timm.create_model(
+        name, pretrained=pretrained, num_classes=0, channels=channels, zero_init_last=zero_init_last
+    )
     if small_stem:
         if isinstance(model.conv1, nn.Sequential):  # deep 3x3 stem ("d"/"t"/"c"/"s" variants): stride 1
             model.conv1[0].stride = (1, 1)
@@ -76,8 +83,14 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
             raise ValueError(f"batch {b} is not divisible by bn_splits {s}")
         mean, var = self.running_mean.repeat(s), self.running_var.repeat(s)
         out = nn.functional.batch_norm(
-            x.reshape(b // s, c * s, h, w), mean, var, self.weight.repeat(s), self.bias.repeat(s),
-            True, self.momentum, self.eps,
+            x.reshape(b // s, c * s, h, w),
+            mean,
+            var,
+            self.weight.repeat(s),
+            self.bias.repeat(s),
+            True,
+            self.momentum,
+            self.eps,
         ).view(b, c, h, w)
         with torch.no_grad():
             self.running_mean.copy_(mean.view(s, c).mean(0))

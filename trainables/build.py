@@ -67,14 +67,22 @@ def per_class_subset(split: Split, n: int | None) -> Split:
 
 def load_data(cfg: DataConfig) -> ImageDataset:
     """Load (from cache) and subset the dataset named in the config."""
-    data = load_dataset(cfg.dataset, image_size=cfg.image_size, data_dir=cfg.data_dir,
-                        cache_dir=cfg.cache_dir, memory_budget_gb=cfg.memory_budget_gb)
+    data = load_dataset(
+        cfg.dataset,
+        image_size=cfg.image_size,
+        data_dir=cfg.data_dir,
+        cache_dir=cfg.cache_dir,
+        memory_budget_gb=cfg.memory_budget_gb,
+    )
     return subset(data, cfg)
 
 
 def subset(data: ImageDataset, cfg: DataConfig) -> ImageDataset:
-    return dataclasses.replace(data, train=per_class_subset(data.train, cfg.train_per_class),
-                               test=per_class_subset(data.test, cfg.test_per_class))
+    return dataclasses.replace(
+        data,
+        train=per_class_subset(data.train, cfg.train_per_class),
+        test=per_class_subset(data.test, cfg.test_per_class),
+    )
 
 
 @dataclasses.dataclass
@@ -107,17 +115,30 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     n_views = method_class(cfg.method).n_views
     crop = {} if cfg.data.crop_min_scale is None else {"crop_scale": (cfg.data.crop_min_scale, 1.0)}
     pipeline = Pipeline(per_batch, build_augmentation(cfg.data.augmentation, **crop), n_views, mean, std)
-    return TrialData(to_device(train, device), pipeline, to_device(eval_train, device), to_device(eval_test, device),
-                     eval_per_batch, data.num_classes, mean, std)
+    return TrialData(
+        to_device(train, device),
+        pipeline,
+        to_device(eval_train, device),
+        to_device(eval_test, device),
+        eval_per_batch,
+        data.num_classes,
+        mean,
+        std,
+    )
 
 
 def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Method:
     """Backbone + method head, initialised from the trial's ``init`` seed (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.system.seed, "init"))
-        backbone, dim = build_backbone(cfg.model.backbone, small_stem=cfg.model.small_stem,
-                                       width=cfg.model.width, pretrained=cfg.model.pretrained,
-                                       zero_init_last=cfg.model.zero_init_last, stem_padding=cfg.model.stem_padding)
+        backbone, dim = build_backbone(
+            cfg.model.backbone,
+            small_stem=cfg.model.small_stem,
+            width=cfg.model.width,
+            pretrained=cfg.model.pretrained,
+            zero_init_last=cfg.model.zero_init_last,
+            stem_padding=cfg.model.stem_padding,
+        )
         if cfg.model.init_checkpoint:
             load_backbone(backbone, cfg.model.init_checkpoint)
         method = build_method(cfg.method, backbone, dim, num_classes, dict(cfg.method_params))
@@ -163,8 +184,15 @@ def load_backbone(backbone: torch.nn.Module, path: str) -> None:
 
 def build_optim(cfg: TrialConfig, method: Method) -> torch.optim.Optimizer:
     lr = cfg.optim.lr * cfg.optim.batch_size / 256  # solo-learn's linear scaling
-    return build_optimizer(method, cfg.optim.optimizer, lr, cfg.optim.weight_decay, cfg.optim.momentum,
-                           cfg.optim.exclude_bias_norm, cfg.system.optimizer_impl)
+    return build_optimizer(
+        method,
+        cfg.optim.optimizer,
+        lr,
+        cfg.optim.weight_decay,
+        cfg.optim.momentum,
+        cfg.optim.exclude_bias_norm,
+        cfg.system.optimizer_impl,
+    )
 
 
 def eval_prepare(td: TrialData, channels_last: bool):

@@ -48,7 +48,9 @@ class ModelConfig:
     stem_padding: int = 1  # the small stem's padding; the study's (solo-learn's) is 2: 34x34 maps from 32 px
     width: float = 1.0  # multiplier on stage widths; 0.25 = quarter width
     pretrained: bool = False  # timm weights (needs them cached or a network)
-    zero_init_last: bool = True  # timm's zero-init of each block's last BN; false = torchvision's init (the study's presets)
+    zero_init_last: bool = (
+        True  # timm's zero-init of each block's last BN; false = torchvision's init (the study's presets)
+    )
     init_checkpoint: str | None = None  # start from one of our checkpoints (downstream setting)
 
 
@@ -87,7 +89,9 @@ class SystemConfig:
     precision: str = "auto"  # auto (bf16 autocast where the device has native bf16, else fp32) | bf16 | fp32
     channels_last: bool = True  # on CPU only where the memory-format canary passes (trainables.memory_format)
     compile: bool = False  # torch.compile every encoder (dynamic=False, once per trial; trainables.build)
-    compile_mode: str = "default"  # torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    compile_mode: str = (
+        "default"  # torch.compile mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    )
     cuda_graph: bool = False  # the whole training step as one CUDA graph (trainables.step); ignored without CUDA
     optimizer_impl: str = "auto"  # auto (torch's pick; LARS per parameter) | loop | foreach | fused (SGD only)
     foreach_ema: bool = False  # momentum encoders updated by one torch._foreach_lerp_ (rounding differs by ~1 ulp)
@@ -109,12 +113,23 @@ CHOICES = {
 
 # Lower bounds checked by ``validate``: key -> (bound, inclusive). None (a method default) always passes.
 MINIMUMS = {
-    "data.image_size": (1, True), "data.train_per_class": (1, True), "data.test_per_class": (1, True),
-    "data.memory_budget_gb": (0, False), "model.width": (0, False), "optim.lr": (0, False),
-    "optim.weight_decay": (0, True), "optim.batch_size": (1, True), "optim.epochs": (0, True),  # 0: the untrained reference
-    "optim.warmup_fraction": (0, True), "eval.eval_every": (0, True), "eval.knn_k": (1, True),
-    "eval.bank_size": (1, True), "system.seed": (0, True), "system.checkpoint_every": (1, True),
-    "eval.batch_size": (1, True), "system.finite_check_every": (1, True),
+    "data.image_size": (1, True),
+    "data.train_per_class": (1, True),
+    "data.test_per_class": (1, True),
+    "data.memory_budget_gb": (0, False),
+    "model.width": (0, False),
+    "optim.lr": (0, False),
+    "optim.weight_decay": (0, True),
+    "optim.batch_size": (1, True),
+    "optim.epochs": (0, True),  # 0: the untrained reference
+    "optim.warmup_fraction": (0, True),
+    "eval.eval_every": (0, True),
+    "eval.knn_k": (1, True),
+    "eval.bank_size": (1, True),
+    "system.seed": (0, True),
+    "system.checkpoint_every": (1, True),
+    "eval.batch_size": (1, True),
+    "system.finite_check_every": (1, True),
 }
 
 # YAML 1.1 (PyYAML) reads 5e-4, 1e6 and +1 as strings: they are numbers here.
@@ -217,10 +232,17 @@ class TrialConfig:
         defaults = method_class(self.method).defaults
         optim = dataclasses.replace(
             self.optim,
-            **{k: defaults.get(k, OPTIM_DEFAULTS.get(k)) for k in ("optimizer", "lr", "weight_decay", "exclude_bias_norm")
-               if getattr(self.optim, k) is None},
+            **{
+                k: defaults.get(k, OPTIM_DEFAULTS.get(k))
+                for k in ("optimizer", "lr", "weight_decay", "exclude_bias_norm")
+                if getattr(self.optim, k) is None
+            },
         )
-        data = self.data if self.data.augmentation else dataclasses.replace(self.data, augmentation=defaults["augmentation"])
+        data = (
+            self.data
+            if self.data.augmentation
+            else dataclasses.replace(self.data, augmentation=defaults["augmentation"])
+        )
         cfg = dataclasses.replace(self, optim=optim, data=data)
         cfg.validate()
         return cfg
@@ -240,22 +262,30 @@ class TrialConfig:
                 kind = "an integer" if isinstance(value, int) else "a number"
                 raise ValueError(f"{key} {value!r} is invalid; valid: {kind} {'>=' if inclusive else '>'} {bound}")
         if flat["optim.optimizer"] == "lars" and flat["system.optimizer_impl"] == "fused":
-            raise ValueError("system.optimizer_impl 'fused' is invalid with optim.optimizer lars; valid: auto, loop, foreach")
+            raise ValueError(
+                "system.optimizer_impl 'fused' is invalid with optim.optimizer lars; valid: auto, loop, foreach"
+            )
         if self.data.labels_per_class is not None:
             from trainables.methods import method_class
 
             if not method_class(self.method).uses_labels:
-                raise ValueError(f"data.labels_per_class {self.data.labels_per_class!r} is invalid for method {self.method!r}, "
-                                 "which trains without labels; valid: null, or a method trained with labels (supervised, supcon)")
+                raise ValueError(
+                    f"data.labels_per_class {self.data.labels_per_class!r} is invalid for method {self.method!r}, "
+                    "which trains without labels; valid: null, or a method trained with labels (supervised, supcon)"
+                )
             if self.data.labels_per_class < 1:
-                raise ValueError(f"data.labels_per_class {self.data.labels_per_class!r} is invalid; valid: null or an integer >= 1")
+                raise ValueError(
+                    f"data.labels_per_class {self.data.labels_per_class!r} is invalid; valid: null or an integer >= 1"
+                )
         if self.data.crop_min_scale is not None and self.data.augmentation:
             from trainables.data.augment import AUGMENTATIONS, recipe_options
 
             cropped = sorted(k for k, r in AUGMENTATIONS.items() if "crop_scale" in recipe_options(r))
             if self.data.augmentation in AUGMENTATIONS and self.data.augmentation not in cropped:
-                raise ValueError(f"data.crop_min_scale {self.data.crop_min_scale!r} needs random-resized crops, which "
-                                 f"augmentation {self.data.augmentation!r} has not; valid augmentations: {', '.join(cropped)}")
+                raise ValueError(
+                    f"data.crop_min_scale {self.data.crop_min_scale!r} needs random-resized crops, which "
+                    f"augmentation {self.data.augmentation!r} has not; valid augmentations: {', '.join(cropped)}"
+                )
             if not 0 < self.data.crop_min_scale <= 1:
                 raise ValueError(f"data.crop_min_scale {self.data.crop_min_scale!r} is invalid; valid: 0 < value <= 1")
 
@@ -285,7 +315,11 @@ class TrialConfig:
             s: c(**coerce_fields(c, {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(s + ".")}, s + "."))
             for s, c in SECTIONS.items()
         }
-        params = coerce_fields(method_class(method).Params, {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("method.")}, "method.")
+        params = coerce_fields(
+            method_class(method).Params,
+            {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("method.")},
+            "method.",
+        )
         params = tuple(sorted(params.items()))
         return cls(method=method, method_params=params, **sections)
 

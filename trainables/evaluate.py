@@ -37,9 +37,16 @@ GPU_KNN_BUDGET = 2**30  # bytes for the kNN's similarity chunks on a GPU (the CP
 
 @torch.no_grad()
 def extract_features(
-    embed: Callable[[Tensor], Tensor], split: Split, corruption: Corruption, prepare: Prepare,
-    device: torch.device, generator: torch.Generator | None = None, batch_size: int = 512,
-    autocast: contextlib.AbstractContextManager | None = None, pad: bool = False, keep_on_device: bool = False,
+    embed: Callable[[Tensor], Tensor],
+    split: Split,
+    corruption: Corruption,
+    prepare: Prepare,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    batch_size: int = 512,
+    autocast: contextlib.AbstractContextManager | None = None,
+    pad: bool = False,
+    keep_on_device: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Backbone features of every image of ``split``: (N, D) float32 and (N,) labels, on the CPU
     or, with ``keep_on_device``, on ``device``. ``pad``: the last, partial batch goes through the
@@ -65,13 +72,19 @@ def embed_padded(embed: Callable[[Tensor], Tensor], x: Tensor, size: int | None)
         n = chunk.shape[0]
         if n < size:
             fill = chunk.new_zeros((size - n, *chunk.shape[1:]))
-            layout = torch.channels_last if chunk.dim() == 4 and chunk.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+            layout = (
+                torch.channels_last
+                if chunk.dim() == 4 and chunk.is_contiguous(memory_format=torch.channels_last)
+                else torch.contiguous_format
+            )
             chunk = torch.cat([chunk, fill]).contiguous(memory_format=layout)
         out.append(embed(chunk)[:n])
     return torch.cat(out)
 
 
-def epoch_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, cfg: EvalConfig) -> dict[str, float]:
+def epoch_metrics(
+    train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, cfg: EvalConfig
+) -> dict[str, float]:
     """kNN accuracy (%) of test on the training bank, test-set uniformity and class geometry
     (``geometry_scalars``: class-wise uniformity, intra- and inter-class distances)."""
     bank_x, bank_y = train
@@ -83,19 +96,49 @@ def epoch_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num
     # squared norms (the euclidean kNN's bias, in the hundreds) would keep 2-3 significant digits.
     low = cfg.bank_dtype == "bf16" and cfg.knn_distance == "cosine"
     knn_bank, knn_test = (bank_x.bfloat16(), test[0].bfloat16()) if low else (bank_x, test[0])
-    acc = knn_accuracy(knn_bank, bank_y, knn_test, test[1], num_classes, k=k, temperature=cfg.knn_temperature,
-                       distance=cfg.knn_distance, **budget)
+    acc = knn_accuracy(
+        knn_bank,
+        bank_y,
+        knn_test,
+        test[1],
+        num_classes,
+        k=k,
+        temperature=cfg.knn_temperature,
+        distance=cfg.knn_distance,
+        **budget,
+    )
     # The study's own metric beside ours: solo-learn's WeightedKNNClassifier as its scripts ran it
     # (--knn_k=200, euclidean distance on unnormalised backbone features, weights 1/(d + 1e-5)).
     # NOTE: its online kNN banks the augmented crops of the epoch; ours, the unaugmented split.
-    study = acc if cfg.knn_distance == "euclidean" else knn_accuracy(
-        bank_x, bank_y, test[0], test[1], num_classes, k=min(STUDY_KNN_K, len(bank_x)), distance="euclidean", **budget)
-    return {"knn_acc": acc, "knn_acc_study": study, "uniformity": uniformity(test[0]),
-            **geometry_scalars(test[0], test[1], num_classes)}
+    study = (
+        acc
+        if cfg.knn_distance == "euclidean"
+        else knn_accuracy(
+            bank_x,
+            bank_y,
+            test[0],
+            test[1],
+            num_classes,
+            k=min(STUDY_KNN_K, len(bank_x)),
+            distance="euclidean",
+            **budget,
+        )
+    )
+    return {
+        "knn_acc": acc,
+        "knn_acc_study": study,
+        "uniformity": uniformity(test[0]),
+        **geometry_scalars(test[0], test[1], num_classes),
+    }
 
 
-def final_metrics(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], num_classes: int, cfg: EvalConfig,
-                  views: tuple[Tensor, Tensor] | None = None) -> dict:
+def final_metrics(
+    train: tuple[Tensor, Tensor],
+    test: tuple[Tensor, Tensor],
+    num_classes: int,
+    cfg: EvalConfig,
+    views: tuple[Tensor, Tensor] | None = None,
+) -> dict:
     """Probe accuracy and ECE, class-wise uniformity, class x class feature distances, alignment."""
     out: dict = {}
     if cfg.probe:

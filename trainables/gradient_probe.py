@@ -73,8 +73,13 @@ def gradients(shape: Shape, fmt: str, precision: str) -> dict[str, torch.Tensor]
 
     torch.manual_seed(0)
     # zero_init_last=False: timm's zero-init would zero most conv gradients of the first step
-    net, dim = build_backbone(shape.backbone, small_stem=shape.small_stem, width=shape.width, zero_init_last=False,
-                              stem_padding=shape.stem_padding)
+    net, dim = build_backbone(
+        shape.backbone,
+        small_stem=shape.small_stem,
+        width=shape.width,
+        zero_init_last=False,
+        stem_padding=shape.stem_padding,
+    )
     _smooth(net).eval()
     g = torch.Generator().manual_seed(1)
     x = torch.randn(shape.batch, 3, *shape.image_size, generator=g)
@@ -200,20 +205,31 @@ def _read_within(fd: int, timeout_s: float) -> tuple[list[str], bool]:
     return data.decode().splitlines(), True
 
 
-def run_jobs(jobs: list[tuple[Shape, tuple[str, ...]]], reference: bool = True,
-             timeout_s: float = TIMEOUT_S) -> Iterator[list[dict[str, Any]]]:
+def run_jobs(
+    jobs: list[tuple[Shape, tuple[str, ...]]], reference: bool = True, timeout_s: float = TIMEOUT_S
+) -> Iterator[list[dict[str, Any]]]:
     """Run each ``(shape, formats)`` in a subprocess; yields per job, in order, one dict per format
     (``_measure``'s, with the fp64 reference if ``reference``), or ``{"error": "SIGSEGV"}`` (or
     ``SIGABRT``, ``exit 1``, ``timeout after 600 s``) for a format whose step died.
     """
     root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
-           "OMP_NUM_THREADS": str(jobs[0][0].threads) if jobs else "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+        "OMP_NUM_THREADS": str(jobs[0][0].threads) if jobs else "1",
+    }
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "trainables.gradient_probe", str(timeout_s)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-        proc.stdin.write(json.dumps([{"shape": dataclasses.asdict(s), "fmts": list(f), "reference": reference}
-                                     for s, f in jobs]))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trainables.gradient_probe", str(timeout_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+        proc.stdin.write(
+            json.dumps([{"shape": dataclasses.asdict(s), "fmts": list(f), "reference": reference} for s, f in jobs])
+        )
         proc.stdin.close()
         done = 0
         for line in proc.stdout:

@@ -11,8 +11,16 @@ def _relu() -> nn.Module:
     return nn.ReLU(inplace=True)
 
 
-def mlp(in_dim: int, hidden: int, out: int, *, layers: int = 2, batchnorm: bool = True, last_bn: bool = False,
-        activation: Callable[[], nn.Module] = _relu) -> nn.Sequential:
+def mlp(
+    in_dim: int,
+    hidden: int,
+    out: int,
+    *,
+    layers: int = 2,
+    batchnorm: bool = True,
+    last_bn: bool = False,
+    activation: Callable[[], nn.Module] = _relu,
+) -> nn.Sequential:
     """Linear(-BN)-activation blocks then a Linear: (B, in_dim) -> (B, out).
 
     Args:

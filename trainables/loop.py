@@ -77,7 +77,9 @@ def run_trial(
     gens = generators(cfg.system.seed)
     steps_per_epoch = len(td.train) // cfg.optim.batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(td.train)} training images; valid: <= {len(td.train)}")
+        raise ValueError(
+            f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(td.train)} training images; valid: <= {len(td.train)}"
+        )
     total = steps_per_epoch * cfg.optim.epochs
     start_epoch, step, history = 0, 0, []
     precision = autocast(cfg, device)
@@ -88,7 +90,9 @@ def run_trial(
     elif cfg.eval.knn_at_init:
         # The same network the untrained reference (optim.epochs 0, same seed) evaluates.
         init = {"knn_acc_init": _evaluate(cfg, method, td, device, precision, 0, final=False)["knn_acc"]}
-    step_fn = build_step(cfg, method, optimizer, device)  # built once: a compiled or captured step lives as long as the trial
+    step_fn = build_step(
+        cfg, method, optimizer, device
+    )  # built once: a compiled or captured step lives as long as the trial
     started = time.perf_counter()
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
@@ -96,21 +100,36 @@ def run_trial(
         sums, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch)
         seconds = time.perf_counter() - tic
         # The epoch means of training_step's scalars: loss, and e.g. train_acc (trainables.metrics).
-        metrics = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()},
-                   "lr": float(optimizer.param_groups[0]["lr"]),
-                   "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds, "epoch_time_s": seconds, **memory}
+        metrics = {
+            "epoch": epoch + 1,
+            **{k: v / steps_per_epoch for k, v in sums.items()},
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds,
+            "epoch_time_s": seconds,
+            **memory,
+        }
         if cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs:
             metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, epoch + 1, final=False), init))
         history.append(metrics)
         if save is not None and ((epoch + 1) % cfg.system.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs):
-            save({**_state(epoch + 1, step, history, method, optimizer, gens), "init": init,
-                  "precision": cfg.system.precision})
+            save(
+                {
+                    **_state(epoch + 1, step, history, method, optimizer, gens),
+                    "init": init,
+                    "precision": cfg.system.precision,
+                }
+            )
         if epoch + 1 < cfg.optim.epochs:
             report(metrics)
     final = _with_gain(_evaluate(cfg, method, td, device, precision, cfg.optim.epochs, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
-    final.update(device=str(device), precision=cfg.system.precision, **memory,
-                 n_test=len(td.eval_test), image_size=data.image_size[0])
+    final.update(
+        device=str(device),
+        precision=cfg.system.precision,
+        **memory,
+        n_test=len(td.eval_test),
+        image_size=data.image_size[0],
+    )
     report({**metrics, "epoch": cfg.optim.epochs, **final, "done": True})
     return final
 
@@ -123,8 +142,12 @@ def _precision(cfg: TrialConfig, device: torch.device, resume: dict | None) -> s
     kept = (resume or {}).get("precision") if cfg.system.precision == "auto" else None
     if kept is None or kept == here:
         return here
-    print(f"resuming in {kept}, the precision this trial started in; system.precision auto would pick "
-          f"{here} on this {device.type}", file=sys.stderr, flush=True)
+    print(
+        f"resuming in {kept}, the precision this trial started in; system.precision auto would pick "
+        f"{here} on this {device.type}",
+        file=sys.stderr,
+        flush=True,
+    )
     return kept
 
 
@@ -163,8 +186,10 @@ def _check_finite(window: torch.Tensor, epoch: int, first: int, step: int) -> No
     """Raise FloatingPointError if the loss summed over steps ``first + 1 .. step`` is not finite."""
     if not torch.isfinite(window):
         where = f"step {step}" if step == first + 1 else f"steps {first + 1}-{step}"
-        raise FloatingPointError(f"non-finite loss {window.item()} at epoch {epoch + 1} {where}: the network diverged; "
-                                 "valid: a lower optim.lr")
+        raise FloatingPointError(
+            f"non-finite loss {window.item()} at epoch {epoch + 1} {where}: the network diverged; "
+            "valid: a lower optim.lr"
+        )
 
 
 def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> dict:
@@ -174,19 +199,27 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
     # A fresh generator per evaluation: the same model always gets the same numbers.
     g = torch.Generator().manual_seed(derive_seed(cfg.system.seed, "eval"))
     # A compiled encoder sees one evaluation shape: the last, partial batch is padded.
-    opts = {"batch_size": cfg.eval.batch_size, "autocast": precision, "pad": cfg.system.compile,
-            "keep_on_device": cfg.eval.on_device}
+    opts = {
+        "batch_size": cfg.eval.batch_size,
+        "autocast": precision,
+        "pad": cfg.system.compile,
+        "keep_on_device": cfg.eval.on_device,
+    }
     with torch.no_grad():
         train = extract_features(method.embed, td.eval_train, td.eval_corruption, prepare, device, g, **opts)
         test = extract_features(method.embed, td.eval_test, td.eval_corruption, prepare, device, g, **opts)
         for split, (feats, _) in (("training", train), ("test", test)):
             if not torch.isfinite(feats).all():  # a finite loss does not rule it out (fp32, huge lr)
                 step = epoch * (len(td.train) // cfg.optim.batch_size)
-                raise FloatingPointError(f"non-finite {split}-split features at the evaluation after epoch {epoch} (step {step}): "
-                                         "the network diverged; valid: a lower optim.lr")
+                raise FloatingPointError(
+                    f"non-finite {split}-split features at the evaluation after epoch {epoch} (step {step}): "
+                    "the network diverged; valid: a lower optim.lr"
+                )
         metrics = epoch_metrics(train, test, td.num_classes, cfg.eval)
         if final:
-            views = _two_views(method, td, prepare, device, g, precision, cfg.eval.batch_size if cfg.system.compile else None)
+            views = _two_views(
+                method, td, prepare, device, g, precision, cfg.eval.batch_size if cfg.system.compile else None
+            )
             train, test = (tuple(t.cpu() for t in split) for split in (train, test))  # the probe runs on the CPU
             metrics.update(final_metrics(train, test, td.num_classes, cfg.eval, views))
     return metrics
@@ -212,8 +245,11 @@ def _two_views(method, td, prepare, device, g, precision, pad_to: int | None) ->
 
 def _state(epoch: int, step: int, history: list, method, optimizer, gens) -> dict:
     return {
-        "epoch": epoch, "step": step, "history": history,
-        "method": method.state_dict(), "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "history": history,
+        "method": method.state_dict(),
+        "optimizer": optimizer.state_dict(),
         "generators": {k: g.get_state() for k, g in gens.items()},
     }
 
@@ -227,17 +263,26 @@ def _restore(state: dict, method, optimizer, gens) -> tuple[int, int, list]:
     return state["epoch"], state["step"], list(state["history"])
 
 
-
 def _check_fits(saved: dict, method) -> None:
     """ValueError (one line) when a saved state holds another model than ``method`` (another method,
     width or backbone): ``load_state_dict`` would list every parameter over hundreds of lines."""
     own = method.state_dict()
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
-    reshaped = [k for k in own if k in saved and isinstance(own[k], torch.Tensor)  # extra state (e.g. a dict) has no shape
-                and tuple(own[k].shape) != tuple(getattr(saved[k], "shape", ()))]
+    reshaped = [
+        k
+        for k in own
+        if k in saved
+        and isinstance(own[k], torch.Tensor)  # extra state (e.g. a dict) has no shape
+        and tuple(own[k].shape) != tuple(getattr(saved[k], "shape", ()))
+    ]
     if missing or unexpected or reshaped:
-        parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in
-                 (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)) if keys]
-        raise ValueError(f"the checkpoint holds another model than this trial's {type(method).__name__}: parameters "
-                         f"{', '.join(parts)}; valid: a checkpoint of the same method and model settings")
+        parts = [
+            f"{len(keys)} {what} (e.g. {keys[0]})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+            if keys
+        ]
+        raise ValueError(
+            f"the checkpoint holds another model than this trial's {type(method).__name__}: parameters "
+            f"{', '.join(parts)}; valid: a checkpoint of the same method and model settings"
+        )

@@ -180,9 +180,7 @@ def byol_loss(p: Tensor, z: Tensor) -> Tensor:
     return (2 - 2 * F.cosine_similarity(p, z, dim=1)).mean()
 
 
-def barlow_twins(
-    z1: Tensor, z2: Tensor, lambd: float = 0.0051, scale: float = 1.0, eps: float = 1e-5
-) -> Tensor:
+def barlow_twins(z1: Tensor, z2: Tensor, lambd: float = 0.0051, scale: float = 1.0, eps: float = 1e-5) -> Tensor:
     """Barlow Twins' redundancy-reduction loss (Zbontar et al. 2021, Eq. 1).
 
     Each embedding dimension is standardised over the batch (as a ``BatchNorm1d(affine=False)``
@@ -242,9 +240,7 @@ def dino_loss(
     """
     single = isinstance(student_logits, Tensor) and isinstance(teacher_logits, Tensor)
     log_students = [F.log_softmax(s / student_temp, dim=1) for s in _as_views(student_logits)]
-    teachers = [
-        F.softmax((t - center) / teacher_temp, dim=1).detach() for t in _as_views(teacher_logits)
-    ]
+    teachers = [F.softmax((t - center) / teacher_temp, dim=1).detach() for t in _as_views(teacher_logits)]
     total, pairs = log_students[0].new_zeros(()), 0
     for a, target in enumerate(teachers):
         for b, log_student in enumerate(log_students):

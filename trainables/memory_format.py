@@ -72,14 +72,25 @@ def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int]) 
         return _choice(True, f"on {device.type} (the canary guards CPUs only)")
     if not cfg.optim.train_backbone:
         return _choice(True, "frozen backbone: no convolution gradients")
-    shape = Shape(cfg.model.backbone, float(cfg.model.width), cfg.model.small_stem, tuple(image_size),
-                  cfg.optim.batch_size, cfg.system.precision, torch.get_num_threads(), cfg.model.stem_padding)
+    shape = Shape(
+        cfg.model.backbone,
+        float(cfg.model.width),
+        cfg.model.small_stem,
+        tuple(image_size),
+        cfg.optim.batch_size,
+        cfg.system.precision,
+        torch.get_num_threads(),
+        cfg.model.stem_padding,
+    )
     suspects = suspect_convs(shape)
     result = {"ok": False, "reason": _suspect_reason(suspects)} if suspects else canary(shape)
     if not result["ok"]:
-        print(f"WARNING: system.channels_last is on, but {result['reason']}; this trial trains in the contiguous "
-              "(NCHW) format instead. `python -m trainables.memory_format --matrix` shows the shapes hit here.",
-              file=sys.stderr, flush=True)
+        print(
+            f"WARNING: system.channels_last is on, but {result['reason']}; this trial trains in the contiguous "
+            "(NCHW) format instead. `python -m trainables.memory_format --matrix` shows the shapes hit here.",
+            file=sys.stderr,
+            flush=True,
+        )
     return _choice(result["ok"], result["reason"])
 
 
@@ -91,9 +102,14 @@ def suspect_convs(shape: Shape) -> list[tuple[str, int]]:
     block = channel_block()
     if not block:
         return []
-    net, _ = build_backbone(shape.backbone, small_stem=shape.small_stem, width=shape.width, stem_padding=shape.stem_padding)
-    return [(name, m.in_channels) for name, m in net.named_modules()
-            if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.in_channels < block]
+    net, _ = build_backbone(
+        shape.backbone, small_stem=shape.small_stem, width=shape.width, stem_padding=shape.stem_padding
+    )
+    return [
+        (name, m.in_channels)
+        for name, m in net.named_modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1) and m.in_channels < block
+    ]
 
 
 def channel_block() -> int:
@@ -110,8 +126,10 @@ def channel_block() -> int:
 def _suspect_reason(suspects: list[tuple[str, int]]) -> str:
     name, channels = suspects[0]
     more = f" (and {len(suspects) - 1} more)" if len(suspects) > 1 else ""
-    return (f"1x1 convolution {name}{more} has {channels} input channels, below this CPU's {channel_block()}-channel "
-            "block, where oneDNN's channels_last backward writes out of bounds (uxlfoundation/oneDNN#6035)")
+    return (
+        f"1x1 convolution {name}{more} has {channels} input channels, below this CPU's {channel_block()}-channel "
+        "block, where oneDNN's channels_last backward writes out of bounds (uxlfoundation/oneDNN#6035)"
+    )
 
 
 def _choice(channels_last: bool, reason: str) -> dict[str, str]:
@@ -154,8 +172,10 @@ def verdict(steps: list[dict[str, Any]], precision: str) -> tuple[bool, str]:
         return False, f"a channels_last step died in the canary ({died[0]})"
     worst = max(cl, key=lambda s: s["diff"])
     if worst["diff"] > TOLERANCE[precision]:
-        return False, (f"channels_last gradients differ from NCHW's by {worst['diff']:.1e} in the canary "
-                       f"(tolerance {TOLERANCE[precision]:.0e}; worst {worst['diff_worst']})")
+        return False, (
+            f"channels_last gradients differ from NCHW's by {worst['diff']:.1e} in the canary "
+            f"(tolerance {TOLERANCE[precision]:.0e}; worst {worst['diff_worst']})"
+        )
     return True, f"canary passed: {len(cl)} channels_last steps within {worst['diff']:.1e} of NCHW ({precision})"
 
 
@@ -169,11 +189,21 @@ def cache_dir() -> Path:
 def machine() -> dict[str, str]:
     """What the kernels oneDNN picks depend on besides the shape: CPU model and flags, torch, oneDNN."""
     found = re.search(r"oneDNN v[\w.]+|MKL-DNN v[\w.]+", torch.__config__.show())
-    info = {"cpu": cpu_summary(), "torch": torch.__version__, "onednn": found.group(0) if found else "unknown",
-            **{k: v for k, v in os.environ.items() if k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}}
+    info = {
+        "cpu": cpu_summary(),
+        "torch": torch.__version__,
+        "onednn": found.group(0) if found else "unknown",
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if k in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+        },
+    }
     with contextlib.suppress(OSError):
         flags = re.search(r"^flags\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
-        info["cpu_flags"] = hashlib.sha256(" ".join(sorted(flags.group(1).split())).encode()).hexdigest()[:16] if flags else ""
+        info["cpu_flags"] = (
+            hashlib.sha256(" ".join(sorted(flags.group(1).split())).encode()).hexdigest()[:16] if flags else ""
+        )
     return info
 
 
@@ -200,17 +230,26 @@ def matrix_shapes(threads: int) -> list[Shape]:
         for px, batches in ((32, (8, 32, 64)), (64, (8, 32)), (96, (8, 32))):
             for width in (0.0625, 0.125, 0.25, 0.5, 1.0):
                 for batch in batches:
-                    shapes += [Shape("resnet18", width, small_stem, (px, px), batch, p, threads) for p in ("fp32", "bf16")]
+                    shapes += [
+                        Shape("resnet18", width, small_stem, (px, px), batch, p, threads) for p in ("fp32", "bf16")
+                    ]
     return shapes
 
 
 def print_matrix(shapes: list[Shape], out) -> int:
     """Both checks for every shape, plus an fp64 reference; one row each. Returns how many fail."""
-    print(f"# {cpu_summary()}; torch {torch.__version__}; {shapes[0].threads} thread(s). err: |g - g_fp64| / |g_fp64| "
-          f"over all parameters; cl-nchw: |g_cl - g_nchw| / |g_nchw|, worst of {REPEATS} channels_last steps; "
-          f"1x1<{channel_block()}: input channels of a suspect 1x1 convolution", file=out)
-    print(f"{'shape':<46} {'nchw err':>9} {'cl err':>9} {'cl-nchw':>9}  {'worst parameter (cl-nchw)':<34} "
-          f"{'1x1<' + str(channel_block()):>7}  verdict", file=out, flush=True)
+    print(
+        f"# {cpu_summary()}; torch {torch.__version__}; {shapes[0].threads} thread(s). err: |g - g_fp64| / |g_fp64| "
+        f"over all parameters; cl-nchw: |g_cl - g_nchw| / |g_nchw|, worst of {REPEATS} channels_last steps; "
+        f"1x1<{channel_block()}: input channels of a suspect 1x1 convolution",
+        file=out,
+    )
+    print(
+        f"{'shape':<46} {'nchw err':>9} {'cl err':>9} {'cl-nchw':>9}  {'worst parameter (cl-nchw)':<34} "
+        f"{'1x1<' + str(channel_block()):>7}  verdict",
+        file=out,
+        flush=True,
+    )
     failing = 0
     jobs = [(s, ("nchw",) + (CHANNELS_LAST,) * REPEATS) for s in shapes]
     for shape, steps in zip(shapes, run_jobs(jobs), strict=True):
@@ -219,14 +258,22 @@ def print_matrix(shapes: list[Shape], out) -> int:
         nchw, cl = steps[0], steps[1:]
         died = next((s["error"] for s in cl if "error" in s), None)
         worst = None if died else max(cl, key=lambda s: s["diff"])
-        cells = [nchw.get("error") or f"{nchw['rel_err']:.1e}", died or f"{worst['rel_err']:.1e}",
-                 "" if died else f"{worst['diff']:.1e}", "" if died else f"{worst['diff_worst']} {worst['diff_worst_err']:.0e}",
-                 ",".join(str(c) for _, c in suspects) or "-"]
+        cells = [
+            nchw.get("error") or f"{nchw['rel_err']:.1e}",
+            died or f"{worst['rel_err']:.1e}",
+            "" if died else f"{worst['diff']:.1e}",
+            "" if died else f"{worst['diff_worst']} {worst['diff_worst_err']:.0e}",
+            ",".join(str(c) for _, c in suspects) or "-",
+        ]
         failing += not ok or bool(suspects)
         label = "CRASH" if died else "WRONG" if not ok else "SUSPECT" if suspects else "ok"
         seconds = sum(s.get("seconds", 0) for s in steps)
-        print(f"{shape.short():<46} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9}  {cells[3]:<34} {cells[4]:>7}  "
-              f"{label} ({seconds:.0f} s)", file=out, flush=True)
+        print(
+            f"{shape.short():<46} {cells[0]:>9} {cells[1]:>9} {cells[2]:>9}  {cells[3]:<34} {cells[4]:>7}  "
+            f"{label} ({seconds:.0f} s)",
+            file=out,
+            flush=True,
+        )
     return failing
 
 

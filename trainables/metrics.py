@@ -33,51 +33,78 @@ class Reported:
     every_method: bool = True  # False: only the methods (or settings) that compute it report it
 
 
-REPORTED: dict[str, Reported] = {r.name: r for r in (
-    Reported("epoch", EPOCH, "step", "epochs done (1-based); MLflow's step"),
-    Reported("loss", EPOCH, "metric", "the method's training loss, mean over the epoch's steps"),
-    Reported("lr", EPOCH, "metric", "learning rate at the epoch's last step"),
-    Reported("samples_per_s", EPOCH, "metric", "training images per second (a two-view method counts each image once)"),
-    Reported("epoch_time_s", EPOCH, "metric", "wall seconds of the epoch's training steps"),
-    Reported("train_acc", EPOCH, "metric", "supervised: top-1 (%) on the augmented training batches, epoch mean", False),
-    Reported("momentum", EPOCH, "metric", "MoCo: the key encoder's EMA momentum, epoch mean", False),
-    Reported("memory_format", EPOCH, "tag", "channels_last or contiguous (trainables.memory_format)"),
-    Reported("memory_format_reason", EPOCH, "tag", "why that memory format on this machine"),
-    Reported("knn_acc", EVAL, "metric", "weighted kNN top-1 (%) on the evaluation-corrupted test split"),
-    Reported("knn_acc_study", EVAL, "metric", "the study's kNN (solo-learn's: k 200, euclidean) (%)"),
-    Reported("uniformity", EVAL, "metric", "uniformity of the normalised test features (higher: more uniform)"),
-    Reported("classwise_uniformity_mean", EVAL, "metric", "class-wise uniformity, mean over classes"),
-    Reported("intra_distance", EVAL, "metric", "mean squared distance within a class, mean over classes"),
-    Reported("inter_distance", EVAL, "metric", "mean squared distance between classes, mean over classes"),
-    Reported("knn_acc_init", EVAL, "metric", "with eval.knn_at_init: kNN (%) of the untrained network", False),
-    Reported("knn_gain", EVAL, "metric", "with eval.knn_at_init: knn_acc - knn_acc_init (points)", False),
-    Reported("probe_acc", FINAL, "metric", "with eval.probe: linear probe top-1 (%) on frozen features", False),
-    Reported("ece", FINAL, "metric", "with eval.probe: the probe's expected calibration error", False),
-    Reported("alignment", FINAL, "metric", "alignment of two augmented views' normalised features"),
-    Reported("train_time_s", FINAL, "metric", "wall seconds of the whole training"),
-    Reported("classwise_uniformity", FINAL, "artifact", "(C,) uniformity of each class's features"),
-    Reported("feature_distance", FINAL, "artifact", "(C, C) mean squared distance between classes' features"),
-    Reported("device", FINAL, "final", "the device the trial ran on"),
-    Reported("precision", FINAL, "final", "fp32 or bf16 as resolved on that device"),
-    Reported("n_test", FINAL, "final", "evaluated test images"),
-    Reported("image_size", FINAL, "final", "image side in pixels"),
-    Reported("done", FINAL, "internal", "True on the final report"),
-)}
+REPORTED: dict[str, Reported] = {
+    r.name: r
+    for r in (
+        Reported("epoch", EPOCH, "step", "epochs done (1-based); MLflow's step"),
+        Reported("loss", EPOCH, "metric", "the method's training loss, mean over the epoch's steps"),
+        Reported("lr", EPOCH, "metric", "learning rate at the epoch's last step"),
+        Reported(
+            "samples_per_s", EPOCH, "metric", "training images per second (a two-view method counts each image once)"
+        ),
+        Reported("epoch_time_s", EPOCH, "metric", "wall seconds of the epoch's training steps"),
+        Reported(
+            "train_acc", EPOCH, "metric", "supervised: top-1 (%) on the augmented training batches, epoch mean", False
+        ),
+        Reported("momentum", EPOCH, "metric", "MoCo: the key encoder's EMA momentum, epoch mean", False),
+        Reported("memory_format", EPOCH, "tag", "channels_last or contiguous (trainables.memory_format)"),
+        Reported("memory_format_reason", EPOCH, "tag", "why that memory format on this machine"),
+        Reported("knn_acc", EVAL, "metric", "weighted kNN top-1 (%) on the evaluation-corrupted test split"),
+        Reported("knn_acc_study", EVAL, "metric", "the study's kNN (solo-learn's: k 200, euclidean) (%)"),
+        Reported("uniformity", EVAL, "metric", "uniformity of the normalised test features (higher: more uniform)"),
+        Reported("classwise_uniformity_mean", EVAL, "metric", "class-wise uniformity, mean over classes"),
+        Reported("intra_distance", EVAL, "metric", "mean squared distance within a class, mean over classes"),
+        Reported("inter_distance", EVAL, "metric", "mean squared distance between classes, mean over classes"),
+        Reported("knn_acc_init", EVAL, "metric", "with eval.knn_at_init: kNN (%) of the untrained network", False),
+        Reported("knn_gain", EVAL, "metric", "with eval.knn_at_init: knn_acc - knn_acc_init (points)", False),
+        Reported("probe_acc", FINAL, "metric", "with eval.probe: linear probe top-1 (%) on frozen features", False),
+        Reported("ece", FINAL, "metric", "with eval.probe: the probe's expected calibration error", False),
+        Reported("alignment", FINAL, "metric", "alignment of two augmented views' normalised features"),
+        Reported("train_time_s", FINAL, "metric", "wall seconds of the whole training"),
+        Reported("classwise_uniformity", FINAL, "artifact", "(C,) uniformity of each class's features"),
+        Reported("feature_distance", FINAL, "artifact", "(C, C) mean squared distance between classes' features"),
+        Reported("device", FINAL, "final", "the device the trial ran on"),
+        Reported("precision", FINAL, "final", "fp32 or bf16 as resolved on that device"),
+        Reported("n_test", FINAL, "final", "evaluated test images"),
+        Reported("image_size", FINAL, "final", "image side in pixels"),
+        Reported("done", FINAL, "internal", "True on the final report"),
+    )
+}
 # Per-class values, reported as "<name>/<class index>" at every evaluation (C per name).
 PER_CLASS = ("classwise_uniformity", "intra_distance", "inter_distance")
 PER_CLASS_ARTIFACT = "per_class.json"
 # Keys the runtime adds to a report (Ray Tune's bookkeeping, the adapter's replay mark): not the trial's.
-RUNTIME = frozenset({
-    "replayed", "node_id", "trial_id", "timestamp", "time_this_iter_s", "time_total_s", "training_iteration",
-    "date", "hostname", "pid", "config", "checkpoint_dir_name", "should_checkpoint", "iterations_since_restore",
-    "time_since_restore", "experiment_tag",
-})
+RUNTIME = frozenset(
+    {
+        "replayed",
+        "node_id",
+        "trial_id",
+        "timestamp",
+        "time_this_iter_s",
+        "time_total_s",
+        "training_iteration",
+        "date",
+        "hostname",
+        "pid",
+        "config",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "iterations_since_restore",
+        "time_since_restore",
+        "experiment_tag",
+    }
+)
 
 
 def names(record: str | None = None, when: str | None = None, every_method: bool | None = None) -> tuple[str, ...]:
     """Declared names, filtered by how they are recorded, when they come, and whether every trial reports them."""
-    return tuple(r.name for r in REPORTED.values() if (record is None or r.record == record) and (when is None or r.when == when)
-                 and (every_method is None or r.every_method == every_method))
+    return tuple(
+        r.name
+        for r in REPORTED.values()
+        if (record is None or r.record == record)
+        and (when is None or r.when == when)
+        and (every_method is None or r.every_method == every_method)
+    )
 
 
 def per_class_name(key: str) -> str | None:

@@ -29,10 +29,29 @@ class LARS(torch.optim.Optimizer):
     ``if w_norm > 0`` waits for the GPU at every parameter).
     """
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
-                 eta: float = 0.02, clip: bool = True, eps: float = 1e-8, foreach: bool = False) -> None:
-        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                                  "eta": eta, "clip": clip, "eps": eps, "lars": True})
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        eta: float = 0.02,
+        clip: bool = True,
+        eps: float = 1e-8,
+        foreach: bool = False,
+    ) -> None:
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "momentum": momentum,
+                "weight_decay": weight_decay,
+                "eta": eta,
+                "clip": clip,
+                "eps": eps,
+                "lars": True,
+            },
+        )
         self.foreach = foreach
 
     @torch.no_grad()
@@ -94,8 +113,15 @@ class LARS(torch.optim.Optimizer):
 IMPLS = ("auto", "loop", "foreach", "fused")
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float,
-                    exclude_bias_norm: bool = False, impl: str = "auto") -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    exclude_bias_norm: bool = False,
+    impl: str = "auto",
+) -> torch.optim.Optimizer:
     """SGD or LARS over the trainable parameters.
 
     ``exclude_bias_norm`` (solo-learn's ``exclude_bias_n_norm``): biases and norm parameters

@@ -41,7 +41,9 @@ GRAPH_WARMUP = 3  # eager steps before the capture (the PyTorch CUDA-graph recip
 class EagerStep:
     """The training loop's step as it has always run."""
 
-    def __init__(self, method: Method, optimizer: torch.optim.Optimizer, precision: contextlib.AbstractContextManager) -> None:
+    def __init__(
+        self, method: Method, optimizer: torch.optim.Optimizer, precision: contextlib.AbstractContextManager
+    ) -> None:
         self.method, self.optimizer, self.precision = method, optimizer, precision
 
     def __call__(self, views: list[Tensor], labels: Tensor, lr: float, step: int, total: int) -> dict[str, Tensor]:
@@ -71,12 +73,20 @@ class GraphStep:
     "replay" runs the body again, to check everything around the capture without CUDA.
     """
 
-    def __init__(self, method: Method, optimizer: torch.optim.Optimizer, bf16: bool, warmup: int = GRAPH_WARMUP,
-                 capture: Callable[[Callable[[], None]], Callable[[], None]] | None = None) -> None:
+    def __init__(
+        self,
+        method: Method,
+        optimizer: torch.optim.Optimizer,
+        bf16: bool,
+        warmup: int = GRAPH_WARMUP,
+        capture: Callable[[Callable[[], None]], Callable[[], None]] | None = None,
+    ) -> None:
         self.method, self.optimizer, self.warmup = method, optimizer, warmup
         device = "cuda" if capture is None else "cpu"
         # Autocast's weight-cast cache would hand the graph tensors cast at capture time.
-        precision = torch.autocast(device, dtype=torch.bfloat16, cache_enabled=False) if bf16 else contextlib.nullcontext()
+        precision = (
+            torch.autocast(device, dtype=torch.bfloat16, cache_enabled=False) if bf16 else contextlib.nullcontext()
+        )
         self.eager = EagerStep(method, optimizer, precision)
         self.precision, self.capture = precision, capture or capture_cuda_graph
         self.side = torch.cuda.Stream() if capture is None else None  # warm-up off the capture's stream
@@ -151,8 +161,12 @@ def check_graph_config(cfg: TrialConfig) -> None:
         safe = sorted(name for name, cls in METHODS.items() if cls.graph_safe)
         raise ValueError(f"system.cuda_graph is invalid for method {cfg.method!r}; valid methods: {', '.join(safe)}")
     if cfg.optim.optimizer != "sgd" or cfg.system.optimizer_impl != "fused":
-        raise ValueError(f"system.cuda_graph needs optim.optimizer sgd with system.optimizer_impl fused (the lr is read "
-                         f"on the device), got {cfg.optim.optimizer} with {cfg.system.optimizer_impl}; valid: sgd + fused")
+        raise ValueError(
+            f"system.cuda_graph needs optim.optimizer sgd with system.optimizer_impl fused (the lr is read "
+            f"on the device), got {cfg.optim.optimizer} with {cfg.system.optimizer_impl}; valid: sgd + fused"
+        )
     if cfg.system.compile and cfg.system.compile_mode in ("reduce-overhead", "max-autotune"):
-        raise ValueError(f"system.cuda_graph is invalid with system.compile_mode {cfg.system.compile_mode!r}, which "
-                         "makes CUDA graphs of its own; valid: default, max-autotune-no-cudagraphs")
+        raise ValueError(
+            f"system.cuda_graph is invalid with system.compile_mode {cfg.system.compile_mode!r}, which "
+            "makes CUDA graphs of its own; valid: default, max-autotune-no-cudagraphs"
+        )

@@ -38,14 +38,19 @@ from trainables.data.datasets import ImageDataset, Split
 from trainables.loop import run_trial
 from trainables.schema import CRASH_LOG, STATE_FILE, SWEEP_PREFIX, checkpoint_files, trial_config  # noqa: F401  (re-exported)
 
-REPLAYED = "replayed"  # result key: a result reported again after a resume (a finished trial's final one, or an epoch's)
+REPLAYED = (
+    "replayed"  # result key: a result reported again after a resume (a finished trial's final one, or an epoch's)
+)
 
 
 def pack_dataset(data: ImageDataset) -> dict[str, Any]:
     """Numpy arrays for the object store (zero-copy reads on every node's workers)."""
     splits = {s: getattr(data, s) for s in ("train", "test", "unlabeled") if getattr(data, s) is not None}
-    return {"name": data.name, "classes": data.classes,
-            **{s: (sp.images.numpy(), sp.labels.numpy()) for s, sp in splits.items()}}
+    return {
+        "name": data.name,
+        "classes": data.classes,
+        **{s: (sp.images.numpy(), sp.labels.numpy()) for s, sp in splits.items()},
+    }
 
 
 def unpack_dataset(packed: dict[str, Any]) -> ImageDataset:
@@ -60,8 +65,12 @@ def unpack_dataset(packed: dict[str, Any]) -> ImageDataset:
     return ImageDataset(name=packed["name"], classes=tuple(packed["classes"]), **splits)
 
 
-def train(config: dict[str, Any], dataset: dict[str, Any] | None = None, experiment_dir: str | None = None,
-          finished: dict[str, dict] | None = None) -> None:
+def train(
+    config: dict[str, Any],
+    dataset: dict[str, Any] | None = None,
+    experiment_dir: str | None = None,
+    finished: dict[str, dict] | None = None,
+) -> None:
     """Tune function trainable: one trial of ``run_trial`` with checkpoints and resume.
 
     Args:
@@ -76,7 +85,9 @@ def train(config: dict[str, Any], dataset: dict[str, Any] | None = None, experim
         tune.report({**finished[trial_id], REPLAYED: True, "done": True})
         return
     _cap_gpu_memory(float(config.get("sweep.gpu", 0.0)))
-    resume = _resume(tune.get_checkpoint(), experiment_dir, trial_id, int(trial_config(config).get("optim.epochs") or 0))
+    resume = _resume(
+        tune.get_checkpoint(), experiment_dir, trial_id, int(trial_config(config).get("optim.epochs") or 0)
+    )
     pending: dict[str, Any] = {}
     fail_at = config.get("sweep.fail_once_at_epoch")
 
@@ -101,12 +112,19 @@ def train(config: dict[str, Any], dataset: dict[str, Any] | None = None, experim
         run_trial(trial_config(config), report, resume=resume, save=save, dataset=data)
 
 
-def trainable(dataset: ImageDataset | None, resources: dict[str, float], experiment_dir: str | None = None,
-              finished: dict[str, dict] | None = None):
+def trainable(
+    dataset: ImageDataset | None,
+    resources: dict[str, float],
+    experiment_dir: str | None = None,
+    finished: dict[str, dict] | None = None,
+):
     """``train`` with the dataset in the object store and per-trial resources attached (``train``
     documents ``experiment_dir`` and ``finished``)."""
-    params = {"dataset": pack_dataset(dataset) if dataset is not None else None,
-              "experiment_dir": experiment_dir, "finished": finished or None}
+    params = {
+        "dataset": pack_dataset(dataset) if dataset is not None else None,
+        "experiment_dir": experiment_dir,
+        "finished": finished or None,
+    }
     params = {k: v for k, v in params.items() if v is not None}
     fn = tune.with_parameters(train, **params) if params else train
     return tune.with_resources(fn, {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)})
@@ -125,7 +143,9 @@ def _resume(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, tria
     return state
 
 
-def _resume_state(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, trial_id: str) -> tuple[dict | None, Path | None]:
+def _resume_state(
+    checkpoint: tune.Checkpoint | None, experiment_dir: str | None, trial_id: str
+) -> tuple[dict | None, Path | None]:
     """The newest loadable state of this trial and its path on disk, or (None, None) to start from scratch.
 
     After a kill -9 of the driver, ``Tuner.restore`` rebuilds trials from Tune's last experiment
@@ -141,8 +161,11 @@ def _resume_state(checkpoint: tune.Checkpoint | None, experiment_dir: str | None
         try:
             return torch.load(path, map_location="cpu", weights_only=True), path
         except Exception as err:  # any unreadable checkpoint: try the next newest
-            print(f"skipping checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"skipping checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
     if checkpoint is None:  # nothing on disk here (remote storage): Tune's own record
         return None, None
     with checkpoint.as_directory() as folder:
@@ -173,8 +196,13 @@ def _first_attempt() -> bool:
 
 _ATTEMPT = "--- worker pid "
 # faulthandler's names for the signals it handles (CPython Modules/faulthandler.c)
-_FATAL = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
-          "Floating point exception": "SIGFPE", "Illegal instruction": "SIGILL"}
+_FATAL = {
+    "Segmentation fault": "SIGSEGV",
+    "Aborted": "SIGABRT",
+    "Bus error": "SIGBUS",
+    "Floating point exception": "SIGFPE",
+    "Illegal instruction": "SIGILL",
+}
 
 
 @contextlib.contextmanager
@@ -211,7 +239,7 @@ def crash_report(trial, lines: int = 8) -> str | None:
     name = _FATAL.get(fatal.group(1).strip(), fatal.group(1).strip())
     header = attempt.splitlines()[0]
     stderr = header.split(", stderr ", 1)[1] if ", stderr " in header else None
-    stacks = re.split(r"\n\s*\n", attempt[fatal.end():].strip())  # one block per thread
+    stacks = re.split(r"\n\s*\n", attempt[fatal.end() :].strip())  # one block per thread
     ours = next((b for b in stacks if "trainables" in b), stacks[0] if stacks else "")
     shown = [fatal.group(0), *[line.rstrip() for line in ours.splitlines()[: lines + 1]]]
     if stderr:

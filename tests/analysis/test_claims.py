@@ -55,8 +55,12 @@ def test_claims__a_missing_cell_is_inconclusive_and_named():
 
 
 def test_claims__an_interval_spanning_zero_is_inconclusive():
-    accs = {("supervised", "ori"): [80, 80, 80], ("supervised", "glo_4"): [60, 64, 56],
-            ("moco_v2", "ori"): [80, 80, 80], ("moco_v2", "glo_4"): [62, 58, 60]}
+    accs = {
+        ("supervised", "ori"): [80, 80, 80],
+        ("supervised", "glo_4"): [60, 64, 56],
+        ("moco_v2", "ori"): [80, 80, 80],
+        ("moco_v2", "glo_4"): [62, 58, 60],
+    }
     glo4 = row(claim_checks(frame(accs)), "C1.glo", "glo_4")
     assert glo4["verdict"] == "INCONCLUSIVE" and glo4["low"] < 0 < glo4["high"] and not glo4["missing"]
 
@@ -69,7 +73,11 @@ def test_claims__one_seed_uses_the_binomial_error_of_the_accuracies():
 
 def test_claims__untrained_reference_is_the_floor():
     accs = {("supervised", "ori"): [80, 81, 79], ("moco_v2", "ori"): [70, 71, 69], ("untrained", "ori"): [20, 21, 19]}
-    unif = {("supervised", "ori"): [2.0, 2.1, 1.9], ("moco_v2", "ori"): [2.8, 2.9, 2.7], ("untrained", "ori"): [1.0, 1.1, 0.9]}
+    unif = {
+        ("supervised", "ori"): [2.0, 2.1, 1.9],
+        ("moco_v2", "ori"): [2.8, 2.9, 2.7],
+        ("untrained", "ori"): [1.0, 1.1, 0.9],
+    }
     table = claim_checks(frame(accs, unif))
     floor = row(table, "S1.floor", "moco_v2")
     assert floor["verdict"] == "PASS" and floor["effect"] == pytest.approx(70 - 20)
@@ -84,15 +92,23 @@ def test_claims__every_row_quotes_the_study_text_it_tests():
 
 
 def test_claims__uniformity_tracking_accuracy_within_a_family():
-    accs = {(arm, c): [a + d] for arm, d in (("supervised", 0), ("moco_v2", -5))
-            for c, a in (("ori", 80), ("glo_2", 70), ("glo_4", 60), ("glo_8", 50))}
-    unif = {(arm, c): [u] for arm in ("supervised", "moco_v2") for c, u in (("ori", 2.5), ("glo_2", 2.3), ("glo_4", 2.2), ("glo_8", 2.0))}
+    accs = {
+        (arm, c): [a + d]
+        for arm, d in (("supervised", 0), ("moco_v2", -5))
+        for c, a in (("ori", 80), ("glo_2", 70), ("glo_4", 60), ("glo_8", 50))
+    }
+    unif = {
+        (arm, c): [u]
+        for arm in ("supervised", "moco_v2")
+        for c, u in (("ori", 2.5), ("glo_2", 2.3), ("glo_4", 2.2), ("glo_8", 2.0))
+    }
     table = claim_checks(frame(accs, unif).assign(ece=[1, 2, 3, 1] * 2))
     unif_row = row(table, "C6.unif", "global")
     assert unif_row["verdict"] == "PASS" and unif_row["effect"] == pytest.approx(1.0)
     assert row(table, "C6.unif", "local")["missing"] == "local trials"
-    assert row(table, "C6.ece", "global")["effect"] == pytest.approx(1 - abs(stats.correlation(
-        [80, 70, 60, 50] * 2, [1, 2, 3, 1] * 2, "spearman", ["a"] * 4 + ["b"] * 4)))
+    assert row(table, "C6.ece", "global")["effect"] == pytest.approx(
+        1 - abs(stats.correlation([80, 70, 60, 50] * 2, [1, 2, 3, 1] * 2, "spearman", ["a"] * 4 + ["b"] * 4))
+    )
 
 
 def test_drop_contrast__one_seed_delta_method_by_hand():
@@ -121,7 +137,11 @@ def test_format_claims__one_line_per_check_and_a_count():
 def test_claims__defocus_blur_keeps_uniformity_closer_than_patch_shuffling():
     cells = {("moco_v2", c): [50, 51] for c in ("ori", "glo_4", "defocusblur_3")}
     cells.update({("supervised", c): [60, 61] for c in ("ori", "glo_4")})
-    uniformity = {("moco_v2", "ori"): [2.8, 2.8], ("moco_v2", "glo_4"): [2.4, 2.45], ("moco_v2", "defocusblur_3"): [2.78, 2.8]}
+    uniformity = {
+        ("moco_v2", "ori"): [2.8, 2.8],
+        ("moco_v2", "glo_4"): [2.4, 2.45],
+        ("moco_v2", "defocusblur_3"): [2.78, 2.8],
+    }
     blur = row(claim_checks(frame(cells, uniformity)), "C5.blur")
     assert blur["verdict"] == "PASS" and blur["effect"] == pytest.approx(2.79 - 2.425)
     missing = row(claim_checks(sweep({"glo_4": 15}, {"glo_4": 25})), "C5.blur")

@@ -29,7 +29,8 @@ def test_drops__writes_markdown_csv_and_chart(fake_store, tmp_path, capsys):
     assert "| supervised | 25.0 ±" in text  # 80 -> 60
     assert text.index("## Relative drop vs ori") < text.index("## Floor-corrected drop") and drops.NO_FLOOR in text
     assert {"drops.md", "drops.csv", "floor_drops.csv", "trial_drops.csv", "accuracy.csv", "drops.png"} <= {
-        p.name for p in out.iterdir()}
+        p.name for p in out.iterdir()
+    }
     assert {"drop", "floor_drop"} <= set(pd.read_csv(out / "trial_drops.csv").columns)
     assert "Relative drop vs ori" in capsys.readouterr().out
 
@@ -39,8 +40,13 @@ def test_claims__writes_the_checks_with_the_quoted_study_text(fake_store, tmp_pa
     assert claims.main(["--experiment", "tiny", "--mlflow-uri", fake_store, "--out", str(out)]) == 0
     table = pd.read_csv(out / "claims.csv")
     assert table["quote"].notna().all() and {"C1.avg", "C1.avg.floor", "C5.train", "C7.seeds"} <= set(table["id"])
-    train = table[(table["id"] == "C5.train") & table["claim"].str.startswith("overall uniformity rises during training (supervised")]
-    assert train["effect"].tolist() == pytest.approx([0.7 - 0.5])  # epoch 1 -> 2 of the logged history (one seed: no interval)
+    train = table[
+        (table["id"] == "C5.train")
+        & table["claim"].str.startswith("overall uniformity rises during training (supervised")
+    ]
+    assert train["effect"].tolist() == pytest.approx(
+        [0.7 - 0.5]
+    )  # epoch 1 -> 2 of the logged history (one seed: no interval)
 
 
 def _garbage(path):
@@ -74,12 +80,16 @@ def test_command__a_store_that_is_no_mlflow_database_is_refused_untouched(make, 
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: MLflow store {str(store)!r} ")
     assert message in err and err.count("\n") == 1
-    assert (store.read_bytes(), store.stat().st_mtime_ns) == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+    assert (store.read_bytes(), store.stat().st_mtime_ns) == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "mlflow.db"
+    ]
 
 
 def test_parser__program_name_is_the_command_a_user_types():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "analysis.drops", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "analysis.drops", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert out.startswith("usage: python -m analysis.drops ")

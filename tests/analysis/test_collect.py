@@ -38,7 +38,10 @@ def test_histories__per_epoch_values_with_step_as_epoch(fake_store):
     assert sorted(h[h["run_id"] == df["run_id"].iloc[0]]["epoch"]) == [1, 2]
     assert set(h["metric"]) == {"uniformity"}
     per_class = collect.histories(df, ("intra_distance/",), fake_store)
-    assert sorted(zip(per_class["metric"], per_class["epoch"], strict=True))[:2] == [("intra_distance/0", 1), ("intra_distance/0", 1)]
+    assert sorted(zip(per_class["metric"], per_class["epoch"], strict=True))[:2] == [
+        ("intra_distance/0", 1),
+        ("intra_distance/0", 1),
+    ]
     assert set(per_class["metric"]) == {"intra_distance/0", "intra_distance/1"}
 
 
@@ -53,9 +56,19 @@ def tune_folder(root):
     (trial / "checkpoint_000001").mkdir(parents=True)
     (trial / "checkpoint_000001" / "state.pt").write_bytes(b"")
     cell = {"method": "moco_v2", "data.corruption": "glo_4", "system.seed": 1, "optim.epochs": 2}
-    lines = [{"epoch": 1, "loss": 3.0, "trial_id": "ab_00000", "done": False, "config": {"sweep.cell": cell}},
-             {"epoch": 2, "loss": 2.0, "knn_acc": 55.0, "uniformity": 1.5, "classwise_uniformity": [1.0, 2.0],
-              "trial_id": "ab_00000", "done": True, "config": {"sweep.cell": cell, "sweep.gpu": 0}}]
+    lines = [
+        {"epoch": 1, "loss": 3.0, "trial_id": "ab_00000", "done": False, "config": {"sweep.cell": cell}},
+        {
+            "epoch": 2,
+            "loss": 2.0,
+            "knn_acc": 55.0,
+            "uniformity": 1.5,
+            "classwise_uniformity": [1.0, 2.0],
+            "trial_id": "ab_00000",
+            "done": True,
+            "config": {"sweep.cell": cell, "sweep.gpu": 0},
+        },
+    ]
     (trial / "result.json").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return root / "exp"
 
@@ -149,5 +162,8 @@ def test_drops_cli__two_sweeps_under_one_name_exit_2_unless_one_is_chosen(two_sw
     assert drops.main(["--experiment", "twice", "--mlflow-uri", uri, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and parents[0] in err, err
-    assert drops.main(["--experiment", "twice", "--mlflow-uri", uri, "--sweep", parents[0], "--out", str(tmp_path / "o")]) == 0
+    assert (
+        drops.main(["--experiment", "twice", "--mlflow-uri", uri, "--sweep", parents[0], "--out", str(tmp_path / "o")])
+        == 0
+    )
     assert "| supervised | 25.0 ±" in (tmp_path / "o" / "drops.md").read_text()  # 80 -> 60, one seed, one sweep

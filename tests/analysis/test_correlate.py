@@ -25,7 +25,9 @@ def test_correlation_table__known_monotone_family_gives_spearman_one():
     t = correlation_table(sweep(), n_boot=200).set_index(["quantity", "family", "arm"])
     glob = t.loc[("uniformity", "global", "supervised")]
     assert glob["n"] == 4 and glob["spearman"] == pytest.approx(1.0)  # ori + 3 global levels
-    assert t.loc[("uniformity", "local", POOLED), "n"] == 6 and t.loc[("uniformity", "local", POOLED), "spearman"] == pytest.approx(1.0)
+    assert t.loc[("uniformity", "local", POOLED), "n"] == 6 and t.loc[
+        ("uniformity", "local", POOLED), "spearman"
+    ] == pytest.approx(1.0)
     assert t.loc[("uniformity", "all", POOLED), "spearman"] == pytest.approx(1.0)
 
 

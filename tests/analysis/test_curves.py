@@ -14,8 +14,20 @@ def write_trial(root, name, cell, reports):
     """A Tune trial folder: ``reports`` are (epoch, iterations_since_restore, timestamp, samples/s, knn)."""
     trial = root / "exp" / name
     trial.mkdir(parents=True)
-    lines = [{"epoch": e, "iterations_since_restore": i, "timestamp": t, "samples_per_s": s, "epoch_time_s": 100 / s,
-              "knn_acc": k, "loss": 1.0, "trial_id": name, "config": {"sweep.cell": cell}} for e, i, t, s, k in reports]
+    lines = [
+        {
+            "epoch": e,
+            "iterations_since_restore": i,
+            "timestamp": t,
+            "samples_per_s": s,
+            "epoch_time_s": 100 / s,
+            "knn_acc": k,
+            "loss": 1.0,
+            "trial_id": name,
+            "config": {"sweep.cell": cell},
+        }
+        for e, i, t, s, k in reports
+    ]
     (trial / "result.json").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     return root / "exp"
 
@@ -24,8 +36,17 @@ def two_trials(tmp_path):
     """A supervised trial resumed once (epoch 2 re-run) and a moco_v2 trial, 100 samples per epoch."""
     sup = {"method": "supervised", "data.corruption": "ori", "system.seed": 0}
     moco = {"method": "moco_v2", "data.corruption": "glo_8", "system.seed": 0}
-    write_trial(tmp_path, "a", sup, [(1, 1, 10, 50.0, 40.0), (2, 2, 12, 50.0, 45.0),  # run 0
-                                     (2, 1, 30, 25.0, 46.0), (3, 2, 34, 25.0, 50.0)])  # run 1 re-runs epoch 2
+    write_trial(
+        tmp_path,
+        "a",
+        sup,
+        [
+            (1, 1, 10, 50.0, 40.0),
+            (2, 2, 12, 50.0, 45.0),  # run 0
+            (2, 1, 30, 25.0, 46.0),
+            (3, 2, 34, 25.0, 50.0),
+        ],
+    )  # run 1 re-runs epoch 2
     return write_trial(tmp_path, "b", moco, [(1, 1, 11, 20.0, 30.0), (2, 1, 33, 20.0, 31.0), (3, 2, 38, 20.0, 33.0)])
 
 
@@ -53,8 +74,21 @@ def test_wall_rate__counts_only_epochs_inside_the_windows_where_every_trial_ran(
 def test_main__writes_csvs_and_figure_and_prints_the_aggregate(tmp_path, capsys):
     two_trials(tmp_path)
     out = tmp_path / "out"
-    assert curves.main(["--experiment", "exp", "--storage-path", str(tmp_path), "--out", str(out),
-                        "--target", "moco_v2:glo_8=59.24"]) == 0
+    assert (
+        curves.main(
+            [
+                "--experiment",
+                "exp",
+                "--storage-path",
+                str(tmp_path),
+                "--out",
+                str(out),
+                "--target",
+                "moco_v2:glo_8=59.24",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "supervised ori s0" in printed and "aggregate: 45 samples/s" in printed  # 25 + 20
     assert {p.name for p in out.iterdir()} == {"curves.csv", "throughput.csv", "curves.png"}

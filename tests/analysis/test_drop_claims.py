@@ -24,7 +24,9 @@ def gaps(sup: dict, cl: dict, jitter=JITTER) -> pd.DataFrame:
 
 def test_c1_avg__paper_column_is_the_study_mean_over_the_corruptions_run():
     table = gaps({"glo_4": 15, "loc_8": 13}, {"glo_4": 25, "loc_8": 13})
-    study = {m: (paper.PAPER_DROP[(m, "glo_4")] + paper.PAPER_DROP[(m, "loc_8")]) / 2 for m in ("moco_v2", "supervised")}
+    study = {
+        m: (paper.PAPER_DROP[(m, "glo_4")] + paper.PAPER_DROP[(m, "loc_8")]) / 2 for m in ("moco_v2", "supervised")
+    }
     avg = row(table, "C1.avg", "moco_v2 > supervised")
     assert avg["paper"] == f"{study['moco_v2']:.1f} > {study['supervised']:.1f}" == "18.8 > 14.2"  # not 24.5 > 20.3
     assert avg["verdict"] == "PASS" and avg["effect"] == pytest.approx((25 + 13) / 2 - (15 + 13) / 2)
@@ -66,8 +68,10 @@ def test_c2_cl__is_the_difference_of_the_global_minus_local_drops():
     fails = row(gaps({"glo_4": 15, "loc_8": 13}, {"glo_4": 14, "loc_8": 20}), "C2.cl")
     assert fails["verdict"] == "FAIL" and fails["effect"] == pytest.approx((14 - 20) - (15 - 13))
     # the jitter moves glo and loc together, so it cancels; jitter on glo only does not
-    noisy = drops_frame({"supervised": {"glo_4": 15, "loc_8": 13}, "moco_v2": {"glo_4": 17, "loc_8": 13}},
-                        jitter={"moco_v2": [0, 4, -4]})
+    noisy = drops_frame(
+        {"supervised": {"glo_4": 15, "loc_8": 13}, "moco_v2": {"glo_4": 17, "loc_8": 13}},
+        jitter={"moco_v2": [0, 4, -4]},
+    )
     noisy.loc[noisy["data.corruption"] == "loc_8", "knn_acc"] = 80 * (1 - 0.13)
     assert row(claim_checks(noisy), "C2.cl")["verdict"] == "INCONCLUSIVE"
 
@@ -75,9 +79,14 @@ def test_c2_cl__is_the_difference_of_the_global_minus_local_drops():
 def weak_learner(untrained_glo: float, seeds: int = 3) -> pd.DataFrame:
     """A weak CL arm (40% clean) and a strong supervised one (80%) over an untrained floor of 30%."""
     jitter = [0.0, 0.4, -0.4][:seeds]
-    accs = {("supervised", "ori"): [80.0] * seeds, ("supervised", "glo_4"): [68.0 + j for j in jitter],
-            ("moco_v2", "ori"): [40.0] * seeds, ("moco_v2", "glo_4"): [28.0 - j for j in jitter],
-            ("untrained", "ori"): [30.0] * seeds, ("untrained", "glo_4"): [untrained_glo] * seeds}
+    accs = {
+        ("supervised", "ori"): [80.0] * seeds,
+        ("supervised", "glo_4"): [68.0 + j for j in jitter],
+        ("moco_v2", "ori"): [40.0] * seeds,
+        ("moco_v2", "glo_4"): [28.0 - j for j in jitter],
+        ("untrained", "ori"): [30.0] * seeds,
+        ("untrained", "glo_4"): [untrained_glo] * seeds,
+    }
     return frame(accs)
 
 
@@ -108,23 +117,36 @@ def test_floor_claims__inconclusive_naming_the_missing_untrained_trials():
     table = claim_checks(drops_frame({"supervised": {"glo_4": 15, "loc_8": 13}, "moco_v2": {"glo_4": 25, "loc_8": 13}}))
     for cid in ("C1.avg.floor", "C2.gap.floor", "C2.cl.floor"):
         r = row(table, cid, "moco_v2")
-        assert r["verdict"] == "INCONCLUSIVE" and r["missing"] == "untrained × ori, untrained × glo_4, untrained × loc_8"
+        assert (
+            r["verdict"] == "INCONCLUSIVE" and r["missing"] == "untrained × ori, untrained × glo_4, untrained × loc_8"
+        )
     assert row(table, "C2.gap", "moco_v2")["verdict"] == "PASS"  # the study's measure does not need them
 
 
 def test_floor_claims__inconclusive_when_noise_spans_zero():
-    accs = {("supervised", "ori"): [80.0] * 3, ("supervised", "glo_4"): [68.0, 64.0, 72.0],
-            ("moco_v2", "ori"): [80.0] * 3, ("moco_v2", "glo_4"): [68.0, 72.0, 64.0],
-            ("untrained", "ori"): [30.0] * 3, ("untrained", "glo_4"): [29.0] * 3}
+    accs = {
+        ("supervised", "ori"): [80.0] * 3,
+        ("supervised", "glo_4"): [68.0, 64.0, 72.0],
+        ("moco_v2", "ori"): [80.0] * 3,
+        ("moco_v2", "glo_4"): [68.0, 72.0, 64.0],
+        ("untrained", "ori"): [30.0] * 3,
+        ("untrained", "glo_4"): [29.0] * 3,
+    }
     floor = row(claim_checks(frame(accs)), "C1.glo.floor", "glo_4")
-    assert floor["verdict"] == "INCONCLUSIVE" and floor["low"] < 0 < floor["high"] and floor["effect"] == pytest.approx(0)
+    assert (
+        floor["verdict"] == "INCONCLUSIVE" and floor["low"] < 0 < floor["high"] and floor["effect"] == pytest.approx(0)
+    )
 
 
 def with_matched(matched: dict[str, float], jitter=None) -> pd.DataFrame:
     """supervised (all labels), supervised@100 and moco_v2, the latter dropping 25 / 13 points."""
     full = drops_frame({"supervised": {"glo_4": 15, "loc_8": 13}, "moco_v2": {"glo_4": 25, "loc_8": 13}})
-    few = drops_frame({"supervised": matched}, clean={"supervised": 60.0}, jitter={"supervised": jitter or [0, 0, 0]},
-                      **{"data.labels_per_class": 100})
+    few = drops_frame(
+        {"supervised": matched},
+        clean={"supervised": 60.0},
+        jitter={"supervised": jitter or [0, 0, 0]},
+        **{"data.labels_per_class": 100},
+    )
     return pd.concat([full, few], ignore_index=True)
 
 
@@ -160,13 +182,18 @@ def chi_square_interval(values: list[float], cells: int = 4) -> tuple[float, flo
     return sd, sd * math.sqrt(dof / sps.chi2.ppf(0.975, dof)), sd * math.sqrt(dof / sps.chi2.ppf(0.025, dof))
 
 
-@pytest.mark.parametrize(("values", "verdict"), [([0.0, 0.2, -0.2], "PASS"), ([0.0, 3.0, -3.0], "FAIL"),
-                                                 ([0.0, 0.9, -0.9], "INCONCLUSIVE")])
+@pytest.mark.parametrize(
+    ("values", "verdict"), [([0.0, 0.2, -0.2], "PASS"), ([0.0, 3.0, -3.0], "FAIL"), ([0.0, 0.9, -0.9], "INCONCLUSIVE")]
+)
 def test_c7_seeds__pooled_seed_sd_against_the_limit(values, verdict):
     c7 = row(claim_checks(seeded(values)), "C7.seeds")
     sd, low, high = chi_square_interval(values)
     assert (c7["effect"], c7["low"], c7["high"]) == pytest.approx((sd, low, high))
-    assert c7["verdict"] == verdict and c7["unit"] == "acc pts" and c7["interval"].endswith("4 arm x corruption cells, 8 df")
+    assert (
+        c7["verdict"] == verdict
+        and c7["unit"] == "acc pts"
+        and c7["interval"].endswith("4 arm x corruption cells, 8 df")
+    )
     assert (high <= paper.SEED_SD_LIMIT) == (verdict == "PASS") and (low > paper.SEED_SD_LIMIT) == (verdict == "FAIL")
 
 

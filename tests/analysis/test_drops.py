@@ -11,9 +11,14 @@ from analysis import drops, stats
 from analysis.frame import AnalysisError
 from tests.analysis.conftest import frame
 
-ACCS = {("supervised", "ori"): [80, 84, 82], ("supervised", "glo_4"): [60, 63, 60],
-        ("moco_v2", "ori"): [50, 50, 50], ("moco_v2", "glo_4"): [25, 30, 20],
-        ("untrained", "ori"): [20, 20, 20], ("untrained", "glo_4"): [19, 18, 20]}
+ACCS = {
+    ("supervised", "ori"): [80, 84, 82],
+    ("supervised", "glo_4"): [60, 63, 60],
+    ("moco_v2", "ori"): [50, 50, 50],
+    ("moco_v2", "glo_4"): [25, 30, 20],
+    ("untrained", "ori"): [20, 20, 20],
+    ("untrained", "glo_4"): [19, 18, 20],
+}
 
 
 def test_relative_drops__each_corrupted_trial_uses_its_own_seeds_clean_accuracy():
@@ -25,15 +30,25 @@ def test_relative_drops__each_corrupted_trial_uses_its_own_seeds_clean_accuracy(
 
 
 def test_relative_drops__a_different_budget_is_not_a_match():
-    df = pd.concat([frame({("supervised", "ori"): [80]}, **{"model.width": 1.0}),
-                    frame({("supervised", "glo_4"): [60]}, **{"model.width": 0.5})])
+    df = pd.concat(
+        [
+            frame({("supervised", "ori"): [80]}, **{"model.width": 1.0}),
+            frame({("supervised", "glo_4"): [60]}, **{"model.width": 0.5}),
+        ]
+    )
     assert drops.relative_drops(df).empty
     assert drops.drop_table(df) is None
 
 
 def test_drop_table__keeps_the_minimal_sweep_summary_frame_working():
-    df = pd.DataFrame({"method": ["a", "a", "a"], "corruption": ["ori", "glo_4", "loc_4"], "seed": [0, 0, 0],
-                       "knn_acc": [80.0, 60.0, 40.0]})
+    df = pd.DataFrame(
+        {
+            "method": ["a", "a", "a"],
+            "corruption": ["ori", "glo_4", "loc_4"],
+            "seed": [0, 0, 0],
+            "knn_acc": [80.0, 60.0, 40.0],
+        }
+    )
     table = drops.drop_table(df)
     assert list(table.columns) == ["glo_4", "loc_4", "Avg"]
     assert table.loc["a"].tolist() == pytest.approx([25.0, 50.0, 37.5])
@@ -43,7 +58,12 @@ def test_drop_table__keeps_the_minimal_sweep_summary_frame_working():
 def test_drop_summary__mean_std_and_t_interval_over_seeds_with_avg():
     s = drops.drop_summary(frame(ACCS)).set_index(["arm", "corruption"])
     moco = s.loc[("moco_v2", "glo_4")]
-    assert (moco["mean"], moco["spread"], moco["n_seeds"], moco["spread_kind"]) == (pytest.approx(50.0), pytest.approx(10.0), 3, "std")
+    assert (moco["mean"], moco["spread"], moco["n_seeds"], moco["spread_kind"]) == (
+        pytest.approx(50.0),
+        pytest.approx(10.0),
+        3,
+        "std",
+    )
     assert (moco["low"], moco["high"]) == pytest.approx(stats.mean_interval([50, 40, 60])[2:])
     assert s.loc[("moco_v2", "Avg"), "mean"] == pytest.approx(50.0)
     assert list(s.index.get_level_values(0).unique()) == ["supervised", "moco_v2", "untrained"]
@@ -86,9 +106,14 @@ def test_spread_note__says_when_the_untrained_reference_is_missing():
     assert "`untrained`: the backbone at initialisation" in with_ref and "include_untrained: true" in without
 
 
-FLOOR_ACCS = {("supervised", "ori"): [80, 84], ("supervised", "glo_4"): [60, 63],
-              ("moco_v2", "ori"): [50, 52], ("moco_v2", "glo_4"): [25, 30],
-              ("untrained", "ori"): [20, 22], ("untrained", "glo_4"): [18, 15]}
+FLOOR_ACCS = {
+    ("supervised", "ori"): [80, 84],
+    ("supervised", "glo_4"): [60, 63],
+    ("moco_v2", "ori"): [50, 52],
+    ("moco_v2", "glo_4"): [25, 30],
+    ("untrained", "ori"): [20, 22],
+    ("untrained", "glo_4"): [18, 15],
+}
 
 
 def floor_drop(a_ori, a_c, f_ori, f_c):
@@ -126,7 +151,9 @@ def test_drop_summary__floor_drop_over_seeds_and_with_one_seed_the_delta_method(
     one = drops.drop_summary(frame({k: v[:1] for k, v in FLOOR_ACCS.items()}), measure="floor_drop")
     one = one.set_index(["arm", "corruption"]).loc[("moco_v2", "glo_4")]
     se = stats.binomial_se
-    expected = stats.drop_se(50 - 20, math.hypot(se(50, 1000), se(20, 1000)), 25 - 18, math.hypot(se(25, 1000), se(18, 1000)))
+    expected = stats.drop_se(
+        50 - 20, math.hypot(se(50, 1000), se(20, 1000)), 25 - 18, math.hypot(se(25, 1000), se(18, 1000))
+    )
     assert one["spread_kind"] == "binomial" and one["spread"] == pytest.approx(expected)
 
 
@@ -153,13 +180,20 @@ def test_drop_terms__an_unknown_measure_lists_the_valid_ones():
 def test_floor_gaps__a_gain_over_the_untrained_network_inside_its_error_is_at_floor():
     gaps = drops.floor_gaps(frame(ACCS)).set_index(["arm", "corruption"])
     moco = gaps.loc[("moco_v2", "glo_4")]
-    assert moco["mean"] == pytest.approx(6.0) and (moco["low"], moco["high"]) == pytest.approx(stats.mean_interval([6, 12, 0])[2:])
+    assert moco["mean"] == pytest.approx(6.0) and (moco["low"], moco["high"]) == pytest.approx(
+        stats.mean_interval([6, 12, 0])[2:]
+    )
     assert bool(moco["at_floor"]) and not gaps.loc[("moco_v2", "ori"), "at_floor"]
     assert not gaps.loc[("supervised", "glo_4"), "at_floor"] and "untrained" not in gaps.index.get_level_values(0)
 
 
 def test_floor_gaps__one_seed_uses_the_binomial_errors_of_both_accuracies():
-    accs = {("moco_v2", "ori"): [23.0], ("moco_v2", "glo_4"): [30.0], ("untrained", "ori"): [20.0], ("untrained", "glo_4"): [20.0]}
+    accs = {
+        ("moco_v2", "ori"): [23.0],
+        ("moco_v2", "glo_4"): [30.0],
+        ("untrained", "ori"): [20.0],
+        ("untrained", "glo_4"): [20.0],
+    }
     gaps = drops.floor_gaps(frame(accs)).set_index("corruption")
     se = math.hypot(stats.binomial_se(23, 1000), stats.binomial_se(20, 1000))
     assert gaps.loc["ori", "spread"] == pytest.approx(se) and gaps.loc["ori", "spread_kind"] == "binomial"
@@ -167,8 +201,14 @@ def test_floor_gaps__one_seed_uses_the_binomial_errors_of_both_accuracies():
 
 
 def test_floor_marks__every_table_marks_cells_inside_the_floors_error_and_says_what_the_mark_means():
-    accs = {("supervised", "ori"): [80.0], ("supervised", "glo_4"): [60.0], ("supervised", "glo_8"): [21.0],
-            ("untrained", "ori"): [20.0], ("untrained", "glo_4"): [20.0], ("untrained", "glo_8"): [20.0]}
+    accs = {
+        ("supervised", "ori"): [80.0],
+        ("supervised", "glo_4"): [60.0],
+        ("supervised", "glo_8"): [21.0],
+        ("untrained", "ori"): [20.0],
+        ("untrained", "glo_4"): [20.0],
+        ("untrained", "glo_8"): [20.0],
+    }
     acc = drops.wide(drops.accuracy_summary(frame(accs))).loc["supervised"]
     assert acc["glo_8"].endswith(" [floor]") and not acc["glo_4"].endswith("]") and not acc["ori"].endswith("]")
     summary = drops.drop_summary(frame(accs))

@@ -10,14 +10,38 @@ from analysis.dynamics import OVERALL, dynamics_figure, dynamics_frame, geometry
 
 def trials():
     base = {"data.corruption": "ori", "system.seed": 0, "model.width": 0.125, "data.dataset": "digits"}
-    return pd.DataFrame([
-        {**base, "method": "moco_v2", "optim.epochs": 4, "run_id": "r1", "uniformity": 2.0,
-         "classwise_uniformity": [1.0, 1.2], "feature_distance": [[0.4, 1.0], [1.0, 0.6]]},
-        {**base, "method": "supervised", "optim.epochs": 0, "run_id": "r0", "uniformity": 0.5,
-         "classwise_uniformity": [0.1, 0.3], "feature_distance": [[0.1, 0.2], [0.2, 0.3]]},
-        {**base, "method": "moco_v2", "optim.epochs": 0, "run_id": "rx", "uniformity": 9.0,
-         "classwise_uniformity": [9, 9], "feature_distance": [[9, 9], [9, 9]], "model.width": 1.0},
-    ])
+    return pd.DataFrame(
+        [
+            {
+                **base,
+                "method": "moco_v2",
+                "optim.epochs": 4,
+                "run_id": "r1",
+                "uniformity": 2.0,
+                "classwise_uniformity": [1.0, 1.2],
+                "feature_distance": [[0.4, 1.0], [1.0, 0.6]],
+            },
+            {
+                **base,
+                "method": "supervised",
+                "optim.epochs": 0,
+                "run_id": "r0",
+                "uniformity": 0.5,
+                "classwise_uniformity": [0.1, 0.3],
+                "feature_distance": [[0.1, 0.2], [0.2, 0.3]],
+            },
+            {
+                **base,
+                "method": "moco_v2",
+                "optim.epochs": 0,
+                "run_id": "rx",
+                "uniformity": 9.0,
+                "classwise_uniformity": [9, 9],
+                "feature_distance": [[9, 9], [9, 9]],
+                "model.width": 1.0,
+            },
+        ]
+    )
 
 
 def test_geometry__intra_is_the_diagonal_and_inter_the_mean_off_diagonal():
@@ -27,8 +51,15 @@ def test_geometry__intra_is_the_diagonal_and_inter_the_mean_off_diagonal():
 
 
 def test_dynamics_frame__untrained_trial_of_the_same_seed_and_backbone_is_epoch_zero():
-    history = pd.DataFrame({"run_id": ["r1", "r1"], "trial_id": [None, None], "epoch": [2, 4],
-                            "metric": ["uniformity", "uniformity"], "value": [1.5, 2.0]})
+    history = pd.DataFrame(
+        {
+            "run_id": ["r1", "r1"],
+            "trial_id": [None, None],
+            "epoch": [2, 4],
+            "metric": ["uniformity", "uniformity"],
+            "value": [1.5, 2.0],
+        }
+    )
     d = dynamics_frame(trials(), history)
     overall = d[(d["quantity"] == "uniformity")].set_index("epoch")["value"]
     assert overall.to_dict() == {0: 0.5, 2: 1.5, 4: 2.0}  # the width-1.0 untrained trial is not a match
@@ -39,10 +70,17 @@ def test_dynamics_frame__untrained_trial_of_the_same_seed_and_backbone_is_epoch_
 
 
 def test_dynamics_frame__per_class_history_gives_every_quantity_at_every_evaluation():
-    metrics = ["classwise_uniformity/0", "classwise_uniformity/1", "intra_distance/1", "inter_distance/0",
-               "intra_distance", "knn_acc"]  # class means and other metrics are not per-class rows
-    history = pd.DataFrame({"run_id": "r1", "trial_id": None, "epoch": 2, "metric": metrics,
-                            "value": [0.7, 0.8, 0.45, 0.9, 0.5, 60.0]})
+    metrics = [
+        "classwise_uniformity/0",
+        "classwise_uniformity/1",
+        "intra_distance/1",
+        "inter_distance/0",
+        "intra_distance",
+        "knn_acc",
+    ]  # class means and other metrics are not per-class rows
+    history = pd.DataFrame(
+        {"run_id": "r1", "trial_id": None, "epoch": 2, "metric": metrics, "value": [0.7, 0.8, 0.45, 0.9, 0.5, 60.0]}
+    )
     d = dynamics_frame(trials(), history).set_index(["epoch", "quantity", "cls"])["value"]
     assert d[(2, "classwise_uniformity", 1)] == 0.8 and d[(2, "intra", 1)] == 0.45 and d[(2, "inter", 0)] == 0.9
     assert sorted(d.xs("intra", level="quantity").index.get_level_values("epoch").unique()) == [0, 2, 4]

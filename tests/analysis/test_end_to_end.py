@@ -29,8 +29,17 @@ def test_report__from_a_real_smoke_sweep(tmp_path, monkeypatch, ray_shutdown, ca
     config.update(include_untrained=True, families=["glo"])  # ori and glo_4: enough for every section
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(config))
     storage = tmp_path / "runs"
-    argv = ["--smoke-test", "--config", str(tmp_path / "sweep.yaml"), "--storage-path", str(storage),
-            "--experiment", "e2e", "--seeds", "0"]
+    argv = [
+        "--smoke-test",
+        "--config",
+        str(tmp_path / "sweep.yaml"),
+        "--storage-path",
+        str(storage),
+        "--experiment",
+        "e2e",
+        "--seeds",
+        "0",
+    ]
     assert main(SWEEP, argv) == 0, capsys.readouterr().out
     ray.shutdown()
 
@@ -41,8 +50,16 @@ def test_report__from_a_real_smoke_sweep(tmp_path, monkeypatch, ray_shutdown, ca
 
     assert report.main(["--experiment", "e2e", "--storage-path", str(storage)]) == 0
     page = (storage / "analysis" / "e2e" / "report.html").read_text()
-    for text in ("Claim checks", "C1.avg", "relative drop vs ori", ">untrained<", "Grad-CAM: moco_v2 trained",
-                 "t-SNE of test features", "Training dynamics", "version.torch"):
+    for text in (
+        "Claim checks",
+        "C1.avg",
+        "relative drop vs ori",
+        ">untrained<",
+        "Grad-CAM: moco_v2 trained",
+        "t-SNE of test features",
+        "Training dynamics",
+        "version.torch",
+    ):
         assert text in page, text
     assert len(re.findall(r'<img src="data:image/png;base64,', page)) >= 6  # bars, scatter, dynamics, 2 CAMs, t-SNE
     client = MlflowClient(collect.default_uri(storage))
@@ -51,4 +68,9 @@ def test_report__from_a_real_smoke_sweep(tmp_path, monkeypatch, ray_shutdown, ca
 
     assert curves.main(["--experiment", "e2e", "--storage-path", str(storage), "--out", str(tmp_path / "curves")]) == 0
     frame = curves.curves_frame(storage / "e2e")  # what Tune wrote: the untrained references train no epoch
-    assert len(frame) == 4 and set(frame["run"]) == {0} and frame["timestamp"].notna().all() and (frame["samples"] > 0).all()
+    assert (
+        len(frame) == 4
+        and set(frame["run"]) == {0}
+        and frame["timestamp"].notna().all()
+        and (frame["samples"] > 0).all()
+    )

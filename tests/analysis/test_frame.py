@@ -62,7 +62,12 @@ def test_budget_keys__config_columns_except_corruption_seed_and_paths():
 
 def test_arm_order__supervised_first_untrained_last():
     assert arm_order(["moco_v2", "untrained", "supcon", "supervised", "byol"]) == [
-        "supervised", "supcon", "byol", "moco_v2", "untrained"]
+        "supervised",
+        "supcon",
+        "byol",
+        "moco_v2",
+        "untrained",
+    ]
 
 
 def test_arm_of__zero_epochs_from_init_is_untrained_from_a_checkpoint_keeps_its_method():
@@ -74,7 +79,10 @@ def test_arm_of__zero_epochs_from_init_is_untrained_from_a_checkpoint_keeps_its_
 def test_arm_of__labels_per_class_makes_a_method_at_n_arm():
     assert arm_of("supervised", 28, None, 100) == "supervised@100"
     assert arm_of("supervised", 28, None, 100.0) == "supervised@100"  # a column of ints and NaN reads as floats
-    assert arm_of("supervised", 28, None, math.nan) == "supervised" and arm_of("supervised", 28, None, None) == "supervised"
+    assert (
+        arm_of("supervised", 28, None, math.nan) == "supervised"
+        and arm_of("supervised", 28, None, None) == "supervised"
+    )
     assert arm_of("supervised", 0, None, 100) == "untrained"
 
 
@@ -88,7 +96,13 @@ def test_annotate__a_labels_per_class_column_gives_the_matched_arm_its_own_row()
 
 def test_arm_order__matched_arms_follow_their_method_by_label_count():
     assert arm_order(["moco_v2", "supervised@500", "untrained", "supcon", "supervised@100", "supervised"]) == [
-        "supervised", "supervised@100", "supervised@500", "supcon", "moco_v2", "untrained"]
+        "supervised",
+        "supervised@100",
+        "supervised@500",
+        "supcon",
+        "moco_v2",
+        "untrained",
+    ]
 
 
 def test_floor_keys__the_network_and_its_evaluation_not_the_method_or_optimiser():
@@ -105,9 +119,15 @@ def test_match_key__none_and_nan_read_the_same_and_lists_are_values():
 
 
 def test_speed_levers__define_no_budget_and_no_floor_and_a_missing_bank_dtype_is_fp32():
-    df = pd.DataFrame({"method": ["moco_v2"] * 3, "system.optimizer_impl": ["auto", "fused", None],
-                       "eval.batch_size": [512, 1024, None], "eval.knn_k": [200] * 3,
-                       "eval.bank_dtype": ["fp32", None, "bf16"]})
+    df = pd.DataFrame(
+        {
+            "method": ["moco_v2"] * 3,
+            "system.optimizer_impl": ["auto", "fused", None],
+            "eval.batch_size": [512, 1024, None],
+            "eval.knn_k": [200] * 3,
+            "eval.bank_dtype": ["fp32", None, "bf16"],
+        }
+    )
     assert "system.optimizer_impl" not in budget_keys(df) and "eval.batch_size" not in floor_keys(df)
     key = match_key(df, budget_keys(df))
     assert key[0] == key[1] != key[2]  # fused SGD and evaluation batches apart; a bf16 bank is another measurement

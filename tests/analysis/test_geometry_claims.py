@@ -41,17 +41,22 @@ def test_training_changes__first_evaluated_epoch_to_the_last_not_from_the_untrai
     df, history = curves({"moco_v2": [1.0, 1.1, 0.9]}, {"moco_v2": [1.5, 1.7, 1.3]})
     changes = training_changes(annotate(df), history).set_index(["arm", "seed", "quantity"])
     assert changes.loc[("moco_v2", 1, "classwise_uniformity"), ["first", "last", "change"]].tolist() == pytest.approx(
-        [FIRST, 10, 1.7 - 1.1])
+        [FIRST, 10, 1.7 - 1.1]
+    )
     assert changes.loc[("moco_v2", 0, "uniformity"), "change"] == pytest.approx(0.5)
 
 
 def test_c5_train__cl_class_wise_uniformity_rising_passes_and_falling_fails():
-    start, end = {"moco_v2": [1.0, 1.1, 0.9], "supervised": [1.0, 1.1, 0.9]}, {"moco_v2": [1.5, 1.7, 1.3],
-                                                                              "supervised": [0.5, 0.7, 0.3]}
+    start, end = (
+        {"moco_v2": [1.0, 1.1, 0.9], "supervised": [1.0, 1.1, 0.9]},
+        {"moco_v2": [1.5, 1.7, 1.3], "supervised": [0.5, 0.7, 0.3]},
+    )
     table = checks(start, end)
     rises = row(table, "C5.train", "class-wise uniformity rises during training (moco_v2")
     _, _, low, high = stats.mean_interval([0.5, 0.6, 0.4])
-    assert rises["verdict"] == "PASS" and (rises["effect"], rises["low"], rises["high"]) == pytest.approx((0.5, low, high))
+    assert rises["verdict"] == "PASS" and (rises["effect"], rises["low"], rises["high"]) == pytest.approx(
+        (0.5, low, high)
+    )
     assert rises["interval"] == f"t over 3 seeds; epoch {FIRST} to 10"
     falls = row(table, "C5.train", "class-wise uniformity falls during training (supervised")
     assert falls["verdict"] == "PASS" and falls["effect"] == pytest.approx(0.5)
@@ -72,5 +77,9 @@ def test_c5_train__without_the_history_only_the_end_is_known_and_it_says_so():
     table = claim_checks(df)
     r = row(table, "C5.train", "class-wise uniformity rises during training (moco_v2")
     assert r["verdict"] == "INCONCLUSIVE" and r["missing"].startswith(
-        "classwise_uniformity at a second evaluated epoch of moco_v2 × ori (eval.eval_every > 0")
-    assert row(table, "C5.train", "class-wise uniformity falls during training (supcon")["missing"] == "classwise_uniformity values of supcon × ori"
+        "classwise_uniformity at a second evaluated epoch of moco_v2 × ori (eval.eval_every > 0"
+    )
+    assert (
+        row(table, "C5.train", "class-wise uniformity falls during training (supcon")["missing"]
+        == "classwise_uniformity values of supcon × ori"
+    )

@@ -9,8 +9,12 @@ from torch import nn
 from analysis.gradcam import grad_cam, last_spatial_layer, prototype_head
 from trainables.backbone import build_backbone
 
-QUADRANTS = {"top-left": (slice(0, 16), slice(0, 16)), "top-right": (slice(0, 16), slice(16, 32)),
-             "bottom-left": (slice(16, 32), slice(0, 16)), "bottom-right": (slice(16, 32), slice(16, 32))}
+QUADRANTS = {
+    "top-left": (slice(0, 16), slice(0, 16)),
+    "top-right": (slice(0, 16), slice(16, 32)),
+    "bottom-left": (slice(16, 32), slice(0, 16)),
+    "bottom-right": (slice(16, 32), slice(16, 32)),
+}
 
 
 def colour_net() -> nn.Module:
@@ -37,8 +41,9 @@ def peak_quadrant(cam: torch.Tensor) -> str:
     return next(q for q, (ys, xs) in QUADRANTS.items() if ys.start <= y < ys.stop and xs.start <= x < xs.stop)
 
 
-@pytest.mark.parametrize(("red", "green"), [("top-left", "bottom-right"), ("bottom-left", "top-right"),
-                                            ("top-right", "top-left")])
+@pytest.mark.parametrize(
+    ("red", "green"), [("top-left", "bottom-right"), ("bottom-left", "top-right"), ("top-right", "top-left")]
+)
 def test_grad_cam__peaks_in_the_quadrant_holding_the_explained_class(red, green):
     net, x = colour_net(), image(red, green)
     cams, _ = grad_cam(net, lambda f: f, x, target=torch.tensor([0]))

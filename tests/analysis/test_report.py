@@ -9,9 +9,16 @@ from tests.analysis.conftest import frame
 
 
 def sweep():
-    accs = {(arm, c): [a - d, a - d + 1] for arm, d in (("supervised", 0), ("moco_v2", 8))
-            for c, a in (("ori", 80), ("glo_4", 60), ("loc_4", 65))}
-    accs[("untrained", "ori")], accs[("untrained", "glo_4")], accs[("untrained", "loc_4")] = [20, 21], [18, 19], [19, 19]
+    accs = {
+        (arm, c): [a - d, a - d + 1]
+        for arm, d in (("supervised", 0), ("moco_v2", 8))
+        for c, a in (("ori", 80), ("glo_4", 60), ("loc_4", 65))
+    }
+    accs[("untrained", "ori")], accs[("untrained", "glo_4")], accs[("untrained", "loc_4")] = (
+        [20, 21],
+        [18, 19],
+        [19, 19],
+    )
     unif = {k: [2.0 - i * 0.1, 2.05 - i * 0.1] for i, k in enumerate(accs)}
     df = frame(accs, unif)
     return df.assign(status="FINISHED", run_id=[f"r{i}" for i in range(len(df))])
@@ -27,4 +34,4 @@ def test_render__one_self_contained_page_with_claims_tables_and_images():
     assert "relative drop vs ori" in page and "untrained" in page and "Uniformity and ECE vs accuracy" in page
     assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"', page)) >= 3
     assert "9.9" in page and "42 s" in page and "model.width" in page
-    assert "src=\"http" not in page and "<link" not in page  # nothing outside the file
+    assert 'src="http' not in page and "<link" not in page  # nothing outside the file

@@ -79,14 +79,19 @@ def test_pooled_sd__weights_variances_by_degrees_of_freedom_with_a_chi_square_in
     assert math.isnan(stats.pooled_sd([], [])[0])
 
 
-@pytest.mark.parametrize(("low", "high", "verdict"), [(-1, 2, "PASS"), (3.5, 5, "FAIL"), (-9, -4, "FAIL"),
-                                                      (1, 4, "INCONCLUSIVE"), (math.nan, 1, "INCONCLUSIVE")])
+@pytest.mark.parametrize(
+    ("low", "high", "verdict"),
+    [(-1, 2, "PASS"), (3.5, 5, "FAIL"), (-9, -4, "FAIL"), (1, 4, "INCONCLUSIVE"), (math.nan, 1, "INCONCLUSIVE")],
+)
 def test_within_verdict__inside_passes_entirely_outside_fails(low, high, verdict):
     assert stats.within_verdict(low, high, 3.0) == verdict
 
 
 def test_below_verdict_and_all_of():
     assert [stats.below_verdict(lo, hi, 1.0) for lo, hi in ((0.2, 1.0), (1.1, 2), (0.5, 1.5))] == [
-        "PASS", "FAIL", "INCONCLUSIVE"]
+        "PASS",
+        "FAIL",
+        "INCONCLUSIVE",
+    ]
     assert stats.all_of(["PASS", "PASS"]) == "PASS" and stats.all_of(["PASS", "FAIL"]) == "FAIL"
     assert stats.all_of(["PASS", "INCONCLUSIVE"]) == "INCONCLUSIVE" and stats.all_of([]) == "INCONCLUSIVE"

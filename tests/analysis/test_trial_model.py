@@ -13,10 +13,28 @@ from tests.analysis.conftest import frame
 
 
 def test_trial_config__ints_made_float_by_other_methods_nans_come_back_as_ints():
-    df = pd.DataFrame([{"method": "moco_v2", "data.corruption": "glo_4", "optim.epochs": 2, "system.seed": 1,
-                        "method.queue_size": 1024, "model.width": 0.125, "data.image_size": None},
-                       {"method": "supervised", "data.corruption": "ori", "optim.epochs": 2, "system.seed": 1,
-                        "method.queue_size": math.nan, "model.width": 0.125, "data.image_size": None}])
+    df = pd.DataFrame(
+        [
+            {
+                "method": "moco_v2",
+                "data.corruption": "glo_4",
+                "optim.epochs": 2,
+                "system.seed": 1,
+                "method.queue_size": 1024,
+                "model.width": 0.125,
+                "data.image_size": None,
+            },
+            {
+                "method": "supervised",
+                "data.corruption": "ori",
+                "optim.epochs": 2,
+                "system.seed": 1,
+                "method.queue_size": math.nan,
+                "model.width": 0.125,
+                "data.image_size": None,
+            },
+        ]
+    )
     cfg = trial_config(df.iloc[0])
     assert dict(cfg.method_params)["queue_size"] == 1024 and isinstance(dict(cfg.method_params)["queue_size"], int)
     assert cfg.system.device == "cpu" and cfg.system.precision == "fp32" and cfg.data.image_size is None
@@ -30,8 +48,19 @@ def test_trial_config__rebuilt_from_the_recorded_config_not_the_frame_columns(tm
     from analysis.collect import RECORDED_CONFIG, load_tune
     from trainables.config import TrialConfig
 
-    recorded = TrialConfig.from_flat({"method": "moco_v2", "data.corruption": "glo_4", "system.seed": 3,
-                                      "method.queue_size": 96, "optim.lr": 0.07}).resolved().to_flat()
+    recorded = (
+        TrialConfig.from_flat(
+            {
+                "method": "moco_v2",
+                "data.corruption": "glo_4",
+                "system.seed": 3,
+                "method.queue_size": 96,
+                "optim.lr": 0.07,
+            }
+        )
+        .resolved()
+        .to_flat()
+    )
     trial = tmp_path / "exp" / "moco_v2-glo_4-s3-ab_00000"
     trial.mkdir(parents=True)
     line = {"epoch": 1, "knn_acc": 40.0, "trial_id": "ab_00000", "done": True, "config": {"sweep.cell": recorded}}
@@ -56,6 +85,12 @@ def test_showcase__ori_and_one_setting_per_family_per_method_untrained_last():
     accs[("untrained", "ori")] = [10, 11]
     picks = showcase(frame(accs))
     assert list(zip(picks["arm"], picks["corruption"], strict=True)) == [
-        ("supervised", "ori"), ("supervised", "glo_4"), ("supervised", "loc_4"),
-        ("moco_v2", "ori"), ("moco_v2", "glo_4"), ("moco_v2", "loc_4"), ("untrained", "ori")]
+        ("supervised", "ori"),
+        ("supervised", "glo_4"),
+        ("supervised", "loc_4"),
+        ("moco_v2", "ori"),
+        ("moco_v2", "glo_4"),
+        ("moco_v2", "loc_4"),
+        ("untrained", "ori"),
+    ]
     assert set(picks["seed"]) == {0}

@@ -38,8 +38,26 @@ def test_peak_tflops__by_device_name():
 
 
 def test_study__a_small_cpu_run_times_every_asked_row_and_ends_with_the_headline_json(capsys):
-    args = study_parser().parse_args(["--study", "--methods", "supervised", "moco_v2", "--modes", "eager", "levers",
-                                      "graph", "--width", "0.0625", "--batch", "8", "--image-size", "16", "--steps", "1"])
+    args = study_parser().parse_args(
+        [
+            "--study",
+            "--methods",
+            "supervised",
+            "moco_v2",
+            "--modes",
+            "eager",
+            "levers",
+            "graph",
+            "--width",
+            "0.0625",
+            "--batch",
+            "8",
+            "--image-size",
+            "16",
+            "--steps",
+            "1",
+        ]
+    )
     study(args)
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
@@ -55,10 +73,12 @@ def test_study__a_small_cpu_run_times_every_asked_row_and_ends_with_the_headline
 
 
 def test_levers_from__picks_the_mode_that_trains_most_within_the_budget(tmp_path):
-    rows = [{"method": "moco_v2", "mode": "eager", "samples_per_s": 6000, "setup_s": 5},
-            {"method": "moco_v2", "mode": "compiled", "samples_per_s": 12000, "setup_s": 100},
-            {"method": "moco_v2", "mode": "graph", "error": "RuntimeError: capture"},
-            {"method": "supervised", "mode": "graph", "samples_per_s": 90000, "setup_s": 5}]
+    rows = [
+        {"method": "moco_v2", "mode": "eager", "samples_per_s": 6000, "setup_s": 5},
+        {"method": "moco_v2", "mode": "compiled", "samples_per_s": 12000, "setup_s": 100},
+        {"method": "moco_v2", "mode": "graph", "error": "RuntimeError: capture"},
+        {"method": "supervised", "mode": "graph", "samples_per_s": 90000, "setup_s": 5},
+    ]
     log = tmp_path / "train_step.log"
     log.write_text("table\n" + json.dumps({"rows": rows}) + "\n")
     levers, mode = levers_from(log, 300, "sgd")
@@ -70,19 +90,35 @@ def test_levers_from__picks_the_mode_that_trains_most_within_the_budget(tmp_path
 @pytest.mark.slow
 def test_gpu_lease__dry_run_runs_every_phase_and_writes_its_files(tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_lease.sh"), "--dry-run"], env=env, text=True,
-                          capture_output=True, check=False, timeout=900)
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_lease.sh"), "--dry-run"],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["augment.log", "env.txt", "lease.log", "packing.log",
-                                                          "train_step.log", "trial.json", "trial_curves.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "augment.log",
+        "env.txt",
+        "lease.log",
+        "packing.log",
+        "train_step.log",
+        "trial.json",
+        "trial_curves.csv",
+    ]
     step = json.loads((tmp_path / "train_step.log").read_text().strip().splitlines()[-1])
     assert step["moco_v2_pairs_per_s"] > 0 and step["supervised_images_per_s"] > 0
     augment = json.loads((tmp_path / "augment.log").read_text().strip().splitlines()[-1])
     assert augment["augment"] and augment["moco_v2_pairs_per_s"] > 0
     packing = json.loads((tmp_path / "packing.log").read_text().strip().splitlines()[-1])
-    assert [r["k"] for r in packing["rows"]] == [1, 2] and all(r["aggregate_samples_per_s"] > 0 for r in packing["rows"])
+    assert [r["k"] for r in packing["rows"]] == [1, 2] and all(
+        r["aggregate_samples_per_s"] > 0 for r in packing["rows"]
+    )
     trial = json.loads((tmp_path / "trial.json").read_text())
     assert trial["done"] and trial["epochs_done"] == 2 and trial["mode"] in ("eager", "levers")
-    assert trial["trial"]["method.queue_init"] == "random" and trial["trial"]["model.stem_padding"] == 2  # the gpu preset
+    assert (
+        trial["trial"]["method.queue_init"] == "random" and trial["trial"]["model.stem_padding"] == 2
+    )  # the gpu preset
     assert len((tmp_path / "trial_curves.csv").read_text().splitlines()) == 3
-

@@ -11,9 +11,17 @@ from trainables.build import resolve_precision
 
 
 def _trial(**overrides) -> dict:
-    base = {"method": "moco_v2", "optim.batch_size": 64, "system.precision": "auto", "system.channels_last": True,
-            "model.width": 0.25, "method.queue_size": 1024, "data.corruption": "ori", "system.seed": 0,
-            "optim.lr": 0.3}
+    base = {
+        "method": "moco_v2",
+        "optim.batch_size": 64,
+        "system.precision": "auto",
+        "system.channels_last": True,
+        "model.width": 0.25,
+        "method.queue_size": 1024,
+        "data.corruption": "ori",
+        "system.seed": 0,
+        "optim.lr": 0.3,
+    }
     return {**base, **overrides}
 
 
@@ -32,8 +40,11 @@ def test_step_key__same_model_shares_a_step_whatever_the_data_seed_or_lr():
 
 def test_epoch_speeds_and_config__read_from_result_json_with_types_kept(tmp_path):
     config = {"sweep.cell": {"method": "moco_v2", "method.proj_hidden": 512, "optim.lr": 0.1}, "optim.lr": 0.2}
-    lines = [{"epoch": 1, "samples_per_s": 100.0}, {"epoch": 2, "samples_per_s": 120.0, "knn_acc": 40.0},
-             {"done": True, "config": config}]
+    lines = [
+        {"epoch": 1, "samples_per_s": 100.0},
+        {"epoch": 2, "samples_per_s": 120.0, "knn_acc": 40.0},
+        {"done": True, "config": config},
+    ]
     (tmp_path / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     assert epoch_speeds(str(tmp_path)) == [100.0, 120.0]
     flat = flat_config(str(tmp_path))

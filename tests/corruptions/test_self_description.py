@@ -40,10 +40,16 @@ def invert():
     del CORRUPTIONS["inv"]
 
 
-@pytest.mark.parametrize(("spec", "family", "level"), [
-    ("ori", "clean", None), ("glo_4", "global", 4.0), ("randloc_8", "local", 8.0), ("gam_0.5", "gamma", 0.5),
-    ("jpeg_3", "common", 3.0),
-])
+@pytest.mark.parametrize(
+    ("spec", "family", "level"),
+    [
+        ("ori", "clean", None),
+        ("glo_4", "global", 4.0),
+        ("randloc_8", "local", 8.0),
+        ("gam_0.5", "gamma", 0.5),
+        ("jpeg_3", "common", 3.0),
+    ],
+)
 def test_builtin_corruptions__declare_family_and_level(spec, family, level):
     corruption = parse(spec)
     assert (corruption.family, corruption.level) == (family, level)
@@ -63,15 +69,23 @@ def test_new_corruption__family_level_and_tags_reach_mlflow(invert, tmp_path):
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_run(parent).info.experiment_id], "tags.corruption_family = 'intensity'")
     assert {k: run.data.tags[k] for k in ("corruption", "corruption_kind", "corruption_level", "p")} == {
-        "corruption": "inv_0.5", "corruption_kind": "inv", "corruption_level": "0.5", "p": "0.5"}
+        "corruption": "inv_0.5",
+        "corruption_kind": "inv",
+        "corruption_level": "0.5",
+        "p": "0.5",
+    }
 
 
 def test_new_corruption__family_level_and_columns_in_the_drop_table(invert):
-    rows = [("supervised", c, s, acc) for s in (0, 1) for c, acc in (("ori", 80.0), ("inv_0.5", 60.0), ("inv_0.25", 70.0))]
+    rows = [
+        ("supervised", c, s, acc) for s in (0, 1) for c, acc in (("ori", 80.0), ("inv_0.5", 60.0), ("inv_0.25", 70.0))
+    ]
     df = pd.DataFrame(rows, columns=["method", "corruption", "seed", "knn_acc"])
     annotated = annotate(df).set_index("corruption")
     assert annotated.loc["inv_0.5", "family"].unique().tolist() == ["intensity"]
     assert annotated.loc["inv_0.25", "level"].unique().tolist() == [0.25]
     table = drop_table(df)
     assert list(table.columns) == ["inv_0.25", "inv_0.5", "Avg"]  # ordered by the declared level
-    assert table.loc["supervised", "inv_0.5"] == pytest.approx(25.0) and table.loc["supervised", "inv_0.25"] == pytest.approx(12.5)
+    assert table.loc["supervised", "inv_0.5"] == pytest.approx(25.0) and table.loc[
+        "supervised", "inv_0.25"
+    ] == pytest.approx(12.5)

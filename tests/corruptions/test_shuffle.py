@@ -24,8 +24,19 @@ def _source_index(spec: str, h: int = 32, w: int = 32, batch: int = 1, seed: int
     return parse(spec)(ramp.contiguous(), torch.Generator().manual_seed(seed)).flatten(1).long()
 
 
-@pytest.mark.parametrize("spec", ["glo_2", "glo_8", "loc_4", "loc_16", "randglo_4", "randloc_8",
-                                  "loc_4:patches=independent", "randloc_2:patches=independent"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "glo_2",
+        "glo_8",
+        "loc_4",
+        "loc_16",
+        "randglo_4",
+        "randloc_8",
+        "loc_4:patches=independent",
+        "randloc_2:patches=independent",
+    ],
+)
 def test_shuffle__preserves_each_images_pixel_multiset(spec, images_u8):
     out = parse(spec)(images_u8, torch.Generator().manual_seed(0))
     assert torch.equal(_sorted_pixels(out), _sorted_pixels(images_u8))
@@ -113,7 +124,7 @@ def _study_global(img: np.ndarray, n: int) -> np.ndarray:
     for y in range(n):
         for x in range(n):
             sy, sx = divmod(q[y * n + x], n)
-            out[y * s:(y + 1) * s, x * s:(x + 1) * s] = img[sy * s:(sy + 1) * s, sx * s:(sx + 1) * s]
+            out[y * s : (y + 1) * s, x * s : (x + 1) * s] = img[sy * s : (sy + 1) * s, sx * s : (sx + 1) * s]
     return out
 
 
@@ -123,8 +134,8 @@ def _study_local(img: np.ndarray, n: int) -> np.ndarray:
     out = np.empty_like(img)
     for y in range(n):
         for x in range(n):
-            patch = img[y * s:(y + 1) * s, x * s:(x + 1) * s].reshape(s * s, -1)
-            out[y * s:(y + 1) * s, x * s:(x + 1) * s] = patch[q].reshape(s, s, -1)
+            patch = img[y * s : (y + 1) * s, x * s : (x + 1) * s].reshape(s * s, -1)
+            out[y * s : (y + 1) * s, x * s : (x + 1) * s] = patch[q].reshape(s, s, -1)
     return out
 
 

@@ -14,8 +14,18 @@ from sweeps.tracking import PARENT_TAG
 TINY_YAML = str(Path(__file__).with_name("tiny.yaml"))
 
 # Tiny, fast trials: 20/10 digits per class, 1/8-width ResNet-18, small batch and queue.
-TINY = ["--set", "data.train_per_class=20", "--set", "data.test_per_class=10", "--set", "optim.batch_size=32",
-        "--set", "model.width=0.125", "--set", "eval.probe=false"]
+TINY = [
+    "--set",
+    "data.train_per_class=20",
+    "--set",
+    "data.test_per_class=10",
+    "--set",
+    "optim.batch_size=32",
+    "--set",
+    "model.width=0.125",
+    "--set",
+    "eval.probe=false",
+]
 
 
 @pytest.fixture

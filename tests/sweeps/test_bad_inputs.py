@@ -107,11 +107,26 @@ def _yaml(tmp_path, text: str) -> str:
 def test_types__numbers_without_a_dot_are_numbers_in_every_trial(storage):
     from sweeps.launch import prepare
 
-    plan, _ = prepare(GRID, argv(storage, "--dry-run", "--set", "optim.weight_decay=5e-4", "--set", "optim.lr=1e-3",
-                                 "--set", "data.memory_budget_gb=1e6", "--set", "eval.knn_k=1e1"))
+    plan, _ = prepare(
+        GRID,
+        argv(
+            storage,
+            "--dry-run",
+            "--set",
+            "optim.weight_decay=5e-4",
+            "--set",
+            "optim.lr=1e-3",
+            "--set",
+            "data.memory_budget_gb=1e6",
+            "--set",
+            "eval.knn_k=1e1",
+        ),
+    )
     for cell in plan.cells:
         assert (cell["optim.weight_decay"], cell["optim.lr"], cell["data.memory_budget_gb"]) == (5e-4, 1e-3, 1e6)
-        assert type(cell["optim.weight_decay"]) is float and cell["eval.knn_k"] == 10 and type(cell["eval.knn_k"]) is int
+        assert (
+            type(cell["optim.weight_decay"]) is float and cell["eval.knn_k"] == 10 and type(cell["eval.knn_k"]) is int
+        )
 
 
 @pytest.mark.parametrize(
@@ -123,11 +138,17 @@ def test_types__numbers_without_a_dot_are_numbers_in_every_trial(storage):
         (["--set", "model.width=abc"], "model.width 'abc' is invalid; valid: a number"),
         (["--set", "eval.probe=maybe"], "eval.probe 'maybe' is invalid; valid: true or false"),
         (["--set", "system.seed=x"], "system.seed 'x' is invalid; valid: an integer"),
-        (["--methods", "moco_v2", "--set", "method.temperature=abc"], "method.temperature 'abc' is invalid; valid: a number"),
+        (
+            ["--methods", "moco_v2", "--set", "method.temperature=abc"],
+            "method.temperature 'abc' is invalid; valid: a number",
+        ),
         (["--set", "optim.lr=["], "--set 'optim.lr=[': the value is malformed YAML"),
         (["--seeds", "-1"], "--seeds -1 is invalid; valid: a list of integers >= 0"),
         (["--gpus-per-trial", "-1"], "--gpus-per-trial -1 is invalid; valid: a number >= 0"),
-        (["--gpus-per-trial", "1.5"], "--gpus-per-trial 1.5 is invalid; valid: a fraction of one GPU (<= 1) or a whole number"),
+        (
+            ["--gpus-per-trial", "1.5"],
+            "--gpus-per-trial 1.5 is invalid; valid: a fraction of one GPU (<= 1) or a whole number",
+        ),
         (["--cpus-per-trial", "-1"], "--cpus-per-trial -1 is invalid; valid: a number > 0"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial 0 is invalid; valid: a number > 0"),
         (["--max-concurrent", "0"], "--max-concurrent 0 is invalid; valid: an integer >= 1"),
@@ -165,7 +186,10 @@ def test_flags__bad_values_are_refused_in_one_line_before_anything_is_written(st
         ("include_untrained: maybe\n", "include_untrained 'maybe' is invalid; valid: true or false"),
         ("trial: {optim.lr: abc}\n", "optim.lr 'abc' is invalid; valid: a number or null"),
         ("trial: [optim.lr]\n", "trial ['optim.lr'] is invalid; valid: a mapping"),
-        ("methods: [moco_v2]\nmethod_params: {moco_v2: {temperature: abc}}\n", "method.temperature 'abc' is invalid; valid: a number"),
+        (
+            "methods: [moco_v2]\nmethod_params: {moco_v2: {temperature: abc}}\n",
+            "method.temperature 'abc' is invalid; valid: a number",
+        ),
         ("method_params: {supervised: 3}\n", "method_params.supervised 3 is invalid; valid: a mapping"),
         ("grids: [abc]\n", "grids 'abc' is invalid; valid: a list of integers >= 1"),
         ("families: [zzz]\n", "families 'zzz' is invalid; valid: glo, loc, randglo, randloc"),
@@ -181,8 +205,24 @@ def test_yaml__bad_values_are_refused_in_one_line(storage, tmp_path, capsys, yam
 def test_flags__numbers_are_read_as_in_yaml(storage):
     from sweeps.launch import prepare
 
-    plan, _ = prepare(GRID, argv(storage, "--dry-run", "--epochs", "1e0", "--seeds", "2e0", "--cpus-per-trial", "1e0", "--max-concurrent", "2.0"))
-    assert {c["system.seed"] for c in plan.cells} == {2} and {c["optim.epochs"] for c in plan.cells} - {0} == {1}  # 0: untrained
+    plan, _ = prepare(
+        GRID,
+        argv(
+            storage,
+            "--dry-run",
+            "--epochs",
+            "1e0",
+            "--seeds",
+            "2e0",
+            "--cpus-per-trial",
+            "1e0",
+            "--max-concurrent",
+            "2.0",
+        ),
+    )
+    assert {c["system.seed"] for c in plan.cells} == {2} and {c["optim.epochs"] for c in plan.cells} - {0} == {
+        1
+    }  # 0: untrained
     assert (plan.opts["resources"]["cpu"], plan.opts["max_concurrent"]) == (1.0, 2)
 
 
@@ -191,7 +231,10 @@ def test_yaml__numbers_yaml_1_1_reads_as_strings_are_numbers(storage, tmp_path):
 
     config = _yaml(tmp_path, "trial: {optim.weight_decay: 5e-4, model.width: 0.125}\nresources: {cpu: 1e0, gpu: 0}\n")
     plan, _ = prepare(GRID, ["--storage-path", str(storage), "--config", config, "--dry-run"])
-    assert {c["optim.weight_decay"] for c in plan.cells} == {5e-4} and plan.opts["resources"] == {"cpu": 1.0, "gpu": 0.0}
+    assert {c["optim.weight_decay"] for c in plan.cells} == {5e-4} and plan.opts["resources"] == {
+        "cpu": 1.0,
+        "gpu": 0.0,
+    }
 
 
 @pytest.mark.parametrize("where", ["proc", "file", "below_a_file"])
@@ -337,18 +380,58 @@ def test_untrained__epochs_0_adds_no_duplicate_trial(storage, tmp_path):
 
     from sweeps.launch import prepare
 
-    plan, _ = prepare(GRID, ["--storage-path", str(storage), "--config", _yaml(tmp_path, "include_untrained: true\n"),
-                             "--epochs", "0", "--dry-run"])
+    plan, _ = prepare(
+        GRID,
+        [
+            "--storage-path",
+            str(storage),
+            "--config",
+            _yaml(tmp_path, "include_untrained: true\n"),
+            "--epochs",
+            "0",
+            "--dry-run",
+        ],
+    )
     keys = [json.dumps(c, sort_keys=True) for c in plan.cells]
     assert len(keys) == len(set(keys)) == 3  # ori, glo_4, loc_4: each once, untrained
     # Two methods at 0 epochs evaluate the same initial backbone: one untrained trial per corruption x seed.
-    plan, _ = prepare(GRID, ["--storage-path", str(storage), "--config", _yaml(tmp_path, "include_untrained: true\n"),
-                             "--methods", "supervised", "moco_v2", "--seeds", "0", "1", "--epochs", "0", "--dry-run"])
+    plan, _ = prepare(
+        GRID,
+        [
+            "--storage-path",
+            str(storage),
+            "--config",
+            _yaml(tmp_path, "include_untrained: true\n"),
+            "--methods",
+            "supervised",
+            "moco_v2",
+            "--seeds",
+            "0",
+            "1",
+            "--epochs",
+            "0",
+            "--dry-run",
+        ],
+    )
     assert sorted((c["data.corruption"], c["system.seed"]) for c in plan.cells) == sorted(
-        (c, s) for c in ("ori", "glo_4", "loc_4") for s in (0, 1))
+        (c, s) for c in ("ori", "glo_4", "loc_4") for s in (0, 1)
+    )
     # Trained cells are never merged, whatever their method.
-    plan, _ = prepare(GRID, ["--storage-path", str(storage), "--config", _yaml(tmp_path, "include_untrained: true\n"),
-                             "--methods", "supervised", "moco_v2", "--epochs", "1", "--dry-run"])
+    plan, _ = prepare(
+        GRID,
+        [
+            "--storage-path",
+            str(storage),
+            "--config",
+            _yaml(tmp_path, "include_untrained: true\n"),
+            "--methods",
+            "supervised",
+            "moco_v2",
+            "--epochs",
+            "1",
+            "--dry-run",
+        ],
+    )
     assert len(plan.cells) == 3 * 2 + 3
 
 
@@ -371,15 +454,20 @@ def test_resume__a_changed_max_failures_is_refused(storage, tmp_path, capsys):
         ("corruptions: glo_4\n", "corruptions 'glo_4' is invalid; valid: a list of corruption specs"),
         ("extra_seeds: {glo_4: 1}\n", "extra_seeds.glo_4 1 is invalid; valid: a list of integers >= 0"),
         ("extra_seeds: [1]\n", "extra_seeds [1] is invalid; valid: a mapping of corruption to seeds"),
-        ("extra_arms: {method: supervised}\n", "extra_arms {'method': 'supervised'} is invalid; valid: a list of mappings"),
+        (
+            "extra_arms: {method: supervised}\n",
+            "extra_arms {'method': 'supervised'} is invalid; valid: a list of mappings",
+        ),
     ],
 )
 def test_paper_table1__bad_yaml_values_are_one_line(storage, tmp_path, capsys, yaml_text, message):
     from sweeps.paper_table1 import SWEEP as TABLE1
 
     config = tmp_path / "t1.yaml"
-    config.write_text("methods: [supervised]\nseeds: [0]\nepochs: 1\ncorruptions: [glo_4]\n"
-                      "trial: {data.train_per_class: 20, data.test_per_class: 10}\n" + yaml_text)
+    config.write_text(
+        "methods: [supervised]\nseeds: [0]\nepochs: 1\ncorruptions: [glo_4]\n"
+        "trial: {data.train_per_class: 20, data.test_per_class: 10}\n" + yaml_text
+    )
     assert main(TABLE1, ["--storage-path", str(storage), "--config", str(config), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err

@@ -22,24 +22,36 @@ pytestmark = pytest.mark.slow
 def segfault_method(monkeypatch):
     """``segfault_for_tests`` registered here and, through Ray's setup hook, in every worker."""
     crashing_method.register()
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))  # `tests` there
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"worker_process_setup_hook": crashing_method.register})  # the sweep joins this instance
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    )  # `tests` there
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"worker_process_setup_hook": crashing_method.register},
+    )  # the sweep joins this instance
     yield crashing_method.NAME
     ray.shutdown()
     METHODS.pop(crashing_method.NAME)
 
 
 def test_crash__worker_killed_by_sigsegv_is_reported_with_its_log(storage, tmp_path, segfault_method, capsys):
-    config = {**yaml.safe_load(open(TINY_YAML)), "methods": ["supervised", segfault_method], "families": ["glo"],
-              "grids": [1], "max_failures": 0}  # glo_1 is the identity: only ori, one trial per method
+    config = {
+        **yaml.safe_load(open(TINY_YAML)),
+        "methods": ["supervised", segfault_method],
+        "families": ["glo"],
+        "grids": [1],
+        "max_failures": 0,
+    }  # glo_1 is the identity: only ori, one trial per method
     (tmp_path / "crash.yaml").write_text(yaml.safe_dump(config))
     assert main(GRID, argv(storage, "--experiment", "crash", "--config", str(tmp_path / "crash.yaml"), epochs=1)) == 1
     out = capsys.readouterr().out
     failed = [line for line in out.splitlines() if f"{segfault_method}" in line and "FAILED" in line]
     assert len(failed) == 1, out[-3000:]
     assert "crashed: SIGSEGV in the worker; last lines of its log:" in failed[0], out[-3000:]
-    report = out[out.index("crashed: SIGSEGV"):]
+    report = out[out.index("crashed: SIGSEGV") :]
     assert "Fatal Python error: Segmentation fault" in report
     assert "crashing_method.py" in report and "training_step" in report  # the frame that crashed
     assert "actor died" not in failed[0].lower()

@@ -52,13 +52,20 @@ def test_progress__a_crashed_trial_says_so_and_the_memory_format_shows_once(tmp_
     out = capsys.readouterr().out
     assert "FAILED: trial " in out and "crashed: SIGSEGV in the worker; last lines of its log:" in out
     trial = SimpleNamespace(config=CONFIG, trial_id="b")
-    result = {"epoch": 1, "loss": 1.0, "samples_per_s": 10.0, "memory_format": "contiguous",
-              "memory_format_reason": "a channels_last step died in the canary (SIGSEGV)"}
+    result = {
+        "epoch": 1,
+        "loss": 1.0,
+        "samples_per_s": 10.0,
+        "memory_format": "contiguous",
+        "memory_format_reason": "a channels_last step died in the canary (SIGSEGV)",
+    }
     progress.on_trial_result(0, [], trial, result)
     progress.on_trial_result(0, [], trial, {**result, "epoch": 2})
     other = SimpleNamespace(config=CONFIG, trial_id="c")  # another trial on the same kind of machine
     progress.on_trial_result(0, [], other, result)
-    progress.on_trial_result(0, [], other, {**result, "memory_format": "channels_last", "memory_format_reason": "canary passed"})
+    progress.on_trial_result(
+        0, [], other, {**result, "memory_format": "channels_last", "memory_format_reason": "canary passed"}
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("[contiguous: a channels_last step died in the canary (SIGSEGV)]")
     assert "contiguous" not in lines[1] and "contiguous" not in lines[2]

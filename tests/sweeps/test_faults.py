@@ -30,7 +30,12 @@ def test_fault__failed_trial_resumes_from_checkpoint_with_identical_metrics(stor
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
     two_trials = ["--config", str(tmp_path / "two.yaml"), "--set", "eval.eval_every=1"]
     assert main(GRID, argv(storage, "--experiment", "clean", *two_trials, epochs=3)) == 0
-    assert main(GRID, argv(storage, "--experiment", "faulty", *two_trials, "--set", "sweep.fail_once_at_epoch=2", epochs=3)) == 0
+    assert (
+        main(
+            GRID, argv(storage, "--experiment", "faulty", *two_trials, "--set", "sweep.fail_once_at_epoch=2", epochs=3)
+        )
+        == 0
+    )
     client, _, clean = runs(storage, "clean")
     _, _, faulty = runs(storage, "faulty")
     assert len(faulty) == len(clean) == 2  # one run per trial despite the retry
@@ -42,13 +47,17 @@ def test_fault__failed_trial_resumes_from_checkpoint_with_identical_metrics(stor
         for key in ("knn_acc", "uniformity", "alignment", "feature_distance"):
             assert got[key] == want[key], key
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
-        assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == \
-            [m.value for m in client.get_metric_history(ref.info.run_id, "loss")]
+        assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [
+            m.value for m in client.get_metric_history(ref.info.run_id, "loss")
+        ]
 
 
 def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(storage, tmp_path):
-    cmd = [sys.executable, str(REPO / "sweeps/grid_patch_sizes.py"), *argv(storage, "--experiment", "cut", *TINY_GRID,
-           "--max-concurrent", "1", epochs=3)]
+    cmd = [
+        sys.executable,
+        str(REPO / "sweeps/grid_patch_sizes.py"),
+        *argv(storage, "--experiment", "cut", *TINY_GRID, "--max-concurrent", "1", epochs=3),
+    ]
     env = {**os.environ, "SBL_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
@@ -131,7 +140,11 @@ def _stop_driver(proc: subprocess.Popen, known: dict[int, int]) -> None:
     if proc.poll() is None:
         proc.kill()
     proc.wait()
-    group = {pid: int(f[19]) for pid, f in _processes().items() if int(f[2]) == proc.pid and (started is None or int(f[19]) >= started)}
+    group = {
+        pid: int(f[19])
+        for pid, f in _processes().items()
+        if int(f[2]) == proc.pid and (started is None or int(f[19]) >= started)
+    }
     for pid in _alive({**group, **known}):
         os.kill(pid, signal.SIGKILL)
 
@@ -164,13 +177,18 @@ def _tune_state(experiment_dir) -> list[Path]:
     return [p for pattern in TUNE_STATE for p in experiment_dir.glob(pattern)]
 
 
-def test_fault__killed_driver_resumes_without_rerunning_a_finished_trial_and_from_the_newest_checkpoint(storage, tmp_path):
+def test_fault__killed_driver_resumes_without_rerunning_a_finished_trial_and_from_the_newest_checkpoint(
+    storage, tmp_path
+):
     """kill -9 of the driver while trial A is FINISHED in MLflow and trial B has checkpoints, with Tune's
     experiment state older than both (Tune snapshots it every ~10 s: what a kill between snapshots leaves).
     --resume must not re-run A and must continue B from its newest checkpoint on disk."""
     epochs = 6
-    cmd = [sys.executable, str(REPO / "sweeps/grid_patch_sizes.py"), *argv(storage, "--experiment", "kill9", *TINY_GRID,
-           "--max-concurrent", "1", epochs=epochs)]
+    cmd = [
+        sys.executable,
+        str(REPO / "sweeps/grid_patch_sizes.py"),
+        *argv(storage, "--experiment", "kill9", *TINY_GRID, "--max-concurrent", "1", epochs=epochs),
+    ]
     env = {**os.environ, "SBL_CACHE_DIR": str(tmp_path / "cache")}
     experiment, stash = storage / "kill9", tmp_path / "stale_state"
     # Output to files, not pipes: Ray processes a killed driver leaves behind would hold a pipe open.
@@ -185,7 +203,9 @@ def test_fault__killed_driver_resumes_without_rerunning_a_finished_trial_and_fro
         while time.time() < deadline and proc.poll() is None and killed is None:
             time.sleep(0.5)
             client, children = _trial_runs(storage, "kill9")
-            steps = {r.data.tags["ray_trial_id"]: len(client.get_metric_history(r.info.run_id, "loss")) for r in children}
+            steps = {
+                r.data.tags["ray_trial_id"]: len(client.get_metric_history(r.info.run_id, "loss")) for r in children
+            }
             running = [r for r in children if r.info.status == "RUNNING" and steps[r.data.tags["ray_trial_id"]] >= 1]
             states = _tune_state(experiment)
             if first is None and running and any(p.name.startswith("experiment_state") for p in states):
@@ -194,7 +214,9 @@ def test_fault__killed_driver_resumes_without_rerunning_a_finished_trial_and_fro
                     shutil.copy2(path, stash / path.name)
                 first = running[0].data.tags["ray_trial_id"]
             done = [r for r in children if r.info.status == "FINISHED" and r.data.tags["ray_trial_id"] == first]
-            second = [r for r in running if r.data.tags["ray_trial_id"] != first and steps[r.data.tags["ray_trial_id"]] >= 2]
+            second = [
+                r for r in running if r.data.tags["ray_trial_id"] != first and steps[r.data.tags["ray_trial_id"]] >= 2
+            ]
             if done and second:
                 ray_procs = _descendants(proc.pid)
                 proc.kill()  # SIGKILL: no handler, no cleanup
@@ -203,8 +225,10 @@ def test_fault__killed_driver_resumes_without_rerunning_a_finished_trial_and_fro
         assert killed, f"never reached one finished and one checkpointed trial:\n{logs['first'].read_text()[-3000:]}"
         finished, interrupted = killed
         worker_gone = time.time() + 60  # the trial worker dies with its raylet; then its checkpoints are final
-        while any(Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc") for p in _alive(ray_procs)) \
-                and time.time() < worker_gone:
+        while (
+            any(Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc") for p in _alive(ray_procs))
+            and time.time() < worker_gone
+        ):
             time.sleep(0.5)
         for path in _tune_state(experiment):  # Tune's last snapshot predates A's finish and B's checkpoints
             path.unlink()
@@ -223,16 +247,22 @@ def test_fault__killed_driver_resumes_without_rerunning_a_finished_trial_and_fro
         left = _alive(ray_procs)
         assert not left, f"Ray processes of the killed driver still running after the resume: {left}"
         if orphans:
-            assert re.search(r"stopped \d+ Ray process\(es\) that the experiment's killed driver left running", out), progress
+            assert re.search(r"stopped \d+ Ray process\(es\) that the experiment's killed driver left running", out), (
+                progress
+            )
 
         def epochs_trained(corruption: str) -> list[int]:
             return [int(e) for e in re.findall(rf" {corruption} +seed 0  epoch (\d+) ", out)]
 
         a, b = finished.data.tags["corruption"], interrupted.data.tags["corruption"]
         assert epochs_trained(a) == [], f"finished trial {a} was re-run:\n{progress}"
-        assert epochs_trained(b) == list(range(newest + 1, epochs)), f"{b} did not continue from epoch {newest}:\n{progress}"
+        assert epochs_trained(b) == list(range(newest + 1, epochs)), (
+            f"{b} did not continue from epoch {newest}:\n{progress}"
+        )
         client, parents, after = runs(storage, "kill9")
-        assert len(after) == 3 and all(r.info.status == "FINISHED" for r in after), [(r.data.tags, r.info.status) for r in after]
+        assert len(after) == 3 and all(r.info.status == "FINISHED" for r in after), [
+            (r.data.tags, r.info.status) for r in after
+        ]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
         again = next(r for r in after if r.info.run_id == finished.info.run_id)
         assert again.info.end_time == finished.info.end_time  # its record is untouched

@@ -40,12 +40,22 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
         assert not [k for k in child.data.metrics if "/" in k]  # per-class values: one artifact, not 30 charts
         assert child.data.tags["git_sha"] and child.data.tags["version.torch"]
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-        assert {"final_metrics.json", "classwise_uniformity.json", "feature_distance.json", "corrupted_samples.png",
-                "per_class.json"} <= artifacts
-        per_class = json.loads(Path(client.download_artifacts(child.info.run_id, "per_class.json", str(storage))).read_text())
+        assert {
+            "final_metrics.json",
+            "classwise_uniformity.json",
+            "feature_distance.json",
+            "corrupted_samples.png",
+            "per_class.json",
+        } <= artifacts
+        per_class = json.loads(
+            Path(client.download_artifacts(child.info.run_id, "per_class.json", str(storage))).read_text()
+        )
         assert set(per_class) == {"classwise_uniformity", "intra_distance", "inter_distance"}
         assert len(per_class["intra_distance"]) == 10 and all(v >= 0 for v in per_class["intra_distance"].values())
-    assert "Relative accuracy drop vs ori" in out and "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///" in out
+    assert (
+        "Relative accuracy drop vs ori" in out
+        and "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///" in out
+    )
     # Readable names, the arm as the tables name it; Tune's JSON/CSV logs, no TensorBoard files or hint.
     names = {r.info.run_name for r in everything}
     assert {"untrained-ori-s0", "supervised-glo_4-s0", "moco_v2-loc_4-s0"} <= names
@@ -57,18 +67,28 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
     assert "tensorboard" not in out.lower()
     # The end of the sweep: decided claims only (plus the count of all), the parent run's summary
     # metrics, the HTML report logged to the parent, the UI command with one worker and the URL.
-    claims = out[out.index("Claim checks"):out.index("HTML report:")].splitlines()[1:]
+    claims = out[out.index("Claim checks") : out.index("HTML report:")].splitlines()[1:]
     assert not [line for line in claims if line.startswith("INCONCLUSIVE")]
     assert "INCONCLUSIVE" in [line for line in claims if line.strip()][-1]  # the count line
     parent = client.get_run(parents[0].info.run_id)
-    assert {"drop/supervised/glo_4", "drop/moco_v2/loc_4", "claims_pass", "claims_fail", "claims_inconclusive"} <= set(parent.data.metrics)
+    assert {"drop/supervised/glo_4", "drop/moco_v2/loc_4", "claims_pass", "claims_fail", "claims_inconclusive"} <= set(
+        parent.data.metrics
+    )
     curve = client.get_metric_history(parent.info.run_id, "level_curve/supervised/global")
-    assert [m.step for m in curve] == [4] and 0 <= curve[0].value <= 100  # accuracy against the grid, for the UI's chart
-    assert parent.data.tags["mlflow.source.name"] and parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["git_sha"]
+    assert [m.step for m in curve] == [4] and 0 <= curve[
+        0
+    ].value <= 100  # accuracy against the grid, for the UI's chart
+    assert (
+        parent.data.tags["mlflow.source.name"]
+        and parent.data.tags["mlflow.source.git.commit"] == parent.data.tags["git_sha"]
+    )
     report = storage / "analysis" / "smoke" / "report.html"
     assert f"written: {report}" in out and report.stat().st_size > 10_000
-    assert any(a.path.endswith("report.html") for folder in client.list_artifacts(parent.info.run_id)
-               for a in ([folder] if not folder.is_dir else client.list_artifacts(parent.info.run_id, folder.path)))
+    assert any(
+        a.path.endswith("report.html")
+        for folder in client.list_artifacts(parent.info.run_id)
+        for a in ([folder] if not folder.is_dir else client.list_artifacts(parent.info.run_id, folder.path))
+    )
     assert "--workers 1" in out and f"#/experiments/{parent.info.experiment_id}" in out
     # Each trained run carries its final backbone, loadable with weights_only into the model its params build.
     moco = next(c for c in children if c.data.params["method"] == "moco_v2")
@@ -101,8 +121,26 @@ def _max_concurrent(runs) -> int:
 
 def test_sweep__fractional_gpus_pack_four_trials_that_train_on_cpu(storage, ray_shutdown, capsys):
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, configure_logging=False)  # one logical GPU
-    code = main(GRID, argv(storage, "--experiment", "pack", "--methods", "supervised", "--seeds", "0", "1",
-                           "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5", "--config", TINY_YAML, epochs=2))
+    code = main(
+        GRID,
+        argv(
+            storage,
+            "--experiment",
+            "pack",
+            "--methods",
+            "supervised",
+            "--seeds",
+            "0",
+            "1",
+            "--gpus-per-trial",
+            "0.25",
+            "--cpus-per-trial",
+            "0.5",
+            "--config",
+            TINY_YAML,
+            epochs=2,
+        ),
+    )
     assert code == 0, capsys.readouterr().out
     client, _, children = runs(storage, "pack")
     assert len(children) == 6
@@ -120,7 +158,10 @@ def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, configure_logging=False)
-        code = main(GRID, argv(storage, "--experiment", "two-nodes", "--set", "eval.eval_every=0", "--config", TINY_YAML, epochs=1))
+        code = main(
+            GRID,
+            argv(storage, "--experiment", "two-nodes", "--set", "eval.eval_every=0", "--config", TINY_YAML, epochs=1),
+        )
         assert code == 0, capsys.readouterr().out
         client, _, children = runs(storage, "two-nodes")
         nodes = {final_metrics(client, c, storage)["node_id"] for c in children}

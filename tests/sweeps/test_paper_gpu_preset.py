@@ -50,8 +50,14 @@ _VIEW = {
 _ASYMMETRIC = [{**_VIEW, "saturation": 0.2, "solarize_p": 0.0}, {**_VIEW, "saturation": 0.2, "solarize_p": 0.2}]
 
 _STEM = "conv3x3 s1 p2, no max-pool"  # base.py/base_old.py: nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False); maxpool = nn.Identity()
-_BACKBONE = {"backbone": "resnet18", "stem": _STEM, "zero_init_residual": False}  # --backbone resnet18; --zero_init_residual not passed
-_SCHEDULE = {"warmup_epochs": 10}  # --warmup_epochs default 10 (warmup_cosine from 3e-5 to the base lr, then to min_lr 0)
+_BACKBONE = {
+    "backbone": "resnet18",
+    "stem": _STEM,
+    "zero_init_residual": False,
+}  # --backbone resnet18; --zero_init_residual not passed
+_SCHEDULE = {
+    "warmup_epochs": 10
+}  # --warmup_epochs default 10 (warmup_cosine from 3e-5 to the base lr, then to min_lr 0)
 # LARSWrapper(eta=0.02, clip=True, exclude_bias_n_norm=True) around SGD(momentum 0.9): --lars --grad_clip_lars
 # --eta_lars 0.02 --exclude_bias_n_norm --optimizer sgd (base_old.py configure_optimizers; args/utils.py momentum 0.9)
 _LARS = {"optimizer": "lars", "momentum": 0.9, "lars_eta": 0.02, "lars_clip": True, "exclude_bias_norm": True}
@@ -60,7 +66,9 @@ _SGD = {"optimizer": "sgd", "momentum": 0.9, "lars_eta": None, "lars_clip": None
 
 STUDY: dict[str, dict[str, Any]] = {
     "supervised": {  # script/sup.sh; solo/methods/sup.py (base_old.py)
-        **_BACKBONE, **_SCHEDULE, **_SGD,
+        **_BACKBONE,
+        **_SCHEDULE,
+        **_SGD,
         "backbone": "resnet50",  # --backbone resnet50
         "lr": 3.6,  # --lr 0.4, x batch_size * len(gpus) / 256 = 9 (args/utils.py; --gpus 0,1,2,3,4,5,6,7,8)
         "weight_decay": 1e-5,  # --weight_decay 1e-5
@@ -70,7 +78,9 @@ STUDY: dict[str, dict[str, Any]] = {
         "views": [_VIEW],  # --num_crops_per_aug 1: one crop, --saturation 0.4
     },
     "supcon": {  # run_supcon_res_cifar10.sh; [solo] solo/methods/supcon.py, solo/losses/simclr.py
-        **_BACKBONE, **_SCHEDULE, **_LARS,
+        **_BACKBONE,
+        **_SCHEDULE,
+        **_LARS,
         # --optimizer lars --grad_clip_lars --eta_lars 0.02 --exclude_bias_n_norm (base.py's LARS class).
         # INFERRED, see the YAML's "LARS arguments": the code may not pass these flags (nor momentum) on.
         "lr": 0.4,  # --lr 0.4 (x 256 * 1 / 256)
@@ -83,7 +93,9 @@ STUDY: dict[str, dict[str, Any]] = {
         "views": [_VIEW, _VIEW],  # --num_crops_per_aug 1 1, --saturation 0.4, no solarization flag
     },
     "moco_v2": {  # script/cifar_mocov2.sh; solo/methods/mocov2plus.py (base.py)
-        **_BACKBONE, **_SCHEDULE, **_SGD,
+        **_BACKBONE,
+        **_SCHEDULE,
+        **_SGD,
         "lr": 0.3,  # --lr 0.3
         "weight_decay": 1e-4,  # --weight_decay 1e-4
         "batch_size": 256,  # --batch_size 256, --gpus 0
@@ -98,7 +110,9 @@ STUDY: dict[str, dict[str, Any]] = {
         "views": [_VIEW, _VIEW],  # --num_crops_per_aug 1 1, --gaussian_prob 0.0 0.0
     },
     "byol": {  # script/byol.sh; [solo] solo/methods/byol.py (base_old.py, INFERRED from --lars)
-        **_BACKBONE, **_SCHEDULE, **_LARS,
+        **_BACKBONE,
+        **_SCHEDULE,
+        **_LARS,
         "lr": 1.0,  # --lr 1.0
         "weight_decay": 1e-5,  # --weight_decay 1e-5
         "batch_size": 256,  # --batch_size 256
@@ -109,7 +123,9 @@ STUDY: dict[str, dict[str, Any]] = {
         "views": _ASYMMETRIC,  # --saturation 0.2 --solarization_prob 0.0 0.2
     },
     "barlow_twins": {  # script/barlow.sh; [solo] solo/methods/barlow_twins.py, solo/losses/barlow.py
-        **_BACKBONE, **_SCHEDULE, **_LARS,
+        **_BACKBONE,
+        **_SCHEDULE,
+        **_LARS,
         "lr": 0.3,  # --lr 0.3
         "weight_decay": 1e-4,  # --weight_decay 1e-4
         "batch_size": 256,  # --batch_size 256
@@ -121,7 +137,9 @@ STUDY: dict[str, dict[str, Any]] = {
         "views": _ASYMMETRIC,  # --saturation 0.2 --solarization_prob 0.0 0.2
     },
     "dino": {  # script/dino.sh; [solo] solo/methods/dino.py (argparse era), solo/losses/dino.py
-        **_BACKBONE, **_SCHEDULE, **_LARS,
+        **_BACKBONE,
+        **_SCHEDULE,
+        **_LARS,
         "lr": 0.3,  # --lr 0.3
         "weight_decay": 1e-6,  # --weight_decay 1e-6
         "batch_size": 256,  # --batch_size 256
@@ -145,8 +163,9 @@ STUDY: dict[str, dict[str, Any]] = {
 def _arch(layers: nn.Module) -> str:
     """``Linear(512,2048)-BN-ReLU-...`` of a Sequential."""
     names = {nn.BatchNorm1d: "BN", nn.ReLU: "ReLU", nn.GELU: "GELU"}
-    return "-".join(f"Linear({m.in_features},{m.out_features})" if isinstance(m, nn.Linear) else names[type(m)]
-                    for m in layers)
+    return "-".join(
+        f"Linear({m.in_features},{m.out_features})" if isinstance(m, nn.Linear) else names[type(m)] for m in layers
+    )
 
 
 def _stem(backbone: nn.Module) -> str:
@@ -160,15 +179,20 @@ def _optimizer(opt: torch.optim.Optimizer) -> dict[str, Any]:
     flat_groups = [g for g in opt.param_groups if any(p.ndim <= 1 for p in g["params"])]
     return {
         "optimizer": type(opt).__name__.lower(),
-        "lr": main["lr"], "weight_decay": main["weight_decay"], "momentum": main["momentum"],
-        "lars_eta": main.get("eta"), "lars_clip": main.get("clip"),
+        "lr": main["lr"],
+        "weight_decay": main["weight_decay"],
+        "momentum": main["momentum"],
+        "lars_eta": main.get("eta"),
+        "lars_clip": main.get("clip"),
         "exclude_bias_norm": all(g["weight_decay"] == 0 and not g.get("lars", False) for g in flat_groups),
     }
 
 
 def _views(pipeline, image_size: int) -> list[dict[str, Any]]:
-    return [{k: getattr(r, k) if k != "size" else r.size or image_size for k in _VIEW}
-            for r in view_recipes(pipeline.augment, pipeline.n_views)]
+    return [
+        {k: getattr(r, k) if k != "size" else r.size or image_size for k in _VIEW}
+        for r in view_recipes(pipeline.augment, pipeline.n_views)
+    ]
 
 
 def _heads(method: nn.Module, p: Any, epochs: int) -> dict[str, Any]:
@@ -180,27 +204,39 @@ def _heads(method: nn.Module, p: Any, epochs: int) -> dict[str, Any]:
         return {"projector": _arch(method.projector), "temperature": p.temperature, "loss_form": p.loss_form}
     if name == "moco_v2":
         splits = {m.num_splits for m in method.backbone.modules() if isinstance(m, SplitBatchNorm2d)} - {1}
-        return {"projector": _arch(method.projector), "temperature": p.temperature, "queue_size": method.queue.shape[1],
-                "queue_init": "random" if int(method.queue_filled) == method.queue.shape[1] else "grow",
-                "symmetric": p.symmetric, "batchnorm": f"split {splits}" if splits else "plain",
-                "ema_momentum": (p.momentum_base, p.momentum_final)}
+        return {
+            "projector": _arch(method.projector),
+            "temperature": p.temperature,
+            "queue_size": method.queue.shape[1],
+            "queue_init": "random" if int(method.queue_filled) == method.queue.shape[1] else "grow",
+            "symmetric": p.symmetric,
+            "batchnorm": f"split {splits}" if splits else "plain",
+            "ema_momentum": (p.momentum_base, p.momentum_final),
+        }
     if name == "byol":
-        return {"projector": _arch(method.projector), "predictor": _arch(method.predictor),
-                "ema_momentum": (p.momentum_base, p.momentum_final)}
+        return {
+            "projector": _arch(method.projector),
+            "predictor": _arch(method.predictor),
+            "ema_momentum": (p.momentum_base, p.momentum_final),
+        }
     if name == "barlow_twins":
         return {"projector": _arch(method.projector), "lambd": p.lambd, "scale_loss": p.scale_loss}
     if name == "dino":
         protos = method.head.prototypes
         weight_norm = type(protos.parametrizations.weight[0]).__name__ == "_WeightNorm"
-        return {"head": _arch(method.head.mlp),
-                "prototypes": f"{'WeightNorm-' if weight_norm else ''}Linear({protos.in_features},{protos.out_features},"
-                              f"bias={protos.bias is not None})",
-                "norm_last_layer": not protos.parametrizations.weight.original0.requires_grad,
-                "freeze_last_layer_epochs": p.freeze_last_layer_fraction * epochs,
-                "student_temperature": p.student_temperature, "teacher_temperature": p.teacher_temperature,
-                "warmup_teacher_temperature": p.warmup_teacher_temperature,
-                "warmup_teacher_epochs": p.warmup_teacher_fraction * epochs, "center_momentum": p.center_momentum,
-                "ema_momentum": (p.momentum_base, p.momentum_final)}
+        return {
+            "head": _arch(method.head.mlp),
+            "prototypes": f"{'WeightNorm-' if weight_norm else ''}Linear({protos.in_features},{protos.out_features},"
+            f"bias={protos.bias is not None})",
+            "norm_last_layer": not protos.parametrizations.weight.original0.requires_grad,
+            "freeze_last_layer_epochs": p.freeze_last_layer_fraction * epochs,
+            "student_temperature": p.student_temperature,
+            "teacher_temperature": p.teacher_temperature,
+            "warmup_teacher_temperature": p.warmup_teacher_temperature,
+            "warmup_teacher_epochs": p.warmup_teacher_fraction * epochs,
+            "center_momentum": p.center_momentum,
+            "ema_momentum": (p.momentum_base, p.momentum_final),
+        }
     raise AssertionError(f"no table rows for method {name!r}")
 
 
@@ -211,9 +247,12 @@ def ours(cell: dict[str, Any], data) -> dict[str, Any]:
     method = build_model(cfg, data.num_classes, cpu)
     pipeline = build_data(cfg, data, cpu).pipeline
     return {
-        "backbone": cfg.model.backbone, "stem": _stem(method.backbone), "zero_init_residual": cfg.model.zero_init_last,
+        "backbone": cfg.model.backbone,
+        "stem": _stem(method.backbone),
+        "zero_init_residual": cfg.model.zero_init_last,
         **_optimizer(build_optim(cfg, method)),
-        "batch_size": cfg.optim.batch_size, "epochs": cfg.optim.epochs,
+        "batch_size": cfg.optim.batch_size,
+        "epochs": cfg.optim.epochs,
         "warmup_epochs": cfg.optim.warmup_fraction * cfg.optim.epochs,
         "views": _views(pipeline, data.image_size[0]),
         **_heads(method, cfg.params, cfg.optim.epochs),
@@ -258,14 +297,18 @@ def unlisted_differences(resolved: dict[str, dict], deviations: list[dict], stud
             elif entry is not None and _same(got, want):
                 out.append(f"{method}.{key}: listed under deviations: but ours and the study's agree ({got!r})")
             elif entry is not None and not (_same(entry["ours"], got) and _same(entry["study"], want)):
-                out.append(f"{method}.{key}: deviations: says ours {entry['ours']!r}, study {entry['study']!r}; "
-                           f"the values are ours {got!r}, study {want!r}")
+                out.append(
+                    f"{method}.{key}: deviations: says ours {entry['ours']!r}, study {entry['study']!r}; "
+                    f"the values are ours {got!r}, study {want!r}"
+                )
     return out
 
 
 def _plan(tmp_path: Path, config: Path):
-    return prepare(paper_table1.SWEEP, ["--config", str(config), "--dataset", "digits",
-                                        "--storage-path", str(tmp_path / "runs"), "--dry-run"])[0]
+    return prepare(
+        paper_table1.SWEEP,
+        ["--config", str(config), "--dataset", "digits", "--storage-path", str(tmp_path / "runs"), "--dry-run"],
+    )[0]
 
 
 def _first_cells(plan) -> dict[str, dict]:
@@ -328,9 +371,14 @@ def test_gpu_preset__a_changed_value_fails_the_comparison(tmp_path, monkeypatch)
 def test_gpu_check_preset__keeps_the_gpu_presets_trial_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("SBL_CACHE_DIR", str(tmp_path / "cache"))
     check = _plan(tmp_path, CONFIG_DIR / "paper_table1_gpu_check.yaml")
-    gpu_cells = {(c["method"], c["data.corruption"], c["system.seed"]): c for c in _plan(tmp_path, GPU_YAML).cells
-                 if c["optim.epochs"] > 0}
+    gpu_cells = {
+        (c["method"], c["data.corruption"], c["system.seed"]): c
+        for c in _plan(tmp_path, GPU_YAML).cells
+        if c["optim.epochs"] > 0
+    }
     cadence = {"eval.eval_every", "eval.knn_at_init", "system.checkpoint_every"}
     for cell in check.cells:
         twin = gpu_cells[(cell["method"], cell["data.corruption"], cell["system.seed"])]
-        assert {k: v for k, v in cell.items() if k not in cadence} == {k: v for k, v in twin.items() if k not in cadence}
+        assert {k: v for k, v in cell.items() if k not in cadence} == {
+            k: v for k, v in twin.items() if k not in cadence
+        }

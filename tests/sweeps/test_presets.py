@@ -22,17 +22,23 @@ def test_budget__picks_the_budget_yaml_unless_config_is_given_and_refuses_unknow
         main(paper_table1.SWEEP, ["--budget", "tpu", "--dry-run"])
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2
-    assert len(err.splitlines()) == 1 and "--budget: invalid choice: 'tpu'" in err and "'cpu', 'gpu', 'gpu_check'" in err
+    assert (
+        len(err.splitlines()) == 1 and "--budget: invalid choice: 'tpu'" in err and "'cpu', 'gpu', 'gpu_check'" in err
+    )
 
 
 @pytest.mark.parametrize("budget", ["cpu", "gpu"])
 def test_paper_table1__every_budget_plans_table1_with_untrained_references(storage, budget):
-    plan, _ = prepare(paper_table1.SWEEP, ["--budget", budget, "--dataset", "digits", "--storage-path", str(storage), "--dry-run"])
+    plan, _ = prepare(
+        paper_table1.SWEEP, ["--budget", budget, "--dataset", "digits", "--storage-path", str(storage), "--dry-run"]
+    )
     trained = [c for c in plan.cells if c["optim.epochs"] > 0]
     untrained = [c for c in plan.cells if c["optim.epochs"] == 0]
     corruptions = {c["data.corruption"] for c in trained}
     assert {"ori", "glo_4", "loc_8"} <= corruptions <= set(paper_table1.TABLE1)
-    assert {(c["data.corruption"], c["system.seed"]) for c in untrained} == {(c["data.corruption"], c["system.seed"]) for c in trained}
+    assert {(c["data.corruption"], c["system.seed"]) for c in untrained} == {
+        (c["data.corruption"], c["system.seed"]) for c in trained
+    }
     if budget == "gpu":
         assert len(trained) == 6 * 5 * 3 and plan.opts["resources"]["gpu"] == 0.25
         assert {c["model.width"] for c in trained} == {1.0}
@@ -40,14 +46,21 @@ def test_paper_table1__every_budget_plans_table1_with_untrained_references(stora
 
 
 def test_more_cells__extra_seeds_for_some_corruptions_only():
-    cells = [{"method": m, "data.corruption": c, "system.seed": 0, "optim.epochs": 5}
-             for m in ("supervised", "moco_v2") for c in ("ori", "glo_4", "loc_8")]
+    cells = [
+        {"method": m, "data.corruption": c, "system.seed": 0, "optim.epochs": 5}
+        for m in ("supervised", "moco_v2")
+        for c in ("ori", "glo_4", "loc_8")
+    ]
     opts = {"seeds": [0], "extra_seeds": {"ori": [1, 2], "glo_4": [1]}, "include_untrained": True}
     extra = paper_table1.more_cells(opts, cells)
     seeds = sorted((c["method"], c["data.corruption"], c["system.seed"]) for c in extra if c["optim.epochs"] > 0)
-    assert seeds == sorted((m, c, s) for m in ("supervised", "moco_v2") for c, s in (("ori", 1), ("ori", 2), ("glo_4", 1)))
+    assert seeds == sorted(
+        (m, c, s) for m in ("supervised", "moco_v2") for c, s in (("ori", 1), ("ori", 2), ("glo_4", 1))
+    )
     assert len([c for c in extra if c["optim.epochs"] == 0]) == 3 + 3  # one per corruption x seed
-    with pytest.raises(SweepError, match=r"extra_seeds: corruption\(s\) glo_8 are not in this sweep; valid: glo_4, loc_8, ori"):
+    with pytest.raises(
+        SweepError, match=r"extra_seeds: corruption\(s\) glo_8 are not in this sweep; valid: glo_4, loc_8, ori"
+    ):
         paper_table1.more_cells({**opts, "extra_seeds": {"glo_8": [1]}}, cells)
 
 
@@ -73,8 +86,10 @@ def test_downstream__pretrains_on_clean_data_then_probes_each_corruption_frozen(
 
 def test_method_params__bare_keys_are_method_parameters_dotted_keys_flat_trial_keys(storage, tmp_path):
     config = tmp_path / "per_method.yaml"
-    config.write_text("methods: [supervised, moco_v2]\ncorruptions: [ori]\n"
-                      "method_params:\n  moco_v2: {queue_size: 64, optim.lr: 0.05}\n  supervised: {optim.batch_size: 16}\n")
+    config.write_text(
+        "methods: [supervised, moco_v2]\ncorruptions: [ori]\n"
+        "method_params:\n  moco_v2: {queue_size: 64, optim.lr: 0.05}\n  supervised: {optim.batch_size: 16}\n"
+    )
     plan, _ = prepare(paper_table1.SWEEP, ["--config", str(config), "--storage-path", str(storage), "--dry-run"])
     by_method = {c["method"]: c for c in plan.cells}
     assert by_method["moco_v2"]["method.queue_size"] == 64 and by_method["moco_v2"]["optim.lr"] == 0.05
@@ -83,27 +98,46 @@ def test_method_params__bare_keys_are_method_parameters_dotted_keys_flat_trial_k
 
 
 def test_more_cells__an_extra_arm_copies_its_methods_cells_with_its_overrides():
-    cells = [{"method": m, "data.corruption": c, "system.seed": 0, "optim.epochs": 5}
-             for m in ("supervised", "moco_v2") for c in ("ori", "glo_4")]
-    opts = {"methods": ["supervised", "moco_v2"], "seeds": [0], "extra_seeds": {"ori": [1]}, "include_untrained": True,
-            "extra_arms": [{"method": "supervised", "data.labels_per_class": 100, "optim.epochs": 50}]}
+    cells = [
+        {"method": m, "data.corruption": c, "system.seed": 0, "optim.epochs": 5}
+        for m in ("supervised", "moco_v2")
+        for c in ("ori", "glo_4")
+    ]
+    opts = {
+        "methods": ["supervised", "moco_v2"],
+        "seeds": [0],
+        "extra_seeds": {"ori": [1]},
+        "include_untrained": True,
+        "extra_arms": [{"method": "supervised", "data.labels_per_class": 100, "optim.epochs": 50}],
+    }
     extra = paper_table1.more_cells(opts, cells)
     arm = [c for c in extra if c.get("data.labels_per_class") == 100]
     assert sorted((c["data.corruption"], c["system.seed"]) for c in arm) == [("glo_4", 0), ("ori", 0), ("ori", 1)]
     assert {c["method"] for c in arm} == {"supervised"} and {c["optim.epochs"] for c in arm} == {50}
     assert len([c for c in extra if c["optim.epochs"] == 0]) == 3  # the untrained references are not doubled
-    with pytest.raises(SweepError, match=r"extra_arms\[0\]: method 'dino' is not swept; valid: a mapping with method \(supervised, moco_v2\)"):
+    with pytest.raises(
+        SweepError,
+        match=r"extra_arms\[0\]: method 'dino' is not swept; valid: a mapping with method \(supervised, moco_v2\)",
+    ):
         paper_table1.more_cells({**opts, "extra_arms": [{"method": "dino"}]}, cells)
 
 
-@pytest.mark.parametrize(("deviations", "message"), [
-    ("{key: x}", r"deviations must be a list of \{key, ours, study, reason\} mappings, got dict"),
-    ("[{key: lr, ours: 1, study: 2}]", r"deviations\[0\] has missing reason; valid: a mapping with key, ours, study, reason"),
-    ("[{key: lr, ours: 1, study: 2, reason: r, why: w}]", r"deviations\[0\] has unknown why"),
-    ("[{key: lr, ours: 1, study: 2, reason: ' '}]", r"deviations\[0\] has an empty reason"),
-    ("[{key: lr, ours: 1, study: 2, reason: r, methods: [simsiam]}]",
-     r"deviations\[0\] \(lr\): methods \['simsiam'\] is invalid; valid: a list of barlow_twins, byol"),
-])
+@pytest.mark.parametrize(
+    ("deviations", "message"),
+    [
+        ("{key: x}", r"deviations must be a list of \{key, ours, study, reason\} mappings, got dict"),
+        (
+            "[{key: lr, ours: 1, study: 2}]",
+            r"deviations\[0\] has missing reason; valid: a mapping with key, ours, study, reason",
+        ),
+        ("[{key: lr, ours: 1, study: 2, reason: r, why: w}]", r"deviations\[0\] has unknown why"),
+        ("[{key: lr, ours: 1, study: 2, reason: ' '}]", r"deviations\[0\] has an empty reason"),
+        (
+            "[{key: lr, ours: 1, study: 2, reason: r, methods: [simsiam]}]",
+            r"deviations\[0\] \(lr\): methods \['simsiam'\] is invalid; valid: a list of barlow_twins, byol",
+        ),
+    ],
+)
 def test_deviations__a_malformed_entry_is_a_one_line_error(storage, tmp_path, deviations, message):
     config = tmp_path / "deviations.yaml"
     config.write_text(f"methods: [supervised]\ncorruptions: [ori]\ndeviations: {deviations}\n")
@@ -114,7 +148,11 @@ def test_deviations__a_malformed_entry_is_a_one_line_error(storage, tmp_path, de
 def test_deviations__a_well_formed_list_changes_no_trial(storage, tmp_path):
     plain, listed = tmp_path / "plain.yaml", tmp_path / "listed.yaml"
     plain.write_text("methods: [supervised]\ncorruptions: [ori]\n")
-    listed.write_text(plain.read_text() + "deviations:\n  - {key: lr, methods: [supervised], ours: 0.4, study: 3.6, reason: r}\n")
-    cells = [prepare(paper_table1.SWEEP, ["--config", str(c), "--storage-path", str(storage), "--dry-run"])[0].cells
-             for c in (plain, listed)]
+    listed.write_text(
+        plain.read_text() + "deviations:\n  - {key: lr, methods: [supervised], ours: 0.4, study: 3.6, reason: r}\n"
+    )
+    cells = [
+        prepare(paper_table1.SWEEP, ["--config", str(c), "--storage-path", str(storage), "--dry-run"])[0].cells
+        for c in (plain, listed)
+    ]
     assert cells[0] == cells[1]

@@ -19,10 +19,10 @@ def _result(done: bool | None, error=None, knn: float = 50.0, lr: float = 0.1):
 
 def test_results_frame__only_trials_that_ended_not_interrupted_failed_or_unstarted():
     results = [
-        _result(True, knn=60.0, lr=0.1),                   # finished (or stopped by ASHA: Tune sets done)
-        _result(False, knn=30.0, lr=0.2),                  # interrupted: an epoch's report, not final metrics
-        _result(None, knn=31.0, lr=0.3),                   # interrupted before Tune filled in done
-        _result(True, error=RuntimeError("x"), lr=0.4),    # failed
+        _result(True, knn=60.0, lr=0.1),  # finished (or stopped by ASHA: Tune sets done)
+        _result(False, knn=30.0, lr=0.2),  # interrupted: an epoch's report, not final metrics
+        _result(None, knn=31.0, lr=0.3),  # interrupted before Tune filled in done
+        _result(True, error=RuntimeError("x"), lr=0.4),  # failed
         SimpleNamespace(error=None, config={}, metrics={}),  # never started
     ]
     df = results_frame(results)
@@ -61,6 +61,7 @@ def test_progress__an_untrained_trial_is_labelled_untrained_without_a_gain_over_
     def trial(method, epochs):
         cell = {"method": method, "data.corruption": "glo_4", "system.seed": 0, "optim.epochs": epochs}
         return SimpleNamespace(config={"sweep.cell": cell}, last_result={"knn_acc": 40.0, "knn_gain": 12.0})
+
     progress = Progress(total=2)
     progress.on_trial_complete(0, [], trial("supervised", 0))
     progress.on_trial_complete(1, [], trial("moco_v2", 28))
@@ -77,18 +78,30 @@ def test_print_summary__cells_inside_the_untrained_floors_error_read_floor(capsy
         errors: list = []
 
     def result(method, epochs, corruption, knn):
-        config = {"sweep.cell": {"method": method, "data.corruption": corruption, "system.seed": 0, "optim.epochs": epochs}}
-        return SimpleNamespace(error=None, config=config, metrics={"knn_acc": knn, "uniformity": 1.0, "n_test": 1000, "done": True})
+        config = {
+            "sweep.cell": {"method": method, "data.corruption": corruption, "system.seed": 0, "optim.epochs": epochs}
+        }
+        return SimpleNamespace(
+            error=None, config=config, metrics={"knn_acc": knn, "uniformity": 1.0, "n_test": 1000, "done": True}
+        )
 
-    results = Results([result("supervised", 3, "ori", 80.0), result("supervised", 3, "glo_4", 60.0),
-                       result("supervised", 3, "glo_8", 21.0), *(result("supervised", 0, c, 20.0) for c in ("ori", "glo_4", "glo_8"))])
+    results = Results(
+        [
+            result("supervised", 3, "ori", 80.0),
+            result("supervised", 3, "glo_4", 60.0),
+            result("supervised", 3, "glo_8", 21.0),
+            *(result("supervised", 0, c, 20.0) for c in ("ori", "glo_4", "glo_8")),
+        ]
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     parent = open_parent_run(uri, "e", tmp_path / "art", tmp_path / "parent_id", {})
     plan = SimpleNamespace(opts={}, mlflow_uri=uri, experiment="e", storage=tmp_path)
     print_summary(plan, results, parent, 1.0, 6)
     out = capsys.readouterr().out
-    drops = out[out.index("Relative accuracy drop"):]
+    drops = out[out.index("Relative accuracy drop") :]
     row = next(line for line in drops.splitlines() if line.startswith("supervised"))
     assert row.count("[floor]") == 2 and "25.0 ± " in row  # glo_8 and Avg marked, glo_4 a finding
     table = drops.split("Claim checks")[0].splitlines()
-    assert "not a finding" in drops and not any(line.startswith("untrained") for line in table)  # no drop row for the floor
+    assert "not a finding" in drops and not any(
+        line.startswith("untrained") for line in table
+    )  # no drop row for the floor

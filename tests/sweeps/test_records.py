@@ -66,9 +66,13 @@ def test_stop_stale_ray__stops_only_recorded_processes_of_a_dead_driver(tmp_path
     dead.wait()
     left, reused = _spawn_sleeper(), _spawn_sleeper()
     try:
-        record = {"host": socket.gethostname(), "boot": records._boot_id(), "pid": dead.pid, "start": dead_start,
-                  "ray": {str(left.pid): records._start_time(left.pid),
-                          str(reused.pid): records._start_time(reused.pid) - 1}}  # the pid of another process now
+        record = {
+            "host": socket.gethostname(),
+            "boot": records._boot_id(),
+            "pid": dead.pid,
+            "start": dead_start,
+            "ray": {str(left.pid): records._start_time(left.pid), str(reused.pid): records._start_time(reused.pid) - 1},
+        }  # the pid of another process now
         (exp / records.DRIVER_FILE).write_text(json.dumps(record))
         records.check_driver_gone(exp)  # the driver is dead: resuming is fine
         assert records.stop_stale_ray(exp, grace_s=5) == [left.pid]

@@ -51,7 +51,9 @@ def _error(capsys) -> str:
     return err
 
 
-def test_launch__a_new_sweep_under_a_name_the_mlflow_store_holds_is_refused(launched, tmp_path, cache, capsys, ray_shutdown):
+def test_launch__a_new_sweep_under_a_name_the_mlflow_store_holds_is_refused(
+    launched, tmp_path, cache, capsys, ray_shutdown
+):
     root, uri, extra = launched
     parents_before, _ = _parents(root)
     code = main(GRID, argv(tmp_path / "b", *extra, epochs=1))  # same name and store, another --storage-path
@@ -64,7 +66,9 @@ def test_launch__a_new_sweep_under_a_name_the_mlflow_store_holds_is_refused(laun
     assert not (tmp_path / "b" / "first").exists()
 
 
-def test_launch__a_new_sweep_after_its_tune_folder_was_deleted_is_refused(launched, tmp_path, cache, capsys, ray_shutdown):
+def test_launch__a_new_sweep_after_its_tune_folder_was_deleted_is_refused(
+    launched, tmp_path, cache, capsys, ray_shutdown
+):
     root, _, extra = launched
     folder, aside = root / "a" / "first", tmp_path / "first-aside"
     shutil.move(folder, aside)  # as if deleted
@@ -91,7 +95,8 @@ def test_resume__into_another_mlflow_store_is_refused_naming_both(launched, tmp_
 
 
 def test_resume__a_sweep_from_before_the_store_was_recorded_is_refused_if_its_parent_run_is_not_there(
-        launched, tmp_path, cache, capsys, ray_shutdown):
+    launched, tmp_path, cache, capsys, ray_shutdown
+):
     root, uri, extra = launched
     record = root / "a" / "first" / "sweep_record.json"
     saved = record.read_bytes()
@@ -106,8 +111,15 @@ def test_resume__a_sweep_from_before_the_store_was_recorded_is_refused_if_its_pa
     assert not (tmp_path / "other.db").exists()
 
 
-@pytest.mark.parametrize("what", ["experiment folder writable by group", "storage folder writable by others",
-                                  "tuner.pkl owned by another user", "experiment state writable by others"])
+@pytest.mark.parametrize(
+    "what",
+    [
+        "experiment folder writable by group",
+        "storage folder writable by others",
+        "tuner.pkl owned by another user",
+        "experiment state writable by others",
+    ],
+)
 def test_resume__refuses_a_folder_someone_else_could_have_written(what, launched, cache, capsys, ray_shutdown):
     """--resume unpickles Tune's state: a file another user could write is code they could run."""
     root, _, extra = launched
@@ -116,7 +128,10 @@ def test_resume__refuses_a_folder_someone_else_could_have_written(what, launched
         "experiment folder writable by group": (folder, lambda p: p.chmod(p.stat().st_mode | 0o020)),
         "storage folder writable by others": (root / "a", lambda p: p.chmod(p.stat().st_mode | 0o002)),
         "tuner.pkl owned by another user": (folder / "tuner.pkl", lambda p: os.chown(p, 65534, -1)),
-        "experiment state writable by others": (next(folder.glob("experiment_state-*.json")), lambda p: p.chmod(p.stat().st_mode | 0o002)),
+        "experiment state writable by others": (
+            next(folder.glob("experiment_state-*.json")),
+            lambda p: p.chmod(p.stat().st_mode | 0o002),
+        ),
     }[what]
     stat = path.stat()
     if what.endswith("another user") and os.getuid() != 0:

@@ -59,18 +59,34 @@ def test_trial_writer__a_run_recorded_finished_is_never_reopened_or_rewritten(tm
 
 
 def test_per_class__final_values_grouped_by_metric_and_class_and_never_logged_as_metrics():
-    result = {"knn_acc": 50.0, "intra_distance": 1.5, "intra_distance/0": 1.0, "intra_distance/1": 2.0,
-              "classwise_uniformity/1": -0.5, "inter_distance/0": 3.0}
-    assert per_class(result) == {"intra_distance": {"0": 1.0, "1": 2.0}, "classwise_uniformity": {"1": -0.5},
-                                 "inter_distance": {"0": 3.0}}
+    result = {
+        "knn_acc": 50.0,
+        "intra_distance": 1.5,
+        "intra_distance/0": 1.0,
+        "intra_distance/1": 2.0,
+        "classwise_uniformity/1": -0.5,
+        "inter_distance/0": 3.0,
+    }
+    assert per_class(result) == {
+        "intra_distance": {"0": 1.0, "1": 2.0},
+        "classwise_uniformity": {"1": -0.5},
+        "inter_distance": {"0": 3.0},
+    }
     assert per_class({"knn_acc": 50.0}) == {}
     assert [k for k in result if _is_metric(k)] == ["knn_acc", "intra_distance"]
 
 
 def test_level_curves__accuracy_against_integer_levels_per_arm_and_family():
-    accuracy = pd.DataFrame({"arm": ["supervised", "supervised", "supervised", "supervised@20", "untrained", "supervised"],
-                             "corruption": ["ori", "glo_2", "glo_8", "loc_4", "glo_2", "gam_0.5"],
-                             "mean": [90.0, 70.0, 50.0, 40.0, float("nan"), 80.0]})
+    accuracy = pd.DataFrame(
+        {
+            "arm": ["supervised", "supervised", "supervised", "supervised@20", "untrained", "supervised"],
+            "corruption": ["ori", "glo_2", "glo_8", "loc_4", "glo_2", "gam_0.5"],
+            "mean": [90.0, 70.0, 50.0, 40.0, float("nan"), 80.0],
+        }
+    )
     got = sorted((m.key, m.step, m.value) for m in level_curves(accuracy))
-    assert got == [("level_curve/supervised/global", 2, 70.0), ("level_curve/supervised/global", 8, 50.0),
-                   ("level_curve/supervised_at20/local", 4, 40.0)]  # no ori, no NaN, no fractional gamma
+    assert got == [
+        ("level_curve/supervised/global", 2, 70.0),
+        ("level_curve/supervised/global", 8, 50.0),
+        ("level_curve/supervised_at20/local", 4, 40.0),
+    ]  # no ori, no NaN, no fractional gamma

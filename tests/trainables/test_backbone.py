@@ -63,11 +63,7 @@ def test_build_backbone__width_scales_stage_channels(width, dim):
 def test_build_backbone__unknown_name_lists_valid_resnets(name):
     with pytest.raises(ValueError) as err:
         build_backbone(name)
-    assert (
-        repr(name) in str(err.value)
-        and "resnet18" in str(err.value)
-        and "resnet50" in str(err.value)
-    )
+    assert repr(name) in str(err.value) and "resnet18" in str(err.value) and "resnet50" in str(err.value)
 
 
 @pytest.mark.parametrize("width", [0.0, -0.5])
@@ -77,9 +73,7 @@ def test_build_backbone__non_positive_width_raises_with_choices(width):
     assert str(width) in str(err.value) and "0.25" in str(err.value)
 
 
-def _split_bn_pair(
-    channels: int = 4, splits: int = 4
-) -> tuple[SplitBatchNorm2d, torch.Tensor, torch.Tensor]:
+def _split_bn_pair(channels: int = 4, splits: int = 4) -> tuple[SplitBatchNorm2d, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     bn = SplitBatchNorm2d(channels, splits)
     with torch.no_grad():
@@ -100,9 +94,7 @@ def test_split_batchnorm__training_equals_bn_on_each_interleaved_split(channels_
     expected = torch.empty_like(x)
     for r in range(s):  # split r holds samples r, r + s, r + 2s, ... (sample i -> split i % s)
         rm, rv = bn.running_mean.clone(), bn.running_var.clone()
-        expected[r::s] = F.batch_norm(
-            x[r::s], rm, rv, bn.weight, bn.bias, True, bn.momentum, bn.eps
-        )
+        expected[r::s] = F.batch_norm(x[r::s], rm, rv, bn.weight, bn.bias, True, bn.momentum, bn.eps)
         means.append(rm)
         vars_.append(rv)
     if channels_last:
@@ -110,15 +102,11 @@ def test_split_batchnorm__training_equals_bn_on_each_interleaved_split(channels_
     out = bn.train()(x)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
     # the layout is kept, so the next convolution needs no conversion
-    assert out.is_contiguous(
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format
-    )
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0))
     torch.testing.assert_close(bn.running_var, torch.stack(vars_).mean(0))
     # and it is not plain BN over the whole batch
-    assert not torch.allclose(
-        out, F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.1, bn.eps), atol=1e-3
-    )
+    assert not torch.allclose(out, F.batch_norm(x, None, None, bn.weight, bn.bias, True, 0.1, bn.eps), atol=1e-3)
 
 
 def test_split_batchnorm__eval_mode_is_plain_batchnorm():

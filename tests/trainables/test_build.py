@@ -32,10 +32,15 @@ def test_resolve_precision__auto_is_bf16_only_where_native_and_explicit_names_st
     assert resolve_precision("bf16", CPU) == "bf16" and resolve_precision("fp32", CPU) == "fp32"
 
 
-@pytest.mark.parametrize(("precision", "native", "dtype"), [
-    ("auto", True, torch.bfloat16), ("auto", False, torch.float32),
-    ("bf16", False, torch.bfloat16), ("fp32", True, torch.float32),
-])
+@pytest.mark.parametrize(
+    ("precision", "native", "dtype"),
+    [
+        ("auto", True, torch.bfloat16),
+        ("auto", False, torch.float32),
+        ("bf16", False, torch.bfloat16),
+        ("fp32", True, torch.float32),
+    ],
+)
 def test_autocast__a_matmul_computes_in_the_resolved_precision(monkeypatch, precision, native, dtype):
     monkeypatch.setattr(build, "native_bf16", lambda device: native)
     cfg = TrialConfig.from_flat({"system.precision": precision})
@@ -67,4 +72,7 @@ def test_build_model__the_initial_backbone_does_not_depend_on_the_method():
     for other in states[1:]:
         assert other.keys() == states[0].keys() and all(torch.equal(other[k], states[0][k]) for k in states[0])
     different_seed = TrialConfig.from_flat({"method": "supervised", "model.width": 0.0625, "system.seed": 4}).resolved()
-    assert not torch.equal(build_model(different_seed, 10, torch.device("cpu")).backbone.state_dict()["conv1.weight"], states[0]["conv1.weight"])
+    assert not torch.equal(
+        build_model(different_seed, 10, torch.device("cpu")).backbone.state_dict()["conv1.weight"],
+        states[0]["conv1.weight"],
+    )

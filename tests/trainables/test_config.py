@@ -121,11 +121,7 @@ def test_validate__names_the_bad_value_and_the_valid_ones(overrides, named, vali
 def test_validate__unknown_method_lists_registered_ones():
     with pytest.raises(ValueError) as err:
         TrialConfig(method="mocov3").resolved()
-    assert (
-        "'mocov3'" in str(err.value)
-        and "moco_v2" in str(err.value)
-        and "supervised" in str(err.value)
-    )
+    assert "'mocov3'" in str(err.value) and "moco_v2" in str(err.value) and "supervised" in str(err.value)
 
 
 def test_validate__unknown_method_param_lists_valid_params():
@@ -145,7 +141,9 @@ def test_validate__a_label_budget_below_one_is_refused():
 
 
 def test_resolved__exclude_bias_norm_comes_from_the_method_and_stays_when_explicit():
-    assert TrialConfig(method="byol").resolved().optim.exclude_bias_norm is True  # byol.sh: --lars --exclude_bias_n_norm
+    assert (
+        TrialConfig(method="byol").resolved().optim.exclude_bias_norm is True
+    )  # byol.sh: --lars --exclude_bias_n_norm
     assert TrialConfig(method="moco_v2").resolved().optim.exclude_bias_norm is False
     explicit = TrialConfig(method="moco_v2").replace({"optim.exclude_bias_norm": True}).resolved()
     assert explicit.to_flat()["optim.exclude_bias_norm"] is True
@@ -218,9 +216,25 @@ def test_from_flat__every_value_is_type_checked(overrides, message):
 
 
 def test_from_flat__numeric_strings_become_numbers_in_the_flat_config():
-    flat = TrialConfig.from_flat({"method": "moco_v2", "optim.weight_decay": "5e-4", "optim.batch_size": "64",
-                                  "method.queue_size": "1e3", "model.width": 1}).resolved().to_flat()
-    assert (flat["optim.weight_decay"], flat["optim.batch_size"], flat["method.queue_size"], flat["model.width"]) == (5e-4, 64, 1000, 1.0)
+    flat = (
+        TrialConfig.from_flat(
+            {
+                "method": "moco_v2",
+                "optim.weight_decay": "5e-4",
+                "optim.batch_size": "64",
+                "method.queue_size": "1e3",
+                "model.width": 1,
+            }
+        )
+        .resolved()
+        .to_flat()
+    )
+    assert (flat["optim.weight_decay"], flat["optim.batch_size"], flat["method.queue_size"], flat["model.width"]) == (
+        5e-4,
+        64,
+        1000,
+        1.0,
+    )
     assert type(flat["optim.batch_size"]) is int and type(flat["model.width"]) is float
 
 

@@ -9,14 +9,18 @@ from trainables.config import EvalConfig
 from trainables.evaluate import epoch_metrics
 
 
-def _naive_study_knn(bank: torch.Tensor, bank_y: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor, k: int) -> float:
+def _naive_study_knn(
+    bank: torch.Tensor, bank_y: torch.Tensor, test: torch.Tensor, test_y: torch.Tensor, k: int
+) -> float:
     """solo-learn's WeightedKNNClassifier, euclidean: k nearest by L2 distance on raw features,
     each voting 1 / (d + 1e-5) for its class; the largest class total wins."""
     correct = 0
     for x, y in zip(test.double(), test_y, strict=True):
         d = (bank.double() - x).norm(dim=1)
         near = d.argsort()[:k]
-        votes = torch.zeros(int(bank_y.max()) + 1, dtype=torch.float64).index_add_(0, bank_y[near], 1 / (d[near] + 1e-5))
+        votes = torch.zeros(int(bank_y.max()) + 1, dtype=torch.float64).index_add_(
+            0, bank_y[near], 1 / (d[near] + 1e-5)
+        )
         correct += int(votes.argmax() == y)
     return 100 * correct / len(test_y)
 

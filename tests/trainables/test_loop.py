@@ -48,9 +48,7 @@ def test_run_trial__final_metrics_and_one_report_per_epoch(tiny_cfg, digits):
     assert final["uniformity"] > 0
     assert 0 <= final["probe_acc"] <= 100 and 0 <= final["ece"] <= 1
     assert len(final["classwise_uniformity"]) == 10
-    assert len(final["feature_distance"]) == 10 and all(
-        len(row) == 10 for row in final["feature_distance"]
-    )
+    assert len(final["feature_distance"]) == 10 and all(len(row) == 10 for row in final["feature_distance"])
     cells = [v for row in final["feature_distance"] for v in row]
     assert all(math.isfinite(v) for v in [*final["classwise_uniformity"], *cells])
     assert math.isfinite(final["alignment"])
@@ -72,8 +70,10 @@ def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrup
     # MoCo carries the most state: queue, pointer, shuffle generator, momentum, split BN.
     # Two epochs of 80 images (the 64-key queue still wraps in the first): bf16 is emulated,
     # about 10x slower, on CPUs without AVX512-BF16/AMX.
-    cfg = tiny_cfg("moco_v2", **{"optim.epochs": 2, "system.precision": precision,
-                                 "data.train_per_class": 8, "optim.batch_size": 16})
+    cfg = tiny_cfg(
+        "moco_v2",
+        **{"optim.epochs": 2, "system.precision": precision, "data.train_per_class": 8, "optim.batch_size": 16},
+    )
     states, full_reports = [], []
     full = run_trial(cfg, full_reports.append, save=serialised(states), dataset=digits)
     assert [load(s)["epoch"] for s in states] == [1, 2] and full["precision"] == precision
@@ -163,8 +163,10 @@ def test_run_trial__finite_check_every_n_steps_names_the_window(tiny_cfg, digits
 def test_run_trial__diverging_lr_raises_floating_point_error(tiny_cfg, digits, precision):
     # lr 1e12: the loss overflows within the first epoch in both precisions (at lr 1e6 an fp32
     # loss stayed finite and only the features overflowed: the next test's case).
-    cfg = tiny_cfg("supervised", **{"optim.lr": 1e12, "optim.epochs": 1, "optim.warmup_fraction": 0.0,
-                                    "system.precision": precision})
+    cfg = tiny_cfg(
+        "supervised",
+        **{"optim.lr": 1e12, "optim.epochs": 1, "optim.warmup_fraction": 0.0, "system.precision": precision},
+    )
     with pytest.raises(FloatingPointError, match=r"non-finite loss .* at epoch 1 step \d+"):
         run_trial(cfg, lambda m: None, dataset=digits)
 
@@ -197,12 +199,8 @@ def test_run_trial__non_finite_features_raise_before_the_metrics(tiny_cfg, digit
 
 
 def test_run_trial__batch_larger_than_the_split_raises(tiny_cfg, digits):
-    with pytest.raises(
-        ValueError, match=r"optim\.batch_size 512 is larger than the 200 training images"
-    ):
-        run_trial(
-            tiny_cfg("supervised", **{"optim.batch_size": 512}), lambda m: None, dataset=digits
-        )
+    with pytest.raises(ValueError, match=r"optim\.batch_size 512 is larger than the 200 training images"):
+        run_trial(tiny_cfg("supervised", **{"optim.batch_size": 512}), lambda m: None, dataset=digits)
 
 
 def _embeddings(cfg, state: dict | None, images: Tensor) -> Tensor:
@@ -210,9 +208,7 @@ def _embeddings(cfg, state: dict | None, images: Tensor) -> Tensor:
     method = build_model(cfg.resolved(), 10, torch.device("cpu"))
     if state is not None:
         method.load_state_dict(state["method"])
-    x = normalize(to_float(images), (0.5,) * 3, (0.25,) * 3).contiguous(
-        memory_format=torch.channels_last
-    )
+    x = normalize(to_float(images), (0.5,) * 3, (0.25,) * 3).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         return method.eval().embed(x)
 
@@ -244,9 +240,7 @@ def test_run_trial__init_checkpoint_loads_the_trained_backbone(tiny_cfg, digits,
     init = build_model(frozen.resolved(), 10, torch.device("cpu")).classifier.weight
     assert not torch.equal(state["method"]["classifier.weight"], init)
 
-    corrupted = run_trial(
-        frozen.replace({"data.eval_corruption": "glo_4"}), lambda m: None, dataset=digits
-    )
+    corrupted = run_trial(frozen.replace({"data.eval_corruption": "glo_4"}), lambda m: None, dataset=digits)
     # Same backbone, so a different uniformity can only come from the glo_4-shuffled images.
     assert corrupted["uniformity"] != clean["uniformity"]
     assert 0 <= corrupted["knn_acc"] <= 100
@@ -255,9 +249,7 @@ def test_run_trial__init_checkpoint_loads_the_trained_backbone(tiny_cfg, digits,
 def test_run_trial__eval_corruption_is_applied_to_the_evaluation_sets(tiny_cfg, digits):
     cfg = tiny_cfg("supervised", **{"optim.epochs": 0, "eval.probe": False})
     clean = run_trial(cfg, lambda m: None, dataset=digits)
-    shuffled = run_trial(
-        cfg.replace({"data.eval_corruption": "glo_4"}), lambda m: None, dataset=digits
-    )
+    shuffled = run_trial(cfg.replace({"data.eval_corruption": "glo_4"}), lambda m: None, dataset=digits)
     assert shuffled["uniformity"] != clean["uniformity"]
     assert run_trial(cfg, lambda m: None, dataset=digits)["uniformity"] == clean["uniformity"]
 
@@ -279,8 +271,15 @@ def test_run_trial__compiled_encoders_compile_once_per_trial_and_train_like_eage
 
     torch._dynamo.reset()
     monkeypatch.setattr(trainables.build, "COMPILE_BACKEND", "aot_eager")
-    flat = {"data.image_size": 16, "model.width": 0.0625, "optim.batch_size": 8, "optim.epochs": 2,
-            "eval.batch_size": 64, "method.bn_splits": 1, "system.precision": "fp32"}
+    flat = {
+        "data.image_size": 16,
+        "model.width": 0.0625,
+        "optim.batch_size": 8,
+        "optim.epochs": 2,
+        "eval.batch_size": 64,
+        "method.bn_splits": 1,
+        "system.precision": "fp32",
+    }
     eager_reports, reports, graphs, states = [], [], [], []
     eager = run_trial(tiny_cfg("moco_v2", **flat), eager_reports.append, dataset=digits)
 
@@ -288,14 +287,16 @@ def test_run_trial__compiled_encoders_compile_once_per_trial_and_train_like_eage
         reports.append(m)
         graphs.append(_graphs())
 
-    compiled = run_trial(tiny_cfg("moco_v2", **flat, **{"system.compile": True}), report, dataset=digits,
-                         save=serialised(states))
+    compiled = run_trial(
+        tiny_cfg("moco_v2", **flat, **{"system.compile": True}), report, dataset=digits, save=serialised(states)
+    )
     assert graphs[0] >= 3 and graphs[-1] == graphs[0]  # train, key pass (no grad), eval: then nothing new
     torch.testing.assert_close([r["loss"] for r in reports], [r["loss"] for r in eager_reports], rtol=1e-4, atol=0)
     assert abs(compiled["knn_acc"] - eager["knn_acc"]) <= 2
     before = _graphs()
-    run_trial(tiny_cfg("moco_v2", **flat, **{"system.compile": True}), lambda m: None, dataset=digits,
-              resume=load(states[0]))
+    run_trial(
+        tiny_cfg("moco_v2", **flat, **{"system.compile": True}), lambda m: None, dataset=digits, resume=load(states[0])
+    )
     assert _graphs() - before <= graphs[0]
 
 
@@ -306,8 +307,13 @@ def test_run_trial__cheap_levers_train_and_evaluate_like_the_defaults(tiny_cfg, 
     The bf16 kNN bank is held to fp32 in tests/trainables/test_evaluate.py: on this near-chance tiny
     model it moved kNN by 1-3 of 100 images, too close to ties for a trial-level tolerance."""
     flat = {"optim.epochs": 2, "method.bn_splits": 1, "system.precision": "fp32"}
-    levers = {"system.optimizer_impl": "foreach", "system.foreach_ema": True, "system.finite_check_every": 4,
-              "eval.batch_size": 64, "eval.on_device": True}
+    levers = {
+        "system.optimizer_impl": "foreach",
+        "system.foreach_ema": True,
+        "system.finite_check_every": 4,
+        "eval.batch_size": 64,
+        "eval.on_device": True,
+    }
     ref_reports, reports = [], []
     ref = run_trial(tiny_cfg("moco_v2", **flat), ref_reports.append, dataset=digits)
     fast = run_trial(tiny_cfg("moco_v2", **flat, **levers), reports.append, dataset=digits)

@@ -44,7 +44,13 @@ def fake_jobs(monkeypatch):
 
 def _cfg(**overrides) -> TrialConfig:
     """Quarter width: no 1x1 convolution below any CPU's channel block, so the canary decides."""
-    flat = {"method": "supervised", "model.width": 0.25, "optim.batch_size": 32, "system.precision": "fp32", **overrides}
+    flat = {
+        "method": "supervised",
+        "model.width": 0.25,
+        "optim.batch_size": 32,
+        "system.precision": "fp32",
+        **overrides,
+    }
     return TrialConfig.from_flat(flat).resolved()
 
 
@@ -99,7 +105,9 @@ def test_choose__a_1x1_convolution_below_the_channel_block_is_refused_without_a_
 def test_choose__no_canary_where_it_cannot_matter(fake_jobs):
     assert choose(_cfg(**{"system.channels_last": False}), torch.device("cpu"), (32, 32))["memory_format"] == CONTIGUOUS
     assert choose(_cfg(), torch.device("cuda"), (32, 32))["memory_format"] == CHANNELS_LAST
-    assert choose(_cfg(**{"optim.train_backbone": False}), torch.device("cpu"), (32, 32))["memory_format"] == CHANNELS_LAST
+    assert (
+        choose(_cfg(**{"optim.train_backbone": False}), torch.device("cpu"), (32, 32))["memory_format"] == CHANNELS_LAST
+    )
     assert fake_jobs.calls == 0
 
 
@@ -116,20 +124,49 @@ def test_memory_format__affected_shape_trains_and_equals_nchw():
     """Issue 23 §1: 1/8-width ResNet-18, small stem, 64 px, batch 32, fp32. On an AVX-512 CPU
     channels_last dies there with SIGSEGV in oneDNN's 1x1 backward-weights kernel (before the
     guard, this trial died). Now the trial must run, in a format that gives NCHW's numbers."""
-    args = ["--method", "supervised", "--dataset", "digits", "--image-size", "64", "--width", "0.125",
-            "--batch-size", "32", "--precision", "fp32", "--epochs", "1", "--train-per-class", "10",
-            "--test-per-class", "5", "--device", "cpu", "--set", "eval.probe=false"]
+    args = [
+        "--method",
+        "supervised",
+        "--dataset",
+        "digits",
+        "--image-size",
+        "64",
+        "--width",
+        "0.125",
+        "--batch-size",
+        "32",
+        "--precision",
+        "fp32",
+        "--epochs",
+        "1",
+        "--train-per-class",
+        "10",
+        "--test-per-class",
+        "5",
+        "--device",
+        "cpu",
+        "--set",
+        "eval.probe=false",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the thread count the canary is keyed on
     shape = Shape("resnet18", 0.125, True, (64, 64), 32, "fp32", 1)
     result = canary(shape)  # the session's cache
     if result["ok"] and not memory_format.suspect_convs(shape):
-        pytest.skip(f"{memory_format.cpu_summary()} runs channels_last right at {shape.short()}: "
-                    f"the bug cannot be triggered here ({result['reason']})")
+        pytest.skip(
+            f"{memory_format.cpu_summary()} runs channels_last right at {shape.short()}: "
+            f"the bug cannot be triggered here ({result['reason']})"
+        )
     print(f"{memory_format.cpu_summary()}, {shape.short()}: canary {result['reason']}")
 
     def trial(*extra: str) -> dict:
-        done = subprocess.run([sys.executable, "-m", "trainables.run", *args, *extra], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "trainables.run", *args, *extra],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, f"trial exited {done.returncode}: {done.stderr[-2000:]}"
         return json.loads(done.stdout.strip().splitlines()[-1])
 

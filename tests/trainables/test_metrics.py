@@ -18,10 +18,21 @@ def reports(tmp_path_factory):
 
     out = {}
     for method in ("supervised", "moco_v2"):
-        flat = {"method": method, "data.dataset": "digits", "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
-                "data.train_per_class": 20, "data.test_per_class": 10, "model.width": 0.125, "optim.batch_size": 32,
-                "optim.epochs": 2, "eval.knn_k": 20, "eval.eval_every": 1, "eval.knn_at_init": True,
-                "system.device": "cpu", **{f"method.{k}": v for k, v in small_params(method).items()}}
+        flat = {
+            "method": method,
+            "data.dataset": "digits",
+            "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
+            "data.train_per_class": 20,
+            "data.test_per_class": 10,
+            "model.width": 0.125,
+            "optim.batch_size": 32,
+            "optim.epochs": 2,
+            "eval.knn_k": 20,
+            "eval.eval_every": 1,
+            "eval.knn_at_init": True,
+            "system.device": "cpu",
+            **{f"method.{k}": v for k, v in small_params(method).items()},
+        }
         out[method] = []
         run_trial(flat, out[method].append)
     return out
@@ -36,7 +47,10 @@ def test_reports__every_key_is_declared(reports, method):
 @pytest.mark.parametrize("method", ["supervised", "moco_v2"])
 def test_reports__epoch_keys_every_epoch_eval_keys_at_evaluations_final_keys_once(reports, method):
     every = set(metrics.names(when=metrics.EPOCH, every_method=True))
-    evaluated = set(metrics.names(when=metrics.EVAL, every_method=True)) | {"knn_acc_init", "knn_gain"}  # knn_at_init is on
+    evaluated = set(metrics.names(when=metrics.EVAL, every_method=True)) | {
+        "knn_acc_init",
+        "knn_gain",
+    }  # knn_at_init is on
     final = set(metrics.names(when=metrics.FINAL, every_method=True)) | {"probe_acc", "ece"}  # eval.probe defaults on
     first, last = reports[method]
     assert every | evaluated <= set(first) and not (final & set(first))
@@ -68,6 +82,8 @@ def test_mlflow_writer__logs_exactly_the_declared_metrics(reports, tmp_path):
         run = client.get_run(writer.run_for(trial)[0])
         reported = {k for r in trial_reports for k in r}
         assert set(run.data.metrics) == reported & set(metrics.names("metric"))
-        assert {run.data.tags[k] for k in metrics.names("tag")} == {str(trial_reports[0][k]) for k in metrics.names("tag")}
+        assert {run.data.tags[k] for k in metrics.names("tag")} == {
+            str(trial_reports[0][k]) for k in metrics.names("tag")
+        }
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {f"{k}.json" for k in metrics.names("artifact")} | {metrics.PER_CLASS_ARTIFACT} <= artifacts

@@ -15,15 +15,11 @@ from trainables.optim import LARS, WARMUP_START_LR, build_optimizer, lr_at, set_
 def test_lr_at__linear_warmup_then_cosine_to_zero():
     base, total, warmup = 0.6, 100, 10
     assert lr_at(0, total, warmup, base) == pytest.approx(WARMUP_START_LR)
-    assert lr_at(5, total, warmup, base) == pytest.approx(
-        WARMUP_START_LR + (base - WARMUP_START_LR) / 2
-    )
+    assert lr_at(5, total, warmup, base) == pytest.approx(WARMUP_START_LR + (base - WARMUP_START_LR) / 2)
     assert lr_at(warmup, total, warmup, base) == pytest.approx(base)
     assert lr_at(55, total, warmup, base) == pytest.approx(base / 2)  # half-way through the cosine
     assert lr_at(total, total, warmup, base) == pytest.approx(0.0, abs=1e-12)
-    assert lr_at(total + 5, total, warmup, base) == pytest.approx(
-        0.0, abs=1e-12
-    )  # no cosine bounce
+    assert lr_at(total + 5, total, warmup, base) == pytest.approx(0.0, abs=1e-12)  # no cosine bounce
 
 
 def test_lr_at__monotone_up_in_warmup_and_down_after():
@@ -85,9 +81,7 @@ def test_lars__without_clip_uses_the_raw_trust_ratio():
     nn.functional.mse_loss(model(x), y).backward()
     gw = model.weight.grad.clone()
     opt.step()
-    torch.testing.assert_close(
-        model.weight.detach(), w0 - 0.1 * 0.02 * w0.norm() / (gw.norm() + 1e-8) * gw
-    )
+    torch.testing.assert_close(model.weight.detach(), w0 - 0.1 * 0.02 * w0.norm() / (gw.norm() + 1e-8) * gw)
 
 
 def test_build_optimizer__sgd_skips_frozen_params():
@@ -129,12 +123,20 @@ def test_build_optimizer__exclude_bias_norm_leaves_biases_and_norms_undecayed(na
 def test_lars__foreach_matches_the_per_parameter_loop(clip):
     """Same formulas, vectorised: 1e-6 relative after 5 steps, a zero-gradient matrix (trust ratio
     skipped) and a parameter without gradient (not updated at all) included."""
+
     def run(foreach: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3), nn.Linear(3, 2))
         dead, frozen = model[2], model[3]  # dead: zero gradient; frozen: no gradient
-        opt = build_optimizer(model, "lars", lr=0.5, weight_decay=1e-3, momentum=0.9, exclude_bias_norm=True,
-                              impl="foreach" if foreach else "loop")
+        opt = build_optimizer(
+            model,
+            "lars",
+            lr=0.5,
+            weight_decay=1e-3,
+            momentum=0.9,
+            exclude_bias_norm=True,
+            impl="foreach" if foreach else "loop",
+        )
         for group in opt.param_groups:
             group["clip"] = clip
         x, y = torch.randn(16, 6), torch.randn(16, 5)
@@ -178,8 +180,10 @@ def test_lars__loop_and_foreach_agree_in_fp64_on_a_resnet_with_zero_initialised_
     model = timm.create_model("resnet18", num_classes=10, zero_init_last=True).double()
     x, y = torch.randn(8, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (8,))
     loop, vec = copy.deepcopy(model), copy.deepcopy(model)
-    opts = [build_optimizer(m, "lars", lr=2.0, weight_decay=1e-5, momentum=0.9, exclude_bias_norm=True, impl=impl)
-            for m, impl in ((loop, "loop"), (vec, "foreach"))]
+    opts = [
+        build_optimizer(m, "lars", lr=2.0, weight_decay=1e-5, momentum=0.9, exclude_bias_norm=True, impl=impl)
+        for m, impl in ((loop, "loop"), (vec, "foreach"))
+    ]
     for _ in range(3):
         for m, opt in zip((loop, vec), opts, strict=True):
             opt.zero_grad()

@@ -89,11 +89,7 @@ def test_main__print_config_shows_the_resolved_flat_config(capsys):
         == 0
     )
     flat = json.loads(capsys.readouterr().out)
-    assert (
-        flat["optim.lr"] == 0.1
-        and flat["optim.optimizer"] == "lars"
-        and flat["method.proj_dim"] == 64
-    )
+    assert flat["optim.lr"] == 0.1 and flat["optim.optimizer"] == "lars" and flat["method.proj_dim"] == 64
 
 
 @pytest.mark.parametrize(
@@ -128,10 +124,7 @@ def test_main__checkpoint_is_written_and_a_rerun_resumes_from_it(tmp_path, capsy
     out = capsys.readouterr()
     assert f"resuming from {ckpt} at epoch 2" in out.err
     again = json.loads(out.out.strip().splitlines()[-1])
-    assert (
-        again["knn_acc"] == first["knn_acc"]
-        and again["feature_distance"] == first["feature_distance"]
-    )
+    assert again["knn_acc"] == first["knn_acc"] and again["feature_distance"] == first["feature_distance"]
 
 
 # --- issue 23 §2: errors raised inside the trial are one line too -----------------------------------
@@ -140,9 +133,15 @@ def test_main__checkpoint_is_written_and_a_rerun_resumes_from_it(tmp_path, capsy
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--corruption", "glo_7"], "corruption 'glo_7': grid 7 does not divide the 32x32 image; valid grids: 1, 2, 4, 8, 16, 32"),
+        (
+            ["--corruption", "glo_7"],
+            "corruption 'glo_7': grid 7 does not divide the 32x32 image; valid grids: 1, 2, 4, 8, 16, 32",
+        ),
         (["--corruption", "randloc_3"], "corruption 'randloc_3': grid 3 does not divide the 32x32 image"),
-        (["--dataset", "mnist"], "unknown dataset 'mnist'; valid: cifar10, cifar100, digits, imagefolder:<path>, stl10"),
+        (
+            ["--dataset", "mnist"],
+            "unknown dataset 'mnist'; valid: cifar10, cifar100, digits, imagefolder:<path>, stl10",
+        ),
         (["--set", "optim.lr=abc"], "optim.lr 'abc' is invalid; valid: a number or null"),
         (["--set", "optim.batch_size=1.5"], "optim.batch_size 1.5 is invalid; valid: an integer"),
         (["--set", "optim.lr=["], "--set 'optim.lr=[': the value is malformed YAML"),
@@ -161,11 +160,19 @@ def test_main__flags_take_numbers_as_set_does_and_argparse_errors_are_one_line(c
     assert (flat["optim.epochs"], flat["optim.batch_size"], flat["model.width"]) == (1, 32, 0.125)
     with pytest.raises(SystemExit) as exit_:
         main(["--epochs"])
-    assert exit_.value.code == 2 and capsys.readouterr().err == "error: argument --epochs: expected one argument; see --help\n"
+    assert (
+        exit_.value.code == 2
+        and capsys.readouterr().err == "error: argument --epochs: expected one argument; see --help\n"
+    )
 
 
 def _checkpoint_error(tmp_path, capsys, checkpoint, *extra) -> str:
-    assert main(["--method", "supervised", "--epochs", "1", *_tiny_args(tmp_path), "--checkpoint", str(checkpoint), *extra]) == 2
+    assert (
+        main(
+            ["--method", "supervised", "--epochs", "1", *_tiny_args(tmp_path), "--checkpoint", str(checkpoint), *extra]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --checkpoint ") and "\n" not in err, err
     return err
@@ -185,8 +192,22 @@ def test_main__a_checkpoint_that_is_text_a_folder_or_a_tensor_is_one_line(tmp_pa
 
 def test_main__a_checkpoint_made_with_another_config_is_refused_naming_the_first_differing_key(tmp_path, capsys):
     ckpt = tmp_path / "run.pt"
-    assert main(["--method", "supervised", "--epochs", "1", *_tiny_args(tmp_path), "--set", "eval.probe=false",
-                 "--checkpoint", str(ckpt)]) == 0
+    assert (
+        main(
+            [
+                "--method",
+                "supervised",
+                "--epochs",
+                "1",
+                *_tiny_args(tmp_path),
+                "--set",
+                "eval.probe=false",
+                "--checkpoint",
+                str(ckpt),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     err = _checkpoint_error(tmp_path, capsys, ckpt, "--set", "eval.probe=false", "--lr", "0.5")
     assert "was made with optim.lr 0.4, this run has 0.5" in err
@@ -219,5 +240,7 @@ def test_main__divergence_is_one_line_naming_epoch_and_step(tmp_path, capsys, mo
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
     err = err.splitlines()[-1]  # 20 images x 10 classes / batch 32 = 6 steps per epoch
-    assert err == ("error: non-finite training-split features at the evaluation after epoch 1 (step 6): "
-                   "the network diverged; valid: a lower optim.lr")
+    assert err == (
+        "error: non-finite training-split features at the evaluation after epoch 1 (step 6): "
+        "the network diverged; valid: a lower optim.lr"
+    )

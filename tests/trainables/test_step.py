@@ -27,18 +27,26 @@ def _trial(tiny_cfg, method: str, **overrides):
 
 def _batches(n_views: int, steps: int) -> list[tuple[list[torch.Tensor], torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
-    return [([torch.randn(B, 3, 16, 16, generator=g) for _ in range(n_views)], torch.randint(0, 10, (B,), generator=g))
-            for _ in range(steps)]
+    return [
+        ([torch.randn(B, 3, 16, 16, generator=g) for _ in range(n_views)], torch.randint(0, 10, (B,), generator=g))
+        for _ in range(steps)
+    ]
 
 
 def _run(step, method, batches, total: int = 12) -> list[float]:
     method.train()
-    return [float(step(views, labels, 0.1 * (1 - i / total), i, total)["loss"]) for i, (views, labels) in enumerate(batches)]
+    return [
+        float(step(views, labels, 0.1 * (1 - i / total), i, total)["loss"]) for i, (views, labels) in enumerate(batches)
+    ]
 
 
 def _params(method) -> list[torch.Tensor]:
     """Floating-point parameters and persistent buffers (BN statistics, MoCo's queue)."""
-    return [t.detach().clone() for t in method.state_dict().values() if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    return [
+        t.detach().clone()
+        for t in method.state_dict().values()
+        if isinstance(t, torch.Tensor) and t.is_floating_point()
+    ]
 
 
 @pytest.mark.parametrize("impl", ["foreach", "fused"])
@@ -120,13 +128,21 @@ def test_build_step__cuda_graph_without_cuda_is_eager_with_a_note(tiny_cfg, caps
     assert "system.cuda_graph ignored on cpu" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("method", "overrides", "named"), [
-    ("byol", {"system.optimizer_impl": "foreach"}, ["'byol'", "moco_v2", "supervised"]),
-    ("supervised", {"system.optimizer_impl": "foreach"}, ["fused"]),
-    ("supervised", {"system.optimizer_impl": "fused", "system.compile": True, "system.compile_mode": "reduce-overhead"},
-     ["reduce-overhead", "max-autotune-no-cudagraphs"]),
-])
-def test_check_graph_config__refuses_what_cannot_be_captured_naming_the_valid_settings(tiny_cfg, method, overrides, named):
+@pytest.mark.parametrize(
+    ("method", "overrides", "named"),
+    [
+        ("byol", {"system.optimizer_impl": "foreach"}, ["'byol'", "moco_v2", "supervised"]),
+        ("supervised", {"system.optimizer_impl": "foreach"}, ["fused"]),
+        (
+            "supervised",
+            {"system.optimizer_impl": "fused", "system.compile": True, "system.compile_mode": "reduce-overhead"},
+            ["reduce-overhead", "max-autotune-no-cudagraphs"],
+        ),
+    ],
+)
+def test_check_graph_config__refuses_what_cannot_be_captured_naming_the_valid_settings(
+    tiny_cfg, method, overrides, named
+):
     cfg = tiny_cfg(method, **{"system.cuda_graph": True, **overrides}).resolved()
     with pytest.raises(ValueError, match=r"system\.cuda_graph") as err:
         check_graph_config(cfg)
@@ -143,8 +159,10 @@ def test_graph_prepare__moco_with_split_bn_is_refused(tiny_cfg):
 def test_graph_step__on_cuda_matches_eager(tiny_cfg):
     """The real capture. Tolerance as the CPU stand-in's test, on fp32."""
     if not torch.cuda.is_available():
-        pytest.skip("CUDA is absent: the captured CUDA-graph step runs only on a GPU (its plumbing is "
-                    "checked on the CPU by test_graph_step__around_the_capture_steps_like_eager)")
+        pytest.skip(
+            "CUDA is absent: the captured CUDA-graph step runs only on a GPU (its plumbing is "
+            "checked on the CPU by test_graph_step__around_the_capture_steps_like_eager)"
+        )
     dev = torch.device("cuda")
     for method in ("supervised", "moco_v2"):
         overrides = {"system.optimizer_impl": "fused", "system.cuda_graph": True, "system.device": "cuda"}

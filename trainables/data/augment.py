@@ -68,8 +68,6 @@ def _check_batch(images: Tensor, channels: int | None = None) -> None:
         raise ValueError(f"this recipe needs {channels} channels, got {images.shape[1]}")
 
 
-
-
 @dataclass(frozen=True)
 class SSLRecipe:
     """Two-view SSL augmentation; the defaults are MoCo v2's CIFAR recipe [0].
@@ -285,8 +283,10 @@ def view_recipes(recipe: Recipe, n_views: int) -> tuple[Recipe, ...]:
     if not isinstance(recipe, PerView):
         return (recipe,) * n_views
     if n_views > len(recipe.views):
-        raise ValueError(f"augmentation has {len(recipe.views)} per-view recipes, the method needs {n_views} views; "
-                         "valid: a recipe for every view, or one recipe for all")
+        raise ValueError(
+            f"augmentation has {len(recipe.views)} per-view recipes, the method needs {n_views} views; "
+            "valid: a recipe for every view, or one recipe for all"
+        )
     return recipe.views[:n_views]
 
 
@@ -339,7 +339,9 @@ register_augmentation("moco_v2", SSLRecipe())
 register_augmentation("study", SSLRecipe())
 # The study's BYOL, Barlow Twins and DINO (script/{byol,barlow,dino}.sh): saturation 0.2,
 # `--solarization_prob 0.0 0.2` (view 1 never solarized, view 2 with p 0.2), `--gaussian_prob 0.0 0.0`.
-register_augmentation("byol", PerView((SSLRecipe(saturation=0.2, solarize_p=0.0), SSLRecipe(saturation=0.2, solarize_p=0.2))))
+register_augmentation(
+    "byol", PerView((SSLRecipe(saturation=0.2, solarize_p=0.0), SSLRecipe(saturation=0.2, solarize_p=0.2)))
+)
 register_augmentation("pad_crop", SupervisedRecipe())  # the usual CIFAR supervised recipe, not the study's
 # NOTE: "supervised" is pad_crop's name before the study's pipeline became the supervised default;
 # kept so that configs recorded with it still resolve.

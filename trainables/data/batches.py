@@ -109,8 +109,13 @@ def train_batches(
         yield pipeline(images, gens), labels
 
 
-def eval_batches(split: Split, corruption: Corruption, batch_size: int, device: torch.device | str,
-                 generator: torch.Generator | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+def eval_batches(
+    split: Split,
+    corruption: Corruption,
+    batch_size: int,
+    device: torch.device | str,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Evaluation order: every image once, corrupted, as (B, C, H, W) uint8 and (B,) labels."""
     for index in index_batches(len(split), batch_size, None, shuffle=False, drop_last=False):
         images, labels = gather(split, index, device)

@@ -161,7 +161,9 @@ def _resize_u8(images: np.ndarray, size: int | None) -> np.ndarray:
     """(N, C, h, w) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing."""
     if size is None or images.shape[-2:] == (size, size):
         return images
-    x = torch.nn.functional.interpolate(torch.from_numpy(images).float(), size=(size, size), mode="bilinear", antialias=True)
+    x = torch.nn.functional.interpolate(
+        torch.from_numpy(images).float(), size=(size, size), mode="bilinear", antialias=True
+    )
     return x.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
@@ -179,7 +181,10 @@ def _digits(arg: str, image_size: int | None, data_dir: Path | None, download: b
         idx_train, idx_test = train_test_split(
             np.arange(len(rgb)), test_size=0.2, random_state=0, stratify=digits.target
         )
-        write_arrays(writer, {"train": (rgb[idx_train], digits.target[idx_train]), "test": (rgb[idx_test], digits.target[idx_test])})
+        write_arrays(
+            writer,
+            {"train": (rgb[idx_train], digits.target[idx_train]), "test": (rgb[idx_test], digits.target[idx_test])},
+        )
         return {"classes": [str(i) for i in range(10)]}
 
     return ["sklearn-digits-v1"], build
@@ -193,8 +198,13 @@ def _shapes(arg: str, image_size: int | None, data_dir: Path | None, download: b
 
     def build(writer: Writer) -> dict:
         # Different seeds: no test image repeats a training one.
-        write_arrays(writer, {"train": shapes.render(SHAPES_TRAIN_PER_CLASS, seed=0, size=size),
-                              "test": shapes.render(SHAPES_TEST_PER_CLASS, seed=1, size=size)})
+        write_arrays(
+            writer,
+            {
+                "train": shapes.render(SHAPES_TRAIN_PER_CLASS, seed=0, size=size),
+                "test": shapes.render(SHAPES_TEST_PER_CLASS, seed=1, size=size),
+            },
+        )
         return {"classes": list(shapes.CLASSES)}
 
     return [shapes.VERSION, size, SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS], build
@@ -236,11 +246,15 @@ def _torchvision_source(cls: type, splits: dict[str, dict]):
                 try:
                     ds = cls(root=str(root), download=download, **kwargs)
                 except RuntimeError as err:
-                    raise DatasetError(f"{cls.__name__} not found under {str(root)!r} ({err}); pass data_dir or allow download") from None
+                    raise DatasetError(
+                        f"{cls.__name__} not found under {str(root)!r} ({err}); pass data_dir or allow download"
+                    ) from None
                 except OSError as err:  # the download failed (offline: URLError)
                     reason = getattr(err, "reason", None) or err.strerror or err
-                    raise DatasetError(f"{cls.__name__} is not under {str(root)!r} and its download failed ({reason}); "
-                                       "valid: --data-dir (data.data_dir) with the dataset, or a machine online") from None
+                    raise DatasetError(
+                        f"{cls.__name__} is not under {str(root)!r} and its download failed ({reason}); "
+                        "valid: --data-dir (data.data_dir) with the dataset, or a machine online"
+                    ) from None
                 data = np.asarray(ds.data)
                 data = data if data.shape[1] in (1, 3) else data.transpose(0, 3, 1, 2)
                 labels = np.asarray(getattr(ds, "targets", None) or getattr(ds, "labels", None))
@@ -257,5 +271,7 @@ def _torchvision_source(cls: type, splits: dict[str, dict]):
 register_dataset("cifar10")(_torchvision_source(tvd.CIFAR10, {"train": {"train": True}, "test": {"train": False}}))
 register_dataset("cifar100")(_torchvision_source(tvd.CIFAR100, {"train": {"train": True}, "test": {"train": False}}))
 register_dataset("stl10")(
-    _torchvision_source(tvd.STL10, {"train": {"split": "train"}, "test": {"split": "test"}, "unlabeled": {"split": "unlabeled"}})
+    _torchvision_source(
+        tvd.STL10, {"train": {"split": "train"}, "test": {"split": "test"}, "unlabeled": {"split": "unlabeled"}}
+    )
 )

@@ -137,9 +137,7 @@ def knn_accuracy(
     return 100.0 * (pred == test_labels).float().mean().item()
 
 
-def chunk_rows(
-    num_columns: int, memory_budget: int = _DEFAULT_BUDGET, element_size: int = 4
-) -> int:
+def chunk_rows(num_columns: int, memory_budget: int = _DEFAULT_BUDGET, element_size: int = 4) -> int:
     """Test rows per chunk so the (rows, N) buffer plus ~50% temporaries fit ``memory_budget``.
 
     The temporaries are the group maxima (N/4 + N/16 + ... per row) and top-k's per-row

@@ -62,9 +62,7 @@ def linear_probe(
     return {"acc": _accuracy(logits, test_labels), "train_acc": train_acc, "logits": logits}
 
 
-def _fit(
-    x: Tensor, labels: Tensor, num_classes: int, weight_decay: float, max_iter: int
-) -> tuple[Tensor, Tensor]:
+def _fit(x: Tensor, labels: Tensor, num_classes: int, weight_decay: float, max_iter: int) -> tuple[Tensor, Tensor]:
     """Full-batch L-BFGS with a strong-Wolfe line search from zero weights; (C, D) and (C,)."""
     weight = torch.zeros(num_classes, x.shape[1], device=x.device, requires_grad=True)
     bias = torch.zeros(num_classes, device=x.device, requires_grad=True)

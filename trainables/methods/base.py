@@ -48,7 +48,10 @@ class Method(nn.Module):
     foreach_ema: bool = False  # set from system.foreach_ema by trainables.build
     # Optimizer and augmentation defaults, overridable in the trial config.
     defaults: ClassVar[dict[str, Any]] = {
-        "optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4, "augmentation": "moco_v2",
+        "optimizer": "sgd",
+        "lr": 0.3,
+        "weight_decay": 1e-4,
+        "augmentation": "moco_v2",
     }
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: Any) -> None:
@@ -147,10 +150,14 @@ def build_params(name: str, overrides: dict[str, Any]) -> Any:
     known = [f.name for f in dataclasses.fields(cls.Params)]
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {', '.join(unknown)} for method {name!r}; valid: {', '.join(known) or 'none'}")
+        raise ValueError(
+            f"unknown parameter(s) {', '.join(unknown)} for method {name!r}; valid: {', '.join(known) or 'none'}"
+        )
     return cls.Params(**coerce_fields(cls.Params, overrides, "method."))
 
 
-def build_method(name: str, backbone: nn.Module, feature_dim: int, num_classes: int, overrides: dict[str, Any] | None = None) -> Method:
+def build_method(
+    name: str, backbone: nn.Module, feature_dim: int, num_classes: int, overrides: dict[str, Any] | None = None
+) -> Method:
     """Instantiate a registered method around ``backbone``."""
     return method_class(name)(backbone, feature_dim, num_classes, build_params(name, overrides or {}))

@@ -41,8 +41,16 @@ class DinoHead(nn.Module):
     ``norm_last_layer``, stays there (not trained).
     """
 
-    def __init__(self, in_dim: int, hidden: int, bottleneck: int, prototypes: int, *, batchnorm: bool = False,
-                 norm_last_layer: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        bottleneck: int,
+        prototypes: int,
+        *,
+        batchnorm: bool = False,
+        norm_last_layer: bool = True,
+    ) -> None:
         super().__init__()
         self.mlp = mlp(in_dim, hidden, bottleneck, layers=3, batchnorm=batchnorm, activation=nn.GELU)
         for m in self.mlp.modules():
@@ -82,8 +90,14 @@ class DINO(Method):
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: DinoParams) -> None:
         super().__init__(backbone, feature_dim, num_classes, params)
-        self.head = DinoHead(feature_dim, params.proj_hidden, params.bottleneck_dim, params.num_prototypes,
-                             batchnorm=params.head_batchnorm, norm_last_layer=params.norm_last_layer)
+        self.head = DinoHead(
+            feature_dim,
+            params.proj_hidden,
+            params.bottleneck_dim,
+            params.num_prototypes,
+            batchnorm=params.head_batchnorm,
+            norm_last_layer=params.norm_last_layer,
+        )
         self.teacher_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.register_buffer("center", torch.zeros(params.num_prototypes))

@@ -82,7 +82,9 @@ class MocoV2(Method):
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         n_queues = 2 if params.symmetric else 1
         g = torch.Generator().manual_seed(params.shuffle_seed)
-        self.register_buffer("queue", F.normalize(torch.randn(n_queues, params.queue_size, params.proj_dim, generator=g), dim=-1))
+        self.register_buffer(
+            "queue", F.normalize(torch.randn(n_queues, params.queue_size, params.proj_dim, generator=g), dim=-1)
+        )
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_filled", torch.tensor(params.queue_size if params.queue_init == "random" else 0))
         self.shuffle_generator = g
@@ -150,8 +152,10 @@ class MocoV2(Method):
 
     def graph_prepare(self) -> None:
         if self.params.bn_splits > 1:
-            raise ValueError(f"system.cuda_graph is invalid for moco_v2 with method.bn_splits {self.params.bn_splits}: "
-                             "the split-BN key shuffle draws from a CPU generator; valid: method.bn_splits 1")
+            raise ValueError(
+                f"system.cuda_graph is invalid for moco_v2 with method.bn_splits {self.params.bn_splits}: "
+                "the split-BN key shuffle draws from a CPU generator; valid: method.bn_splits 1"
+            )
         self.shuffle_keys = False
         self.graph_momentum.fill_(self.momentum)
 

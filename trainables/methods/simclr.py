@@ -46,7 +46,13 @@ class SimCLR(_Contrastive):
     """NT-Xent over 2B views. NOTE: LARS 0.4, wd 1e-5, proj 2048-256, T 0.2 (solo-learn CIFAR)."""
 
     name = "simclr"
-    defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-5, "augmentation": "moco_v2", "exclude_bias_norm": True}
+    defaults = {
+        "optimizer": "lars",
+        "lr": 0.4,
+        "weight_decay": 1e-5,
+        "augmentation": "moco_v2",
+        "exclude_bias_norm": True,
+    }
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         z1, z2 = self.project(views)
@@ -66,7 +72,13 @@ class SupCon(_Contrastive):
     name = "supcon"
     Params = SupConParams
     uses_labels = True
-    defaults = {"optimizer": "lars", "lr": 0.4, "weight_decay": 1e-4, "augmentation": "moco_v2", "exclude_bias_norm": True}
+    defaults = {
+        "optimizer": "lars",
+        "lr": 0.4,
+        "weight_decay": 1e-4,
+        "augmentation": "moco_v2",
+        "exclude_bias_norm": True,
+    }
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         return {"loss": supcon(self.project(views), labels, self.params.temperature, self.params.loss_form)}

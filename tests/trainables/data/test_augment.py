@@ -200,9 +200,7 @@ def test_color_jitter__hue_close_to_torchvision_adjust_hue(hue, mean_tol, max_to
     x = _smooth_images(32)
     factors = torch.tensor([1.0, 1.0, 1.0, 0.0]).repeat(32, 1)
     factors[:, 3] = torch.linspace(-hue, hue, 32)
-    ours = color_jitter(
-        x, factors, torch.tensor([3, 0, 1, 2]).expand(32, 4), torch.ones(32, dtype=torch.bool)
-    )
+    ours = color_jitter(x, factors, torch.tensor([3, 0, 1, 2]).expand(32, 4), torch.ones(32, dtype=torch.bool))
     ref = torch.stack([TF.adjust_hue(img, f[3].item()) for img, f in zip(x, factors, strict=True)])
     err = (ours - ref).abs()
     # measured on these images: mean 0.005 / max 0.06 at |hue| <= 0.02; 0.019 / 0.23 at 0.1
@@ -246,9 +244,7 @@ def test_supervised__equals_torchvision_zero_pad_crop_flip():
     x = (_smooth_images(32) * 255).to(torch.uint8)
     params = sample_supervised_params(recipe, 32, 32, 32, _gen())
     ours = apply_supervised(x, params, recipe)
-    for img, (top, left), flip, out in zip(
-        x, params["crop"].tolist(), params["flip"], ours, strict=True
-    ):
+    for img, (top, left), flip, out in zip(x, params["crop"].tolist(), params["flip"], ours, strict=True):
         ref = TF.crop(TF.pad(img, [4]), top, left, 32, 32)
         ref = TF.horizontal_flip(ref) if flip else ref
         assert torch.equal(out, ref.float() / 255)

@@ -34,7 +34,9 @@ def test_segments__every_shape_has_the_same_ink_area_at_scale_1():
     one, centre = torch.ones(1, dtype=torch.float64), torch.full((1, 2), 32.0, dtype=torch.float64)
     ink = [float(shapes._coverage(shapes._segments(n, 64), one, 0 * one, centre, 64).sum()) for n in shapes.CLASSES]
     assert ink == pytest.approx([np.mean(ink)] * 10, rel=0.02)
-    raw = [float(shapes._coverage(shapes._unit_segments(n, 64), one, 0 * one, centre, 64).sum()) for n in shapes.CLASSES]
+    raw = [
+        float(shapes._coverage(shapes._unit_segments(n, 64), one, 0 * one, centre, 64).sum()) for n in shapes.CLASSES
+    ]
     assert max(raw) / min(raw) > 1.1  # without the correction, crossings and line ends would tell classes apart
 
 
@@ -53,7 +55,9 @@ def test_render__class_is_not_in_colour_nor_in_pixel_statistics_but_in_spatial_s
     colour = x.mean(-1)  # (N, 3)
     histogram = np.sort(ink, axis=1)[:, ::16]  # what any pixel shuffle keeps
     # The power spectrum of the ink is translation-invariant: the shape without its position.
-    spectrum = np.log1p(np.abs(np.fft.rfft2(ink.reshape(-1, 32, 32) / ink.sum(1)[:, None, None])) ** 2).reshape(len(x), -1)
+    spectrum = np.log1p(np.abs(np.fft.rfft2(ink.reshape(-1, 32, 32) / ink.sum(1)[:, None, None])) ** 2).reshape(
+        len(x), -1
+    )
     assert _nearest_centroid_accuracy(colour, labels) < 0.2
     assert _nearest_centroid_accuracy(histogram, labels) < 0.2
     assert _nearest_centroid_accuracy(spectrum, labels) > 0.3
@@ -61,7 +65,10 @@ def test_render__class_is_not_in_colour_nor_in_pixel_statistics_but_in_spatial_s
 
 def test_load_dataset__registered_split_sizes_and_a_cache_key_with_the_version(tmp_path, monkeypatch):
     data = load_dataset("shapes", cache_dir=tmp_path)
-    assert data.train.images.shape == (10 * SHAPES_TRAIN_PER_CLASS, 3, 32, 32) and data.train.images.dtype.is_floating_point is False
+    assert (
+        data.train.images.shape == (10 * SHAPES_TRAIN_PER_CLASS, 3, 32, 32)
+        and data.train.images.dtype.is_floating_point is False
+    )
     assert len(data.test) == 10 * SHAPES_TEST_PER_CLASS and data.classes == shapes.CLASSES
     assert not np.array_equal(data.train.images[:10].numpy(), data.test.images[:10].numpy())
     assert [p.name.startswith("shapes-") for p in tmp_path.iterdir()] == [True]

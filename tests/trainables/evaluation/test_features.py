@@ -94,9 +94,17 @@ def test_geometry_scalars__hand_case_per_class_and_means_with_an_empty_class_lef
     # class 0: e1, e2; class 1: -e1, -e2; class 2 empty. Pair distances: 2 within, (4+2+2+4)/4 = 3 across.
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
     got = geometry_scalars(x, torch.tensor([0, 0, 1, 1]), num_classes=3)
-    expected = {"classwise_uniformity/0": 4.0, "classwise_uniformity/1": 4.0, "intra_distance/0": 2.0,
-                "intra_distance/1": 2.0, "inter_distance/0": 3.0, "inter_distance/1": 3.0,
-                "classwise_uniformity_mean": 4.0, "intra_distance": 2.0, "inter_distance": 3.0}
+    expected = {
+        "classwise_uniformity/0": 4.0,
+        "classwise_uniformity/1": 4.0,
+        "intra_distance/0": 2.0,
+        "intra_distance/1": 2.0,
+        "inter_distance/0": 3.0,
+        "inter_distance/1": 3.0,
+        "classwise_uniformity_mean": 4.0,
+        "intra_distance": 2.0,
+        "inter_distance": 3.0,
+    }
     assert got.keys() == expected.keys()
     assert got == pytest.approx(expected)
 

@@ -34,9 +34,7 @@ def test_knn_predict__matches_sklearn(distance, k):
     # 1001 train rows: not a multiple of the top-k group, so padding is exercised too
     train, train_labels = _clustered(1001, seed=0)
     test, _ = _clustered(300, seed=1)
-    ours = knn_predict(
-        train, train_labels, test, 5, k=k, temperature=T, distance=distance, chunk_size=64
-    )
+    ours = knn_predict(train, train_labels, test, 5, k=k, temperature=T, distance=distance, chunk_size=64)
     clf = _sklearn(distance, k).fit(train.double().numpy(), train_labels.numpy())
     theirs = clf.predict(test.double().numpy())
     assert (ours.numpy() == theirs).mean() == 1.0

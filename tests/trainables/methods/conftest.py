@@ -37,9 +37,7 @@ def batch(name: str, data: ImageDataset, n: int = BATCH) -> tuple[list[Tensor], 
     return pipeline(data.train.images[:n], generators(0)), data.train.labels[:n]
 
 
-def train(
-    method: Method, views: list[Tensor], labels: Tensor, steps: int, lr: float = 0.1
-) -> list[float]:
+def train(method: Method, views: list[Tensor], labels: Tensor, steps: int, lr: float = 0.1) -> list[float]:
     """``steps`` SGD steps on one fixed batch in the loop's order; returns the losses."""
     opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=lr, momentum=0.9)
     method.train()

@@ -13,8 +13,13 @@ from trainables.methods import build_method
 def test_head__is_solo_learns_bn_free_gelu_mlp_then_weight_normed_prototypes():
     head = build_method("dino", nn.Identity(), 512, 10).head  # the default (study) sizes
     layers = [(type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None)) for m in head.mlp]
-    assert layers == [("Linear", 512, 2048), ("GELU", None, None), ("Linear", 2048, 2048), ("GELU", None, None),
-                      ("Linear", 2048, 256)]
+    assert layers == [
+        ("Linear", 512, 2048),
+        ("GELU", None, None),
+        ("Linear", 2048, 2048),
+        ("GELU", None, None),
+        ("Linear", 2048, 256),
+    ]
     for linear in head.mlp[::2]:  # trunc_normal_(std=0.02) (cut at +-2, i.e. 100 std: a plain normal), zero bias
         assert linear.weight.std().item() == pytest.approx(0.02, rel=0.05)
         assert not linear.bias.any()

@@ -50,9 +50,7 @@ def test_key__unshuffles_to_the_plain_key_encoder_output_in_eval_mode(digits):
     x = batch("moco_v2", digits)[0][0]
     state = method.shuffle_generator.get_state()
     keys = method.key(x)
-    assert not torch.equal(method.shuffle_generator.get_state(), state), (
-        "the shuffle generator must advance"
-    )
+    assert not torch.equal(method.shuffle_generator.get_state(), state), "the shuffle generator must advance"
     with torch.no_grad():
         plain = F.normalize(method.key_projector(method.key_backbone(x)), dim=1)
     torch.testing.assert_close(keys, plain, rtol=1e-5, atol=1e-6)
@@ -76,9 +74,7 @@ def test_on_after_step__momentum_follows_the_cosine_from_099_to_0999(progress):
     method.on_after_step(progress)
     expected = 0.999 - (0.999 - 0.99) * (math.cos(math.pi * progress) + 1) / 2
     assert method.momentum == pytest.approx(expected)
-    assert method.momentum == pytest.approx(
-        {0.0: 0.99, 0.5: 0.9945, 1.0: 0.999}.get(progress, expected)
-    )
+    assert method.momentum == pytest.approx({0.0: 0.99, 0.5: 0.9945, 1.0: 0.999}.get(progress, expected))
 
 
 def test_on_after_step__key_encoder_is_an_ema_with_the_current_momentum(digits):

@@ -13,8 +13,9 @@ from trainables.methods import build_method, build_params
 
 def test_supcon__defaults_are_the_studys_projector_and_loss_form():
     method = build_method("supcon", nn.Identity(), 512, 10)
-    layers = [(type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None))
-              for m in method.projector]
+    layers = [
+        (type(m).__name__, getattr(m, "in_features", None), getattr(m, "out_features", None)) for m in method.projector
+    ]
     assert layers == [("Linear", 512, 2048), ("ReLU", None, None), ("Linear", 2048, 256)]
     assert method.params.loss_form == "in" and method.params.temperature == 0.2
 

@@ -82,7 +82,9 @@ def hook_recorder():
             return {"loss": F.cross_entropy(self.head(self.backbone(views[0])).float(), labels)}
 
         def before_optimizer_step(self, progress):
-            self.events.append(("before", progress, (self.head.weight.grad is not None, self.head.weight.detach().clone())))
+            self.events.append(
+                ("before", progress, (self.head.weight.grad is not None, self.head.weight.detach().clone()))
+            )
 
         def on_after_step(self, progress):
             self.events.append(("after", progress, self.head.weight.detach().clone()))
@@ -93,7 +95,9 @@ def hook_recorder():
 
 
 def test_loop__calls_before_optimizer_step_between_backward_and_step(hook_recorder, tiny_cfg, digits):
-    run_trial(tiny_cfg(hook_recorder.name, **{"eval.probe": False, "eval.eval_every": 0}), lambda m: None, dataset=digits)
+    run_trial(
+        tiny_cfg(hook_recorder.name, **{"eval.probe": False, "eval.eval_every": 0}), lambda m: None, dataset=digits
+    )
     events = hook_recorder.events
     total = len(events) // 3  # 200 images / batch 32 = 6 steps per epoch, 2 epochs
     assert total == 12 and [e[0] for e in events] == ["step", "before", "after"] * total
