@@ -30,6 +30,7 @@ from trainables.schema import (  # noqa: F401  (DEFAULT_STORAGE, default_uri: re
     DEFAULT_STORAGE,
     FINAL_METRICS,
     PARENT_TAG,
+    PER_CLASS_ARTIFACT,
     RESULT_FILE,
     STATE_FILE,
     STORAGE_TAG,
@@ -151,6 +152,8 @@ def _mlflow_row(client, run, folders: dict[str, Path]) -> dict[str, Any]:
     row[RECORDED_CONFIG] = config
     row.update(data.metrics)  # last value per key; an epochs-0 trial logs no epoch metrics
     row.update(_read_json_artifact(client, run, FINAL_METRICS) or {})
+    for name, values in (_read_json_artifact(client, run, PER_CLASS_ARTIFACT) or {}).items():  # final per-class values
+        row.update({f"{name}/{label}": value for label, value in values.items()})
     return row
 
 

@@ -28,22 +28,37 @@ OVERALL = -1  # ``cls`` of a value over all classes
 def geometry(row: pd.Series) -> list[tuple[str, int, float]]:
     """(quantity, class, value) of one trial's final feature geometry.
 
-    ``uniformity`` (overall), ``classwise_uniformity`` per class, and from the class x class
-    squared-distance matrix ``intra`` (its diagonal, per class) and ``inter`` (each class's
-    mean distance to the other classes).
+    ``uniformity`` (overall), ``classwise_uniformity`` per class, ``intra`` (class c's mean
+    squared distance within itself) and ``inter`` (its mean distance to the other classes), as the
+    trial logged them (``intra_distance/<c>``, ``inter_distance/<c>``: ``geometry_scalars``); from
+    the class x class matrix ``feature_distance`` only where they were not logged (over 100
+    classes, or trials recorded before).
     """
     out = []
     if not pd.isna(row.get("uniformity")):
         out.append(("uniformity", OVERALL, float(row["uniformity"])))
     if isinstance(row.get("classwise_uniformity"), list):
         out += [("classwise_uniformity", c, float(v)) for c, v in enumerate(row["classwise_uniformity"])]
-    if isinstance(row.get("feature_distance"), list):
+    logged = {q: _per_class(row, name) for q, name in (("intra", "intra_distance"), ("inter", "inter_distance"))}
+    if all(logged.values()):
+        out += [(q, c, v) for q, values in logged.items() for c, v in values]
+    elif isinstance(row.get("feature_distance"), list):
         d = np.asarray(row["feature_distance"], dtype=float)
         off = d.copy()
         np.fill_diagonal(off, np.nan)
         out += [("intra", c, float(v)) for c, v in enumerate(np.diag(d))]
         out += [("inter", c, float(v)) for c, v in enumerate(np.nanmean(off, axis=1))]
     return out
+
+
+def _per_class(row: pd.Series, name: str) -> list[tuple[int, float]]:
+    """``(class, value)`` of a row's logged ``<name>/<class>`` columns (NaN ones skipped)."""
+    prefix = f"{name}/"
+    return sorted(
+        (int(k[len(prefix) :]), float(v))
+        for k, v in row.items()
+        if isinstance(k, str) and k.startswith(prefix) and k[len(prefix) :].isdigit() and not pd.isna(v)
+    )
 
 
 def dynamics_frame(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:

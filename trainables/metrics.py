@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from trainables import schema
+
 EPOCH, EVAL, FINAL = "epoch", "eval", "final"
 RECORDS = ("metric", "final", "artifact", "tag", "step", "internal")
 
@@ -72,7 +74,7 @@ REPORTED: dict[str, Reported] = {
 }
 # Per-class values, reported as "<name>/<class index>" at every evaluation (C per name).
 PER_CLASS = ("classwise_uniformity", "intra_distance", "inter_distance")
-PER_CLASS_ARTIFACT = "per_class.json"
+PER_CLASS_ARTIFACT = schema.PER_CLASS_ARTIFACT
 # Keys the runtime adds to a report (Ray Tune's bookkeeping, the adapter's replay mark): not the trial's.
 RUNTIME = frozenset(
     {

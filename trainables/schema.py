@@ -45,6 +45,9 @@ PARENT_TAG = "mlflow.parentRunId"  # on a trial's run: its sweep's run
 TRIAL_TAG = "ray_trial_id"  # on a trial's run: Tune's trial id (how a resumed sweep finds the run)
 STORAGE_TAG = "storage_path"  # on the parent run: the sweep's Tune folder, which tells two sweeps apart
 FINAL_METRICS = "final_metrics.json"  # a trial run's artifact: its final report
+PER_CLASS_ARTIFACT = (
+    "per_class.json"  # a trial run's artifact: {name: {class: final value}} (trainables.metrics.PER_CLASS)
+)
 
 # --- storage defaults ----------------------------------------------------------------------
 DEFAULT_STORAGE = Path("runs")  # relative to where the sweep is launched

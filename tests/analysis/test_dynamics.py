@@ -50,6 +50,19 @@ def test_geometry__intra_is_the_diagonal_and_inter_the_mean_off_diagonal():
     assert g[("uniformity", OVERALL)] == 2.0 and g[("classwise_uniformity", 1)] == 1.2
 
 
+def test_geometry__reads_the_logged_per_class_values_instead_of_recomputing_them():
+    row = trials().iloc[0].copy()
+    for key, value in {
+        "intra_distance/0": 0.25,
+        "intra_distance/1": 0.75,
+        "inter_distance/0": 3.0,
+        "inter_distance/1": 4.0,
+    }.items():
+        row[key] = value
+    g = {(q, c): v for q, c, v in geometry(row)}
+    assert (g[("intra", 0)], g[("intra", 1)], g[("inter", 0)], g[("inter", 1)]) == (0.25, 0.75, 3.0, 4.0)
+
+
 def test_dynamics_frame__untrained_trial_of_the_same_seed_and_backbone_is_epoch_zero():
     history = pd.DataFrame(
         {
