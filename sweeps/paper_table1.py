@@ -8,7 +8,8 @@ and every other flag overrides it as in the other sweeps.
   gpu: the study's scripts per method (ResNet-18, 200 epochs, SupCon 400, batch 256), all of
        CIFAR-10 (torchvision), 6 methods, 3 seeds, 0.25 GPU per trial (4 trials per GPU).
   cpu: quarter-width ResNet-18 on a CIFAR-10 subset, settings found with sweeps/tune_hparams.py
-       (docs/results/cifar10-cpu.md records the search); supervised and moco_v2.
+       (docs/results/archive/cifar10-cpu-history.md records the search, docs/results/cifar10-cpu.md
+       the results); supervised, moco_v2 and the accuracy-matched supervised@20.
 ``extra_seeds: {ori: [1], glo_4: [1]}`` in the YAML adds seeds for some corruptions only;
 ``extra_arms: [{method: supervised, data.labels_per_class: 100}]`` adds a copy of a method's
 trials with other settings (the accuracy-matched supervised arm); ``include_untrained`` adds the
