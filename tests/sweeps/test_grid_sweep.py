@@ -97,7 +97,7 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
     model = build_model(TrialConfig.from_flat(flat).resolved(), 10, torch.device("cpu"))
     model.backbone.load_state_dict(torch.load(path, weights_only=True))  # strict: every key, every shape
     (dataset,) = [d.dataset for d in client.get_run(moco.info.run_id).inputs.dataset_inputs]
-    assert dataset.name == "shapes" and len(dataset.digest) == 16 and json.loads(dataset.profile)["classes"] == 10  # the main job's
+    assert dataset.name == "shapes" and len(dataset.digest) == 16 and json.loads(dataset.profile)["classes"] == 10
     assert not [c for c in untrained if "backbone.pt" in {a.path for a in client.list_artifacts(c.info.run_id)}]
 
 
