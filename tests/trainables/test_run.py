@@ -140,7 +140,7 @@ def test_main__checkpoint_is_written_and_a_rerun_resumes_from_it(tmp_path, capsy
         (["--corruption", "randloc_3"], "corruption 'randloc_3': grid 3 does not divide the 32x32 image"),
         (
             ["--dataset", "mnist"],
-            "unknown dataset 'mnist'; valid: cifar10, cifar100, digits, imagefolder:<path>, stl10",
+            "unknown dataset 'mnist'; valid: cifar10, cifar100, digits, imagefolder:<path>, shapes, stl10",
         ),
         (["--set", "optim.lr=abc"], "optim.lr 'abc' is invalid; valid: a number or null"),
         (["--set", "optim.batch_size=1.5"], "optim.batch_size 1.5 is invalid; valid: an integer"),
