@@ -17,7 +17,7 @@ from torch import Tensor
 from analysis.collect import RECORDED_CONFIG
 from analysis.frame import UNTRAINED, AnalysisError, annotate, arm_order
 from corruptions import parse
-from trainables.build import build_model, load_data
+from trainables.build import build_model, first_per_class, load_data
 from trainables.config import TrialConfig
 from trainables.data.augment import normalize, to_float
 from trainables.data.datasets import ImageDataset, Split
@@ -51,7 +51,7 @@ class LoadedTrial:
             corruption: spec applied to every image (the study's fixed permutations).
             per_class: keep the first n images of every class (None: all).
         """
-        index = _first_per_class(split.labels, per_class)
+        index = first_per_class(split.labels, per_class)
         feats = [
             self.method.embed(self.inputs(split.images[i], corruption)).float().cpu() for i in index.split(batch_size)
         ]
@@ -102,12 +102,6 @@ def load_trial(row: pd.Series, device: str = "cpu") -> LoadedTrial:
             "checkpoint under the Tune storage; pass --storage-path where the sweep ran"
         )
     return LoadedTrial(row, cfg, method.eval(), data, torch.device(device))
-
-
-def _first_per_class(labels: Tensor, n: int | None) -> Tensor:
-    if n is None:
-        return torch.arange(len(labels))
-    return torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in labels.unique()]).sort().values
 
 
 def select_trials(

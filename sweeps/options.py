@@ -253,17 +253,15 @@ def merge_options(
     if args.cpus_per_trial is not None:
         resources["cpu"] = args.cpus_per_trial
     opts["resources"] = check_resources({"cpu": 1, "gpu": 0, **resources}, args)
+    from trainables.config import parse_assignment  # torch: only once the flags are read, never for --help
+
     given: dict[str, Any] = {}  # --set KEY=VALUE: over the YAML's trial keys and its method_params alike
     for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise SweepError(f"--set {item!r} is not KEY=VALUE (e.g. optim.lr=0.1)")
         try:
-            given[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise SweepError(
-                f"--set {item!r}: the value is malformed YAML; valid: a number, true/false, null or a string"
-            ) from None
+            key, value = parse_assignment(item)
+        except ValueError as err:
+            raise SweepError(str(err)) from None
+        given[key] = value
     opts["trial"] = {**opts["trial"], **given}
     opts["trial_set"] = given
     opts.setdefault("methods", ["supervised", "moco_v2"])

@@ -57,11 +57,18 @@ def autocast(cfg: TrialConfig, device: torch.device) -> contextlib.AbstractConte
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def first_per_class(labels: Tensor, n: int | None) -> Tensor:
+    """Indices (sorted) of the first ``n`` items of every class in ``labels`` (N,); all of them for None."""
+    if n is None:
+        return torch.arange(len(labels))
+    return torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in labels.unique()]).sort().values
+
+
 def per_class_subset(split: Split, n: int | None) -> Split:
     """The first ``n`` images of every class (stored order), or the split itself."""
     if n is None:
         return split
-    keep = torch.cat([torch.nonzero(split.labels == c).flatten()[:n] for c in split.labels.unique()]).sort().values
+    keep = first_per_class(split.labels, n)
     return Split(split.images[keep], split.labels[keep], in_memory=True)
 
 
@@ -163,7 +170,7 @@ def compile_encoders(method: Method, mode: str = "default") -> list[str]:
     DINO's teacher copies): nearly all of a step's kernels. ``Module.compile`` keeps parameter
     names (no ``_orig_mod.`` prefix), so checkpoints load with or without compile. ``dynamic=False``:
     training batches all have one size (the last partial batch is dropped) and evaluation pads its
-    last batch (``trainables.evaluate``), so each encoder compiles one graph per mode (train, key
+    last batch (``trainables.evaluation.protocol``), so each encoder compiles one graph per mode (train, key
     pass without gradients, eval) and never again, on resume or evaluation alike.
     """
     kind = type(method.backbone)
@@ -182,8 +189,13 @@ def load_backbone(backbone: torch.nn.Module, path: str) -> None:
         raise ValueError(f"init_checkpoint {path!r} lacks backbone weights {missing[:3]}... for this backbone")
 
 
+def scaled_lr(cfg: TrialConfig) -> float:
+    """The peak learning rate: ``optim.lr`` is given at batch 256 and scales linearly (solo-learn)."""
+    return cfg.optim.lr * cfg.optim.batch_size / 256
+
+
 def build_optim(cfg: TrialConfig, method: Method) -> torch.optim.Optimizer:
-    lr = cfg.optim.lr * cfg.optim.batch_size / 256  # solo-learn's linear scaling
+    lr = scaled_lr(cfg)
     return build_optimizer(
         method,
         cfg.optim.optimizer,

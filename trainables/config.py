@@ -20,6 +20,8 @@ import types
 import typing
 from typing import Any
 
+import yaml
+
 from corruptions import parse as parse_corruption
 
 
@@ -329,3 +331,16 @@ class TrialConfig:
         if overrides.get("method", self.method) == self.method:  # keep our explicit params
             flat.update({f"method.{k}": v for k, v in self.method_params})
         return TrialConfig.from_flat({**flat, **overrides})
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (numbers, booleans, null, strings)."""
+    key, eq, value = text.partition("=")
+    if not eq:
+        raise ValueError(f"--set {text!r} is not key=value (e.g. optim.lr=0.1)")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ValueError(
+            f"--set {text!r}: the value is malformed YAML; valid: a number, true/false, null or a string"
+        ) from None

@@ -24,13 +24,14 @@ from trainables.build import (
     load_data,
     pick_device,
     resolve_precision,
+    scaled_lr,
     subset,
 )
 from trainables.config import TrialConfig
 from trainables.data.augment import view_recipes
 from trainables.data.batches import train_batches
 from trainables.data.datasets import ImageDataset
-from trainables.evaluate import embed_padded, epoch_metrics, extract_features, final_metrics
+from trainables.evaluation.protocol import embed_padded, epoch_metrics, extract_features, final_metrics
 from trainables.memory_format import CHANNELS_LAST
 from trainables.memory_format import choose as choose_memory_format
 from trainables.optim import lr_at
@@ -162,7 +163,7 @@ def _train_epoch(cfg, method, step_fn: Step, td, gens, device, step, total, epoc
     if not cfg.optim.train_backbone:  # frozen includes BN statistics (solo-learn's linear eval)
         method.backbone.eval()
     warmup = round(cfg.optim.warmup_fraction * total)
-    base_lr = cfg.optim.lr * cfg.optim.batch_size / 256
+    base_lr = scaled_lr(cfg)
     sums: dict[str, torch.Tensor] = {}
     window, first = torch.zeros((), device=device), step
     for views, labels in train_batches(td.train, td.pipeline, cfg.optim.batch_size, gens, device):

@@ -11,12 +11,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
-import yaml
 
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, parse_assignment
 from trainables.data.datasets import check_dataset
 
 SHORTCUTS = {  # flag -> flat key; the value's type is the config field's (TrialConfig converts it)
@@ -36,19 +34,6 @@ SHORTCUTS = {  # flag -> flat key; the value's type is the config field's (Trial
     "train_per_class": "data.train_per_class",
     "test_per_class": "data.test_per_class",
 }
-
-
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as YAML (numbers, booleans, null, strings)."""
-    key, eq, value = text.partition("=")
-    if not eq:
-        raise ValueError(f"--set {text!r} is not key=value (e.g. optim.lr=0.1)")
-    try:
-        return key.strip(), yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise ValueError(
-            f"--set {text!r}: the value is malformed YAML; valid: a number, true/false, null or a string"
-        ) from None
 
 
 class Parser(argparse.ArgumentParser):

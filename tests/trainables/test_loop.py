@@ -304,7 +304,7 @@ def test_run_trial__cheap_levers_train_and_evaluate_like_the_defaults(tiny_cfg, 
     """foreach SGD, foreach EMA, a loss check every 4 steps, evaluation batches of 64 with the metrics
     on the training device, against the defaults (fp32): losses within 1e-5 relative; kNN, the
     study's kNN and the probe within 1 point, one of 100 test images (all three equal when measured).
-    The bf16 kNN bank is held to fp32 in tests/trainables/test_evaluate.py: on this near-chance tiny
+    The bf16 kNN bank is held to fp32 in tests/trainables/evaluation/test_protocol.py: on this near-chance tiny
     model it moved kNN by 1-3 of 100 images, too close to ties for a trial-level tolerance."""
     flat = {"optim.epochs": 2, "method.bn_splits": 1, "system.precision": "fp32"}
     levers = {

@@ -1,4 +1,4 @@
-"""Evaluation of a method the way the study does it, on frozen backbone features.
+"""The evaluation protocol: features of the evaluation-corrupted splits, then the study's metrics.
 
 Features are extracted once per evaluation without augmentation from the splits corrupted with
 the evaluation corruption; every metric is then a pure function from ``trainables.evaluation``.

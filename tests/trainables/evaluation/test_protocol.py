@@ -1,4 +1,4 @@
-"""trainables.evaluate: the per-epoch metrics, including the study's own kNN beside ours."""
+"""trainables.evaluation.protocol: the per-epoch metrics, including the study's own kNN beside ours."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trainables.config import EvalConfig
-from trainables.evaluate import epoch_metrics
+from trainables.evaluation.protocol import epoch_metrics
 
 
 def _naive_study_knn(
@@ -57,7 +57,7 @@ def test_epoch_metrics__bf16_bank_agrees_with_fp32_and_leaves_the_studys_knn_alo
 def test_embed_padded__a_padded_last_batch_changes_no_feature():
     """What a compiled encoder's single evaluation shape costs: nothing (eval-mode BN; 1e-6)."""
     from trainables.backbone import build_backbone
-    from trainables.evaluate import embed_padded
+    from trainables.evaluation.protocol import embed_padded
 
     torch.manual_seed(0)
     net = build_backbone("resnet18", width=0.0625)[0].eval()
