@@ -15,6 +15,20 @@ def _config(tmp_path, body: str) -> str:
     return str(path)
 
 
+def _dry_run(tmp_path, storage, body: str, *flags: str) -> list[str]:
+    """A searched space's dry run (every epoch evaluated, as ASHA needs) with ``flags``."""
+    return [
+        "--config",
+        _config(tmp_path, body),
+        "--storage-path",
+        str(storage),
+        "--set",
+        "eval.eval_every=1",
+        *flags,
+        "--dry-run",
+    ]
+
+
 def test_candidates__one_cell_per_candidate_with_its_overrides(storage, tmp_path, capsys):
     config = _config(
         tmp_path, "candidates:\n  - {model.width: 0.125, optim.epochs: 2}\n  - {model.width: 0.25, optim.epochs: 1}\n"
@@ -87,36 +101,14 @@ def test_search__bad_input_is_a_one_line_error_before_any_trial(storage, tmp_pat
     ],
 )
 def test_search__bad_search_settings_are_refused_in_a_dry_run(storage, tmp_path, capsys, body, message):
-    code = main(
-        tune_hparams.SWEEP,
-        [
-            "--config",
-            _config(tmp_path, body),
-            "--storage-path",
-            str(storage),
-            "--set",
-            "eval.eval_every=1",
-            "--dry-run",
-        ],
-    )
+    code = main(tune_hparams.SWEEP, _dry_run(tmp_path, storage, body))
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
 
 
 def test_search__numbers_yaml_reads_as_strings_are_numbers_in_the_space(storage, tmp_path):
     body = "num_samples: 1e1\nspace: {optim.weight_decay: {loguniform: [1e-6, 1e-3]}, optim.batch_size: {choice: [16, '32']}}\n"
-    plan, _ = prepare(
-        tune_hparams.SWEEP,
-        [
-            "--config",
-            _config(tmp_path, body),
-            "--storage-path",
-            str(storage),
-            "--set",
-            "eval.eval_every=1",
-            "--dry-run",
-        ],
-    )
+    plan, _ = prepare(tune_hparams.SWEEP, _dry_run(tmp_path, storage, body))
     assert plan.opts["num_samples"] == 10
     assert plan.opts["space"] == {
         "optim.weight_decay": {"loguniform": [1e-6, 1e-3]},
@@ -166,21 +158,7 @@ def test_flags__corruption_num_samples_and_metric_override_the_yaml(storage, tmp
     body = "num_samples: 4\nspace: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
     plan, _ = prepare(
         tune_hparams.SWEEP,
-        [
-            "--config",
-            _config(tmp_path, body),
-            "--storage-path",
-            str(storage),
-            "--set",
-            "eval.eval_every=1",
-            "--corruption",
-            "glo_4",
-            "--num-samples",
-            "1e1",
-            "--metric",
-            "loss",
-            "--dry-run",
-        ],
+        _dry_run(tmp_path, storage, body, "--corruption", "glo_4", "--num-samples", "1e1", "--metric", "loss"),
     )
     assert [c["data.corruption"] for c in plan.cells] == ["glo_4"]
     assert plan.opts["num_samples"] == 10 and plan.opts["metric"] == "loss"
@@ -195,19 +173,8 @@ def test_flags__corruption_num_samples_and_metric_override_the_yaml(storage, tmp
     ],
 )
 def test_flags__a_bad_flag_value_is_a_one_line_error(storage, tmp_path, capsys, flags, message):
-    body = "space: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
     code = main(
-        tune_hparams.SWEEP,
-        [
-            "--config",
-            _config(tmp_path, body),
-            "--storage-path",
-            str(storage),
-            "--set",
-            "eval.eval_every=1",
-            *flags,
-            "--dry-run",
-        ],
+        tune_hparams.SWEEP, _dry_run(tmp_path, storage, "space: {optim.lr: {loguniform: [0.01, 1.0]}}\n", *flags)
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err

@@ -41,24 +41,29 @@ def digits(tmp_path_factory) -> ImageDataset:
     return load_dataset("digits", cache_dir=tmp_path_factory.mktemp("cache"))
 
 
+def tiny_flat(method: str, cache_dir, **overrides: Any) -> dict[str, Any]:
+    """A seconds-long trial's flat config on 20 digits per class (``overrides`` win)."""
+    flat = {
+        "method": method,
+        "data.dataset": "digits",
+        "data.cache_dir": str(cache_dir),
+        "data.train_per_class": 20,
+        "data.test_per_class": 10,
+        "model.width": 0.125,
+        "optim.batch_size": 32,
+        "optim.epochs": 2,
+        "eval.knn_k": 20,
+        "system.device": "cpu",
+        **{f"method.{k}": v for k, v in small_params(method).items()},
+    }
+    return {**flat, **overrides}
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path) -> Callable[..., TrialConfig]:
     """Factory: ``tiny_cfg("moco_v2", **{"optim.epochs": 3})`` -> a seconds-long TrialConfig."""
 
     def make(method: str = "supervised", **overrides: Any) -> TrialConfig:
-        flat = {
-            "method": method,
-            "data.dataset": "digits",
-            "data.cache_dir": str(tmp_path / "cache"),
-            "data.train_per_class": 20,
-            "data.test_per_class": 10,
-            "model.width": 0.125,
-            "optim.batch_size": 32,
-            "optim.epochs": 2,
-            "eval.knn_k": 20,
-            "system.device": "cpu",
-            **{f"method.{k}": v for k, v in small_params(method).items()},
-        }
-        return TrialConfig.from_flat({**flat, **overrides})
+        return TrialConfig.from_flat(tiny_flat(method, tmp_path / "cache", **overrides))
 
     return make

@@ -14,25 +14,11 @@ from trainables.loop import run_trial
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     """Every report of two real trials (supervised, moco_v2) with every evaluation switched on."""
-    from tests.trainables.conftest import small_params
+    from tests.trainables.conftest import tiny_flat
 
     out = {}
     for method in ("supervised", "moco_v2"):
-        flat = {
-            "method": method,
-            "data.dataset": "digits",
-            "data.cache_dir": str(tmp_path_factory.mktemp("cache")),
-            "data.train_per_class": 20,
-            "data.test_per_class": 10,
-            "model.width": 0.125,
-            "optim.batch_size": 32,
-            "optim.epochs": 2,
-            "eval.knn_k": 20,
-            "eval.eval_every": 1,
-            "eval.knn_at_init": True,
-            "system.device": "cpu",
-            **{f"method.{k}": v for k, v in small_params(method).items()},
-        }
+        flat = tiny_flat(method, tmp_path_factory.mktemp("cache"), **{"eval.eval_every": 1, "eval.knn_at_init": True})
         out[method] = []
         run_trial(flat, out[method].append)
     return out
