@@ -49,7 +49,9 @@ def _prog() -> str:
 def parser(doc: str, metric: bool = False) -> argparse.ArgumentParser:
     """The shared flags; ``doc`` is the module docstring (first paragraph = description)."""
     p = argparse.ArgumentParser(
-        prog=_prog(), description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=_prog(),
+        description=doc.split("\n\n")[0].replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--experiment", required=True, help="the sweep's experiment name (MLflow and Tune)")
     p.add_argument("--mlflow-uri", help="tracking store (default: sqlite:///<abs --storage-path>/mlflow.db)")

@@ -149,7 +149,9 @@ def parse_target(text: str) -> tuple[tuple[str, str], float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m analysis.curves", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.curves", description=__doc__.split("\n\n")[0].replace("``", "")
+    )
     p.add_argument("--experiment", required=True, help="Tune experiment name (folder under --storage-path)")
     p.add_argument("--storage-path", type=Path, default=DEFAULT_STORAGE, help="the sweep's --storage-path")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <storage>/analysis/<experiment>)")

@@ -21,7 +21,9 @@ from trainables.data.datasets import DatasetError, load_dataset
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.gallery", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.gallery", description=__doc__.split("\n\n")[0].replace("``", "")
+    )
     parser.add_argument("--dataset", default="shapes", help="registered name or imagefolder:<path> (default: shapes)")
     parser.add_argument("--data-dir", default=None, help="where torchvision datasets live")
     parser.add_argument("--image-size", type=int, default=None, help="resize to this square side")

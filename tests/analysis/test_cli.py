@@ -93,3 +93,4 @@ def test_parser__program_name_is_the_command_a_user_types():
         [sys.executable, "-m", "analysis.drops", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert out.startswith("usage: python -m analysis.drops ")
+    assert "``" not in out  # plain text, not the docstring's RST
