@@ -223,10 +223,16 @@ def matched_arms(df: pd.DataFrame) -> list[str]:
     return [a for a in trained_arms(df) if is_label_arm(a) and labels_of(a) is not None]
 
 
+# When a trial evaluates, not how: its final evaluation of a network is the same whatever these are
+# (the accuracy-matched arm evaluates every 312 epochs, its untrained reference every 6).
+EVAL_SCHEDULE_KEYS = frozenset({"eval.eval_every", "eval.knn_at_init"})
+
+
 def floor_keys(df: pd.DataFrame) -> list[str]:
-    """Columns on which a trained trial matches its untrained reference (``FLOOR_KEYS``, model.*, eval.*)."""
+    """Columns on which a trained trial matches its untrained reference (``FLOOR_KEYS``, model.*, eval.*,
+    but not the speed levers or the evaluation schedule)."""
     return [k for k in FLOOR_KEYS if k in df] + sorted(
-        c for c in df if c.startswith(FLOOR_PREFIXES) and c not in SPEED_KEYS
+        c for c in df if c.startswith(FLOOR_PREFIXES) and c not in SPEED_KEYS and c not in EVAL_SCHEDULE_KEYS
     )
 
 

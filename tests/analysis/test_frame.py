@@ -131,3 +131,19 @@ def test_speed_levers__define_no_budget_and_no_floor_and_a_missing_bank_dtype_is
     assert "system.optimizer_impl" not in budget_keys(df) and "eval.batch_size" not in floor_keys(df)
     key = match_key(df, budget_keys(df))
     assert key[0] == key[1] != key[2]  # fused SGD and evaluation batches apart; a bf16 bank is another measurement
+
+
+def test_floor_keys__the_evaluation_schedule_does_not_separate_a_trial_from_its_untrained_reference():
+    """The accuracy-matched arm evaluates every 312 epochs, the untrained reference every 6: same final evaluation."""
+    df = pd.DataFrame(
+        {
+            "method": ["supervised"] * 2,
+            "eval.eval_every": [312, 6],
+            "eval.knn_at_init": [True, False],
+            "eval.knn_k": [200, 200],
+            "model.width": [0.25, 0.25],
+        }
+    )
+    keys = floor_keys(df)
+    assert "eval.eval_every" not in keys and "eval.knn_at_init" not in keys and "eval.knn_k" in keys
+    assert match_key(df, keys)[0] == match_key(df, keys)[1]
