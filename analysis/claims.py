@@ -30,6 +30,7 @@ from analysis.drops import relative_drops
 from analysis.evidence import COLUMNS, Evidence, check, drop_contrast, value_contrast
 from analysis.frame import CLEAN, SUPERVISED, UNTRAINED, annotate, contrastive_arms, matched_arms, trained_arms
 from analysis.geometry_claims import geometry_claims
+from trainables.metrics import KNN_ACC
 
 
 def _floor_claims(df: pd.DataFrame, metric: str) -> list[dict]:
@@ -122,7 +123,7 @@ def _downstream(df: pd.DataFrame, metric: str) -> dict:
     }
 
 
-def claim_checks(df: pd.DataFrame, metric: str = "knn_acc", history: pd.DataFrame | None = None) -> pd.DataFrame:
+def claim_checks(df: pd.DataFrame, metric: str = KNN_ACC, history: pd.DataFrame | None = None) -> pd.DataFrame:
     """Evaluate every claim on a trial frame.
 
     Args:

@@ -21,8 +21,9 @@ from typing import Any
 import pandas as pd
 
 from analysis.frame import AnalysisError
+from trainables.metrics import KNN_ACC, KNN_ACC_STUDY, PROBE_ACC
 
-METRICS = ("knn_acc", "knn_acc_study", "probe_acc")
+METRICS = (KNN_ACC, KNN_ACC_STUDY, PROBE_ACC)
 
 
 @dataclasses.dataclass
@@ -71,9 +72,7 @@ def parser(doc: str, metric: bool = False) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, help="output folder (default: <storage>/analysis/<experiment>)")
     if metric:
-        p.add_argument(
-            "--metric", choices=METRICS, default="knn_acc", help="accuracy to analyse (default: %(default)s)"
-        )
+        p.add_argument("--metric", choices=METRICS, default=KNN_ACC, help="accuracy to analyse (default: %(default)s)")
     return p
 
 

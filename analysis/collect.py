@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.frame import AnalysisError
+from trainables.metrics import KNN_ACC, UNIFORMITY
 from trainables.schema import (  # noqa: F401  (DEFAULT_STORAGE, default_uri: re-exported for analysis.cli)
     DEFAULT_STORAGE,
     FINAL_METRICS,
@@ -203,7 +204,7 @@ def log_report(path: Path, parent_run_id: str, uri: str | None = None) -> None:
 
 
 def histories(
-    df: pd.DataFrame, keys: tuple[str, ...] = ("uniformity", "knn_acc", "loss"), uri: str | None = None
+    df: pd.DataFrame, keys: tuple[str, ...] = (UNIFORMITY, KNN_ACC, "loss"), uri: str | None = None
 ) -> pd.DataFrame:
     """Per-epoch metric values of the frame's trials, long form.
 

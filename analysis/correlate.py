@@ -19,9 +19,10 @@ import pandas as pd
 from analysis import cli, stats
 from analysis.drops import markdown
 from analysis.frame import FAMILIES, UNTRAINED, annotate, arm_order, in_family
+from trainables.metrics import ECE, KNN_ACC, UNIFORMITY
 
 POOLED = "all (within method)"
-QUANTITIES = ("uniformity", "ece")
+QUANTITIES = (UNIFORMITY, ECE)
 COLUMNS = [
     "quantity",
     "family",
@@ -42,7 +43,7 @@ def families_present(df: pd.DataFrame) -> list[str]:
 
 
 def correlation_table(
-    df: pd.DataFrame, metric: str = "knn_acc", quantities=QUANTITIES, n_boot: int = 2000, seed: int = 0
+    df: pd.DataFrame, metric: str = KNN_ACC, quantities=QUANTITIES, n_boot: int = 2000, seed: int = 0
 ) -> pd.DataFrame:
     """Correlation of each quantity with ``metric`` per family x (method, pooled).
 
@@ -95,7 +96,7 @@ def formatted(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     return out
 
 
-def scatter_figure(df: pd.DataFrame, metric: str = "knn_acc", quantities=QUANTITIES):
+def scatter_figure(df: pd.DataFrame, metric: str = KNN_ACC, quantities=QUANTITIES):
     """One panel per quantity x family: accuracy vs quantity, a colour per method, a line
     through each method's corruption levels, points labelled with the corruption."""
     from analysis.figures import arm_color, plt

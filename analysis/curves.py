@@ -31,8 +31,9 @@ import pandas as pd
 from analysis import cli
 from analysis.collect import DEFAULT_STORAGE, trial_folders, trial_results
 from analysis.frame import AnalysisError
+from trainables.metrics import KNN_ACC
 
-COLUMNS = ("epoch", "knn_acc", "knn_acc_init", "loss", "lr", "samples_per_s", "epoch_time_s", "timestamp")
+COLUMNS = ("epoch", KNN_ACC, "knn_acc_init", "loss", "lr", "samples_per_s", "epoch_time_s", "timestamp")
 
 
 def trial_curve(trial_dir: Path) -> pd.DataFrame:
@@ -85,7 +86,7 @@ def throughput_table(curves: pd.DataFrame) -> pd.DataFrame:
             "median_samples_per_s": g["samples_per_s"].median(),
             "min": g["samples_per_s"].min(),
             "max": g["samples_per_s"].max(),
-            "last_knn": g["knn_acc"].last(),
+            "last_knn": g[KNN_ACC].last(),
         }
     )
 
@@ -118,10 +119,10 @@ def curves_figure(curves: pd.DataFrame, targets: dict[tuple[str, str], float]):
     fig, (acc, speed) = plt.subplots(1, 2, figsize=(12, 4.5))
     colors = {t: f"C{i}" for i, t in enumerate(curves["trial"].unique())}
     for trial, df in curves.groupby("trial", sort=False):
-        acc.plot(df["epoch"], df["knn_acc"], color=colors[trial], label=trial)
+        acc.plot(df["epoch"], df[KNN_ACC], color=colors[trial], label=trial)
         speed.plot(df["epoch"], df["samples_per_s"], color=colors[trial], label=trial)
         resumed = df[df["run"].diff() > 0]  # first epoch of each resumed run
-        acc.plot(resumed["epoch"], resumed["knn_acc"], "o", color=colors[trial], markersize=4)
+        acc.plot(resumed["epoch"], resumed[KNN_ACC], "o", color=colors[trial], markersize=4)
         key = (df["method"].iloc[0], df["corruption"].iloc[0])
         if key in targets:
             acc.axhline(targets[key], color=colors[trial], linestyle="--", linewidth=1)

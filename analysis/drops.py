@@ -45,6 +45,7 @@ from analysis.frame import (
     match_key,
     n_test,
 )
+from trainables.metrics import KNN_ACC
 
 # spread: std over seeds (n_seeds >= 2) or the binomial sampling error (one seed); low/high: its
 # 95% interval; sampling_se: the binomial error of the mean, whatever the number of seeds.
@@ -95,14 +96,14 @@ def corruption_order(specs) -> list[str]:
     return sorted(set(specs), key=key)
 
 
-def accuracy_table(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+def accuracy_table(df: pd.DataFrame, metric: str = KNN_ACC) -> pd.DataFrame:
     """arm x corruption table of the metric's mean over seeds (``untrained`` last)."""
     df = annotate(df)
     table = df.pivot_table(index="arm", columns="corruption", values=metric, aggfunc="mean")
     return table.loc[arm_order(table.index), corruption_order(table.columns)]
 
 
-def relative_drops(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+def relative_drops(df: pd.DataFrame, metric: str = KNN_ACC) -> pd.DataFrame:
     """One row per corrupted trial with its matched clean accuracy and both drops (%).
 
     Args:
@@ -156,7 +157,7 @@ def _floor_of(rows: pd.DataFrame, df: pd.DataFrame, metric: str) -> tuple[pd.Ser
     return key.map(floors[metric]), key.map(floors["n_test"])
 
 
-def floor_gaps(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+def floor_gaps(df: pd.DataFrame, metric: str = KNN_ACC) -> pd.DataFrame:
     """Per trained arm x corruption: the gain over the untrained network, ``A - F`` (points).
 
     Summarised like any cell (``SUMMARY_COLUMNS``): with two or more seeds the t-interval over
@@ -211,7 +212,7 @@ def drop_terms(drops: pd.DataFrame, metric: str, measure: str = "drop") -> pd.Da
     return drops.assign(x_o=x_o, se_o=se_o, x_c=x_c, se_c=se_c)
 
 
-def drop_table(df: pd.DataFrame, metric: str = "knn_acc", measure: str = "drop") -> pd.DataFrame | None:
+def drop_table(df: pd.DataFrame, metric: str = KNN_ACC, measure: str = "drop") -> pd.DataFrame | None:
     """arm x corruption mean drop (%) with an ``Avg`` column; None without any (e.g. no ori trials)."""
     drops = relative_drops(df, metric).dropna(subset=[measure])
     if drops.empty:
@@ -232,7 +233,7 @@ def require_clean(df: pd.DataFrame, experiment: str = "this sweep") -> None:
         )
 
 
-def accuracy_summary(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+def accuracy_summary(df: pd.DataFrame, metric: str = KNN_ACC) -> pd.DataFrame:
     """Long table (``SUMMARY_COLUMNS``) of accuracy per arm x corruption with its spread."""
     df = annotate(df).dropna(subset=[metric])
     rows = []
@@ -249,7 +250,7 @@ def accuracy_summary(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
     return _sorted(summary)
 
 
-def drop_summary(df: pd.DataFrame, metric: str = "knn_acc", measure: str = "drop") -> pd.DataFrame:
+def drop_summary(df: pd.DataFrame, metric: str = KNN_ACC, measure: str = "drop") -> pd.DataFrame:
     """Long table (``SUMMARY_COLUMNS``) of a drop measure per arm x corruption, plus ``Avg``.
 
     Args:
@@ -389,7 +390,7 @@ def markdown(table: pd.DataFrame, index_name: str = "") -> str:
     return "\n".join(lines)
 
 
-def drop_figure(summary: pd.DataFrame, metric: str = "knn_acc"):
+def drop_figure(summary: pd.DataFrame, metric: str = KNN_ACC):
     """Grouped bars in the style of the study's Table 1 figure: one group per corruption
     (and Avg), one bar per arm, error bars = the table's spread, values printed on the bars."""
     from analysis.figures import arm_color, plt  # matplotlib only when drawing
@@ -439,7 +440,7 @@ def floor_text(summary: pd.DataFrame) -> str:
     return f"{markdown(wide(summary), 'arm')}\n\n{spread_note(summary, reference=False)} {FLOOR_NOTE}"
 
 
-def trial_drops(df: pd.DataFrame, metric: str = "knn_acc") -> pd.DataFrame:
+def trial_drops(df: pd.DataFrame, metric: str = KNN_ACC) -> pd.DataFrame:
     """Per corrupted trial: the accuracies (A, F) and both measures, ``drop`` and ``floor_drop``."""
     drops = relative_drops(df, metric)
     return drops[[*TRIAL_COLUMNS[:4], metric, *TRIAL_COLUMNS[4:]]].sort_values(TRIAL_COLUMNS[:4])

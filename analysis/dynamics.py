@@ -20,6 +20,7 @@ import pandas as pd
 
 from analysis import cli
 from analysis.frame import UNTRAINED, annotate, arm_order, floor_keys, match_key
+from trainables.metrics import CLASSWISE_UNIFORMITY, FEATURE_DISTANCE, INTER_DISTANCE, INTRA_DISTANCE, UNIFORMITY
 
 COLUMNS = ["arm", "corruption", "seed", "epoch", "quantity", "cls", "value"]
 OVERALL = -1  # ``cls`` of a value over all classes
@@ -35,15 +36,15 @@ def geometry(row: pd.Series) -> list[tuple[str, int, float]]:
     classes, or trials recorded before).
     """
     out = []
-    if not pd.isna(row.get("uniformity")):
-        out.append(("uniformity", OVERALL, float(row["uniformity"])))
-    if isinstance(row.get("classwise_uniformity"), list):
-        out += [("classwise_uniformity", c, float(v)) for c, v in enumerate(row["classwise_uniformity"])]
-    logged = {q: _per_class(row, name) for q, name in (("intra", "intra_distance"), ("inter", "inter_distance"))}
+    if not pd.isna(row.get(UNIFORMITY)):
+        out.append((UNIFORMITY, OVERALL, float(row[UNIFORMITY])))
+    if isinstance(row.get(CLASSWISE_UNIFORMITY), list):
+        out += [(CLASSWISE_UNIFORMITY, c, float(v)) for c, v in enumerate(row[CLASSWISE_UNIFORMITY])]
+    logged = {q: _per_class(row, name) for q, name in (("intra", INTRA_DISTANCE), ("inter", INTER_DISTANCE))}
     if all(logged.values()):
         out += [(q, c, v) for q, values in logged.items() for c, v in values]
-    elif isinstance(row.get("feature_distance"), list):
-        d = np.asarray(row["feature_distance"], dtype=float)
+    elif isinstance(row.get(FEATURE_DISTANCE), list):
+        d = np.asarray(row[FEATURE_DISTANCE], dtype=float)
         off = d.copy()
         np.fill_diagonal(off, np.nan)
         out += [("intra", c, float(v)) for c, v in enumerate(np.diag(d))]
@@ -90,12 +91,12 @@ def dynamics_frame(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.
 
 
 # Per-epoch metric -> (quantity, class) of the long table; per-class keys are "<name>/<class>".
-HISTORY_KEYS = ("uniformity", "classwise_uniformity/", "intra_distance/", "inter_distance/")
+HISTORY_KEYS = (UNIFORMITY, "classwise_uniformity/", "intra_distance/", "inter_distance/")
 _QUANTITY = {
-    "uniformity": "uniformity",
-    "classwise_uniformity": "classwise_uniformity",
-    "intra_distance": "intra",
-    "inter_distance": "inter",
+    UNIFORMITY: UNIFORMITY,
+    CLASSWISE_UNIFORMITY: CLASSWISE_UNIFORMITY,
+    INTRA_DISTANCE: "intra",
+    INTER_DISTANCE: "inter",
 }
 
 
@@ -108,7 +109,7 @@ def _history(trial: pd.Series, history: pd.DataFrame | None) -> list[tuple[int, 
     out = []
     for e, metric, v in zip(mine["epoch"], mine["metric"], mine["value"], strict=True):
         name, _, cls = metric.partition("/")
-        if name in _QUANTITY and (cls.isdigit() or (not cls and name == "uniformity")):
+        if name in _QUANTITY and (cls.isdigit() or (not cls and name == UNIFORMITY)):
             out.append((int(e), _QUANTITY[name], int(cls) if cls else OVERALL, float(v)))
     return out
 
@@ -125,9 +126,9 @@ def dynamics_figure(dyn: pd.DataFrame, corruption: str = "ori"):
     for j, arm in enumerate(arms):
         mine = dyn[dyn["arm"] == arm].groupby(["epoch", "quantity", "cls"])["value"].mean().reset_index()
         top, bottom = axes[0, j], axes[1, j]
-        for c, curve in mine[mine["quantity"] == "classwise_uniformity"].groupby("cls"):
+        for c, curve in mine[mine["quantity"] == CLASSWISE_UNIFORMITY].groupby("cls"):
             top.plot(curve["epoch"], curve["value"], "--", linewidth=0.8, color=f"C{int(c) % 10}", alpha=0.8)
-        overall = mine[mine["quantity"] == "uniformity"]
+        overall = mine[mine["quantity"] == UNIFORMITY]
         top.plot(overall["epoch"], overall["value"], "-s", color="black", markersize=4, label="overall")
         for quantity, color in (("intra", "C3"), ("inter", "C0")):
             part = mine[mine["quantity"] == quantity].groupby("epoch")["value"]

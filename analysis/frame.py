@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from corruptions import parse
+from trainables.metrics import CLASSWISE_UNIFORMITY
 
 UNTRAINED = "untrained"  # arm label of trials with optim.epochs == 0 and no init_checkpoint (the backbone at init)
 CLEAN = "ori"
@@ -190,8 +191,8 @@ def n_test(df: pd.DataFrame) -> pd.Series:
     """
     recorded = df["n_test"] if "n_test" in df else pd.Series(np.nan, index=df.index)
     per_class = df["data.test_per_class"] if "data.test_per_class" in df else pd.Series(np.nan, index=df.index)
-    if "classwise_uniformity" in df:
-        classes = df["classwise_uniformity"].map(lambda v: len(v) if isinstance(v, (list, tuple)) else np.nan)
+    if CLASSWISE_UNIFORMITY in df:
+        classes = df[CLASSWISE_UNIFORMITY].map(lambda v: len(v) if isinstance(v, (list, tuple)) else np.nan)
     else:
         classes = pd.Series(np.nan, index=df.index)
     return recorded.astype(float).fillna(per_class.astype(float) * classes.astype(float))

@@ -13,11 +13,12 @@ from analysis.drop_claims import PATCH_MISSING, mean_weights
 from analysis.dynamics import dynamics_frame
 from analysis.evidence import Evidence, check, correlation_contrast, value_contrast
 from analysis.frame import CLEAN, FAMILIES, SUPERVISED, UNTRAINED, family_levels, in_family
+from trainables.metrics import CLASSWISE_UNIFORMITY, ECE, UNIFORMITY
 
 # C5.train: (quantity of analysis.dynamics, its name, the study's direction for CL, for Sup/SupCon).
 TRAINING = (
-    ("classwise_uniformity", "class-wise uniformity", 1, -1),
-    ("uniformity", "overall uniformity", 1, 1),
+    (CLASSWISE_UNIFORMITY, "class-wise uniformity", 1, -1),
+    (UNIFORMITY, "overall uniformity", 1, 1),
     ("intra", "intra-class distance", 1, -1),
 )
 HISTORY_HINT = "eval.eval_every > 0, read with analysis.collect.histories"
@@ -31,7 +32,7 @@ def corruption_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
     rows = []
     for cl in cls:
         ev = (
-            value_contrast(df, {(cl, CLEAN): 1.0, **mean_weights(cl, patch, -1)}, "uniformity")
+            value_contrast(df, {(cl, CLEAN): 1.0, **mean_weights(cl, patch, -1)}, UNIFORMITY)
             if patch
             else Evidence(missing=(PATCH_MISSING,))
         )
@@ -41,7 +42,7 @@ def corruption_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
                 f"patch shuffling lowers {cl} uniformity",
                 "2.82 > 2.41-2.62",
                 ev,
-                "uniformity",
+                UNIFORMITY,
                 paper.QUOTES["C5.corrupt"],
             )
         )
@@ -50,7 +51,7 @@ def corruption_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
         ev = (
             Evidence(missing=tuple(needs))
             if needs
-            else value_contrast(df, {**mean_weights(cl, blur), **mean_weights(cl, patch, -1)}, "uniformity")
+            else value_contrast(df, {**mean_weights(cl, blur), **mean_weights(cl, patch, -1)}, UNIFORMITY)
         )
         rows.append(
             check(
@@ -58,7 +59,7 @@ def corruption_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
                 f"defocus blur lowers {cl} uniformity less than patch shuffling",
                 "2.80 vs 2.41-2.62",
                 ev,
-                "uniformity",
+                UNIFORMITY,
                 paper.QUOTES["C5.blur"],
             )
         )
@@ -69,7 +70,7 @@ def order_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
     """C5.order: on clean data uniformity MoCo > Sup > SupCon (``paper.QUOTES["C5.order"]``)."""
     rows = []
     for a, b in [(cl, SUPERVISED) for cl in cls] + [(SUPERVISED, "supcon")]:
-        ev = value_contrast(df, {(a, CLEAN): 1.0, (b, CLEAN): -1.0}, "uniformity")
+        ev = value_contrast(df, {(a, CLEAN): 1.0, (b, CLEAN): -1.0}, UNIFORMITY)
         pa, pb = paper.PAPER_UNIFORMITY.get(a), paper.PAPER_UNIFORMITY.get(b)
         rows.append(
             check(
@@ -77,7 +78,7 @@ def order_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
                 f"uniformity on ori: {a} > {b}",
                 f"{pa} > {pb}" if pa and pb else "",
                 ev,
-                "uniformity",
+                UNIFORMITY,
                 paper.QUOTES["C5.order"],
             )
         )
@@ -158,9 +159,7 @@ def tracking_claims(df: pd.DataFrame, metric: str) -> list[dict]:
     for family in FAMILIES:
         points = trained[in_family(trained, family)] if (df["family"] == family).any() else trained.iloc[:0]
         ev = (
-            correlation_contrast(points, metric, "uniformity")
-            if len(points)
-            else Evidence(missing=(f"{family} trials",))
+            correlation_contrast(points, metric, UNIFORMITY) if len(points) else Evidence(missing=(f"{family} trials",))
         )
         rows.append(
             check(
@@ -172,7 +171,7 @@ def tracking_claims(df: pd.DataFrame, metric: str) -> list[dict]:
                 paper.QUOTES["C6.unif"],
             )
         )
-        ev = correlation_contrast(points, metric, "uniformity", "ece") if len(points) else ev
+        ev = correlation_contrast(points, metric, UNIFORMITY, ECE) if len(points) else ev
         rows.append(
             check(
                 "C6.ece",

@@ -34,6 +34,7 @@ from analysis.drops import (
 )
 from analysis.dynamics import HISTORY_KEYS, dynamics_figure, dynamics_frame
 from analysis.frame import UNTRAINED, AnalysisError, annotate, constant_config
+from trainables.metrics import ECE, KNN_ACC, PROBE_ACC, UNIFORMITY
 
 STYLE = """body{font:14px/1.45 system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0;font-size:12.5px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}
@@ -46,10 +47,10 @@ TRIAL_COLUMNS = [
     "corruption",
     "seed",
     "optim.epochs",
-    "knn_acc",
-    "probe_acc",
-    "uniformity",
-    "ece",
+    KNN_ACC,
+    PROBE_ACC,
+    UNIFORMITY,
+    ECE,
     "alignment",
     "n_test",
     "train_time_s",
@@ -241,7 +242,7 @@ def render(
 ) -> str:
     """The whole report as one HTML string (see the module docstring)."""
     started = started or time.time()
-    metrics = [metric] + [m for m in ("knn_acc", "probe_acc") if m != metric and m in df and df[m].notna().any()]
+    metrics = [metric] + [m for m in (KNN_ACC, PROBE_ACC) if m != metric and m in df and df[m].notna().any()]
     claims = claim_checks(df, metric, history)
     counts = claims["verdict"].value_counts()
     body = [

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from analysis import cli
+from trainables.metrics import UNIFORMITY
 
 
 def embed(features: Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
@@ -40,7 +41,7 @@ def trial_panel(row, per_class: int = 50) -> dict:
 
     trial = load_trial(row)
     feats, labels = trial.features(trial.data.test, trial.cfg.eval_corruption, per_class=per_class)
-    uniformity = row.get("uniformity", float("nan"))
+    uniformity = row.get(UNIFORMITY, float("nan"))
     title = f"{row['arm']} · {row['corruption']} · U={uniformity:.2f}"
     return {"xy": embed(feats), "labels": labels.numpy(), "title": title, "classes": trial.data.classes}
 

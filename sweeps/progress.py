@@ -12,6 +12,7 @@ from analysis.drops import accuracy_summary, drop_summary, spread_note, wide
 from analysis.frame import UNTRAINED, arm_of
 from sweeps.options import searched_keys
 from sweeps.tracking import experiment_id, log_summary
+from trainables.metrics import KNN_ACC, PROBE_ACC, UNIFORMITY
 from trainables.tune_adapter import REPLAYED, crash_report, trial_config
 
 
@@ -48,7 +49,7 @@ class Progress(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if result.get("done") or result.get(REPLAYED):  # a replayed epoch was printed by the driver that ran it
             return
-        knn = f"  knn {result['knn_acc']:.1f}" if "knn_acc" in result else ""
+        knn = f"  knn {result[KNN_ACC]:.1f}" if KNN_ACC in result else ""
         knn += f" ({result['knn_gain']:+.1f} over untrained)" if "knn_gain" in result else ""
         print(
             f"{self._prefix(trial)}  epoch {result['epoch']}  loss {result['loss']:.3f}{knn}  {result['samples_per_s']:.0f} img/s"
@@ -61,11 +62,11 @@ class Progress(tune.Callback):
         r = trial.last_result or {}
         untrained = _arm(trial_config(trial.config)) == UNTRAINED  # its gain over itself is 0 by definition
         probe = f" ({r['knn_gain']:+.1f} over untrained)" if "knn_gain" in r and not untrained else ""
-        probe += f"  probe {r['probe_acc']:.1f}" if "probe_acc" in r else ""
+        probe += f"  probe {r[PROBE_ACC]:.1f}" if PROBE_ACC in r else ""
         if r.get(REPLAYED):  # ended before the last launch's driver was killed; not trained again
             probe += "  (recorded before the interruption; not re-run)"
         print(
-            f"{self._prefix(trial)}  finished: knn {r.get('knn_acc', float('nan')):.1f}{probe}  uniformity {r.get('uniformity', float('nan')):.2f}"
+            f"{self._prefix(trial)}  finished: knn {r.get(KNN_ACC, float('nan')):.1f}{probe}  uniformity {r.get(UNIFORMITY, float('nan')):.2f}"
             f"{self._memory_format(trial, r)}",
             flush=True,
         )
@@ -155,13 +156,13 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
     """Accuracy and drop tables (or the best searched configs), and how to open the MLflow UI."""
     df = results_frame(results)
     print(f"\n{len(df)} of {total} trials finished in {seconds:.0f} s ({len(results.errors)} failed).")
-    searched = best_configs(results, plan.opts.get("metric", "knn_acc"), summary_keys(plan.opts))
+    searched = best_configs(results, plan.opts.get("metric", KNN_ACC), summary_keys(plan.opts))
     if searched is not None:
         print(
-            f"\nBest configurations by final {plan.opts.get('metric', 'knn_acc')}:\n{searched.to_string(index=False, float_format='%.4g')}"
+            f"\nBest configurations by final {plan.opts.get('metric', KNN_ACC)}:\n{searched.to_string(index=False, float_format='%.4g')}"
         )
-    if len(df) and "knn_acc" in df:
-        metric = "knn_acc"
+    if len(df) and KNN_ACC in df:
+        metric = KNN_ACC
         # Cells inside the untrained floor's error read "[floor]" (analysis.drops.floor_gaps): not findings.
         acc = accuracy_summary(df, metric)
         print(

@@ -20,6 +20,7 @@ from pathlib import Path
 from sweeps.launch import Sweep, main
 from sweeps.options import Flag, SweepError, SweepOptions
 from trainables import metrics
+from trainables.metrics import KNN_ACC
 
 DISTRIBUTIONS = ("loguniform", "uniform", "choice", "randint")
 ASHA = {"grace_period": 1, "reduction_factor": 2}  # key -> minimum
@@ -67,7 +68,7 @@ def check_search(opts: SweepOptions, cells: list[dict]) -> dict:
     checked["asha"] = {k: _integer(f"asha.{k}", v, ASHA[k]) for k, v in asha.items()}
     if opts.get("mode", "max") not in ("min", "max"):
         raise SweepError(f"mode {opts['mode']!r} is invalid; valid: min, max")
-    if not isinstance(opts.get("metric", "knn_acc"), str):
+    if not isinstance(opts.get("metric", KNN_ACC), str):
         raise SweepError(f"metric {opts['metric']!r} is invalid; valid: a reported metric's name, e.g. knn_acc")
     space = opts.get("space") or {}
     if not isinstance(space, dict):
@@ -157,7 +158,7 @@ def search_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     Optuna proposes for the base cell only, so further seeds are an error rather than silently dropped.
     """
     candidates = opts.get("candidates")
-    metric = opts.get("metric", "knn_acc")
+    metric = opts.get("metric", KNN_ACC)
     if not candidates:
         if len(cells) != 1:
             raise SweepError(
@@ -190,7 +191,7 @@ def tune_setup(opts: SweepOptions, experiment_path: Path, cells: list[dict]) -> 
 
     if opts.get("candidates"):  # no metric for Tune: it would demand it in every epoch's report
         return {"sweep.cell": tune.grid_search(cells)}, {}
-    metric = {"metric": opts.get("metric", "knn_acc"), "mode": opts.get("mode", "max")}
+    metric = {"metric": opts.get("metric", KNN_ACC), "mode": opts.get("mode", "max")}
     import optuna
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch

@@ -72,8 +72,32 @@ REPORTED: dict[str, Reported] = {
         Reported("done", FINAL, "internal", "True on the final report"),
     )
 }
+# Names the other layers read (analysis, the sweep CLI): each is a declared key (checked below).
+LOSS, KNN_ACC, KNN_ACC_STUDY, PROBE_ACC, UNIFORMITY, ECE = (
+    "loss",
+    "knn_acc",
+    "knn_acc_study",
+    "probe_acc",
+    "uniformity",
+    "ece",
+)
+CLASSWISE_UNIFORMITY, FEATURE_DISTANCE = "classwise_uniformity", "feature_distance"
+INTRA_DISTANCE, INTER_DISTANCE = "intra_distance", "inter_distance"
+_NAMED = (
+    LOSS,
+    KNN_ACC,
+    KNN_ACC_STUDY,
+    PROBE_ACC,
+    UNIFORMITY,
+    ECE,
+    CLASSWISE_UNIFORMITY,
+    FEATURE_DISTANCE,
+    INTRA_DISTANCE,
+    INTER_DISTANCE,
+)
+assert set(_NAMED) <= set(REPORTED), sorted(set(_NAMED) - set(REPORTED))
 # Per-class values, reported as "<name>/<class index>" at every evaluation (C per name).
-PER_CLASS = ("classwise_uniformity", "intra_distance", "inter_distance")
+PER_CLASS = (CLASSWISE_UNIFORMITY, INTRA_DISTANCE, INTER_DISTANCE)
 PER_CLASS_ARTIFACT = schema.PER_CLASS_ARTIFACT
 # Keys the runtime adds to a report (Ray Tune's bookkeeping, the adapter's replay mark): not the trial's.
 RUNTIME = frozenset(

@@ -73,3 +73,28 @@ def test_mlflow_writer__logs_exactly_the_declared_metrics(reports, tmp_path):
         }
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {f"{k}.json" for k in metrics.names("artifact")} | {metrics.PER_CLASS_ARTIFACT} <= artifacts
+
+
+def test_names__analysis_and_the_sweeps_spell_no_metric_name_of_their_own():
+    """The accuracy and geometry names come from trainables.metrics, never as string literals."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    named = {
+        metrics.KNN_ACC,
+        metrics.KNN_ACC_STUDY,
+        metrics.PROBE_ACC,
+        metrics.UNIFORMITY,
+        metrics.ECE,
+        metrics.CLASSWISE_UNIFORMITY,
+        metrics.FEATURE_DISTANCE,
+        metrics.INTRA_DISTANCE,
+        metrics.INTER_DISTANCE,
+    }
+    found = []
+    for path in [*sorted((root / "analysis").glob("*.py")), *sorted((root / "sweeps").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in named:
+                found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    assert found == [], "use the names in trainables.metrics:\n" + "\n".join(found)
