@@ -31,7 +31,6 @@ from trainables.schema import (  # noqa: F401  (DEFAULT_STORAGE, default_uri: re
     DEFAULT_STORAGE,
     FINAL_METRICS,
     PARENT_TAG,
-    PER_CLASS_ARTIFACT,
     RESULT_FILE,
     STATE_FILE,
     STORAGE_TAG,
@@ -152,9 +151,7 @@ def _mlflow_row(client, run, folders: dict[str, Path]) -> dict[str, Any]:
     row.update(config)
     row[RECORDED_CONFIG] = config
     row.update(data.metrics)  # last value per key; an epochs-0 trial logs no epoch metrics
-    row.update(_read_json_artifact(client, run, FINAL_METRICS) or {})
-    for name, values in (_read_json_artifact(client, run, PER_CLASS_ARTIFACT) or {}).items():  # final per-class values
-        row.update({f"{name}/{label}": value for label, value in values.items()})
+    row.update(_read_json_artifact(client, run, FINAL_METRICS) or {})  # per-class values included
     return row
 
 
@@ -221,9 +218,8 @@ def histories(
     rows = []
     for _, trial in df.iterrows():
         folder = Path(trial["trial_dir"]) if isinstance(trial.get("trial_dir"), str) else None
-        from_folder = tuple(
-            k for k in keys if folder is not None and folder.is_dir() and (k.endswith("/") or client is None)
-        )
+        on_disk = folder is not None and folder.is_dir()
+        from_folder = tuple(k for k in keys if on_disk and (client is None or k.endswith("/")))
         points = [
             (r.get("epoch"), key, r[key])
             for r in (trial_results(folder) if from_folder else ())

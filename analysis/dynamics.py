@@ -20,7 +20,14 @@ import pandas as pd
 
 from analysis import cli
 from analysis.frame import UNTRAINED, annotate, arm_order, floor_keys, match_key
-from trainables.metrics import CLASSWISE_UNIFORMITY, FEATURE_DISTANCE, INTER_DISTANCE, INTRA_DISTANCE, UNIFORMITY
+from trainables.metrics import (
+    CLASSWISE_UNIFORMITY,
+    FEATURE_DISTANCE,
+    INTER_DISTANCE,
+    INTRA_DISTANCE,
+    UNIFORMITY,
+    per_class_name,
+)
 
 COLUMNS = ["arm", "corruption", "seed", "epoch", "quantity", "cls", "value"]
 OVERALL = -1  # ``cls`` of a value over all classes
@@ -54,11 +61,10 @@ def geometry(row: pd.Series) -> list[tuple[str, int, float]]:
 
 def _per_class(row: pd.Series, name: str) -> list[tuple[int, float]]:
     """``(class, value)`` of a row's logged ``<name>/<class>`` columns (NaN ones skipped)."""
-    prefix = f"{name}/"
     return sorted(
-        (int(k[len(prefix) :]), float(v))
+        (int(k.partition("/")[2]), float(v))
         for k, v in row.items()
-        if isinstance(k, str) and k.startswith(prefix) and k[len(prefix) :].isdigit() and not pd.isna(v)
+        if isinstance(k, str) and per_class_name(k) == name and not pd.isna(v)
     )
 
 

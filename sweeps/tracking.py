@@ -454,13 +454,15 @@ class MLflowTrialWriter(tune.Callback):
         if trial.trial_id in self._final:
             return
         result = dict(trial.last_result or {})
-        final = {k: v for k, v in result.items() if _is_metric(k) or k in _FINAL_EXTRAS}
+        # The final report, per-class values included: analysis reads this one artifact per run.
+        final = {k: v for k, v in result.items() if _is_metric(k) or k in _FINAL_EXTRAS or metrics.per_class_name(k)}
         self.client.log_dict(run_id, final, FINAL_METRICS)
         for key in metrics.names("artifact"):
             if key in result:
                 self.client.log_dict(run_id, {key: result[key]}, f"{key}.json")
-        if per_class(result):
-            self.client.log_dict(run_id, per_class(result), PER_CLASS_ARTIFACT)
+        classes = per_class(result)  # the same values grouped by name and class, for a reader of the run
+        if classes:
+            self.client.log_dict(run_id, classes, PER_CLASS_ARTIFACT)
         if self.render_samples is not None:
             self.client.log_figure(
                 run_id, self.render_samples(trial_config(trial.config)["data.corruption"]), "corrupted_samples.png"
