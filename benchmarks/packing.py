@@ -41,7 +41,7 @@ def child(spec: dict) -> dict:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
-        torch.cuda.set_per_process_memory_fraction(1 / spec["k"], device)
+        torch.cuda.set_per_process_memory_fraction(1 / spec["k"], torch.cuda.current_device())
     else:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // spec["k"]))
     cfg = study_config(spec["method"], spec["mode"], device, spec["width"], spec["batch"])
