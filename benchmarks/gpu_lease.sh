@@ -13,9 +13,14 @@
 # On the device machine, from the repository root, with CIFAR-10 carried as .lease/cifar10-jpeg.tgz
 # (see docs/results/gpu.md, "Next lease"): bash benchmarks/gpu_lease.sh
 # Without a GPU (CI): bash benchmarks/gpu_lease.sh --dry-run  (tiny settings and digits: ~25 s of CPU time)
+# Trial only (the next lease, docs/results/gpu.md): bash benchmarks/gpu_lease.sh --trial
+#   skips 2-3 and trains the moco_v2 `ori` trial in the fastest mode measured (compiled+graph), kNN only
+#   (no final probe), saving its state to /tmp/lease_state every 5 epochs: the same command again, at once
+#   on the still-warm machine, resumes it there. Add --dry-run after --trial to try it on a CPU.
 # Phase budgets in seconds: LEASE_TOTAL_S (default 560), LEASE_BENCH_S (240), LEASE_PACK_S (100).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+TRIAL_ONLY=0; [[ "${1:-}" == "--trial" ]] && { TRIAL_ONLY=1; shift; }
 DRY=0; [[ "${1:-}" == "--dry-run" ]] && DRY=1
 OUT=${OUT:-$(mktemp -d)}; mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -74,6 +79,13 @@ else
   fi
 fi
 
+LEVERS=(--levers-from "$OUT/train_step.log")
+if (( TRIAL_ONLY )); then
+  LEVERS=(--mode compiled+graph --state /tmp/lease_state/trial.pt --set eval.probe=false)
+  (( DRY )) && LEVERS=(--mode levers --state /tmp/lease_state/trial.pt --set eval.probe=false)
+  mkdir -p /tmp/lease_state
+  TOTAL=${LEASE_TOTAL_S:-585}
+else
 log "2. step benchmark (budget ${BENCH}s)"
 timeout -s INT "$BENCH" $PY benchmarks/train_step.py --study "${BENCH_ARGS[@]}" > "$OUT/train_step.log" 2>&1
 log "train_step exit $?"; grep -v '^{' "$OUT/train_step.log" | tail -40 | tee -a "$OUT/lease.log"
@@ -86,6 +98,7 @@ log "augment exit $?"; grep -v '^{' "$OUT/augment.log" | tail -4 | tee -a "$OUT/
 log "3. packing (budget ${PACK}s)"
 timeout -s INT "$PACK" $PY benchmarks/packing.py "${PACK_ARGS[@]}" > "$OUT/packing.log" 2>&1
 log "packing exit $?"; grep -v '^{' "$OUT/packing.log" | tail -8 | tee -a "$OUT/lease.log"
+fi
 
 TRIAL_S=$(( $(left) - 15 ))
 if (( TRIAL_S < 60 )); then
@@ -93,7 +106,7 @@ if (( TRIAL_S < 60 )); then
 else
   log "4. moco_v2 ori trial of the gpu preset (budget ${TRIAL_S}s)"
   timeout -s INT $(( TRIAL_S + 10 )) $PY benchmarks/lease_trial.py --dataset "$DATASET" --budget-s "$TRIAL_S" \
-    --out "$OUT" --levers-from "$OUT/train_step.log" "${TRIAL_SET[@]}" >> "$OUT/lease.log" 2>&1
+    --out "$OUT" "${LEVERS[@]}" "${TRIAL_SET[@]}" >> "$OUT/lease.log" 2>&1
   log "trial exit $?"; tail -4 "$OUT/lease.log"
 fi
 log "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

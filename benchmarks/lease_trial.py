@@ -14,7 +14,12 @@ the command's limit still leaves its curve:
 ``--levers-from <train_step.py --study log>`` adds the levers of the moco_v2 mode that would train
 the most samples within the budget (its samples/s times the budget left after its setup time, which
 for a compiled mode is the compile), plus evaluation on the device in batches of 1024 and a loss
-check every 50 steps; ``--set`` wins over them.
+check every 50 steps; ``--set`` wins over them. ``--mode <name>`` takes a benchmarks.train_step STUDY_MODES mode's levers
+without a log (the 2026-11-28 lease measured ``compiled+graph`` fastest: docs/results/gpu.md).
+
+``--state <file>`` makes the trial resumable across commands (a lease's 10-minute limit): the trial
+state is saved there every ``system.checkpoint_every`` epochs and, when the file exists, the trial
+resumes from it (the same machine: keep it outside $OUT, e.g. under /tmp).
 
 ``samples_per_s`` per epoch is the trial's own (training time only, augmentation on the device
 included); ``knn_acc_study`` at evaluation epochs is the study's kNN protocol, against its
@@ -34,6 +39,7 @@ import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.train_step import FAST_IMPL, STUDY_MODES  # noqa: E402
@@ -78,10 +84,17 @@ def levers_from(log: Path, budget_s: float, optimizer: str) -> tuple[dict, str |
     if not rows:
         return {}, None
     best = max(rows, key=lambda r: r["samples_per_s"] * max(0.0, budget_s - r["setup_s"]))
-    levers = dict(STUDY_MODES[best["mode"]])
-    if best["mode"] != "eager":
+    return mode_levers(best["mode"], optimizer), best["mode"]
+
+
+def mode_levers(mode: str, optimizer: str) -> dict:
+    """The flat overrides of one STUDY_MODES mode in a trial (evaluation on the device included)."""
+    if mode not in STUDY_MODES:
+        raise SystemExit(f"--mode {mode!r} is invalid; valid: {', '.join(STUDY_MODES)}")
+    levers = dict(STUDY_MODES[mode])
+    if mode != "eager":
         levers["system.optimizer_impl"] = FAST_IMPL[optimizer]
-    return {**TRIAL_LEVERS, **levers}, best["mode"]
+    return {**TRIAL_LEVERS, **levers}
 
 
 def main() -> None:
@@ -95,11 +108,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="flat override (repeatable)")
     parser.add_argument("--levers-from", type=Path, help="a train_step.py --study log: use its best moco_v2 mode")
+    parser.add_argument("--mode", help="use this STUDY_MODES mode's levers (instead of --levers-from)")
+    parser.add_argument("--state", type=Path, help="resumable trial state: saved here, resumed from here if present")
     args = parser.parse_args()
     overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     mode = None
     if args.levers_from:
         levers, mode = levers_from(args.levers_from, args.budget_s, "sgd")  # the gpu preset's moco_v2 runs SGD
+        overrides = {**levers, **overrides}
+    elif args.mode:
+        levers, mode = mode_levers(args.mode, "sgd"), args.mode
         overrides = {**levers, **overrides}
     flat, data = preset_trial(args.dataset, args.method, args.corruption, args.seed, overrides)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -137,8 +155,17 @@ def main() -> None:
         if not summary["done"] and now - started + 1.2 * slowest > args.budget_s:
             raise BudgetSpent
 
+    resume = torch.load(args.state, weights_only=False) if args.state and args.state.exists() else None
+    if resume is not None:
+        print(f"resuming from {args.state} after epoch {resume['epoch']}", flush=True)
+
+    def save(state: dict) -> None:
+        tmp = args.state.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(args.state)  # atomic: a kill mid-save keeps the previous state
+
     try:
-        run_trial(flat, report, dataset=data)
+        run_trial(flat, report, dataset=data, resume=resume, save=save if args.state else None)
     except BudgetSpent:
         print(
             f"stopped after epoch {summary['epochs'][-1]['epoch']} of {flat['optim.epochs']}: budget {args.budget_s:g} s"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -122,3 +123,31 @@ def test_gpu_lease__dry_run_runs_every_phase_and_writes_its_files(tmp_path):
         trial["trial"]["method.queue_init"] == "random" and trial["trial"]["model.stem_padding"] == 2
     )  # the gpu preset
     assert len((tmp_path / "trial_curves.csv").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_lease_trial__state_file_resumes_the_trial_in_a_second_command(tmp_path):
+    """A lease's second command continues the first's trial instead of starting over (issue 24)."""
+    state = tmp_path / "state" / "trial.pt"
+    state.parent.mkdir()
+    sets = ["model.width=0.0625", "optim.batch_size=32", "data.train_per_class=20", "data.test_per_class=10"]
+    sets += [
+        "method.queue_size=64",
+        "optim.epochs=2",
+        "eval.eval_every=1",
+        "eval.probe=false",
+        "system.checkpoint_every=1",
+    ]
+
+    def command(out: Path) -> dict:
+        args = [sys.executable, str(REPO / "benchmarks" / "lease_trial.py"), "--dataset", "digits", "--budget-s", "600"]
+        args += ["--out", str(out), "--mode", "levers", "--state", str(state)] + [f"--set={s}" for s in sets]
+        proc = subprocess.run(args, text=True, capture_output=True, check=False, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads((out / "trial.json").read_text())
+
+    first = command(tmp_path / "first")
+    assert state.exists() and first["done"] and [e["epoch"] for e in first["epochs"]] == [1, 2]
+    second = command(tmp_path / "second")
+    assert second["done"] and [e["epoch"] for e in second["epochs"]] == [2]  # no epoch trained again
+    assert second["final"]["knn_acc"] == first["final"]["knn_acc"]  # the same network, evaluated again

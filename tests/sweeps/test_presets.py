@@ -40,7 +40,7 @@ def test_paper_table1__every_budget_plans_table1_with_untrained_references(stora
         (c["data.corruption"], c["system.seed"]) for c in trained
     }
     if budget == "gpu":
-        assert len(trained) == 6 * 5 * 3 and plan.opts["resources"]["gpu"] == 0.25
+        assert len(trained) == 6 * 5 * 3 and plan.opts["resources"]["gpu"] == 0.5
         assert {c["model.width"] for c in trained} == {1.0}
         assert {(c["method"] == "supcon", c["optim.epochs"]) for c in trained} == {(False, 200), (True, 400)}
 
