@@ -120,7 +120,12 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     eval_test, _ = plan_corruption(data.test, parse(cfg.eval_corruption))
     mean, std = data.mean_std()
     n_views = method_class(cfg.method).n_views
+    for key, side in (("data.crop_size", cfg.data.crop_size), ("data.eval_crop_size", cfg.data.eval_crop_size)):
+        if side is not None and not 0 < side <= min(h, w):
+            raise ValueError(f"{key} {side!r} is invalid for {h}x{w} images; valid: 1 to {min(h, w)}, or null")
     crop = {} if cfg.data.crop_min_scale is None else {"crop_scale": (cfg.data.crop_min_scale, 1.0)}
+    if cfg.data.crop_size is not None:
+        crop["size"] = cfg.data.crop_size
     pipeline = Pipeline(per_batch, build_augmentation(cfg.data.augmentation, **crop), n_views, mean, std)
     return TrialData(
         to_device(train, device),
@@ -207,11 +212,22 @@ def build_optim(cfg: TrialConfig, method: Method) -> torch.optim.Optimizer:
     )
 
 
-def eval_prepare(td: TrialData, channels_last: bool):
-    """(B, C, H, W) uint8 -> normalised float network input, no augmentation."""
+def eval_prepare(td: TrialData, channels_last: bool, crop: int | None = None):
+    """(B, C, H, W) uint8 -> normalised float network input, no augmentation; with ``crop``, the
+    centre ``crop`` x ``crop`` of larger images (torchvision's ``CenterCrop``: the study's ImageNet
+    evaluation, 224 of 256)."""
 
     def prepare(images: Tensor) -> Tensor:
-        x = normalize(to_float(images), td.mean, td.std)
+        x = to_float(center_crop(images, crop) if crop else images)
+        x = normalize(x, td.mean, td.std)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     return prepare
+
+
+def center_crop(images: Tensor, side: int) -> Tensor:
+    """``images: (B, C, H, W)`` -> the centre (B, C, min(side, H), min(side, W)), offsets rounded as
+    torchvision's ``CenterCrop`` (``int(round((H - side) / 2))``)."""
+    h, w = images.shape[-2:]
+    top, left = round((h - min(side, h)) / 2), round((w - min(side, w)) / 2)
+    return images[..., top : top + min(side, h), left : left + min(side, w)]

@@ -41,6 +41,8 @@ class DataConfig:
     eval_corruption: str | None = None  # None: the pretraining corruption (the study's setting)
     augmentation: str | None = None  # None: the method's recipe
     crop_min_scale: float | None = None  # None: the recipe's (0.08 for SSL); larger = milder crops
+    crop_size: int | None = None  # training views' side; None: the stored image's (study ImageNet: 224 of 256)
+    eval_crop_size: int | None = None  # evaluation: centre crop of this side; None: the whole image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,7 +106,7 @@ class SystemConfig:
 OPTIM_DEFAULTS = {"exclude_bias_norm": False}  # for methods whose ``defaults`` do not say
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "eval": EvalConfig, "system": SystemConfig}
 CHOICES = {
-    "optim.optimizer": ("sgd", "lars"),
+    "optim.optimizer": ("sgd", "lars", "adamw"),
     "eval.knn_distance": ("cosine", "euclidean"),
     "system.precision": ("auto", "bf16", "fp32"),
     "system.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
@@ -116,6 +118,8 @@ CHOICES = {
 # Lower bounds checked by ``validate``: key -> (bound, inclusive). None (a method default) always passes.
 MINIMUMS = {
     "data.image_size": (1, True),
+    "data.crop_size": (1, True),
+    "data.eval_crop_size": (1, True),
     "data.train_per_class": (1, True),
     "data.test_per_class": (1, True),
     "data.memory_budget_gb": (0, False),

@@ -196,7 +196,7 @@ def _check_finite(window: torch.Tensor, epoch: int, first: int, step: int) -> No
 def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> dict:
     """Features of the evaluation-corrupted train and test splits after ``epoch``, then the metrics."""
     method.eval()
-    prepare = eval_prepare(td, cfg.system.channels_last)
+    prepare = eval_prepare(td, cfg.system.channels_last, cfg.data.eval_crop_size)
     # A fresh generator per evaluation: the same model always gets the same numbers.
     g = torch.Generator().manual_seed(derive_seed(cfg.system.seed, "eval"))
     # A compiled encoder sees one evaluation shape: the last, partial batch is padded.

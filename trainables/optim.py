@@ -122,13 +122,15 @@ def build_optimizer(
     exclude_bias_norm: bool = False,
     impl: str = "auto",
 ) -> torch.optim.Optimizer:
-    """SGD or LARS over the trainable parameters.
+    """SGD, LARS or AdamW over the trainable parameters.
 
     ``exclude_bias_norm`` (solo-learn's ``exclude_bias_n_norm``): biases and norm parameters
     (every parameter with ndim <= 1) get no weight decay and, under LARS, no adaptive scaling.
     ``impl``: ``auto`` is torch's own pick for SGD (foreach on CUDA, a loop on CPU) and the loop
     for LARS; ``loop``, ``foreach`` and ``fused`` (SGD only: one kernel for all parameters, and
     the only SGD that takes its learning rate from a device tensor, as a CUDA graph needs) force one.
+    ``adamw`` (the study's ViT and MoCo-v3 runs, ``scratch/*_in1k.sh``): torch's defaults, betas
+    (0.9, 0.999), eps 1e-8, as solo-learn passes no extra arguments to it; ``momentum`` is unused.
     """
     if impl not in IMPLS:
         raise ValueError(f"unknown optimizer impl {impl!r}; valid: {', '.join(IMPLS)}")
@@ -144,7 +146,11 @@ def build_optimizer(
             raise ValueError("optimizer impl 'fused' is invalid for lars; valid: auto, loop, foreach")
         groups = [{"params": rest}] + ([{"params": flat, "lars": False, "weight_decay": 0.0}] if flat else [])
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=impl == "foreach")
-    raise ValueError(f"unknown optimizer {name!r}; valid: lars, sgd")
+    if name == "adamw":
+        groups = [{"params": rest}] + ([{"params": flat, "weight_decay": 0.0}] if flat else [])
+        kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **kind)
+    raise ValueError(f"unknown optimizer {name!r}; valid: adamw, lars, sgd")
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:

@@ -76,3 +76,27 @@ def test_build_model__the_initial_backbone_does_not_depend_on_the_method():
         build_model(different_seed, 10, torch.device("cpu")).backbone.state_dict()["conv1.weight"],
         states[0]["conv1.weight"],
     )
+
+
+def test_center_crop__matches_torchvision_centercrop():
+    from torchvision.transforms.v2 import functional as TF
+
+    from trainables.build import center_crop
+
+    images = torch.arange(2 * 3 * 9 * 8, dtype=torch.uint8).reshape(2, 3, 9, 8)
+    for side in (4, 5, 8, 12):
+        torch.testing.assert_close(center_crop(images, side), TF.center_crop(images, [min(side, 9), min(side, 8)]))
+
+
+def test_build_data__crop_sizes_set_the_views_side_and_are_checked():
+    from trainables.build import build_data, load_data
+
+    cfg = TrialConfig(method="moco_v2").replace({"data.train_per_class": 2, "data.test_per_class": 1})
+    data = load_data(cfg.resolved().data)
+    side = data.image_size[0]
+    td = build_data(cfg.replace({"data.crop_size": side - 2}).resolved(), data, torch.device("cpu"))
+    views = td.pipeline.augment(td.train.images[:4], torch.Generator().manual_seed(0))
+    assert views.shape[-2:] == (side - 2, side - 2)
+    match = rf"data.eval_crop_size {side + 1} is invalid for {side}x{side} images; valid: 1 to {side}"
+    with pytest.raises(ValueError, match=match):
+        build_data(cfg.replace({"data.eval_crop_size": side + 1}).resolved(), data, torch.device("cpu"))

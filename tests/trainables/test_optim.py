@@ -94,7 +94,7 @@ def test_build_optimizer__sgd_skips_frozen_params():
 
 
 def test_build_optimizer__unknown_name_lists_valid():
-    with pytest.raises(ValueError, match="unknown optimizer 'adam'; valid: lars, sgd"):
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; valid: adamw, lars, sgd"):
         build_optimizer(nn.Linear(2, 2), "adam", lr=0.1, weight_decay=0.0, momentum=0.9)
 
 
@@ -191,3 +191,20 @@ def test_lars__loop_and_foreach_agree_in_fp64_on_a_resnet_with_zero_initialised_
             opt.step()
     for a, b in zip(loop.parameters(), vec.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_build_optimizer__adamw_matches_the_decoupled_decay_formula():
+    """One AdamW step from zero moments: w - lr * (lr_wd * w + sign-like m/sqrt(v)) on a 2-layer net, fp64."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)).double()
+    opt = build_optimizer(model, "adamw", lr=0.01, weight_decay=0.05, momentum=0.9, exclude_bias_norm=True)
+    assert isinstance(opt, torch.optim.AdamW) and [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(5, 3, dtype=torch.float64)).pow(2).sum().backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    opt.step()
+    for p, w0, g in zip(model.parameters(), before, grads, strict=True):
+        decay = 0.05 if p.ndim > 1 else 0.0  # biases and norms excluded
+        m, v = 0.1 * g / (1 - 0.9), 0.001 * g * g / (1 - 0.999)  # bias-corrected first step
+        expected = w0 * (1 - 0.01 * decay) - 0.01 * m / (v.sqrt() + 1e-8)
+        torch.testing.assert_close(p.detach(), expected)

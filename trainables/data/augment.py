@@ -342,6 +342,13 @@ register_augmentation("study", SSLRecipe())
 register_augmentation(
     "byol", PerView((SSLRecipe(saturation=0.2, solarize_p=0.0), SSLRecipe(saturation=0.2, solarize_p=0.2)))
 )
+# The study's ImageNet-100 MoCo-v2 (script/in100_mocov2b.sh): jitter 0.4/0.4/0.4/0.1, `--gaussian_prob 1.0 0.1
+# --solarization_prob 0.0 0.2` (two asymmetric views), crops of 224 from the 256 px image (data.crop_size).
+register_augmentation(
+    "moco_v2_imagenet", PerView((SSLRecipe(blur_p=1.0, solarize_p=0.0), SSLRecipe(blur_p=0.1, solarize_p=0.2)))
+)
+# The study's ImageNet-100 supervised (script/in100_sup.sh): one crop, saturation 0.2, blur 0.55, solarize 0.1.
+register_augmentation("study_imagenet", SSLRecipe(saturation=0.2, blur_p=0.55, solarize_p=0.1))
 register_augmentation("pad_crop", SupervisedRecipe())  # the usual CIFAR supervised recipe, not the study's
 # NOTE: "supervised" is pad_crop's name before the study's pipeline became the supervised default;
 # kept so that configs recorded with it still resolve.

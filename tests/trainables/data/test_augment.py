@@ -268,7 +268,8 @@ def test_normalize__matches_torchvision_normalize():
 
 def test_build_augmentation__unknown_name_lists_valid_ones():
     with pytest.raises(
-        ValueError, match=r"unknown augmentation 'foo'; valid: byol, moco_v2, none, pad_crop, study, supervised"
+        ValueError,
+        match=r"unknown augmentation 'foo'; valid: byol, moco_v2, moco_v2_imagenet, none, pad_crop, study, study_imagenet, supervised",
     ):
         build_augmentation("foo")
 
@@ -366,3 +367,16 @@ def test_constant__made_once_per_values_dtype_and_device_and_equal_to_torch_tens
     assert constant([0.5], torch.float64, "cpu").dtype == torch.float64
     x = torch.arange(3)
     assert move_to(x, "cpu") is x
+
+
+def test_imagenet_recipes__the_study_in100_scripts_per_view_settings():
+    """in100_mocov2b.sh: blur (1.0, 0.1), solarize (0.0, 0.2), saturation 0.4; in100_sup.sh: one crop, 0.2 / 0.55 / 0.1."""
+    moco = build_augmentation("moco_v2_imagenet", size=224)
+    assert [(v.blur_p, v.solarize_p, v.saturation, v.size) for v in moco.views] == [
+        (1.0, 0.0, 0.4, 224),
+        (0.1, 0.2, 0.4, 224),
+    ]
+    sup = build_augmentation("study_imagenet")
+    assert (sup.blur_p, sup.solarize_p, sup.saturation, sup.brightness, sup.hue) == (0.55, 0.1, 0.2, 0.4, 0.1)
+    view = moco.views[0](torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8), torch.Generator().manual_seed(0))
+    assert view.shape == (2, 3, 224, 224)
