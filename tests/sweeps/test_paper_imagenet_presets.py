@@ -1,0 +1,88 @@
+"""The ImageNet-scale and downstream presets (issue 27): what they resolve to, and their --smoke-test
+through real Ray Tune and MLflow on a tiny ImageFolder of odd-sized JPEGs made here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sweeps.launch import main, prepare
+from sweeps.options import CONFIG_DIR
+from sweeps.paper_table1 import SWEEP as TABLE1
+from tests.sweeps.conftest import runs
+
+
+@pytest.fixture(scope="module")
+def tiny_imagefolder(tmp_path_factory):
+    """root/{train,test}/<class>/*.JPEG: 3 classes, 12 + 4 RGB JPEGs each, sides 40-89 px, not square."""
+    root = tmp_path_factory.mktemp("tiny_imagenet")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for c in ("n01440764", "n01443537", "n01484850"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                h, w = rng.integers(40, 90, 2)
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.JPEG", quality=80)
+    return root
+
+
+def plan_of(config: str, storage, dataset, *extra: str):
+    plan, _ = prepare(
+        TABLE1,
+        [
+            "--config",
+            str(CONFIG_DIR / config),
+            "--dataset",
+            f"imagefolder:{dataset}",
+            "--storage-path",
+            str(storage),
+            "--dry-run",
+            *extra,
+        ],
+    )
+    return plan
+
+
+def first_cell(plan, method: str) -> dict:
+    return next(c for c in plan.cells if c["method"] == method and c["optim.epochs"] > 0)
+
+
+def test_imagenet100_preset__resolves_to_the_studys_in100_scripts(storage, tiny_imagefolder):
+    plan = plan_of("paper_imagenet100.yaml", storage, tiny_imagefolder)
+    assert plan.opts["resources"]["gpu"] == 4  # --gpus 0,1,2,3
+    moco, sup = first_cell(plan, "moco_v2"), first_cell(plan, "supervised")
+    for cell in (moco, sup):
+        assert (cell["data.image_size"], cell["data.crop_size"], cell["data.eval_crop_size"]) == (256, 224, 224)
+        assert (cell["model.small_stem"], cell["model.zero_init_last"], cell["optim.momentum"]) == (False, False, 0.9)
+    assert (moco["optim.batch_size"], moco["optim.lr"], moco["optim.weight_decay"], moco["optim.epochs"]) == (
+        512,
+        0.3,
+        1.0e-4,
+        200,
+    )
+    assert (moco["method.queue_size"], moco["method.temperature"], moco["method.momentum_final"]) == (65536, 0.2, 0.999)
+    assert moco["data.augmentation"] == "moco_v2_imagenet" and sup["data.augmentation"] == "study_imagenet"
+    assert (sup["optim.batch_size"], sup["optim.lr"], sup["optim.weight_decay"], sup["optim.epochs"]) == (
+        1024,
+        0.4,
+        3.0e-5,
+        30,
+    )
+    corruptions = {c["data.corruption"] for c in plan.cells}
+    assert {"ori", "glo_4", "loc_64", "gam_0.2", "gam_5"} <= corruptions and len(corruptions) == 9
+
+
+@pytest.mark.slow
+def test_imagenet100_preset__smoke_test_runs_every_trial_on_cpu(storage, tiny_imagefolder, ray_shutdown, capsys):
+    args = ["--config", str(CONFIG_DIR / "paper_imagenet100.yaml"), "--smoke-test", "--experiment", "in100"]
+    code = main(TABLE1, [*args, "--dataset", f"imagefolder:{tiny_imagefolder}", "--storage-path", str(storage)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    _, parents, children = runs(storage, "in100")
+    assert len(parents) == 1 and len(children) == 4  # {supervised, moco_v2} x {ori, glo_2}
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.params["data.crop_size"] for c in children} == {"28"}
+    assert all(0 <= c.data.metrics["knn_acc"] <= 100 for c in children)
+    assert "Relative accuracy drop vs ori" in out
