@@ -39,7 +39,8 @@ PREFETCH_BATCHES = 4  # per worker: enough to hide a slow batch, little memory (
 
 def default_workers() -> int:
     """Worker processes when ``data.stream_workers`` is null: the cores this process may use, at most 8."""
-    return min(MAX_AUTO_WORKERS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(MAX_AUTO_WORKERS, cores)
 
 
 @dataclasses.dataclass(frozen=True)
