@@ -39,6 +39,10 @@ SPEED_KEYS = frozenset(
         "system.finite_check_every",
         "eval.batch_size",
         "eval.on_device",
+        # How the images are read: decoded once, or streamed from the files (the same bytes on the
+        # CPU; GPU-decoded JPEGs differ by rounding, trainables.data.stream).
+        "data.streaming",
+        "data.stream_workers",
     }
 )
 # Flat config keys that do not define a budget (where the data lives, or what was corrupted).

@@ -130,6 +130,8 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
             data_dir=probe.data.data_dir,
             cache_dir=probe.data.cache_dir,
             memory_budget_gb=probe.data.memory_budget_gb,
+            streaming=probe.data.streaming,
+            stream_workers=probe.data.stream_workers,
         )
         corruptions = sweep.corruptions(opts, data.image_size)
         for spec in corruptions:

@@ -69,6 +69,8 @@ def per_class_subset(split: Split, n: int | None) -> Split:
     if n is None:
         return split
     keep = first_per_class(split.labels, n)
+    if split.streamed:  # a subset of the files, still streamed
+        return Split(split.images.take(keep), split.labels[keep], in_memory=False)
     return Split(split.images[keep], split.labels[keep], in_memory=True)
 
 
@@ -80,6 +82,8 @@ def load_data(cfg: DataConfig) -> ImageDataset:
         data_dir=cfg.data_dir,
         cache_dir=cfg.cache_dir,
         memory_budget_gb=cfg.memory_budget_gb,
+        streaming=cfg.streaming,
+        stream_workers=cfg.stream_workers,
     )
     return subset(data, cfg)
 

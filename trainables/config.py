@@ -36,7 +36,11 @@ class DataConfig:
     # label budget: a method trained with labels sees only the first n training images of every
     # class; the whole training split still serves the kNN bank and the probe (accuracy-matched arms)
     labels_per_class: int | None = None
-    memory_budget_gb: float = 8.0  # larger splits stream from a memory map
+    memory_budget_gb: float = 8.0  # larger splits stream from a memory map; see streaming
+    # auto: an image folder whose decoded splits exceed memory_budget_gb streams its files instead of
+    # being decoded once; true: always (image folders only); false: never (decode once, memory-map)
+    streaming: bool | str = "auto"
+    stream_workers: int | None = None  # processes decoding a streamed split; None: the cores, at most 8
     corruption: str = "ori"  # pretraining corruption spec
     eval_corruption: str | None = None  # None: the pretraining corruption (the study's setting)
     augmentation: str | None = None  # None: the method's recipe
@@ -123,6 +127,7 @@ MINIMUMS = {
     "data.train_per_class": (1, True),
     "data.test_per_class": (1, True),
     "data.memory_budget_gb": (0, False),
+    "data.stream_workers": (0, True),
     "model.width": (0, False),
     "optim.lr": (0, False),
     "optim.weight_decay": (0, True),
@@ -258,6 +263,9 @@ class TrialConfig:
         _ = self.params  # unknown method or method parameter
         parse_corruption(self.data.corruption)
         parse_corruption(self.eval_corruption)
+        from trainables.data.datasets import streaming_mode
+
+        streaming_mode(self.data.streaming)
         flat = self.to_flat()
         for key, choices in CHOICES.items():
             if flat[key] is not None and flat[key] not in choices:

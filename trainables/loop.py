@@ -29,7 +29,7 @@ from trainables.build import (
 )
 from trainables.config import TrialConfig
 from trainables.data.augment import view_recipes
-from trainables.data.batches import train_batches
+from trainables.data.batches import take, train_batches
 from trainables.data.datasets import ImageDataset
 from trainables.evaluation.protocol import embed_padded, epoch_metrics, extract_features, final_metrics
 from trainables.memory_format import CHANNELS_LAST
@@ -235,7 +235,7 @@ def _with_gain(metrics: dict, init: dict) -> dict:
 
 def _two_views(method, td, prepare, device, g, precision, pad_to: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Backbone features of two augmented views of (up to 1024) test images, for alignment."""
-    images = td.eval_test.images[:1024].to(device)
+    images = take(td.eval_test, torch.arange(min(1024, len(td.eval_test))), device)
     images = td.eval_corruption(images, g)
     views = []
     for recipe in view_recipes(td.pipeline.augment, 2):  # a per-view recipe (byol) gives each view its own

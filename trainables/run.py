@@ -124,6 +124,7 @@ RESUMABLE_CHANGES = (
     "data.data_dir",
     "data.cache_dir",
     "data.memory_budget_gb",
+    "data.stream_workers",
     "system.device",
     "system.compile",
     "system.checkpoint_every",

@@ -35,6 +35,7 @@ import torch
 from ray import tune
 
 from trainables.data.datasets import ImageDataset, Split
+from trainables.data.stream import StreamedImages
 from trainables.loop import run_trial
 from trainables.schema import CRASH_LOG, STATE_FILE, SWEEP_PREFIX, checkpoint_files, trial_config  # noqa: F401  (re-exported)
 
@@ -44,12 +45,13 @@ REPLAYED = (
 
 
 def pack_dataset(data: ImageDataset) -> dict[str, Any]:
-    """Numpy arrays for the object store (zero-copy reads on every node's workers)."""
+    """Numpy arrays for the object store (zero-copy reads on every node's workers); a streamed
+    split travels as its file list (the files must be readable on every node)."""
     splits = {s: getattr(data, s) for s in ("train", "test", "unlabeled") if getattr(data, s) is not None}
     return {
         "name": data.name,
         "classes": data.classes,
-        **{s: (sp.images.numpy(), sp.labels.numpy()) for s, sp in splits.items()},
+        **{s: (sp.images if sp.streamed else sp.images.numpy(), sp.labels.numpy()) for s, sp in splits.items()},
     }
 
 
@@ -59,6 +61,9 @@ def unpack_dataset(packed: dict[str, Any]) -> ImageDataset:
     for s in ("train", "test", "unlabeled"):
         if s in packed:
             images, labels = packed[s]
+            if isinstance(images, StreamedImages):
+                splits[s] = Split(images, torch.from_numpy(labels.copy()), in_memory=False)
+                continue
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
                 splits[s] = Split(torch.from_numpy(images), torch.from_numpy(labels))

@@ -2,14 +2,16 @@
 
 Fixed corruptions (the study's seed-42 shuffles, gamma, blur, JPEG) are applied once to the
 whole in-memory split; per-image ones (``randglo``, ``randloc``, shot noise) and every corruption
-of a memory-mapped (streamed) split run per batch on the training device. No DataLoader and no
-workers: the split is one uint8 tensor, indexed by a random permutation each epoch (airbench).
+of a memory-mapped or streamed split run per batch on the training device. No DataLoader and no
+workers for a split in memory: it is one uint8 tensor, indexed by a random permutation each epoch
+(airbench). A streamed split (image files, :mod:`trainables.data.stream`) is indexed by the same
+permutation, and worker processes decode its batches in that order.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -18,6 +20,7 @@ from corruptions import Corruption, parse
 from trainables.data.augment import view_recipes
 from trainables.data.augment_ops import constant, move_to
 from trainables.data.datasets import Split
+from trainables.data.stream import stream_batches
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]  # (B,C,H,W) uint8 -> float [0,1]
 CHUNK = 4096
@@ -75,6 +78,28 @@ def gather(split: Split, index: Tensor, device: torch.device | str) -> tuple[Ten
     return images.to(device, non_blocking=True), split.labels[index].to(device)
 
 
+def load_batches(
+    split: Split, batches: Iterable[Tensor], device: torch.device | str
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """(B, C, H, W) uint8 images and (B,) labels on ``device`` for each index batch, in order.
+
+    A streamed split draws every index batch up front (the workers read ahead); the generator
+    behind ``batches`` is consumed exactly as by an in-memory split, so the order is the same.
+    """
+    if not split.streamed:
+        for index in batches:
+            yield gather(split, index, device)
+        return
+    batches = list(batches)
+    for index, images in zip(batches, stream_batches(split.images, batches, device), strict=True):
+        yield images, move_to(split.labels[index], device)
+
+
+def take(split: Split, index: Tensor, device: torch.device | str) -> Tensor:
+    """(B, C, H, W) uint8 images at ``index`` (B,) on ``device``, from any split."""
+    return next(load_batches(split, [index], device))[0]
+
+
 @dataclasses.dataclass(frozen=True)
 class Pipeline:
     """Per-batch work after indexing: corruption, ``n_views`` augmented views, normalisation.
@@ -104,8 +129,7 @@ def train_batches(
     split: Split, pipeline: Pipeline, batch_size: int, gens: dict[str, torch.Generator], device: torch.device | str
 ) -> Iterator[tuple[list[Tensor], Tensor]]:
     """One epoch of ``(views, labels)``: views n_views x (B, C, H, W) float, labels (B,) int64."""
-    for index in index_batches(len(split), batch_size, gens["order"]):
-        images, labels = gather(split, index, device)
+    for images, labels in load_batches(split, index_batches(len(split), batch_size, gens["order"]), device):
         yield pipeline(images, gens), labels
 
 
@@ -117,6 +141,5 @@ def eval_batches(
     generator: torch.Generator | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Evaluation order: every image once, corrupted, as (B, C, H, W) uint8 and (B,) labels."""
-    for index in index_batches(len(split), batch_size, None, shuffle=False, drop_last=False):
-        images, labels = gather(split, index, device)
+    for images, labels in load_batches(split, index_batches(len(split), batch_size, None, False, False), device):
         yield corruption(images, generator), labels

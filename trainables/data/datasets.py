@@ -4,7 +4,9 @@ Names: ``shapes`` (ten classes of line drawings at random position, scale, rotat
 drawn from a seed: the main job's dataset, see :mod:`trainables.data.shapes`), ``digits``
 (scikit-learn's bundled 8x8 digits upsampled to RGB; no download either), ``cifar10``, ``cifar100``, ``stl10`` (torchvision, downloaded when online) and
 ``imagefolder:<path>`` (any folder with ``train/<class>/`` and ``test/<class>/``). Each is decoded
-once and cached (see :mod:`trainables.data.cache`).
+once and cached (see :mod:`trainables.data.cache`), except an image folder too large for the memory
+budget (or with ``streaming`` true): that one streams its files batch by batch
+(:mod:`trainables.data.stream`).
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ from torch import Tensor
 from trainables.data import imagefolder, shapes
 from trainables.data.cache import DEFAULT_CACHE_DIR, Writer, cache_key, cached_arrays, write_arrays
 from trainables.data.imagefolder import DatasetError
+from trainables.data.stream import StreamedImages, default_workers, stream_batches
 
 DEFAULT_MEMORY_BUDGET_GB = 8.0
+STREAMING_CHOICES = ("auto", "true", "false")
+STREAMED_STATS_IMAGES = 10_000  # normalisation sample of a streamed split: each image is a file decode
 SHAPES_TRAIN_PER_CLASS, SHAPES_TEST_PER_CLASS = 200, 200
 
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    """One split. ``images``: (N, C, H, W) uint8, in RAM or memory-mapped; ``labels``: (N,) int64
-    (-1 where unlabeled)."""
+    """One split. ``images``: (N, C, H, W) uint8, in RAM or memory-mapped, or image files decoded
+    batch by batch (:class:`StreamedImages`); ``labels``: (N,) int64 (-1 where unlabeled)."""
 
-    images: Tensor
+    images: Tensor | StreamedImages
     labels: Tensor
-    in_memory: bool = True  # False: memory-mapped, read batch by batch
+    in_memory: bool = True  # False: memory-mapped or streamed, read batch by batch
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.images, StreamedImages)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -68,13 +77,21 @@ class ImageDataset:
 
         Exact over the whole split up to ``max_images`` images, else over a uniform random
         sample of that many (a fixed seed: every trial gets the same numbers). Never its first
-        images: an ImageFolder tree is stored class by class, so those are one or two classes.
+        images: an ImageFolder tree is stored class by class, so those are one or two classes. A
+        streamed split samples at most ``STREAMED_STATS_IMAGES`` (each one a file to decode).
         """
         n = len(self.train)
+        streamed = self.train.streamed
+        max_images = min(max_images, STREAMED_STATS_IMAGES) if streamed else max_images
         keep = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:max_images].sort().values
         total = torch.zeros(2, self.channels, dtype=torch.float64)
-        for start in range(0, len(keep), 4096):
-            x = self.train.images[keep[start : start + 4096]].to(torch.float64).div_(255).transpose(0, 1).flatten(1)
+        chunks = list(keep.split(256 if streamed else 4096))
+        if streamed:  # worker processes decode; the GPU would only save a little here
+            blocks = stream_batches(self.train.images, chunks, "cpu", gpu_decode=False)
+        else:
+            blocks = (self.train.images[chunk] for chunk in chunks)
+        for block in blocks:
+            x = block.to(torch.float64).div_(255).transpose(0, 1).flatten(1)
             total += torch.stack([x.sum(1), x.square().sum(1)])
         count = len(keep) * self.image_size[0] * self.image_size[1]
         mean = total[0] / count
@@ -134,8 +151,10 @@ def load_dataset(
     cache_dir: str | Path | None = None,
     memory_budget_gb: float = DEFAULT_MEMORY_BUDGET_GB,
     download: bool = True,
+    streaming: bool | str = "auto",
+    stream_workers: int | None = None,
 ) -> ImageDataset:
-    """Load a dataset by spec, decoding and caching it on first use.
+    """Load a dataset by spec, decoding and caching it on first use, or streaming its files.
 
     Args:
         spec: a registered name or ``imagefolder:<path>``.
@@ -145,8 +164,22 @@ def load_dataset(
         cache_dir: decoded-array cache (default ``$SBL_CACHE_DIR`` or ~/.cache/spatial-bias-lab).
         memory_budget_gb: splits larger than this stay memory-mapped and stream from disk.
         download: let torchvision sources download when the files are missing.
+        streaming: ``auto`` streams an image folder whose decoded splits together exceed
+            ``memory_budget_gb``; true streams an image folder always; false decodes once.
+        stream_workers: worker processes that decode a streamed split (None: up to 8 cores).
     """
     name, arg = split_spec(spec)
+    mode = streaming_mode(streaming)
+    if name == "imagefolder" and mode != "false":
+        listing = imagefolder.scan(Path(arg).expanduser().resolve())
+        size = image_size or _native_size(listing)
+        if mode == "true" or decoded_bytes(listing, size) > memory_budget_gb * 2**30:
+            return _streamed(spec, listing, size, default_workers() if stream_workers is None else stream_workers)
+    elif mode == "true":
+        raise DatasetError(
+            f"data.streaming true is invalid for dataset {spec!r}, which is not a folder of image files; "
+            "valid: auto or false, or an imagefolder:<path> dataset"
+        )
     key_parts, build = DATASETS[name](arg, image_size, Path(data_dir).expanduser() if data_dir else None, download)
     key = f"{name}-{cache_key(name, image_size, key_parts)}"
     arrays, meta = cached_arrays(Path(cache_dir or DEFAULT_CACHE_DIR), key, build, int(memory_budget_gb * 2**30))
@@ -155,6 +188,34 @@ def load_dataset(
         for s, (x, y) in arrays.items()
     }
     return ImageDataset(name=spec, classes=tuple(meta["classes"]), **splits)
+
+
+def streaming_mode(value: bool | str) -> str:
+    """``data.streaming`` as ``auto``, ``true`` or ``false`` (YAML gives bools); ValueError otherwise."""
+    mode = {True: "true", False: "false"}.get(value, value) if isinstance(value, bool) else str(value).lower()
+    if mode not in STREAMING_CHOICES:
+        raise ValueError(f"data.streaming {value!r} is invalid; valid: {', '.join(STREAMING_CHOICES)}")
+    return mode
+
+
+def decoded_bytes(listing: dict, size: int) -> int:
+    """Bytes of every split of an image folder decoded at ``size``: (N, 3, size, size) uint8."""
+    return sum(len(listing.get(s, [])) for s in ("train", "test", "unlabeled")) * 3 * size * size
+
+
+def _streamed(spec: str, listing: dict, size: int, workers: int) -> ImageDataset:
+    """An image folder (``imagefolder.scan``'s listing) as lazy splits over its files: nothing
+    decoded, nothing cached."""
+    splits = {
+        s: Split(
+            StreamedImages(tuple(p for p, _ in listing[s]), size, workers),
+            torch.tensor([label for _, label in listing[s]], dtype=torch.int64),
+            in_memory=False,
+        )
+        for s in ("train", "test", "unlabeled")
+        if s in listing
+    }
+    return ImageDataset(name=spec, classes=tuple(listing["classes"]), **splits)
 
 
 def _resize_u8(images: np.ndarray, size: int | None) -> np.ndarray:

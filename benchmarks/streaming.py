@@ -1,0 +1,141 @@
+"""Streaming loader vs torchvision's ``ImageFolder`` + ``DataLoader``: images/s on the CPU.
+
+Both read the same images in the same random order with the same number of worker processes and
+yield the same thing: (B, 3, S, S) uint8 batches, each image decoded, converted to RGB and resized to
+S x S (bilinear, antialiased); the first batch of each is checked equal. Ours is
+``trainables.data.stream.stream_batches`` over a streamed ``imagefolder:`` split (one task per
+batch); the baseline is ``datasets.ImageFolder`` with ``Resize((S, S))`` + ``PILToTensor`` under a
+``DataLoader`` with ``batch_size`` (one ``__getitem__`` and one transform chain per image).
+
+    python benchmarks/streaming.py                      # ../shared/data/cifar10-jpeg, 32 px, plus ImageNet-sized JPEGs
+    python benchmarks/streaming.py --workers 4 --large 0 --root /data/imagenet100 --image-size 256
+
+Two cases: the folder as it is (CIFAR-10: 32 px JPEGs, per-image overhead dominates), and
+``--large`` images of it upscaled to ImageNet's typical 500x375 and written as JPEGs into a
+temporary folder, read at 256 px (the study's ImageNet size; decoding dominates). ``ratio`` (the
+JSON last line) is the lowest of the cases' ratios (ours / torchvision images/s); the goal
+(issue 27) is >= 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from torch.utils.data import DataLoader, Subset  # noqa: E402
+from torchvision import datasets, transforms  # noqa: E402
+
+from benchmarks.common import emit  # noqa: E402
+from trainables.data.datasets import load_dataset  # noqa: E402
+from trainables.data.stream import stream_batches  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+IMAGENET_WH = (500, 375)  # ImageNet's most common size
+
+
+def ours(root: Path, order: torch.Tensor, size: int, batch: int, workers: int) -> tuple[float, torch.Tensor]:
+    """(seconds, first batch) of streaming the images at ``order`` of ``root``'s train split."""
+    start = time.perf_counter()
+    data = load_dataset(f"imagefolder:{root}", image_size=size, streaming=True, stream_workers=workers)
+    first = None
+    for images in stream_batches(data.train.images, list(order.split(batch)), "cpu"):
+        first = images if first is None else first
+    return time.perf_counter() - start, first
+
+
+def torchvision_loader(
+    root: Path, order: torch.Tensor, size: int, batch: int, workers: int
+) -> tuple[float, torch.Tensor]:
+    """The same with ``datasets.ImageFolder`` and a ``DataLoader`` (labels dropped, as ours has them apart)."""
+    start = time.perf_counter()
+    tf = transforms.Compose([transforms.Resize((size, size)), transforms.PILToTensor()])
+    ds = Subset(datasets.ImageFolder(str(root / "train"), transform=tf), order.tolist())
+    first = None
+    for images, _ in DataLoader(ds, batch_size=batch, num_workers=workers):
+        first = images if first is None else first
+    return time.perf_counter() - start, first
+
+
+def upscaled_folder(src: Path, dst: Path, n: int) -> Path:
+    """``n`` training images of ``src`` (spread over its classes) upscaled to 500x375 JPEGs under ``dst``."""
+    files = sorted((src / "train").glob("*/*"))
+    for path in files[:: max(1, len(files) // n)][:n]:
+        out = dst / "train" / path.parent.name / (path.stem + ".jpg")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as img:
+            img.convert("RGB").resize(IMAGENET_WH, Image.BICUBIC).save(out, quality=90)
+    for cls in (dst / "train").iterdir():  # load_dataset wants a test split too
+        (dst / "test" / cls.name).mkdir(parents=True, exist_ok=True)
+        (dst / "test" / cls.name / "0.jpg").write_bytes(next(cls.iterdir()).read_bytes())
+    return dst
+
+
+def compare(name: str, root: Path, n: int, size: int, batch: int, workers: int, repeats: int) -> dict:
+    """Best images/s of each loader over ``repeats`` alternating rounds, on ``n`` images in a random order."""
+    count = len(datasets.ImageFolder(str(root / "train")).samples)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))[: min(n, count)]
+    best = {"ours": 0.0, "torchvision": 0.0}
+    for _ in range(repeats):  # alternate: a busy neighbour on a shared machine slows both alike
+        for label, fn in (("ours", ours), ("torchvision", torchvision_loader)):
+            seconds, first = fn(root, order, size, batch, workers)
+            best[label] = max(best[label], len(order) / seconds)
+            if label == "ours":
+                mine = first
+            elif not torch.equal(mine, first):
+                raise AssertionError(f"{name}: the loaders' first batches differ")
+    return {
+        "case": name,
+        "images": len(order),
+        "size": size,
+        "ours_per_s": round(best["ours"], 1),
+        "torchvision_per_s": round(best["torchvision"], 1),
+        "ratio": round(best["ours"] / best["torchvision"], 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", type=Path, default=SHARED, help="an ImageFolder with train/ (default: %(default)s)")
+    p.add_argument("--image-size", type=int, default=32, help="side of the folder's case (default: %(default)s)")
+    p.add_argument("--images", type=int, default=10_000, help="images read per round from the folder")
+    p.add_argument("--large", type=int, default=1000, help="ImageNet-sized JPEGs made for the second case (0: none)")
+    p.add_argument("--large-size", type=int, default=256, help="side the large JPEGs are resized to")
+    p.add_argument("--workers", type=int, default=2, help="worker processes of both loaders")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    shared = (args.batch_size, args.workers, args.repeats)
+    rows = [compare("folder", args.root, args.images, args.image_size, *shared)]
+    if args.large:
+        with tempfile.TemporaryDirectory() as tmp:
+            big = upscaled_folder(args.root, Path(tmp), args.large)
+            rows.append(compare("imagenet-sized", big, args.large, args.large_size, *shared))
+    print(f"{'case':<16}{'images':>8}{'size':>6}{'ours img/s':>12}{'torchvision img/s':>19}{'ratio':>8}")
+    for r in rows:
+        print(
+            f"{r['case']:<16}{r['images']:>8}{r['size']:>6}{r['ours_per_s']:>12.0f}"
+            f"{r['torchvision_per_s']:>19.0f}{r['ratio']:>8.2f}"
+        )
+    print(
+        f"workers {args.workers}, batch {args.batch_size}, best of {args.repeats} alternating rounds; goal ratio >= 1"
+    )
+    emit(
+        {
+            "benchmark": "streaming",
+            "workers": args.workers,
+            "batch_size": args.batch_size,
+            "cases": rows,
+            "ratio": min(r["ratio"] for r in rows),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
