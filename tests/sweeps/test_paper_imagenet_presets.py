@@ -84,5 +84,6 @@ def test_imagenet100_preset__smoke_test_runs_every_trial_on_cpu(storage, tiny_im
     assert len(parents) == 1 and len(children) == 4  # {supervised, moco_v2} x {ori, glo_2}
     assert all(c.info.status == "FINISHED" for c in children)
     assert {c.data.params["data.crop_size"] for c in children} == {"28"}
+    assert {c.data.params["data.streaming"] for c in children} == {"true"}  # the JPEGs streamed, as ImageNet-100
     assert all(0 <= c.data.metrics["knn_acc"] <= 100 for c in children)
     assert "Relative accuracy drop vs ori" in out
