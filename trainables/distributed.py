@@ -92,8 +92,8 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     Same parameters, buffers and state-dict keys as ``nn.BatchNorm1d/2d``, so checkpoints move
     between single-process and data-parallel trials. Each rank's per-channel mean and biased
-    variance are gathered (with gradient) and combined exactly: ``mean = sum_r w_r m_r``,
-    ``var = sum_r w_r (v_r + (m_r - mean)^2)``, w_r the rank's share of the samples.
+    variance are gathered (with gradient) and combined exactly for equal shards:
+    ``mean = mean_r m_r``, ``var = mean_r (v_r + (m_r - mean)^2)``.
 
     NOTE: ``torch.nn.SyncBatchNorm`` refuses CPU tensors (gloo), so this one serves both devices.
     """
@@ -105,16 +105,9 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or not dist.is_initialized() or dist.get_world_size() == 1:
             return super().forward(x)
-        dims = [0, *range(2, x.dim())]
         xf = x.float()
-        var, mean = torch.var_mean(xf, dim=dims, unbiased=False)
-        n = torch.tensor([x.numel() / x.shape[1]], device=x.device)
-        stats = gather_with_grad(torch.stack([mean, var]))  # (ranks, 2, C)
-        counts = gather(n).to(x.device)  # (ranks,)
-        w = (counts / counts.sum()).view(-1, 1)
-        g_mean = (w * stats[:, 0]).sum(0)
-        g_var = (w * (stats[:, 1] + (stats[:, 0] - g_mean) ** 2)).sum(0)
-        self._update_running(g_mean.detach(), g_var.detach(), float(counts.sum()))
+        g_mean, g_var, total = _global_stats(xf)
+        self._update_running(g_mean.detach(), g_var.detach(), total)
         shape = [1, -1] + [1] * (x.dim() - 2)
         y = (xf - g_mean.view(shape)) * torch.rsqrt(g_var.view(shape) + self.eps)
         if self.affine:
@@ -131,6 +124,18 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), m)
         unbiased = var * total / max(total - 1, 1)
         self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
+
+
+@torch.compiler.disable  # collectives stay out of a compiled encoder's graph (the rest of BN compiles)
+def _global_stats(x: Tensor) -> tuple[Tensor, Tensor, float]:
+    """Per-channel mean and biased variance of ``x`` (B, C, ...) float over every rank's batch, with
+    gradient, and the number of values per channel. Every rank holds a shard of the same size
+    (``shard``), so the ranks weigh alike and nothing is read back to the host."""
+    var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], unbiased=False)
+    stats = gather_with_grad(torch.stack([mean, var]))  # (ranks, 2, C)
+    g_mean = stats[:, 0].mean(0)
+    g_var = (stats[:, 1] + (stats[:, 0] - g_mean) ** 2).mean(0)
+    return g_mean, g_var, x.numel() / x.shape[1] * stats.shape[0]
 
 
 def sync_batchnorm(module: nn.Module) -> nn.Module:
@@ -196,11 +201,12 @@ def check_config(cfg, size: int) -> None:
 def wrap(method: nn.Module, device: torch.device) -> nn.Module:
     """``DistributedDataParallel`` around ``method`` (whose ``forward`` is ``training_step``).
 
-    ``broadcast_buffers=False``: BN statistics and MoCo's queue are kept in step by the ranks
-    themselves (sync BN, gathered keys); rank 0's would overwrite per-rank split-BN statistics.
+    ``forward_sync_buffers=False``: BN statistics and MoCo's queue are kept in step by the ranks
+    themselves (sync BN, gathered keys); rank 0's would overwrite per-rank split-BN statistics at
+    every step (at the start every rank holds the same buffers, which DDP syncs once).
     """
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(method, device_ids=ids, broadcast_buffers=False)
+    return nn.parallel.DistributedDataParallel(method, device_ids=ids, forward_sync_buffers=False)
 
 
 def mean_over_ranks(sums: dict[str, float], where: Ranks) -> dict[str, float]:
