@@ -265,6 +265,7 @@ def test_yaml__numbers_yaml_1_1_reads_as_strings_are_numbers(storage, tmp_path):
     assert {c["optim.weight_decay"] for c in plan.cells} == {5e-4} and plan.opts["resources"] == {
         "cpu": 1.0,
         "gpu": 0.0,
+        "workers": 1,
     }
 
 
