@@ -120,7 +120,6 @@ def _trials(rank: int, cache) -> dict:
     return out
 
 
-@pytest.mark.slow  # ~30 s on 2 shared cores
 def test_distributed__two_ranks_train_as_one_process(tmp_path):
     ranks = _spawn(_trials, tmp_path, tmp_path / "cache")
     torch.set_num_threads(1)
