@@ -36,6 +36,7 @@ from trainables.schema import (  # noqa: F401  (DEFAULT_STORAGE, default_uri: re
     STORAGE_TAG,
     TRIAL_TAG,
     default_uri,
+    trial_checkpoints,
     trial_config,
 )
 
@@ -312,5 +313,5 @@ def _checkpoint(trial_dir: Path | None) -> str | None:
     """The latest ``checkpoint_*/state.pt`` of a trial folder, if any."""
     if trial_dir is None:
         return None
-    found = sorted(Path(trial_dir).glob(f"checkpoint_*/{STATE_FILE}"))
+    found = trial_checkpoints(Path(trial_dir))  # a trial has Tune's or (data-parallel) Ray Train's
     return str(found[-1]) if found else None

@@ -1,7 +1,8 @@
 """Run a validated plan on Ray Tune: cluster connection, MLflow parent run, Tuner, summary.
 
 Distribution is Ray's job: trials are placed by Tune's scheduler with the requested (possibly
-fractional) resources; nothing here schedules by hand.
+fractional) resources, and a data-parallel trial's workers (``resources["workers"]`` > 1) by Ray
+Train (``trainables.ray_train_adapter``); nothing here schedules by hand.
 
 Before Ray starts, the MLflow store is checked against the launch (a new sweep's name is not taken,
 a resumed sweep's parent run is there) and, on ``--resume``, the local Ray processes a killed
@@ -94,6 +95,19 @@ def check_resources(resources: dict[str, float]) -> None:
         )
 
 
+def data_parallel_concurrency(resources: dict[str, float]) -> int | None:
+    """How many data-parallel trials the cluster holds at once (None for single-process trials).
+
+    A data-parallel trial's Tune function holds almost nothing and its workers wait until Ray Train
+    gets all of them, so without a cap every trial would start a Train run that waits (Ray's Train +
+    Tune guide: set ``max_concurrent_trials`` from the limiting resource)."""
+    if resources.get("workers", 1) <= 1:
+        return None
+    total = ray.cluster_resources()
+    by_gpu = total.get("GPU", 0.0) // resources["gpu"] if resources["gpu"] > 0 else float("inf")
+    return max(1, int(min(by_gpu, total.get("CPU", 0.0) // resources["cpu"])))
+
+
 def execute(plan: Plan) -> int:
     """Run every trial of the plan; returns 0 if all finished, 1 if some failed, 130 if interrupted."""
     started = time.time()
@@ -141,7 +155,9 @@ def _run(plan: Plan, started: float) -> int:
         plan.mlflow_uri, plan.experiment, plan.storage / "mlartifacts", plan.experiment_path / PARENT_FILE, tags
     )
     finished = tracking.recorded_finals(plan.mlflow_uri, parent) if plan.resume else {}
-    trainable = tune_adapter.trainable(plan.data, plan.opts["resources"], str(plan.experiment_path), finished)
+    trainable = tune_adapter.trainable(
+        plan.data, plan.opts["resources"], str(plan.experiment_path), finished, int(plan.opts.get("max_failures", 2))
+    )
     progress = Progress(len(plan.cells), tuple(searched_keys(plan.opts)))
     status = "FAILED"
     try:
@@ -176,8 +192,9 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     setup = plan.sweep.tune_setup or grid_setup
     param_space, tune_kwargs = setup(plan.opts, plan.experiment_path, plan.cells)
     param_space.update({"sweep.gpu": plan.opts["resources"]["gpu"], **plan.sweep_keys})
-    if plan.opts.get("max_concurrent"):
-        tune_kwargs.setdefault("max_concurrent_trials", int(plan.opts["max_concurrent"]))
+    concurrent = plan.opts.get("max_concurrent") or data_parallel_concurrency(plan.opts["resources"])
+    if concurrent:
+        tune_kwargs.setdefault("max_concurrent_trials", int(concurrent))
     writer = MLflowTrialWriter(
         plan.mlflow_uri,
         parent,

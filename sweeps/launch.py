@@ -144,6 +144,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         if sweep.extra_cells is not None:
             cells += [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.extra_cells(opts, cells)]
         cells = _unique(cells)
+        check_data_parallel(cells, int(opts["resources"]["workers"]))
     except (CorruptionError, DatasetError) as err:
         raise SweepError(str(err)) from None
     except ValueError as err:
@@ -281,6 +282,15 @@ def _cell(base: dict, opts: SweepOptions, method: str, corruption: str, seed: in
     return TrialConfig.from_flat(flat).resolved().to_flat()
 
 
+def check_data_parallel(cells: list[dict[str, Any]], workers: int) -> None:
+    """Every trial can train on ``workers`` ranks (method, batch split, no CUDA graph); ValueError names the first that cannot."""
+    from trainables.config import TrialConfig
+    from trainables.distributed import check_config
+
+    for cell in cells if workers > 1 else []:
+        check_config(TrialConfig.from_flat(cell), workers)
+
+
 def _slug(dataset: str) -> str:
     name, _, arg = dataset.partition(":")
     return Path(arg).name if arg else name
@@ -315,6 +325,7 @@ def describe(plan: Plan) -> str:
     lines += [
         f"resources per trial: {r['cpu']:g} CPU, {r['gpu']:g} GPU"
         + (f" ({int(1 / r['gpu'])} trials per GPU)" if 0 < r["gpu"] < 1 else "")
+        + (f", data-parallel over {r['workers']} workers (Ray Train)" if r.get("workers", 1) > 1 else "")
         + (f"; at most {conc} at once" if conc else ""),
         f"cluster: {plan.address or 'a new local Ray instance'}; storage: {plan.experiment_path}; MLflow: {plan.mlflow_uri}",
     ]

@@ -114,8 +114,18 @@ def build_parser(description: str, sweep_name: str, flags: tuple[Flag, ...] = ()
     add("--methods", nargs="+", help=f"methods to sweep: {', '.join(choices.METHODS)}")
     add("--epochs", type=number(int), help="training epochs per trial")
     add("--seeds", type=number(int), nargs="+", help="seeds, e.g. 0 1 2")
-    add("--gpus-per-trial", type=number(float), help="GPU share per trial (0.25 packs 4 trials per GPU)")
-    add("--cpus-per-trial", type=number(float), help="CPU cores per trial")
+    add(
+        "--gpus-per-trial",
+        type=number(float),
+        help="GPU share per trial (0.25 packs 4 trials per GPU); a whole number N > 1 trains each trial "
+        "data-parallel on N GPUs (Ray Train, one worker per GPU)",
+    )
+    add("--cpus-per-trial", type=number(float), help="CPU cores per trial (shared by its workers)")
+    add(
+        "--workers-per-trial",
+        type=number(int),
+        help="processes per trial (data-parallel through Ray Train; default: the GPUs per trial if > 1, else 1)",
+    )
     add("--max-concurrent", type=number(int), help="cap on trials running at once")
     add(
         "--storage-path",
@@ -252,6 +262,8 @@ def merge_options(
         resources["gpu"] = args.gpus_per_trial
     if args.cpus_per_trial is not None:
         resources["cpu"] = args.cpus_per_trial
+    if args.workers_per_trial is not None:
+        resources["workers"] = args.workers_per_trial
     opts["resources"] = check_resources({"cpu": 1, "gpu": 0, **resources}, args)
     from trainables.config import parse_assignment  # torch: only once the flags are read, never for --help
 
@@ -289,6 +301,7 @@ FLAGS = {
     "experiment": "--experiment",
     "resources.cpu": "--cpus-per-trial",
     "resources.gpu": "--gpus-per-trial",
+    "resources.workers": "--workers-per-trial",
 }
 # Option -> (type, lower bound or None, what is valid). Sweep-specific keys are checked by their sweep.
 SCALARS = {
@@ -364,10 +377,12 @@ def check_common(opts: dict[str, Any], args: argparse.Namespace | None = None) -
 
 
 def check_resources(resources: dict[str, Any], args: argparse.Namespace | None = None) -> dict[str, float]:
-    """``{cpu, gpu}`` per trial as numbers Ray accepts: cpu > 0; gpu >= 0, a fraction of one GPU or whole GPUs."""
-    unknown = sorted(map(str, set(resources) - {"cpu", "gpu"}))
+    """``{cpu, gpu, workers}`` per trial as numbers Ray accepts: cpu > 0; gpu >= 0, a fraction of one
+    GPU or whole GPUs; workers (processes of a data-parallel trial) >= 1, one whole GPU each when the
+    trial has GPUs, by default the GPUs of a trial with more than one."""
+    unknown = sorted(map(str, set(resources) - {"cpu", "gpu", "workers"}))
     if unknown:
-        raise SweepError(f"resources: unknown key(s) {', '.join(unknown)}; valid: cpu, gpu")
+        raise SweepError(f"resources: unknown key(s) {', '.join(unknown)}; valid: cpu, gpu, workers")
     cpu_valid = "a number > 0 (CPU cores per trial)"
     cpu = _checked("resources.cpu", resources["cpu"], float, None, cpu_valid, args)
     gpu = _checked("resources.gpu", resources["gpu"], float, 0, "a number >= 0 (0.25 packs 4 trials per GPU)", args)
@@ -378,7 +393,21 @@ def check_resources(resources: dict[str, Any], args: argparse.Namespace | None =
             f"{_name('resources.gpu', args)} {_show(resources['gpu'])} is invalid; "
             "valid: a fraction of one GPU (<= 1) or a whole number of GPUs"
         )
-    return {"cpu": cpu, "gpu": gpu}
+    return {"cpu": cpu, "gpu": gpu, "workers": _workers(resources.get("workers"), gpu, args)}
+
+
+def _workers(given: Any, gpu: float, args: argparse.Namespace | None) -> int:
+    """Processes per trial: ``given`` (checked), else the trial's GPUs when more than one, else 1."""
+    if given is None:
+        return int(gpu) if gpu > 1 else 1
+    workers = _checked("resources.workers", given, int, 1, "an integer >= 1 (processes per trial)", args)
+    if workers > 1 and gpu > 0 and gpu != workers:
+        raise SweepError(
+            f"{_name('resources.workers', args)} {workers} with {_name('resources.gpu', args)} {_show(gpu)} is "
+            f"invalid: a data-parallel trial takes one whole GPU per worker; valid: {_name('resources.gpu', args)} "
+            f"{workers}, or {_name('resources.gpu', args)} 0 (CPU workers)"
+        )
+    return workers
 
 
 def searched_keys(opts: SweepOptions | dict) -> list[str]:

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from corruptions import parse
-from trainables import metrics
+from trainables import metrics, ray_train_adapter
 from trainables.schema import FINAL_METRICS, PARENT_TAG, STATE_FILE, STORAGE_TAG, TRIAL_TAG, trial_config
 from trainables.tune_adapter import crash_report
 
@@ -470,10 +470,12 @@ class MLflowTrialWriter(tune.Callback):
             self.client.log_figure(
                 run_id, self.render_samples(trial_config(trial.config)["data.corruption"]), "corrupted_samples.png"
             )
-        if (
-            getattr(trial, "checkpoint", None) is not None
-        ):  # the last epoch is always checkpointed; an untrained trial has none
+        # The last epoch is always checkpointed (by Tune, or Ray Train in a data-parallel trial); an
+        # untrained trial has none.
+        if getattr(trial, "checkpoint", None) is not None:
             log_backbone(self.client, run_id, Path(trial.checkpoint.path) / STATE_FILE)
+        elif (state := ray_train_adapter.trial_checkpoint(result)) is not None and state.exists():
+            log_backbone(self.client, run_id, state)
         self.client.set_terminated(run_id, "FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -515,8 +517,15 @@ def log_backbone(client: MlflowClient, run_id: str, state_file: Path) -> None:
 # What is recorded where is declared once, in trainables.metrics.
 _METRIC_KEYS = frozenset(metrics.names("metric"))
 _FINAL_EXTRAS = frozenset(
-    {*metrics.names("final"), *metrics.names("artifact"), *metrics.names("tag"), *metrics.names("step"), "node_id"}
-)  # + the node Tune ran it on
+    {
+        *metrics.names("final"),
+        *metrics.names("artifact"),
+        *metrics.names("tag"),
+        *metrics.names("step"),
+        "node_id",
+        "workers",
+    }
+)  # + the node Tune ran it on, and a data-parallel trial's workers
 _MEMORY_FORMAT_TAGS = metrics.names("tag")  # channels_last or contiguous, and why
 PER_CLASS_ARTIFACT = metrics.PER_CLASS_ARTIFACT
 

@@ -14,7 +14,8 @@ from trainables.config import DataConfig, TrialConfig
 from trainables.data.augment import build_augmentation, normalize, to_float
 from trainables.data.batches import Pipeline, plan_corruption, to_device
 from trainables.data.datasets import ImageDataset, Split, load_dataset
-from trainables.methods import Method, build_method, method_class
+from trainables.distributed import sync_batchnorm
+from trainables.methods import Method, build_params, method_class
 from trainables.optim import build_optimizer
 from trainables.seeding import derive_seed
 
@@ -143,8 +144,12 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     )
 
 
-def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Method:
-    """Backbone + method head, initialised from the trial's ``init`` seed (global RNG untouched)."""
+def build_model(cfg: TrialConfig, num_classes: int, device: torch.device, *, ranks: int = 1) -> Method:
+    """Backbone + method head, initialised from the trial's ``init`` seed (global RNG untouched).
+
+    ``ranks`` > 1 (a data-parallel trial): the method's parameters for that many ranks
+    (``Method.for_ranks``) and every plain BatchNorm synchronised across them; the initial weights
+    are the single process's on every rank."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.system.seed, "init"))
         backbone, dim = build_backbone(
@@ -157,7 +162,11 @@ def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Met
         )
         if cfg.model.init_checkpoint:
             load_backbone(backbone, cfg.model.init_checkpoint)
-        method = build_method(cfg.method, backbone, dim, num_classes, dict(cfg.method_params))
+        cls = method_class(cfg.method)
+        params = build_params(cfg.method, dict(cfg.method_params))
+        method = cls(backbone, dim, num_classes, cls.for_ranks(params, ranks) if ranks > 1 else params)
+        if ranks > 1:
+            sync_batchnorm(method)
     if not cfg.optim.train_backbone:
         method.backbone.requires_grad_(False)
     method = method.to(device)

@@ -4,6 +4,12 @@ Ray (``trainables.tune_adapter``) only wraps this function. ``report`` receives 
 scalar metrics per epoch; ``save`` (optional) receives the full resumable state every
 ``checkpoint_every`` epochs; ``resume`` restarts from such a state and ends bit for bit where
 an uninterrupted run ends (on CPU).
+
+Data-parallel: called in every process of a ``torch.distributed`` group (Ray Train starts them,
+``trainables.ray_train_adapter``), the same function trains one model over the ranks
+(``trainables.distributed``: each rank a shard of every global batch, gradients averaged); rank 0
+alone evaluates and hands states to ``save``; every rank calls ``report`` once per epoch (rank 0's
+metrics are the trial's). Without a process group nothing of this runs.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from typing import Any
 
 import torch
 
+from trainables import distributed
 from trainables.build import (
     autocast,
     build_data,
@@ -67,13 +74,15 @@ def run_trial(
         classwise_uniformity (C,), feature_distance (C x C), plus timing.
     """
     cfg = (TrialConfig.from_flat(cfg) if isinstance(cfg, dict) else cfg).resolved()
+    where = distributed.ranks()
+    distributed.check_config(cfg, where.size)
     device = pick_device(cfg.system.device)
     data = subset(dataset, cfg.data) if dataset is not None else load_data(cfg.data)
     td = build_data(cfg, data, device)
     cfg = cfg.replace({"system.precision": _precision(cfg, device, resume)})
     memory = choose_memory_format(cfg, device, data.image_size)  # channels_last only where its gradients are right
     cfg = cfg.replace({"system.channels_last": memory["memory_format"] == CHANNELS_LAST})
-    method = build_model(cfg, td.num_classes, device)
+    method = build_model(cfg, td.num_classes, device, ranks=where.size)
     optimizer = build_optim(cfg, method)
     gens = generators(cfg.system.seed)
     steps_per_epoch = len(td.train) // cfg.optim.batch_size
@@ -88,17 +97,17 @@ def run_trial(
     if resume is not None:
         start_epoch, step, history = _restore(resume, method, optimizer, gens)
         init = dict(resume.get("init", {}))
-    elif cfg.eval.knn_at_init:
+    elif cfg.eval.knn_at_init and where.main:
         # The same network the untrained reference (optim.epochs 0, same seed) evaluates.
         init = {"knn_acc_init": _evaluate(cfg, method, td, device, precision, 0, final=False)["knn_acc"]}
-    step_fn = build_step(
-        cfg, method, optimizer, device
-    )  # built once: a compiled or captured step lives as long as the trial
+    # Built once: a compiled or captured step lives as long as the trial.
+    step_fn = build_step(cfg, method, optimizer, device, distributed.wrap(method, device) if where.size > 1 else None)
     started = time.perf_counter()
     metrics: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.optim.epochs):
         tic = time.perf_counter()
-        sums, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch)
+        sums, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch, where)
+        sums = distributed.mean_over_ranks(sums, where)
         seconds = time.perf_counter() - tic
         # The epoch means of training_step's scalars: loss, and e.g. train_acc (trainables.metrics).
         metrics = {
@@ -109,10 +118,12 @@ def run_trial(
             "epoch_time_s": seconds,
             **memory,
         }
-        if cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs:
+        evaluates = cfg.eval.eval_every and (epoch + 1) % cfg.eval.eval_every == 0 and epoch + 1 < cfg.optim.epochs
+        if evaluates and where.main:
             metrics.update(_with_gain(_evaluate(cfg, method, td, device, precision, epoch + 1, final=False), init))
         history.append(metrics)
-        if save is not None and ((epoch + 1) % cfg.system.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs):
+        checkpoints = (epoch + 1) % cfg.system.checkpoint_every == 0 or epoch + 1 == cfg.optim.epochs
+        if save is not None and checkpoints and where.main:
             save(
                 {
                     **_state(epoch + 1, step, history, method, optimizer, gens),
@@ -122,6 +133,9 @@ def run_trial(
             )
         if epoch + 1 < cfg.optim.epochs:
             report(metrics)
+    if not where.main:  # the trial's result is rank 0's
+        report({**metrics, "epoch": cfg.optim.epochs, "done": True})
+        return {}
     final = _with_gain(_evaluate(cfg, method, td, device, precision, cfg.optim.epochs, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
     final.update(
@@ -152,9 +166,12 @@ def _precision(cfg: TrialConfig, device: torch.device, resume: dict | None) -> s
     return kept
 
 
-def _train_epoch(cfg, method, step_fn: Step, td, gens, device, step, total, epoch) -> tuple[dict[str, float], int]:
+def _train_epoch(
+    cfg, method, step_fn: Step, td, gens, device, step, total, epoch, where: distributed.Ranks
+) -> tuple[dict[str, float], int]:
     """One pass over the training split; returns (each scalar of ``training_step`` summed over the
-    epoch's steps, global step). The sums stay on the device until the epoch ends.
+    epoch's steps, global step). The sums stay on the device until the epoch ends. Every rank draws
+    the global batch and trains on its shard.
 
     The loss is checked for finiteness every ``system.finite_check_every`` steps (on their sum), as
     each check waits for the device; the last partial window is checked at the end of the epoch.
@@ -167,6 +184,8 @@ def _train_epoch(cfg, method, step_fn: Step, td, gens, device, step, total, epoc
     sums: dict[str, torch.Tensor] = {}
     window, first = torch.zeros((), device=device), step
     for views, labels in train_batches(td.train, td.pipeline, cfg.optim.batch_size, gens, device):
+        if where.size > 1:
+            views, labels = [distributed.shard(v, where) for v in views], distributed.shard(labels, where)
         if cfg.system.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         out = step_fn(views, labels, lr_at(step, total, warmup, base_lr), step, total)

@@ -49,7 +49,14 @@ def cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) 
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
-def info_nce(query: Tensor, key: Tensor, queue: Tensor | None, temperature: float = 0.2) -> Tensor:
+def info_nce(
+    query: Tensor,
+    key: Tensor,
+    queue: Tensor | None,
+    temperature: float = 0.2,
+    batch_keys: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
     """MoCo's InfoNCE: a (K+1)-way classification of the positive key among negatives.
 
     With a queue, row ``i`` scores ``[q_i.k_i, q_i.queue_1, ..., q_i.queue_K] / T`` and the
@@ -66,6 +73,9 @@ def info_nce(query: Tensor, key: Tensor, queue: Tensor | None, temperature: floa
         key: (B, D) float, L2-normalised positive keys (usually detached by the caller).
         queue: (K, D) float, L2-normalised negatives, or None for in-batch negatives.
         temperature: softmax temperature T > 0.
+        batch_keys: (N, D), the in-batch keys when they are more than ``key`` (a data-parallel
+            trial's keys of every rank, ``key`` being rows ``offset .. offset + B - 1``).
+        offset: where ``key`` starts in ``batch_keys``.
 
     Returns:
         Scalar loss, mean over the B queries.
@@ -75,8 +85,8 @@ def info_nce(query: Tensor, key: Tensor, queue: Tensor | None, temperature: floa
     with torch.autocast(query.device.type, enabled=False):
         query, key = query.float(), key.float()
         if queue is None:
-            logits = query @ key.T / temperature
-            targets = torch.arange(query.shape[0], device=query.device)
+            logits = query @ (key if batch_keys is None else batch_keys.float()).T / temperature
+            targets = offset + torch.arange(query.shape[0], device=query.device)
             return F.cross_entropy(logits, targets)
         positive = (query * key).sum(dim=1, keepdim=True)
         negatives = query @ queue.float().T

@@ -31,13 +31,22 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
 STATE_FILE = "state.pt"  # in checkpoint_NNNNNN/: torch.save dict (method, optimizer, generators, history)
 RESULT_FILE = "result.json"  # Tune's JSON lines, one report each
 CRASH_LOG = "worker_crash.log"  # faulthandler's output
+TRAIN_RUN_DIR = "data_parallel"  # in a data-parallel trial's folder: Ray Train's run (its checkpoint_<time>/)
 
 
 def checkpoint_files(experiment_dir: Path, trial_id: str) -> list[Path]:
     """Every checkpoint state file of one trial in a Tune experiment folder. The trial's folder holds
     its id: ``<arm>-<corruption>-s<seed>-<id>`` (``sweeps.execute.trial_dirname``), or Tune's own
-    ``train_<id>_<index>_...`` in sweeps launched before readable names."""
-    return list(Path(experiment_dir).glob(f"*{trial_id}*/checkpoint_*/{STATE_FILE}"))
+    ``train_<id>_<index>_...`` in sweeps launched before readable names. A data-parallel trial's
+    checkpoints are Ray Train's, in ``<trial folder>/data_parallel/``."""
+    folders = Path(experiment_dir).glob(f"*{trial_id}*")
+    return [path for folder in folders for path in trial_checkpoints(folder)]
+
+
+def trial_checkpoints(trial_dir: Path) -> list[Path]:
+    """Every checkpoint state file in one trial folder (Tune's, then Ray Train's), oldest first within each."""
+    tune_states = sorted(Path(trial_dir).glob(f"checkpoint_*/{STATE_FILE}"))
+    return tune_states + sorted(Path(trial_dir).glob(f"{TRAIN_RUN_DIR}/checkpoint_*/{STATE_FILE}"))
 
 
 # --- MLflow: one parent run per sweep, one child run per trial ----------------------------------

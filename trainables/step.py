@@ -39,17 +39,26 @@ GRAPH_WARMUP = 3  # eager steps before the capture (the PyTorch CUDA-graph recip
 
 
 class EagerStep:
-    """The training loop's step as it has always run."""
+    """The training loop's step as it has always run.
+
+    ``forward``: what computes ``training_step``'s outputs; a data-parallel trial passes the
+    ``DistributedDataParallel`` wrapper of the method (whose gradient hooks average over ranks).
+    """
 
     def __init__(
-        self, method: Method, optimizer: torch.optim.Optimizer, precision: contextlib.AbstractContextManager
+        self,
+        method: Method,
+        optimizer: torch.optim.Optimizer,
+        precision: contextlib.AbstractContextManager,
+        forward: Callable[[list[Tensor], Tensor], dict[str, Tensor]] | None = None,
     ) -> None:
         self.method, self.optimizer, self.precision = method, optimizer, precision
+        self.forward = forward or method.training_step
 
     def __call__(self, views: list[Tensor], labels: Tensor, lr: float, step: int, total: int) -> dict[str, Tensor]:
         set_lr(self.optimizer, lr)
         with self.precision:
-            out = self.method.training_step(views, labels)
+            out = self.forward(views, labels)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         self.method.before_optimizer_step(step / total)
@@ -138,16 +147,23 @@ class GraphStep:
         self.static_out = {k: v.detach() for k, v in out.items() if v.device == out["loss"].device}
 
 
-def build_step(cfg: TrialConfig, method: Method, optimizer: torch.optim.Optimizer, device: torch.device) -> Step:
-    """``GraphStep`` where ``system.cuda_graph`` asks for it and CUDA is there, else ``EagerStep``.
+def build_step(
+    cfg: TrialConfig,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    forward: Callable[[list[Tensor], Tensor], dict[str, Tensor]] | None = None,
+) -> Step:
+    """``GraphStep`` where ``system.cuda_graph`` asks for it and CUDA is there, else ``EagerStep``
+    (``forward``: see ``EagerStep``; a data-parallel trial never captures, ``distributed.check_config``).
 
     Raises ValueError (naming the valid settings) where a graph is asked for on CUDA but the
     method or optimizer cannot be captured; without CUDA the key is ignored with a note on stderr,
     as ``system.precision`` auto adapts a config moved between machines.
     """
     precision = autocast(cfg, device)
-    if not cfg.system.cuda_graph:
-        return EagerStep(method, optimizer, precision)
+    if not cfg.system.cuda_graph or forward is not None:
+        return EagerStep(method, optimizer, precision, forward)
     if device.type != "cuda" or not torch.cuda.is_available():
         print(f"system.cuda_graph ignored on {device.type}: it needs a CUDA device", file=sys.stderr, flush=True)
         return EagerStep(method, optimizer, precision)

@@ -1,4 +1,6 @@
-"""The only module outside ``sweeps/`` that imports Ray: ``run_trial`` as a Tune function trainable.
+"""``run_trial`` as a Tune function trainable. With its sibling ``trainables.ray_train_adapter`` (a
+data-parallel trial through Ray Train, chosen here by ``trainable``), the only modules outside
+``sweeps/`` that import Ray.
 
 Ray's reporting API has changed four times; it is confined here. The trial config arrives as the
 flat dict of ``TrialConfig.to_flat`` plus ``sweep.*`` keys that belong to the sweep (resources,
@@ -122,9 +124,17 @@ def trainable(
     resources: dict[str, float],
     experiment_dir: str | None = None,
     finished: dict[str, dict] | None = None,
+    max_failures: int = 2,
 ):
     """``train`` with the dataset in the object store and per-trial resources attached (``train``
-    documents ``experiment_dir`` and ``finished``)."""
+    documents ``experiment_dir`` and ``finished``).
+
+    ``resources["workers"]`` > 1: a data-parallel trial (``ray_train_adapter.train``), whose Tune
+    function only drives Ray Train's workers (``resources`` split over them, one whole GPU each) and
+    so holds a token CPU share; ``max_failures`` bounds their restarts."""
+    workers = int(resources.get("workers", 1))
+    if workers > 1:
+        return _data_parallel(dataset, resources, workers, experiment_dir, finished, max_failures)
     params = {
         "dataset": pack_dataset(dataset) if dataset is not None else None,
         "experiment_dir": experiment_dir,
@@ -133,6 +143,26 @@ def trainable(
     params = {k: v for k, v in params.items() if v is not None}
     fn = tune.with_parameters(train, **params) if params else train
     return tune.with_resources(fn, {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)})
+
+
+DRIVER_CPU = 0.01  # a data-parallel trial's Tune function: it waits on its workers (Ray's docs use 0.01 too)
+
+
+def _data_parallel(dataset, resources, workers, experiment_dir, finished, max_failures):
+    from trainables import ray_train_adapter
+
+    params = {
+        "workers": workers,
+        "use_gpu": resources.get("gpu", 0) > 0,
+        "cpus_per_worker": resources.get("cpu", 1) / workers,
+        "max_failures": max_failures,
+        # A reference inside a tuple reaches the workers unresolved: they read the one shared copy.
+        "dataset_ref": (ray.put(pack_dataset(dataset)),) if dataset is not None else None,
+        "experiment_dir": experiment_dir,
+        "finished": finished or None,
+    }
+    fn = tune.with_parameters(ray_train_adapter.train, **{k: v for k, v in params.items() if v is not None})
+    return tune.with_resources(fn, {"cpu": DRIVER_CPU})
 
 
 def _resume(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, trial_id: str, epochs: int) -> dict | None:

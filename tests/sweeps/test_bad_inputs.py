@@ -74,10 +74,11 @@ def test_bad_input__existing_experiment_needs_resume(storage, capsys):
 
 
 @pytest.mark.slow
-def test_bad_input__gpus_on_a_cluster_without_gpus(storage, capsys, ray_shutdown):
+@pytest.mark.parametrize("gpus", ["0.25", "2"])  # a share of one GPU, and a data-parallel trial's two
+def test_bad_input__gpus_on_a_cluster_without_gpus(storage, capsys, ray_shutdown, gpus):
     ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, configure_logging=False)
-    err = _error(capsys, argv(storage, "--gpus-per-trial", "0.25", "--smoke-test"))
-    assert "0.25" in err and "0 GPUs" in err
+    err = _error(capsys, argv(storage, "--gpus-per-trial", gpus, "--smoke-test"))
+    assert f"--gpus-per-trial {gpus}" in err and "0 GPUs" in err
 
 
 def test_bad_input__resume_with_a_changed_config_names_the_key(storage, capsys):
@@ -149,6 +150,35 @@ def test_types__numbers_without_a_dot_are_numbers_in_every_trial(storage):
             ["--gpus-per-trial", "1.5"],
             "--gpus-per-trial 1.5 is invalid; valid: a fraction of one GPU (<= 1) or a whole number",
         ),
+        (
+            ["--gpus-per-trial", "2.5"],
+            "--gpus-per-trial 2.5 is invalid; valid: a fraction of one GPU (<= 1) or a whole",
+        ),
+        (["--workers-per-trial", "0"], "--workers-per-trial 0 is invalid; valid: an integer >= 1"),
+        (["--workers-per-trial", "1.5"], "--workers-per-trial '1.5' is invalid; valid: an integer >= 1"),
+        (
+            ["--workers-per-trial", "2", "--gpus-per-trial", "0.5"],
+            "--workers-per-trial 2 with --gpus-per-trial 0.5 is invalid: a data-parallel trial takes one whole GPU "
+            "per worker; valid: --gpus-per-trial 2, or --gpus-per-trial 0 (CPU workers)",
+        ),
+        (["--gpus-per-trial", "3", "--workers-per-trial", "2"], "--workers-per-trial 2 with --gpus-per-trial 3"),
+        (
+            ["--workers-per-trial", "2", "--methods", "simclr"],
+            "method 'simclr' cannot train data-parallel (2 workers per trial): its loss couples the samples of a "
+            "batch across ranks; valid methods: byol, moco_v2, supervised, or one worker per trial",
+        ),
+        (
+            ["--workers-per-trial", "3"],
+            "optim.batch_size 32 cannot be split over 3 workers per trial; valid: a multiple of 3",
+        ),
+        (
+            ["--workers-per-trial", "2", "--methods", "moco_v2", "--set", "method.bn_splits=3"],
+            "method.bn_splits 3 cannot be shared by 2 workers per trial",
+        ),
+        (
+            ["--workers-per-trial", "2", "--set", "system.cuda_graph=true"],
+            "system.cuda_graph is invalid with 2 workers per trial",
+        ),
         (["--cpus-per-trial", "-1"], "--cpus-per-trial -1 is invalid; valid: a number > 0"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial 0 is invalid; valid: a number > 0"),
         (["--max-concurrent", "0"], "--max-concurrent 0 is invalid; valid: an integer >= 1"),
@@ -179,6 +209,7 @@ def test_flags__bad_values_are_refused_in_one_line_before_anything_is_written(st
         ("resources: {cpu: many, gpu: 0}\n", "resources.cpu 'many' is invalid; valid: a number > 0"),
         ("resources: {cpus: 2}\n", "resources: unknown key(s) cpus; valid: cpu, gpu"),
         ("resources: [1, 0]\n", "resources [1, 0] is invalid; valid: a mapping"),
+        ("resources: {cpu: 1, gpu: 0, workers: 0}\n", "resources.workers 0 is invalid; valid: an integer >= 1"),
         ("epochs: abc\n", "epochs 'abc' is invalid; valid: an integer >= 0"),
         ("methods: supervised\n", "methods 'supervised' is invalid; valid: a list of method names"),
         ("max_concurrent: 0\n", "max_concurrent 0 is invalid; valid: an integer >= 1"),
@@ -234,6 +265,7 @@ def test_yaml__numbers_yaml_1_1_reads_as_strings_are_numbers(storage, tmp_path):
     assert {c["optim.weight_decay"] for c in plan.cells} == {5e-4} and plan.opts["resources"] == {
         "cpu": 1.0,
         "gpu": 0.0,
+        "workers": 1,
     }
 
 

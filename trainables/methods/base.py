@@ -17,6 +17,11 @@ host after every replay and writes the next step's scalars into those tensors (`
 ``graph_prepare`` come before the capture). Nothing in a
 captured step may read a value back to the host or draw from a CPU generator.
 
+A method that can train data-parallel (one trial over several processes, ``trainables.distributed``)
+sets ``data_parallel``: its loss must be a mean of per-sample terms given the batch's BN statistics
+(which the ranks synchronise), or it must gather what couples samples itself (MoCo's keys).
+``for_ranks`` adapts its parameters to the number of ranks.
+
 Adding a method = one file with a ``@register_method`` class that sets ``Params`` (a frozen
 dataclass of its hyperparameters with defaults), ``defaults`` (optimizer and augmentation
 defaults) and implements ``training_step``. The contract tests then cover it.
@@ -45,6 +50,7 @@ class Method(nn.Module):
     n_views: ClassVar[int] = 2
     uses_labels: ClassVar[bool] = False
     graph_safe: ClassVar[bool] = False  # the step can be one CUDA graph (see the module docstring)
+    data_parallel: ClassVar[bool] = False  # it may train on several ranks (see the module docstring)
     foreach_ema: bool = False  # set from system.foreach_ema by trainables.build
     # Optimizer and augmentation defaults, overridable in the trial config.
     defaults: ClassVar[dict[str, Any]] = {
@@ -63,6 +69,22 @@ class Method(nn.Module):
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
+        """``training_step``: what ``DistributedDataParallel`` calls (its gradient hooks need it)."""
+        return self.training_step(views, labels)
+
+    @classmethod
+    def for_ranks(cls, params: Any, ranks: int) -> Any:
+        """``params`` for a data-parallel trial over ``ranks`` processes; ValueError (one line) where the
+        method cannot train so."""
+        if not cls.data_parallel:
+            valid = ", ".join(sorted(name for name, m in METHODS.items() if m.data_parallel))
+            raise ValueError(
+                f"method {cls.name!r} cannot train data-parallel ({ranks} workers per trial): its loss couples "
+                f"the samples of a batch across ranks; valid methods: {valid}, or one worker per trial"
+            )
+        return params
 
     def embed(self, x: Tensor) -> Tensor:
         """(B, C, H, W) float -> (B, feature_dim) backbone features."""

@@ -31,6 +31,7 @@ class BYOL(Method):
 
     name = "byol"
     Params = ByolParams
+    data_parallel = True  # per-sample regression; its BNs see the global batch (sync BN)
     defaults = {"optimizer": "lars", "lr": 1.0, "weight_decay": 1e-5, "augmentation": "byol", "exclude_bias_norm": True}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: ByolParams) -> None:

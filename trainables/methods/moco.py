@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainables import distributed
 from trainables.backbone import split_batchnorm
 from trainables.heads import mlp
 from trainables.losses import info_nce
@@ -63,6 +64,12 @@ class MocoV2(Method):
 
     The queue is a preallocated ring buffer written at a device-side pointer; how much of it is
     filled is mirrored on the host (``_filled``), so a step never waits for the device to say.
+    Data-parallel (``for_ranks``): ``bn_splits`` stays the number of BN groups of the global batch.
+    With ``bn_splits`` 1 every BN is synchronised over the ranks (as one device); otherwise each rank
+    splits its shard in ``bn_splits / ranks`` groups and the key encoder sees a batch shuffled across
+    ranks (``distributed.shuffled_keys``, facebookresearch/moco's shuffle BN); the queue takes every
+    rank's keys, so it is the same on all ranks.
+
     One CUDA graph can hold the whole step (``graph_safe``) once the queue is full (fixed shapes)
     and with plain BN (``bn_splits=1``), where the key shuffle is dropped: plain BN's statistics do
     not depend on the order of the batch, and the shuffle draws from a CPU generator.
@@ -71,6 +78,7 @@ class MocoV2(Method):
     name = "moco_v2"
     Params = MocoParams
     graph_safe = True
+    data_parallel = True
     defaults = {"optimizer": "sgd", "lr": 0.3, "weight_decay": 1e-4, "augmentation": "moco_v2"}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: MocoParams) -> None:
@@ -93,6 +101,17 @@ class MocoV2(Method):
         self.shuffle_keys = True  # False only in a captured step with plain BN (graph_prepare)
         self.register_buffer("graph_momentum", torch.tensor(self.momentum), persistent=False)
 
+    @classmethod
+    def for_ranks(cls, params: MocoParams, ranks: int) -> MocoParams:
+        if params.bn_splits == 1:
+            return params
+        if params.bn_splits % ranks:
+            raise ValueError(
+                f"method.bn_splits {params.bn_splits} cannot be shared by {ranks} workers per trial (BN groups of "
+                f"the global batch, split evenly over the ranks); valid: 1 or a multiple of {ranks}"
+            )
+        return dataclasses.replace(params, bn_splits=params.bn_splits // ranks)
+
     def get_extra_state(self) -> dict:
         return {"shuffle_generator": self.shuffle_generator.get_state(), "momentum": self.momentum}
 
@@ -107,28 +126,43 @@ class MocoV2(Method):
     @torch.no_grad()
     def key(self, x: Tensor) -> Tensor:
         """Keys computed on a shuffled batch (then unshuffled): the BN-cheating guard."""
+        return self.keys(x)[0]
+
+    @torch.no_grad()
+    def keys(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(this rank's keys (b, D), every rank's keys (B, D)): the same tensor in one process."""
+        if distributed.ranks().size > 1:
+            if self.shuffle_keys:
+                return distributed.shuffled_keys(self._encode_key, x, self.shuffle_generator)
+            k = self._encode_key(x)
+            return k, distributed.gather(k)
         if not self.shuffle_keys:
-            return F.normalize(self.key_projector(self.key_backbone(x)).float(), dim=1)
+            k = self._encode_key(x)
+            return k, k
         perm = torch.randperm(x.shape[0], generator=self.shuffle_generator)
         # Pinned, the copy to a GPU does not wait for the kernels queued before it (same numbers).
         perm = perm.pin_memory().to(x.device, non_blocking=True) if x.is_cuda else perm
-        k = self.key_projector(self.key_backbone(x[perm]))
-        return F.normalize(k.float(), dim=1)[perm.argsort()]
+        k = self._encode_key(x[perm])[perm.argsort()]
+        return k, k
+
+    def _encode_key(self, x: Tensor) -> Tensor:
+        return F.normalize(self.key_projector(self.key_backbone(x)).float(), dim=1)
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         q1, q2 = self.query(views[0]), self.query(views[1])
-        k1, k2 = self.key(views[0]), self.key(views[1])
+        (k1, all_k1), (k2, all_k2) = self.keys(views[0]), self.keys(views[1])
         filled = self.queue_fill()
         # A copy: q's gradient reads the queue in backward, and the keys are enqueued in place below
         # (2 K D floats, 34 MB at K 32768: ~20 us of a GPU's bandwidth).
         queue = self.queue[:, :filled].clone() if filled else [None, None]  # none yet: in-batch negatives
         t = self.params.temperature
+        at = distributed.ranks().rank * k1.shape[0]  # this rank's keys among every rank's (in-batch negatives)
         if self.params.symmetric:
-            loss = (info_nce(q1, k2, queue[1], t) + info_nce(q2, k1, queue[0], t)) / 2
-            self._enqueue(torch.stack([k1, k2]))
+            loss = (info_nce(q1, k2, queue[1], t, all_k2, at) + info_nce(q2, k1, queue[0], t, all_k1, at)) / 2
+            self._enqueue(torch.stack([all_k1, all_k2]))
         else:
-            loss = info_nce(q1, k2, queue[0], t)
-            self._enqueue(k2[None])
+            loss = info_nce(q1, k2, queue[0], t, all_k2, at)
+            self._enqueue(all_k2[None])
         return {"loss": loss, "momentum": torch.tensor(self.momentum)}
 
     @torch.no_grad()

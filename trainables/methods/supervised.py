@@ -35,6 +35,7 @@ class Supervised(Method):
     n_views = 1
     uses_labels = True
     graph_safe = True
+    data_parallel = True  # a mean of per-sample losses
     defaults = {"optimizer": "sgd", "lr": 0.4, "weight_decay": 1e-5, "augmentation": "study"}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: SupervisedParams) -> None:

@@ -1,0 +1,146 @@
+"""A data-parallel trial: ``run_trial`` on several processes through Ray Train, as a Tune trainable.
+
+Ray's supported Tune + Train V2 pattern (docs: "Hyperparameter Tuning with Ray Tune", Train V2):
+the Tune function trainable (``train``) only builds and fits a ``TorchTrainer``; Ray Train starts
+the workers and their process group (gloo on CPUs, NCCL on GPUs) and restarts them after a worker
+fails; ``TuneReportCallback`` hands rank 0's reports to Tune, so the driver's MLflow writer keeps
+one run per trial. Inside the workers only Train V2's API is used (``ray.train.report``,
+``ray.train.get_checkpoint``); in the Tune function only ``ray.tune``'s.
+
+* checkpoints: rank 0 writes the state once per ``system.checkpoint_every`` epochs with its report,
+  into ``<trial folder>/data_parallel/checkpoint_*`` (Ray Train's storage; Tune records the path as
+  ``checkpoint_path``); every rank restores the newest: Train's own (after a worker failure, or a
+  Tune retry, which reuses the run name) or the newest on disk (``tune_adapter._resume_state``);
+* data: the packed dataset stays in the object store; each worker reads it zero-copy;
+* fault injection: ``sweep.fail_once_at_epoch`` makes the last rank raise once, after that epoch's
+  checkpoint, so Train restarts the worker group.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray import tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+
+from trainables import tune_adapter
+from trainables.loop import run_trial
+from trainables.schema import STATE_FILE, TRAIN_RUN_DIR, trial_config
+
+MARKER = ".injected_worker_failure"  # in the trial folder: the injected failure happened
+
+
+def train(
+    config: dict[str, Any],
+    workers: int,
+    use_gpu: bool,
+    cpus_per_worker: float,
+    max_failures: int,
+    dataset_ref: tuple | None = None,
+    experiment_dir: str | None = None,
+    finished: dict[str, dict] | None = None,
+) -> None:
+    """Tune function trainable: one trial of ``run_trial`` on ``workers`` Ray Train workers.
+
+    Args:
+        config: the Tune config (``tune_adapter.trial_config``).
+        workers: ranks (processes) of the trial, one GPU each with ``use_gpu``.
+        cpus_per_worker: CPU share of each worker.
+        max_failures: worker-group restarts (from the newest checkpoint) before the trial fails.
+        dataset_ref: ``(ObjectRef,)`` of ``tune_adapter.pack_dataset``'s output (else loaded from config).
+        experiment_dir, finished: as for ``tune_adapter.train``.
+    """
+    context = tune.get_context()
+    trial_id, trial_dir = context.get_trial_id(), context.get_trial_dir()
+    if finished and trial_id in finished:
+        tune.report({**finished[trial_id], tune_adapter.REPLAYED: True, "done": True})
+        return
+    epochs = int(trial_config(config).get("optim.epochs") or 0)
+    state, path = tune_adapter._resume_state(None, experiment_dir, trial_id)
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={
+            "config": config,
+            "dataset_ref": dataset_ref,
+            "resume_path": str(path) if state is not None and path is not None else None,
+            "trial_dir": trial_dir,
+            "epochs": epochs,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker, **_gpu(use_gpu)}
+        ),
+        run_config=ray.train.RunConfig(
+            # The same (storage_path, name) on every attempt of the trial: Train resumes its own run.
+            name=TRAIN_RUN_DIR,
+            storage_path=trial_dir,
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    trainer.fit()
+
+
+def _gpu(use_gpu: bool) -> dict[str, float]:
+    return {"GPU": 1} if use_gpu else {}
+
+
+def _worker(loop: dict[str, Any]) -> None:
+    """One rank: ``run_trial`` in the process group Ray Train set up; rank 0 checkpoints."""
+    context = ray.train.get_context()
+    rank, size = context.get_world_rank(), context.get_world_size()
+    config = loop["config"]
+    resume = _newest(ray.train.get_checkpoint(), loop["resume_path"])
+    data = tune_adapter.unpack_dataset(ray.get(loop["dataset_ref"][0])) if loop["dataset_ref"] else None
+    fail_at = config.get("sweep.fail_once_at_epoch")
+    pending: dict[str, Any] = {}
+
+    def save(state: dict) -> None:  # only rank 0 saves (run_trial)
+        pending["state"] = state
+
+    def report(metrics: dict) -> None:
+        if metrics.get("done") and rank == 0:
+            metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id(), "workers": size}
+        state = pending.pop("state", None)
+        if state is None:
+            ray.train.report(metrics)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                torch.save(state, Path(folder) / STATE_FILE)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        if fail_at is not None and metrics["epoch"] == fail_at and rank == size - 1 and _first_failure(loop):
+            raise RuntimeError(f"injected worker failure at epoch {fail_at} on rank {rank} (sweep.fail_once_at_epoch)")
+
+    run_trial(trial_config(config), report, resume=resume, save=save, dataset=data)
+
+
+def _newest(checkpoint: ray.train.Checkpoint | None, path: str | None) -> dict | None:
+    """The state with the most epochs of Train's latest checkpoint and the newest one on disk."""
+    states = []
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            states.append(torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True))
+    if path is not None:
+        states.append(torch.load(path, map_location="cpu", weights_only=True))
+    return max(states, key=lambda s: s["epoch"], default=None)
+
+
+def _first_failure(loop: dict[str, Any]) -> bool:
+    """True once per trial: a marker in the trial folder survives the worker group's restart."""
+    marker = Path(loop["trial_dir"]) / MARKER
+    if marker.exists():
+        return False
+    marker.touch()
+    return True
+
+
+def trial_checkpoint(result: dict[str, Any]) -> Path | None:
+    """The state file of the checkpoint a data-parallel trial's result points to (driver side)."""
+    path = result.get(CHECKPOINT_PATH_KEY)
+    return Path(path) / STATE_FILE if path else None
