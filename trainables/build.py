@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from corruptions import parse
-from trainables.backbone import build_backbone
+from trainables.backbone import build_backbone, is_vit, vit_input_size
 from trainables.config import DataConfig, TrialConfig
 from trainables.data.augment import build_augmentation, normalize, to_float
 from trainables.data.batches import Pipeline, plan_corruption, to_device
@@ -111,6 +111,7 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     h, w = data.image_size
     for spec in (cfg.data.corruption, cfg.eval_corruption):
         parse(spec).check(h, w)
+    check_input_size(cfg, (h, w))
     uses_labels = method_class(cfg.method).uses_labels
     pretrain = data.unlabeled if data.unlabeled is not None and not uses_labels else data.train
     if uses_labels:
@@ -134,6 +135,19 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     )
 
 
+def check_input_size(cfg: TrialConfig, image_size: tuple[int, int]) -> None:
+    """A ViT's position embedding is built for one image side: refuse data of another size now,
+    in one line, rather than at the first forward pass."""
+    if not is_vit(cfg.model.backbone):
+        return
+    side = vit_input_size(cfg.model.backbone, cfg.model.img_size)
+    if image_size != (side, side):
+        raise ValueError(
+            f"model.img_size {cfg.model.img_size!r} gives {cfg.model.backbone!r} {side} px inputs, but the images "
+            f"are {image_size[0]}x{image_size[1]}; valid: model.img_size {image_size[0]} (square images)"
+        )
+
+
 def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Method:
     """Backbone + method head, initialised from the trial's ``init`` seed (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
@@ -145,6 +159,8 @@ def build_model(cfg: TrialConfig, num_classes: int, device: torch.device) -> Met
             pretrained=cfg.model.pretrained,
             zero_init_last=cfg.model.zero_init_last,
             stem_padding=cfg.model.stem_padding,
+            img_size=cfg.model.img_size,
+            patch_size=cfg.model.patch_size,
         )
         if cfg.model.init_checkpoint:
             load_backbone(backbone, cfg.model.init_checkpoint)

@@ -94,7 +94,7 @@ def test_build_optimizer__sgd_skips_frozen_params():
 
 
 def test_build_optimizer__unknown_name_lists_valid():
-    with pytest.raises(ValueError, match="unknown optimizer 'adam'; valid: lars, sgd"):
+    with pytest.raises(ValueError, match="unknown optimizer 'adam'; valid: adamw, lars, sgd"):
         build_optimizer(nn.Linear(2, 2), "adam", lr=0.1, weight_decay=0.0, momentum=0.9)
 
 
