@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import timm
 import torch
 from torch import Tensor
 
@@ -138,8 +139,8 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
 def check_input_size(cfg: TrialConfig, image_size: tuple[int, int]) -> None:
     """A ViT's position embedding is built for one image side: refuse data of another size now,
     in one line, rather than at the first forward pass."""
-    if not is_vit(cfg.model.backbone):
-        return
+    if not is_vit(cfg.model.backbone) or cfg.model.backbone not in timm.list_models("vit_*"):
+        return  # a ResNet takes any size; an unknown name is refused, listing the valid ones, by build_backbone
     side = vit_input_size(cfg.model.backbone, cfg.model.img_size)
     if image_size != (side, side):
         raise ValueError(

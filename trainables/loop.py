@@ -60,7 +60,8 @@ def run_trial(
             ``samples_per_s``, and on evaluation epochs ``knn_acc``, ``uniformity``, plus
             ``knn_acc_init`` and ``knn_gain`` with ``eval.knn_at_init``, and ``memory_format`` with its
             ``memory_format_reason``: see ``trainables.memory_format``); the last call also
-            carries the final metrics (lists included) and ``done=True``.
+            carries the final metrics (lists included; ``finetune_acc`` with ``eval.finetune``)
+            and ``done=True``.
         resume: a state previously given to ``save``.
         save: receives the resumable state (a dict of tensors and numbers, ``torch.save``-able).
         dataset: an already loaded dataset (Ray passes one shared copy); else loaded from cfg.

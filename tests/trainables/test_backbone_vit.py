@@ -181,3 +181,4 @@ def test_check_input_size__a_vit_refuses_images_of_another_size_in_one_line():
     with pytest.raises(ValueError, match=r"valid: model\.img_size 32"):  # None: the model's own 224
         check_input_size(cfg.replace({"model.img_size": None, "model.patch_size": None}), (32, 32))
     check_input_size(TrialConfig(), (32, 32))  # a ResNet takes any size
+    check_input_size(cfg.replace({"model.backbone": "vit_nonexistent"}), (32, 32))  # build_backbone says why
