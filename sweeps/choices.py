@@ -7,7 +7,7 @@ when one is registered and not listed here. Validation itself always asks the re
 
 from __future__ import annotations
 
-METHODS = ("supervised", "moco_v2", "supcon", "simclr", "byol", "barlow_twins", "dino")
+METHODS = ("supervised", "moco_v2", "supcon", "simclr", "byol", "barlow_twins", "dino", "moco_v3")
 DATASETS = {
     "shapes": "embedded, drawn from a seed (the main job)",
     "digits": "embedded, scikit-learn's 8x8 digits",

@@ -9,7 +9,10 @@ each pretrained backbone frozen on every corruption (default: ori, glo_4, glo_8,
 kNN, linear probe, ECE and feature geometry on the corrupted splits (``optim.epochs: 0`` with
 ``model.init_checkpoint``). With ``--set model.init_checkpoint=...`` stage 1 is skipped.
 The study fine-tuned ImageNet-pretrained nets on corrupted CIFAR-10 (docs/study.md §2.3-2.4);
-this is its frozen-probe variant. Budget and corruptions: sweeps/configs/downstream.yaml.
+``eval.finetune: true`` (YAML ``trial:`` or ``--set``) adds that protocol to stage 2: each pretrained
+network, plus a new linear head, trained whole on the corrupted training split (``finetune_acc``;
+``eval.finetune_*`` keys in docs/configuration.md), beside the frozen probe. Stage 1 never fine-tunes.
+Budget and corruptions: sweeps/configs/downstream.yaml.
 """
 
 from __future__ import annotations
@@ -84,7 +87,16 @@ def run(argv: Sequence[str]) -> int:
     # Names and storage exactly as the launcher resolves them (YAML dataset included).
     plan, _ = prepare(PRETRAIN, [*argv, "--dry-run"])
     storage, experiment = plan.storage, plan.experiment
-    stage1 = [*argv, "--experiment", f"{experiment}-pretrain", "--set", "eval.probe=false"]
+    # Fine-tuning (eval.finetune) belongs to stage 2: the pretraining runs evaluate nothing costly.
+    stage1 = [
+        *argv,
+        "--experiment",
+        f"{experiment}-pretrain",
+        "--set",
+        "eval.probe=false",
+        "--set",
+        "eval.finetune=false",
+    ]
     if (storage / f"{experiment}-pretrain").exists() and "--resume" not in stage1 and not args.dry_run:
         stage1.append("--resume")
     print(f"stage 1: pretraining on clean data ({experiment}-pretrain)", flush=True)

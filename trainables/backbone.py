@@ -1,17 +1,44 @@
-"""Backbones: any timm ResNet with ``num_classes=0`` (pooled features out).
+"""Backbones: a timm ResNet or ViT with ``num_classes=0`` (pooled features out).
 
-``small_stem`` swaps the 7x7/stride-2 stem and max-pool for a 3x3/stride-1 conv and no pool,
-the usual choice for 32-96 px images (moco CIFAR demo, solo-learn). It is an explicit option,
-never inferred from a dataset name. ``width`` scales timm's per-stage ``channels``.
+ResNets: ``small_stem`` swaps the 7x7/stride-2 stem and max-pool for a 3x3/stride-1 conv and no
+pool, the usual choice for 32-96 px images (moco CIFAR demo, solo-learn). It is an explicit
+option, never inferred from a dataset name. ``width`` scales timm's per-stage ``channels``.
+
+ViTs (any timm ``vit_*`` name built by timm's ``VisionTransformer``): the features are the final
+CLS token (timm's ``global_pool="token"``, after the last LayerNorm). Small images take
+``img_size`` and ``patch_size`` (timm's own arguments), e.g. ``vit_tiny_patch16_224`` with
+``img_size=32, patch_size=4``: 8 x 8 tokens of 4 x 4 px, as CIFAR ViTs usually have. ``width``
+scales the embedding width (rounded to a multiple of the head count, the MLP keeps its ratio).
+``small_stem`` is a ResNet stem and raises for a ViT; ``stem_padding`` (used only with the small
+stem) and ``zero_init_last`` (ViT blocks have no BN to zero) do nothing there.
 """
 
 from __future__ import annotations
 
+import re
+
 import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 RESNET_CHANNELS = (64, 128, 256, 512)
+# The names listed in errors: timm's plain ViTs (every other vit_* that timm builds as a
+# VisionTransformer is accepted too).
+_LISTED_VIT = re.compile(r"vit_(tiny|small|base|large)_patch\d+_224")
+
+
+def valid_backbones() -> list[str]:
+    """The backbone names an error lists: timm's plain ResNets and ViTs (more are accepted)."""
+    resnets = [m for m in timm.list_models("resnet*") if m.count("_") == 0]
+    return resnets + [m for m in timm.list_models("vit_*") if _LISTED_VIT.fullmatch(m)]
+
+
+def is_vit(name_or_module: str | nn.Module) -> bool:
+    """Whether a backbone name (``vit_*``) or a built backbone is a ViT."""
+    if isinstance(name_or_module, str):
+        return name_or_module.startswith("vit_")
+    return isinstance(name_or_module, VisionTransformer)
 
 
 def build_backbone(
@@ -22,30 +49,44 @@ def build_backbone(
     pretrained: bool = False,
     zero_init_last: bool = True,
     stem_padding: int = 1,
+    img_size: int | None = None,
+    patch_size: int | None = None,
 ) -> tuple[nn.Module, int]:
-    """Create a timm ResNet feature extractor.
+    """Create a timm ResNet or ViT feature extractor.
 
     Args:
-        name: a timm ResNet name (``resnet18``, ``resnet50``, ...).
-        small_stem: 3x3 stride-1 first conv and no max-pool.
-        width: multiplier on the stage widths (0.25 = quarter-width).
+        name: a timm ResNet (``resnet18``, ``resnet50``, ...) or ViT (``vit_small_patch16_224``, ...).
+        small_stem: ResNets: 3x3 stride-1 first conv and no max-pool. ViTs: must be False.
+        width: multiplier on the stage widths (ResNets) or the embedding width (ViTs; 0.25 = quarter-width).
         pretrained: load timm's pretrained weights (needs them cached or a network).
         zero_init_last: zero the last BN of every residual block (timm's default). False gives
             torchvision's initialisation, which the study (solo-learn) used; the paper presets
             (sweeps/configs/paper_table1_*.yaml) set it. On the 8x8 digits the torchvision-style
             untrained network already scores ~71% kNN, above 3-epoch trained ones, so the
-            quick default stays timm's.
+            quick default stays timm's. No effect on a ViT.
         stem_padding: zero padding of the small stem's 3x3 conv. 1 keeps the image size (MoCo's
             CIFAR demo); solo-learn, and so the study, pads by 2 (32 px images give 34 x 34 maps).
+        img_size: ViTs only: the input side in pixels (None: the model's own, e.g. 224).
+        patch_size: ViTs only: the patch side in pixels (None: the model's own, e.g. 16).
 
     Returns:
         (model, feature_dim): model maps (B, 3, H, W) float to (B, feature_dim).
+
+    Raises:
+        ValueError: one line naming the bad value and the valid choices.
     """
-    if not name.startswith("resnet") or name not in timm.list_models("resnet*"):
-        valid = ", ".join(m for m in timm.list_models("resnet*") if m.count("_") == 0)
-        raise ValueError(f"unknown backbone {name!r}; valid timm ResNets include: {valid}")
+    vit = is_vit(name) and name in timm.list_models("vit_*")
+    if not vit and (not name.startswith("resnet") or name not in timm.list_models("resnet*")):
+        raise ValueError(
+            f"unknown backbone {name!r}; valid timm ResNets and ViTs include: {', '.join(valid_backbones())}"
+        )
     if width <= 0:
         raise ValueError(f"width {width} is invalid; valid: a positive multiplier such as 0.25, 0.5, 1")
+    if vit:
+        return _build_vit(name, small_stem, width, pretrained, img_size, patch_size)
+    for key, value in (("img_size", img_size), ("patch_size", patch_size)):
+        if value is not None:
+            raise ValueError(f"model.{key} {value!r} is invalid for ResNet {name!r} (a ViT setting); valid: null")
     channels = tuple(max(1, round(c * width)) for c in RESNET_CHANNELS)
     model = timm.create_model(
         name, pretrained=pretrained, num_classes=0, channels=channels, zero_init_last=zero_init_last
@@ -58,6 +99,49 @@ def build_backbone(
             stem_out = model.conv1.out_channels
             model.conv1 = nn.Conv2d(3, stem_out, kernel_size=3, stride=1, padding=stem_padding, bias=False)
         model.maxpool = nn.Identity()
+    return model, model.num_features
+
+
+def vit_input_size(name: str, img_size: int | None) -> int:
+    """The image side a ViT ``name`` takes: ``img_size``, else the architecture's own (224 for ``*_224``)."""
+    if img_size is not None:
+        return img_size
+    with torch.device("meta"):
+        return timm.create_model(name, num_classes=0).patch_embed.img_size[0]
+
+
+def _build_vit(
+    name: str, small_stem: bool, width: float, pretrained: bool, img_size: int | None, patch_size: int | None
+) -> tuple[nn.Module, int]:
+    """A timm ViT with CLS-token features; see ``build_backbone``."""
+    if small_stem:
+        raise ValueError(
+            f"model.small_stem True is invalid for ViT {name!r} (a ResNet stem); valid: false, "
+            "with model.img_size and model.patch_size for small images"
+        )
+    for key, value in (("img_size", img_size), ("patch_size", patch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"model.{key} {value!r} is invalid; valid: null or an integer >= 1")
+    with torch.device("meta"):  # the architecture's own sizes, without allocating its weights
+        shape = timm.create_model(name, num_classes=0)
+    if not isinstance(shape, VisionTransformer):
+        valid = ", ".join(m for m in valid_backbones() if is_vit(m))
+        raise ValueError(f"backbone {name!r} is not a plain timm VisionTransformer; valid ViTs include: {valid}")
+    kwargs: dict = {}
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    if patch_size is not None:
+        kwargs["patch_size"] = patch_size
+    grid = (img_size or shape.patch_embed.img_size[0]) / (patch_size or shape.patch_embed.patch_size[0])
+    if grid != int(grid):
+        raise ValueError(
+            f"model.patch_size {patch_size or shape.patch_embed.patch_size[0]} does not divide model.img_size "
+            f"{img_size or shape.patch_embed.img_size[0]} for {name!r}; valid: a divisor of the image side"
+        )
+    if width != 1.0:
+        heads = shape.blocks[0].attn.num_heads
+        kwargs["embed_dim"] = heads * max(1, round(shape.embed_dim * width / heads))
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="token", **kwargs)
     return model, model.num_features
 
 
@@ -111,4 +195,17 @@ def split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
             setattr(module, name, split)
         else:
             split_batchnorm(child, num_splits)
+    return module
+
+
+def plain_batchnorm(module: nn.Module) -> nn.Module:
+    """Undo ``split_batchnorm``: every SplitBatchNorm2d becomes a BatchNorm2d with the same state
+    (fine-tuning a MoCo backbone trains with ordinary BN, at any batch size)."""
+    for name, child in module.named_children():
+        if isinstance(child, SplitBatchNorm2d):
+            plain = nn.BatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain.to(child.weight.device))
+        else:
+            plain_batchnorm(child)
     return module

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import timm
 import torch
 from torch import Tensor
 
 from corruptions import parse
-from trainables.backbone import build_backbone
+from trainables.backbone import build_backbone, is_vit, vit_input_size
 from trainables.config import DataConfig, TrialConfig
 from trainables.data.augment import build_augmentation, normalize, to_float
 from trainables.data.batches import Pipeline, plan_corruption, to_device
@@ -116,6 +117,12 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     h, w = data.image_size
     for spec in (cfg.data.corruption, cfg.eval_corruption):
         parse(spec).check(h, w)
+    for key, side in (("data.crop_size", cfg.data.crop_size), ("data.eval_crop_size", cfg.data.eval_crop_size)):
+        if side is not None and not 0 < side <= min(h, w):
+            raise ValueError(f"{key} {side!r} is invalid for {h}x{w} images; valid: 1 to {min(h, w)}, or null")
+    # What the network sees: training views of data.crop_size, evaluation crops of data.eval_crop_size.
+    for side in (cfg.data.crop_size, cfg.data.eval_crop_size):
+        check_input_size(cfg, (side, side) if side else (h, w))
     uses_labels = method_class(cfg.method).uses_labels
     pretrain = data.unlabeled if data.unlabeled is not None and not uses_labels else data.train
     if uses_labels:
@@ -125,9 +132,6 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     eval_test, _ = plan_corruption(data.test, parse(cfg.eval_corruption))
     mean, std = data.mean_std()
     n_views = method_class(cfg.method).n_views
-    for key, side in (("data.crop_size", cfg.data.crop_size), ("data.eval_crop_size", cfg.data.eval_crop_size)):
-        if side is not None and not 0 < side <= min(h, w):
-            raise ValueError(f"{key} {side!r} is invalid for {h}x{w} images; valid: 1 to {min(h, w)}, or null")
     crop = {} if cfg.data.crop_min_scale is None else {"crop_scale": (cfg.data.crop_min_scale, 1.0)}
     if cfg.data.crop_size is not None:
         crop["size"] = cfg.data.crop_size
@@ -142,6 +146,19 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
         mean,
         std,
     )
+
+
+def check_input_size(cfg: TrialConfig, image_size: tuple[int, int]) -> None:
+    """A ViT's position embedding is built for one image side: refuse data of another size now,
+    in one line, rather than at the first forward pass."""
+    if not is_vit(cfg.model.backbone) or cfg.model.backbone not in timm.list_models("vit_*"):
+        return  # a ResNet takes any size; an unknown name is refused, listing the valid ones, by build_backbone
+    side = vit_input_size(cfg.model.backbone, cfg.model.img_size)
+    if image_size != (side, side):
+        raise ValueError(
+            f"model.img_size {cfg.model.img_size!r} gives {cfg.model.backbone!r} {side} px inputs, but the images "
+            f"are {image_size[0]}x{image_size[1]}; valid: model.img_size {image_size[0]} (square images)"
+        )
 
 
 def build_model(cfg: TrialConfig, num_classes: int, device: torch.device, *, ranks: int = 1) -> Method:
@@ -159,6 +176,8 @@ def build_model(cfg: TrialConfig, num_classes: int, device: torch.device, *, ran
             pretrained=cfg.model.pretrained,
             zero_init_last=cfg.model.zero_init_last,
             stem_padding=cfg.model.stem_padding,
+            img_size=cfg.model.img_size,
+            patch_size=cfg.model.patch_size,
         )
         if cfg.model.init_checkpoint:
             load_backbone(backbone, cfg.model.init_checkpoint)

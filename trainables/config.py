@@ -51,8 +51,8 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = "resnet18"  # any timm ResNet
-    small_stem: bool = True  # 3x3 stride-1 stem, no max-pool (32-96 px images)
+    backbone: str = "resnet18"  # any timm ResNet or ViT (vit_tiny_patch16_224, vit_small_patch16_224, ...)
+    small_stem: bool = True  # ResNets: 3x3 stride-1 stem, no max-pool (32-96 px images); ViTs: must be false
     stem_padding: int = 1  # the small stem's padding; the study's (solo-learn's) is 2: 34x34 maps from 32 px
     width: float = 1.0  # multiplier on stage widths; 0.25 = quarter width
     pretrained: bool = False  # timm weights (needs them cached or a network)
@@ -60,6 +60,8 @@ class ModelConfig:
         True  # timm's zero-init of each block's last BN; false = torchvision's init (the study's presets)
     )
     init_checkpoint: str | None = None  # start from one of our checkpoints (downstream setting)
+    img_size: int | None = None  # ViTs: input side in px (None: the model's, 224); must match the data's
+    patch_size: int | None = None  # ViTs: patch side in px (None: the model's, e.g. 16); 4 for 32 px images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,15 @@ class EvalConfig:
     batch_size: int = 512  # images per feature-extraction batch (larger pays on a GPU)
     on_device: bool = False  # per-epoch metrics (kNN, geometry) on the training device, not the CPU
     bank_dtype: str = "fp32"  # fp32 | bf16: kNN bank and queries (bf16 halves a GPU's matmul and memory)
+    # Fine-tuning (trainables.evaluation.finetune): a copy of the trained backbone + a new linear head,
+    # all trained on the evaluation-corrupted training split, scored on the test split (finetune_acc).
+    finetune: bool = False
+    finetune_epochs: int = 10
+    finetune_optimizer: str = "sgd"  # sgd | lars | adamw
+    finetune_lr: float = 0.05  # at batch 256, scaled by finetune_batch_size / 256 as optim.lr is
+    finetune_weight_decay: float = 5e-4
+    finetune_batch_size: int = 256
+    finetune_augmentation: str = "pad_crop"  # any registered augmentation; pad_crop = pad-4 crop + flip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +122,7 @@ OPTIM_DEFAULTS = {"exclude_bias_norm": False}  # for methods whose ``defaults`` 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "eval": EvalConfig, "system": SystemConfig}
 CHOICES = {
     "optim.optimizer": ("sgd", "lars", "adamw"),
+    "eval.finetune_optimizer": ("sgd", "lars", "adamw"),
     "eval.knn_distance": ("cosine", "euclidean"),
     "system.precision": ("auto", "bf16", "fp32"),
     "system.compile_mode": ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
@@ -141,6 +153,12 @@ MINIMUMS = {
     "system.checkpoint_every": (1, True),
     "eval.batch_size": (1, True),
     "system.finite_check_every": (1, True),
+    "model.img_size": (1, True),
+    "model.patch_size": (1, True),
+    "eval.finetune_epochs": (1, True),
+    "eval.finetune_lr": (0, False),
+    "eval.finetune_weight_decay": (0, True),
+    "eval.finetune_batch_size": (1, True),
 }
 
 # YAML 1.1 (PyYAML) reads 5e-4, 1e6 and +1 as strings: they are numbers here.
@@ -279,6 +297,14 @@ class TrialConfig:
             raise ValueError(
                 "system.optimizer_impl 'fused' is invalid with optim.optimizer lars; valid: auto, loop, foreach"
             )
+        if self.eval.finetune:
+            from trainables.data.augment import AUGMENTATIONS
+
+            if self.eval.finetune_augmentation not in AUGMENTATIONS:
+                raise ValueError(
+                    f"eval.finetune_augmentation {self.eval.finetune_augmentation!r} is invalid; "
+                    f"valid: {', '.join(sorted(AUGMENTATIONS))}"
+                )
         if self.data.labels_per_class is not None:
             from trainables.methods import method_class
 

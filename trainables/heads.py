@@ -20,6 +20,7 @@ def mlp(
     batchnorm: bool = True,
     last_bn: bool = False,
     activation: Callable[[], nn.Module] = _relu,
+    bias: bool = True,
 ) -> nn.Sequential:
     """Linear(-BN)-activation blocks then a Linear: (B, in_dim) -> (B, out).
 
@@ -28,13 +29,14 @@ def mlp(
         batchnorm: BN after every hidden Linear (SimCLR/BYOL/Barlow heads have it; MoCo v2's has not).
         last_bn: BN without affine after the last Linear (Barlow Twins' projector).
         activation: makes each hidden block's non-linearity (ReLU; DINO's head uses ``nn.GELU``).
+        bias: Linear biases (MoCo v3 has none: a BN follows every Linear and would cancel them).
     """
     mods: list[nn.Module] = []
     dim = in_dim
     for _ in range(layers - 1):
-        mods += [nn.Linear(dim, hidden)] + ([nn.BatchNorm1d(hidden)] if batchnorm else []) + [activation()]
+        mods += [nn.Linear(dim, hidden, bias=bias)] + ([nn.BatchNorm1d(hidden)] if batchnorm else []) + [activation()]
         dim = hidden
-    mods.append(nn.Linear(dim, out))
+    mods.append(nn.Linear(dim, out, bias=bias))
     if last_bn:
         mods.append(nn.BatchNorm1d(out, affine=False))
     return nn.Sequential(*mods)

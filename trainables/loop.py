@@ -14,6 +14,7 @@ metrics are the trial's). Without a process group nothing of this runs.
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from trainables import distributed
+from trainables.backbone import plain_batchnorm
 from trainables.build import (
     autocast,
     build_data,
@@ -35,9 +37,10 @@ from trainables.build import (
     subset,
 )
 from trainables.config import TrialConfig
-from trainables.data.augment import view_recipes
-from trainables.data.batches import take, train_batches
+from trainables.data.augment import build_augmentation, view_recipes
+from trainables.data.batches import Pipeline, take, train_batches
 from trainables.data.datasets import ImageDataset
+from trainables.evaluation.finetune import finetune
 from trainables.evaluation.protocol import embed_padded, epoch_metrics, extract_features, final_metrics
 from trainables.memory_format import CHANNELS_LAST
 from trainables.memory_format import choose as choose_memory_format
@@ -64,7 +67,8 @@ def run_trial(
             ``samples_per_s``, and on evaluation epochs ``knn_acc``, ``uniformity``, plus
             ``knn_acc_init`` and ``knn_gain`` with ``eval.knn_at_init``, and ``memory_format`` with its
             ``memory_format_reason``: see ``trainables.memory_format``); the last call also
-            carries the final metrics (lists included) and ``done=True``.
+            carries the final metrics (lists included; ``finetune_acc`` with ``eval.finetune``)
+            and ``done=True``.
         resume: a state previously given to ``save``.
         save: receives the resumable state (a dict of tensors and numbers, ``torch.save``-able).
         dataset: an already loaded dataset (Ray passes one shared copy); else loaded from cfg.
@@ -138,6 +142,8 @@ def run_trial(
         return {}
     final = _with_gain(_evaluate(cfg, method, td, device, precision, cfg.optim.epochs, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
+    if cfg.eval.finetune:
+        final.update(_finetune(cfg, method, td, device, precision))
     final.update(
         device=str(device),
         precision=cfg.system.precision,
@@ -243,6 +249,28 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
             train, test = (tuple(t.cpu() for t in split) for split in (train, test))  # the probe runs on the CPU
             metrics.update(final_metrics(train, test, td.num_classes, cfg.eval, views))
     return metrics
+
+
+def _finetune(cfg, method, td, device, precision) -> dict[str, float]:
+    """``finetune_acc``: a copy of the trained backbone (plain BN) + a new head, trained end to end
+    on the evaluation-corrupted training split (``trainables.evaluation.finetune``)."""
+    augment = build_augmentation(cfg.eval.finetune_augmentation)
+    pipeline = Pipeline(td.eval_corruption, augment, 1, td.mean, td.std)
+    backbone = plain_batchnorm(copy.deepcopy(method.backbone))
+    return finetune(
+        backbone,
+        method.feature_dim,
+        td.num_classes,
+        td.eval_train,
+        td.eval_test,
+        td.eval_corruption,
+        pipeline,
+        cfg.eval,
+        device,
+        cfg.system.seed,
+        cfg.system.channels_last,
+        precision,
+    )
 
 
 def _with_gain(metrics: dict, init: dict) -> dict:

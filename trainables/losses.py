@@ -27,6 +27,7 @@ __all__ = [
     "cross_entropy",
     "dino_loss",
     "info_nce",
+    "moco_v3_loss",
     "nt_xent",
     "supcon",
     "update_center",
@@ -93,6 +94,28 @@ def info_nce(
         logits = torch.cat([positive, negatives], dim=1) / temperature
         targets = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
         return F.cross_entropy(logits, targets)
+
+
+def moco_v3_loss(q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, temperature: float = 0.2) -> Tensor:
+    """MoCo v3's symmetric contrastive loss ``ctr(q1, k2) + ctr(q2, k1)`` (Chen, Xie, He 2021, Alg. 1).
+
+    ``ctr(q, k) = 2 T * CE(q k^T / T, arange(B))`` on L2-normalised ``q`` and ``k``: InfoNCE with
+    the other keys of the batch as negatives (no queue). The ``2 T`` factor is the official code's
+    (``moco_v3/builder.py``): it makes the gradient's scale independent of T. Inputs are normalised
+    here, as the official ``ctr`` does; the keys' stop-gradient is the caller's.
+
+    Args:
+        q1, q2: (B, D) float, predictor outputs of views 1 and 2 (carry gradients).
+        k1, k2: (B, D) float, momentum-encoder projections of views 1 and 2.
+        temperature: softmax temperature T > 0 (0.2 for ViTs, 1.0 for ResNets in the paper).
+
+    Returns:
+        Scalar loss: the sum of the two directions, each a mean over B queries, times 2 T.
+    """
+    with torch.autocast(q1.device.type, enabled=False):
+        q1, q2, k1, k2 = (F.normalize(t.float(), dim=1) for t in (q1, q2, k1, k2))
+        ctr = info_nce(q1, k2, None, temperature) + info_nce(q2, k1, None, temperature)
+    return 2 * temperature * ctr
 
 
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:

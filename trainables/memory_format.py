@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from trainables.backbone import is_vit
 from trainables.config import TrialConfig
 from trainables.gradient_probe import CHANNELS_LAST, Shape, run_jobs
 
@@ -72,6 +73,10 @@ def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int]) 
         return _choice(True, f"on {device.type} (the canary guards CPUs only)")
     if not cfg.optim.train_backbone:
         return _choice(True, "frozen backbone: no convolution gradients")
+    if is_vit(cfg.model.backbone):
+        # Its one convolution (the patch embedding) has a stride equal to its kernel; the canary's
+        # network is a ResNet. Nothing to gain, nothing measured: NCHW.
+        return _choice(False, "a ViT: only its patch embedding is a convolution (channels_last gains nothing on CPU)")
     shape = Shape(
         cfg.model.backbone,
         float(cfg.model.width),

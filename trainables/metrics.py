@@ -61,6 +61,14 @@ REPORTED: dict[str, Reported] = {
         Reported("knn_gain", EVAL, "metric", "with eval.knn_at_init: knn_acc - knn_acc_init (points)", False),
         Reported("probe_acc", FINAL, "metric", "with eval.probe: linear probe top-1 (%) on frozen features", False),
         Reported("ece", FINAL, "metric", "with eval.probe: the probe's expected calibration error", False),
+        Reported(
+            "finetune_acc",
+            FINAL,
+            "metric",
+            "with eval.finetune: top-1 (%) of the whole network fine-tuned with a new linear head",
+            False,
+        ),
+        Reported("finetune_loss", FINAL, "metric", "with eval.finetune: fine-tuning loss, last epoch's mean", False),
         Reported("alignment", FINAL, "metric", "alignment of two augmented views' normalised features"),
         Reported("train_time_s", FINAL, "metric", "wall seconds of the whole training"),
         Reported("classwise_uniformity", FINAL, "artifact", "(C,) uniformity of each class's features"),
@@ -73,13 +81,14 @@ REPORTED: dict[str, Reported] = {
     )
 }
 # Names the other layers read (analysis, the sweep CLI): each is a declared key (checked below).
-LOSS, KNN_ACC, KNN_ACC_STUDY, PROBE_ACC, UNIFORMITY, ECE = (
+LOSS, KNN_ACC, KNN_ACC_STUDY, PROBE_ACC, UNIFORMITY, ECE, FINETUNE_ACC = (
     "loss",
     "knn_acc",
     "knn_acc_study",
     "probe_acc",
     "uniformity",
     "ece",
+    "finetune_acc",
 )
 CLASSWISE_UNIFORMITY, FEATURE_DISTANCE = "classwise_uniformity", "feature_distance"
 INTRA_DISTANCE, INTER_DISTANCE = "intra_distance", "inter_distance"
@@ -90,6 +99,7 @@ _NAMED = (
     PROBE_ACC,
     UNIFORMITY,
     ECE,
+    FINETUNE_ACC,
     CLASSWISE_UNIFORMITY,
     FEATURE_DISTANCE,
     INTRA_DISTANCE,

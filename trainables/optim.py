@@ -125,18 +125,24 @@ def build_optimizer(
     """SGD, LARS or AdamW over the trainable parameters.
 
     ``exclude_bias_norm`` (solo-learn's ``exclude_bias_n_norm``): biases and norm parameters
-    (every parameter with ndim <= 1) get no weight decay and, under LARS, no adaptive scaling.
+    (every parameter with ndim <= 1), and those a timm model lists in ``no_weight_decay()`` (a ViT's
+    ``pos_embed`` and ``cls_token``, as timm's optimizer factory and DeiT exclude them), get no weight decay and,
+    under LARS, no adaptive scaling. AdamW (ViT recipes: MoCo v3, DeiT) takes ``momentum`` as beta1.
     ``impl``: ``auto`` is torch's own pick for SGD (foreach on CUDA, a loop on CPU) and the loop
     for LARS; ``loop``, ``foreach`` and ``fused`` (SGD only: one kernel for all parameters, and
     the only SGD that takes its learning rate from a device tensor, as a CUDA graph needs) force one.
-    ``adamw`` (the study's ViT and MoCo-v3 runs, ``scratch/*_in1k.sh``): torch's defaults, betas
-    (0.9, 0.999), eps 1e-8, as solo-learn passes no extra arguments to it; ``momentum`` is unused.
     """
     if impl not in IMPLS:
         raise ValueError(f"unknown optimizer impl {impl!r}; valid: {', '.join(IMPLS)}")
     params = [p for p in model.parameters() if p.requires_grad]
-    flat = [p for p in params if p.ndim <= 1] if exclude_bias_norm else []
-    rest = [p for p in params if not (exclude_bias_norm and p.ndim <= 1)]
+    skip = {id(p) for p in params if p.ndim <= 1} | no_weight_decay_ids(model) if exclude_bias_norm else set()
+    flat = [p for p in params if id(p) in skip]
+    rest = [p for p in params if id(p) not in skip]
+    if name == "adamw":
+        # AdamW has no momentum argument: optim.momentum is its beta1 (0.9 = torch's default).
+        groups = [{"params": rest}] + ([{"params": flat, "weight_decay": 0.0}] if flat else [])
+        kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, **kind)
     if name == "sgd":
         groups = [{"params": rest}] + ([{"params": flat, "weight_decay": 0.0}] if flat else [])
         kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
@@ -146,11 +152,19 @@ def build_optimizer(
             raise ValueError("optimizer impl 'fused' is invalid for lars; valid: auto, loop, foreach")
         groups = [{"params": rest}] + ([{"params": flat, "lars": False, "weight_decay": 0.0}] if flat else [])
         return LARS(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=impl == "foreach")
-    if name == "adamw":
-        groups = [{"params": rest}] + ([{"params": flat, "weight_decay": 0.0}] if flat else [])
-        kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, **kind)
     raise ValueError(f"unknown optimizer {name!r}; valid: adamw, lars, sgd")
+
+
+def no_weight_decay_ids(model: nn.Module) -> set[int]:
+    """ids of the parameters that timm models name in ``no_weight_decay()``: a ViT's position
+    embedding and class token (3-d, so the ``ndim <= 1`` rule misses them). timm's ResNets declare
+    none, so for them the rule alone decides."""
+    ids = set()
+    for module in model.modules():
+        if callable(getattr(module, "no_weight_decay", None)):
+            owned = dict(module.named_parameters(recurse=False))
+            ids |= {id(owned[n]) for n in module.no_weight_decay() if n in owned}
+    return ids
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:

@@ -71,17 +71,22 @@ def test_downstream__a_missing_checkpoint_is_a_one_line_error(storage, capsys):
 
 @pytest.mark.slow
 def test_downstream__pretrains_on_clean_data_then_probes_each_corruption_frozen(storage, ray_shutdown, capsys):
-    code = downstream.run(["--storage-path", str(storage), "--smoke-test", "--methods", "supervised", *TINY])
+    finetune = ["--set", "eval.finetune=true", "--set", "eval.finetune_epochs=1"]  # stage 2 only
+    code = downstream.run(["--storage-path", str(storage), "--smoke-test", "--methods", "supervised", *TINY, *finetune])
     out = capsys.readouterr().out
     assert code == 0, out
     _, _, pretrain = runs(storage, "downstream-digits-pretrain")
     assert [(r.data.params["data.corruption"], r.data.params["optim.epochs"]) for r in pretrain] == [("ori", "1")]
+    assert (
+        pretrain[0].data.params["eval.finetune"].lower() == "false" and "finetune_acc" not in pretrain[0].data.metrics
+    )
     _, _, probes = runs(storage, "downstream-digits")
     inits = {r.data.params["data.corruption"]: r.data.params["model.init_checkpoint"] for r in probes}
     trained = {c: p for c, p in inits.items() if p != "null"}
     assert set(trained) == {"ori", "glo_4"} and len(set(trained.values())) == 1
     assert all(r.data.params["optim.epochs"] == "0" and r.info.status == "FINISHED" for r in probes)
     assert len(probes) == 4  # 2 probes + the untrained reference of each corruption
+    assert all(0 <= r.data.metrics["finetune_acc"] <= 100 for r in probes)  # eval.finetune: every cell fine-tunes
 
 
 def test_method_params__bare_keys_are_method_parameters_dotted_keys_flat_trial_keys(storage, tmp_path):

@@ -59,11 +59,13 @@ def test_build_backbone__width_scales_stage_channels(width, dim):
     assert feature_dim == dim
 
 
-@pytest.mark.parametrize("name", ["vit_small_patch16_224", "resnet_18", "convnext_tiny"])
-def test_build_backbone__unknown_name_lists_valid_resnets(name):
+@pytest.mark.parametrize("name", ["vit_small_patch17_224", "resnet_18", "convnext_tiny"])
+def test_build_backbone__unknown_name_lists_valid_resnets_and_vits(name):
     with pytest.raises(ValueError) as err:
         build_backbone(name)
-    assert repr(name) in str(err.value) and "resnet18" in str(err.value) and "resnet50" in str(err.value)
+    text = str(err.value)
+    assert "\n" not in text and repr(name) in text
+    assert all(n in text for n in ("resnet18", "resnet50", "vit_tiny_patch16_224", "vit_small_patch16_224"))
 
 
 @pytest.mark.parametrize("width", [0.0, -0.5])

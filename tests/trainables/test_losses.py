@@ -58,6 +58,42 @@ def test_info_nce__aligned_keys_score_lower_than_random_keys():
     assert aligned < random
 
 
+# --- moco_v3_loss ---------------------------------------------------------------------------
+
+
+def _ctr_fp64_loop(q, k, t):
+    """MoCo v3's ctr by hand in fp64: 2 t * mean_i -log(exp(q_i.k_i / t) / sum_j exp(q_i.k_j / t))."""
+    q, k = (x.double() / x.double().norm(dim=1, keepdim=True) for x in (q, k))
+    total = 0.0
+    for i in range(q.shape[0]):
+        logits = [float(q[i] @ k[j]) / t for j in range(k.shape[0])]
+        total += -logits[i] + math.log(sum(math.exp(v) for v in logits))
+    return 2 * t * total / q.shape[0]
+
+
+@pytest.mark.parametrize("t", [0.2, 1.0])
+def test_moco_v3_loss__matches_an_fp64_loop_over_both_directions(t):
+    g = torch.Generator().manual_seed(0)
+    q1, q2, k1, k2 = (3 * torch.randn(6, 8, generator=g) for _ in range(4))  # unnormalised: normalised inside
+    expected = _ctr_fp64_loop(q1, k2, t) + _ctr_fp64_loop(q2, k1, t)
+    assert losses.moco_v3_loss(q1, q2, k1, k2, t).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_moco_v3_loss__is_2t_times_symmetric_in_batch_info_nce():
+    q1, q2, k1, k2 = (_unit(5, 8, seed=s) for s in range(4))
+    ctr = losses.info_nce(q1, k2, None, 0.3) + losses.info_nce(q2, k1, None, 0.3)
+    torch.testing.assert_close(losses.moco_v3_loss(q1, q2, k1, k2, 0.3), 0.6 * ctr)
+
+
+def test_moco_v3_loss__computes_in_fp32_under_bf16_autocast():
+    q1, q2, k1, k2 = (_unit(16, 32, seed=s) for s in range(4))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = losses.moco_v3_loss(q1, q2, k1, k2)
+    assert low.dtype == torch.float32 and low.item() == pytest.approx(
+        losses.moco_v3_loss(q1, q2, k1, k2).item(), rel=1e-6
+    )
+
+
 # --- nt_xent / supcon -----------------------------------------------------------------------
 
 
@@ -248,6 +284,7 @@ def test_update_center__is_an_ema_of_the_batch_mean():
 
 _CASES = {
     "info_nce": lambda a, b: losses.info_nce(F.normalize(a, dim=1), F.normalize(b, dim=1), None),
+    "moco_v3_loss": lambda a, b: losses.moco_v3_loss(a, b.flip(0), b.detach(), a.detach().flip(0)),
     "nt_xent": lambda a, b: losses.nt_xent(a, b),
     "supcon": lambda a, b: losses.supcon([a, b], torch.tensor([0, 1, 0, 1, 2, 2, 3, 3])),
     "supcon_in": lambda a, b: losses.supcon([a, b], torch.tensor([0, 1, 0, 1, 2, 2, 3, 3]), form="in"),

@@ -13,12 +13,16 @@ from trainables.loop import run_trial
 
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
-    """Every report of two real trials (supervised, moco_v2) with every evaluation switched on."""
+    """Every report of two real trials (supervised, moco_v2) with every evaluation switched on (fine-tuning too)."""
     from tests.trainables.conftest import tiny_flat
 
     out = {}
     for method in ("supervised", "moco_v2"):
-        flat = tiny_flat(method, tmp_path_factory.mktemp("cache"), **{"eval.eval_every": 1, "eval.knn_at_init": True})
+        flat = tiny_flat(
+            method,
+            tmp_path_factory.mktemp("cache"),
+            **{"eval.eval_every": 1, "eval.knn_at_init": True, "eval.finetune": True, "eval.finetune_epochs": 1},
+        )
         out[method] = []
         run_trial(flat, out[method].append)
     return out
@@ -37,7 +41,13 @@ def test_reports__epoch_keys_every_epoch_eval_keys_at_evaluations_final_keys_onc
         "knn_acc_init",
         "knn_gain",
     }  # knn_at_init is on
-    final = set(metrics.names(when=metrics.FINAL, every_method=True)) | {"probe_acc", "ece"}  # eval.probe defaults on
+    # eval.probe defaults on; eval.finetune is on here
+    final = set(metrics.names(when=metrics.FINAL, every_method=True)) | {
+        "probe_acc",
+        "ece",
+        "finetune_acc",
+        "finetune_loss",
+    }
     first, last = reports[method]
     assert every | evaluated <= set(first) and not (final & set(first))
     assert every | evaluated | final <= set(last) and last["done"] is True

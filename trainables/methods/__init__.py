@@ -3,7 +3,7 @@
 Importing this package registers the built-in methods; add yours with ``@register_method``.
 """
 
-from trainables.methods import barlow, byol, dino, moco, simclr, supervised  # noqa: F401  (registration)
+from trainables.methods import barlow, byol, dino, moco, moco_v3, simclr, supervised  # noqa: F401  (registration)
 from trainables.methods.base import (
     METHODS,
     Method,

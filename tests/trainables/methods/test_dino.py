@@ -65,3 +65,20 @@ def test_teacher_temperature__ramps_linearly_from_004_to_007_over_the_first_quar
     method = build("dino")
     method.on_after_step(progress)
     assert method.teacher_temperature() == pytest.approx(temperature)
+
+
+def test_dino__tiny_vit_step_is_finite_gradients_flow_and_loss_decreases(digits):
+    from trainables.backbone import build_backbone
+
+    torch.manual_seed(0)
+    backbone, dim = build_backbone("vit_tiny_patch16_224", small_stem=False, width=0.0625, img_size=32, patch_size=8)
+    small = {"proj_hidden": 64, "bottleneck_dim": 32, "num_prototypes": 64, "freeze_last_layer_fraction": 0.0}
+    method = build_method("dino", backbone, dim, 10, small)
+    views, labels = batch("dino", digits)
+    method.train().training_step(views, labels)["loss"].backward()
+    grads = {n: p.grad for n, p in method.backbone.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert grads["patch_embed.proj.weight"].abs().sum() > 0 and grads["cls_token"].abs().sum() > 0
+    method.zero_grad()
+    losses = train(method, views, labels, steps=8, lr=0.05)
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
