@@ -96,7 +96,16 @@ def info_nce(
         return F.cross_entropy(logits, targets)
 
 
-def moco_v3_loss(q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, temperature: float = 0.2) -> Tensor:
+def moco_v3_loss(
+    q1: Tensor,
+    q2: Tensor,
+    k1: Tensor,
+    k2: Tensor,
+    temperature: float = 0.2,
+    all_k1: Tensor | None = None,
+    all_k2: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
     """MoCo v3's symmetric contrastive loss ``ctr(q1, k2) + ctr(q2, k1)`` (Chen, Xie, He 2021, Alg. 1).
 
     ``ctr(q, k) = 2 T * CE(q k^T / T, arange(B))`` on L2-normalised ``q`` and ``k``: InfoNCE with
@@ -108,13 +117,16 @@ def moco_v3_loss(q1: Tensor, q2: Tensor, k1: Tensor, k2: Tensor, temperature: fl
         q1, q2: (B, D) float, predictor outputs of views 1 and 2 (carry gradients).
         k1, k2: (B, D) float, momentum-encoder projections of views 1 and 2.
         temperature: softmax temperature T > 0 (0.2 for ViTs, 1.0 for ResNets in the paper).
+        all_k1, all_k2: (N, D), a data-parallel trial's keys of every rank (the official
+            ``concat_all_gather``), ``k1``/``k2`` being rows ``offset .. offset + B - 1``; None: ``k1``, ``k2``.
 
     Returns:
         Scalar loss: the sum of the two directions, each a mean over B queries, times 2 T.
     """
     with torch.autocast(q1.device.type, enabled=False):
         q1, q2, k1, k2 = (F.normalize(t.float(), dim=1) for t in (q1, q2, k1, k2))
-        ctr = info_nce(q1, k2, None, temperature) + info_nce(q2, k1, None, temperature)
+        all_k1, all_k2 = (None if a is None else F.normalize(a.float(), dim=1) for a in (all_k1, all_k2))
+        ctr = info_nce(q1, k2, None, temperature, all_k2, offset) + info_nce(q2, k1, None, temperature, all_k1, offset)
     return 2 * temperature * ctr
 
 

@@ -26,6 +26,8 @@ from trainables.loop import run_trial
 from trainables.methods import method_class
 
 RANKS = 2
+# moco_v2: sync BN, keys shuffled and enqueued across ranks; moco_v3: every rank's keys as negatives
+DATA_PARALLEL = ("supervised", "moco_v2", "moco_v3")
 
 
 def _port() -> int:
@@ -106,13 +108,14 @@ def _flat(method: str, cache) -> dict:
             "eval.probe": False,
             "system.precision": "fp32",
             **({"method.bn_splits": 1} if method == "moco_v2" else {}),  # one BN group: sync BN
+            **({"method.proj_hidden": 64, "method.pred_hidden": 64} if method == "moco_v3" else {}),
         },
     )
 
 
 def _trials(rank: int, cache) -> dict:
     out = {}
-    for method in ("supervised", "moco_v2"):
+    for method in DATA_PARALLEL:
         reports = []
         run_trial(_flat(method, cache), reports.append)
         out[method] = [r["loss"] for r in reports]
@@ -123,7 +126,7 @@ def _trials(rank: int, cache) -> dict:
 def test_distributed__two_ranks_train_as_one_process(tmp_path):
     ranks = _spawn(_trials, tmp_path, tmp_path / "cache")
     torch.set_num_threads(1)
-    for method in ("supervised", "moco_v2"):  # moco_v2: sync BN, keys shuffled and enqueued across ranks
+    for method in DATA_PARALLEL:
         reports = []
         run_trial(_flat(method, tmp_path / "cache"), reports.append)
         single = [r["loss"] for r in reports]

@@ -8,6 +8,7 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from trainables import distributed
 from trainables.backbone import is_vit
 from trainables.heads import mlp
 from trainables.losses import moco_v3_loss
@@ -56,6 +57,9 @@ class MocoV3(Method):
 
     name = "moco_v3"
     Params = MocoV3Params
+    # Data-parallel as the official code: each rank's queries against every rank's keys
+    # (``concat_all_gather``), and its BNs over the global batch (sync BN), as one process sees it.
+    data_parallel = True
     defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "augmentation": "byol", "exclude_bias_norm": True}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: MocoV3Params) -> None:
@@ -84,7 +88,12 @@ class MocoV3(Method):
         q1, q2 = (self.predictor(self.projector(self.backbone(v))) for v in views)
         with torch.no_grad():
             k1, k2 = (self.key_projector(self.key_backbone(v)) for v in views)
-        loss = moco_v3_loss(q1, q2, k1, k2, self.params.temperature)
+        where = distributed.ranks()
+        if where.size > 1:  # keys carry no gradient: a plain all-gather
+            all_k1, all_k2 = distributed.gather(k1), distributed.gather(k2)
+            loss = moco_v3_loss(q1, q2, k1, k2, self.params.temperature, all_k1, all_k2, where.rank * k1.shape[0])
+        else:
+            loss = moco_v3_loss(q1, q2, k1, k2, self.params.temperature)
         return {"loss": loss, "momentum": torch.tensor(self.momentum)}
 
     def on_after_step(self, progress: float) -> None:
