@@ -87,3 +87,35 @@ def test_imagenet100_preset__smoke_test_runs_every_trial_on_cpu(storage, tiny_im
     assert {c.data.params["data.streaming"] for c in children} == {"true"}  # the JPEGs streamed, as ImageNet-100
     assert all(0 <= c.data.metrics["knn_acc"] <= 100 for c in children)
     assert "Relative accuracy drop vs ori" in out
+
+
+def test_imagenet_vit_preset__resolves_to_the_studys_vit_s_scripts(storage, tiny_imagefolder):
+    plan = plan_of("paper_imagenet_vit.yaml", storage, tiny_imagefolder)
+    assert plan.opts["resources"]["gpu"] == 8  # --gpus 0,...,7
+    moco, sup = first_cell(plan, "moco_v3"), first_cell(plan, "supervised")
+    for cell in (moco, sup):
+        assert cell["model.backbone"] == "vit_small_patch16_224" and cell["optim.optimizer"] == "adamw"
+        assert (cell["optim.lr"], cell["optim.batch_size"], cell["optim.weight_decay"], cell["optim.epochs"]) == (
+            3.0e-4,
+            1024,
+            1.0e-5,
+            200,
+        )
+        assert (cell["data.image_size"], cell["data.crop_size"], cell["data.eval_crop_size"]) == (256, 224, 224)
+    assert (moco["method.proj_hidden"], moco["method.proj_dim"], moco["method.pred_hidden"]) == (4096, 256, 4096)
+    assert (moco["method.temperature"], moco["method.momentum_base"], moco["method.momentum_final"]) == (0.2, 0.99, 1.0)
+    assert {c["data.corruption"] for c in plan.cells} == {"ori", "glo_4", "loc_64"}
+
+
+@pytest.mark.slow
+def test_imagenet_vit_preset__smoke_test_trains_a_tiny_vit_on_cpu(storage, tiny_imagefolder, ray_shutdown, capsys):
+    args = ["--config", str(CONFIG_DIR / "paper_imagenet_vit.yaml"), "--smoke-test", "--experiment", "vit"]
+    code = main(TABLE1, [*args, "--dataset", f"imagefolder:{tiny_imagefolder}", "--storage-path", str(storage)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    _, parents, children = runs(storage, "vit")
+    assert len(parents) == 1 and len(children) == 4  # {supervised, moco_v3} x {ori, glo_4}
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.params["model.backbone"] for c in children} == {"vit_tiny_patch16_224"}
+    assert {c.data.params["method"] for c in children} == {"supervised", "moco_v3"}
+    assert all(0 <= c.data.metrics["knn_acc"] <= 100 for c in children)
