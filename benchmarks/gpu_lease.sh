@@ -16,7 +16,8 @@
 # Trial only (the next lease, docs/results/gpu.md): bash benchmarks/gpu_lease.sh --trial
 #   skips 2-3 and trains the moco_v2 `ori` trial in the fastest mode measured (compiled+graph), kNN only
 #   (no final probe), saving its state to /tmp/lease_state every 5 epochs: the same command again, at once
-#   on the still-warm machine, resumes it there. Add --dry-run after --trial to try it on a CPU.
+#   on the still-warm machine, resumes it there, then (time left) times the data-parallel machinery on
+#   one GPU (benchmarks/data_parallel.py, issue 27). Add --dry-run after --trial to try it on a CPU.
 # Phase budgets in seconds: LEASE_TOTAL_S (default 560), LEASE_BENCH_S (240), LEASE_PACK_S (100).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -108,5 +109,15 @@ else
   timeout -s INT $(( TRIAL_S + 10 )) $PY benchmarks/lease_trial.py --dataset "$DATASET" --budget-s "$TRIAL_S" \
     --out "$OUT" "${LEVERS[@]}" "${TRIAL_SET[@]}" >> "$OUT/lease.log" 2>&1
   log "trial exit $?"; tail -4 "$OUT/lease.log"
+fi
+if (( TRIAL_ONLY )); then  # the second call, after the trial finished: the data-parallel machinery's cost
+  DP_ARGS=(); (( DRY )) && DP_ARGS=(--width 0.0625 --batch 8 --steps 2 --rounds 1)
+  if (( $(left) > 70 )); then
+    log "5. data-parallel overhead on one device (benchmarks/data_parallel.py)"
+    timeout $(( $(left) - 5 )) $PY benchmarks/data_parallel.py "${DP_ARGS[@]}" > "$OUT/data_parallel.log" 2>&1
+    log "data_parallel exit $?"; grep -v '^{' "$OUT/data_parallel.log" | tail -4 | tee -a "$OUT/lease.log"
+  else
+    log "5. data-parallel overhead skipped: $(left)s left"
+  fi
 fi
 log "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

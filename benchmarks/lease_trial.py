@@ -42,7 +42,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.train_step import FAST_IMPL, STUDY_MODES  # noqa: E402
+from benchmarks.train_step import FAST_IMPL, STUDY_MODES, mode_settings  # noqa: E402
 from sweeps.launch import prepare  # noqa: E402
 from sweeps.paper_table1 import SWEEP  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
@@ -91,7 +91,7 @@ def mode_levers(mode: str, optimizer: str) -> dict:
     """The flat overrides of one STUDY_MODES mode in a trial (evaluation on the device included)."""
     if mode not in STUDY_MODES:
         raise SystemExit(f"--mode {mode!r} is invalid; valid: {', '.join(STUDY_MODES)}")
-    levers = dict(STUDY_MODES[mode])
+    levers = mode_settings(mode)  # every lever set: the preset's own (compile + graph) do not leak in
     if mode != "eager":
         levers["system.optimizer_impl"] = FAST_IMPL[optimizer]
     return {**TRIAL_LEVERS, **levers}

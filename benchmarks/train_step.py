@@ -238,6 +238,19 @@ STUDY_MODES = {  # in the order they are timed: the compiled modes (a compile ea
     "compiled+graph": {**LEVERS, "system.compile": True, "system.cuda_graph": True},
 }
 FAST_IMPL = {"sgd": "fused", "lars": "foreach"}  # the optimizer impl the levers use
+# A mode sets every lever, whatever the preset turns on (the gpu preset runs compile + graph):
+# "eager" is the step with none of them.
+NO_LEVERS = {
+    "system.compile": False,
+    "system.cuda_graph": False,
+    "system.foreach_ema": False,
+    "system.optimizer_impl": "auto",
+}
+
+
+def mode_settings(mode: str) -> dict:
+    """The flat lever keys of a STUDY_MODES mode, all of them set (the optimizer impl: study_config)."""
+    return {**NO_LEVERS, **STUDY_MODES[mode]}
 
 
 def peak_tflops(device_name: str | None) -> float | None:
@@ -259,7 +272,7 @@ def study_config(method: str, mode: str, device: torch.device, width: float = 1.
             "optim.batch_size": batch,
             "system.device": device.type,
             "system.channels_last": device.type == "cuda",
-            **STUDY_MODES[mode],
+            **mode_settings(mode),
         }
     )
     cfg = TrialConfig.from_flat(flat).resolved()

@@ -151,3 +151,15 @@ def test_lease_trial__state_file_resumes_the_trial_in_a_second_command(tmp_path)
     second = command(tmp_path / "second")
     assert second["done"] and [e["epoch"] for e in second["epochs"]] == [2]  # no epoch trained again
     assert second["final"]["knn_acc"] == first["final"]["knn_acc"]  # the same network, evaluated again
+
+
+def test_data_parallel_benchmark__times_the_plain_step_and_the_one_rank_ddp_step(tmp_path):
+    """benchmarks/data_parallel.py (issue 27) runs on a CPU with a one-rank gloo group and prints its ratio."""
+    args = [sys.executable, str(REPO / "benchmarks" / "data_parallel.py"), "--width", "0.0625", "--batch", "8"]
+    proc = subprocess.run(
+        [*args, "--steps", "2", "--rounds", "1"], text=True, capture_output=True, check=False, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["plain_samples_per_s"] > 0 and result["rank_samples_per_s"] > 0
+    assert result["ratio"] == pytest.approx(result["rank_samples_per_s"] / result["plain_samples_per_s"])

@@ -165,7 +165,7 @@ def test_types__numbers_without_a_dot_are_numbers_in_every_trial(storage):
         (
             ["--workers-per-trial", "2", "--methods", "simclr"],
             "method 'simclr' cannot train data-parallel (2 workers per trial): its loss couples the samples of a "
-            "batch across ranks; valid methods: byol, moco_v2, supervised, or one worker per trial",
+            "batch across ranks; valid methods: byol, moco_v2, moco_v3, supervised, or one worker per trial",
         ),
         (
             ["--workers-per-trial", "3"],
