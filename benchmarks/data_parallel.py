@@ -29,30 +29,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
 from benchmarks.common import emit  # noqa: E402
-from benchmarks.train_step import _batches, study_config, time_steps  # noqa: E402
-from trainables import distributed  # noqa: E402
-from trainables.build import build_model, build_optim  # noqa: E402
-from trainables.step import build_step  # noqa: E402
-
-
-def make_step(cfg, device: torch.device, as_rank: bool):
-    """One training step as the trial loop runs it; ``as_rank``: synchronised BN and DDP (one rank)."""
-    method = build_model(cfg, 10, device)
-    if as_rank:
-        distributed.sync_batchnorm(method)
-        method = method.to(device)
-    method.train()
-    optimizer = build_optim(cfg, method)
-    step_fn = build_step(cfg, method, optimizer, device, distributed.wrap(method, device) if as_rank else None)
-    batches, counter = _batches(cfg, device, 32, augment=False), iter(range(10**9))
-
-    def step() -> torch.Tensor:
-        views, labels = next(batches)
-        if cfg.system.channels_last:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        return step_fn(views, labels, 1e-3, next(counter), 10**6)["loss"]
-
-    return step
+from benchmarks.train_step import study_config, study_step, time_steps  # noqa: E402
 
 
 def main() -> None:
@@ -78,7 +55,7 @@ def main() -> None:
     dist.init_process_group("nccl" if cuda else "gloo", rank=0, world_size=1)
     try:
         cfg = study_config(args.method, "eager", device, width, batch)
-        steps = {"plain": make_step(cfg, device, False), "rank": make_step(cfg, device, True)}
+        steps = {"plain": study_step(cfg, device), "rank": study_step(cfg, device, as_rank=True)}
         best = dict.fromkeys(steps, 0.0)
         for _ in range(args.rounds):  # alternate, so drift of the machine hits both alike
             for name, step in steps.items():

@@ -58,6 +58,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from benchmarks.common import emit, run_times  # noqa: E402
 from corruptions import parse  # noqa: E402
 from sweeps.options import CONFIG_DIR  # noqa: E402
+from trainables import distributed  # noqa: E402
 from trainables.build import autocast, build_model, build_optim, native_bf16  # noqa: E402
 from trainables.config import TrialConfig  # noqa: E402
 from trainables.data.augment import build_augmentation  # noqa: E402
@@ -306,12 +307,19 @@ def _batches(
 
 
 def study_step(
-    cfg: TrialConfig, device: torch.device, image_size: int = 32, augment: bool = False
+    cfg: TrialConfig, device: torch.device, image_size: int = 32, augment: bool = False, as_rank: bool = False
 ) -> Callable[[], torch.Tensor]:
-    """One training step of a freshly built trial model, as ``trainables.loop`` steps it (lr fixed small)."""
-    method = build_model(cfg, 10, device).train()
+    """One training step of a freshly built trial model, as ``trainables.loop`` steps it (lr fixed small).
+
+    ``as_rank``: as a data-parallel trial's rank steps it (every BN synchronised, the method inside
+    ``DistributedDataParallel``); needs an initialised process group (benchmarks/data_parallel.py)."""
+    method = build_model(cfg, 10, device)
+    if as_rank:
+        distributed.sync_batchnorm(method)
+        method = method.to(device)
+    method.train()
     optimizer = build_optim(cfg, method)
-    step_fn = build_step(cfg, method, optimizer, device)
+    step_fn = build_step(cfg, method, optimizer, device, distributed.wrap(method, device) if as_rank else None)
     batches, counter = _batches(cfg, device, image_size, augment), itertools.count()
 
     def step() -> torch.Tensor:

@@ -74,21 +74,6 @@ def test_imagenet100_preset__resolves_to_the_studys_in100_scripts(storage, tiny_
     assert {"ori", "glo_4", "loc_64", "gam_0.2", "gam_5"} <= corruptions and len(corruptions) == 9
 
 
-@pytest.mark.slow
-def test_imagenet100_preset__smoke_test_runs_every_trial_on_cpu(storage, tiny_imagefolder, ray_shutdown, capsys):
-    args = ["--config", str(CONFIG_DIR / "paper_imagenet100.yaml"), "--smoke-test", "--experiment", "in100"]
-    code = main(TABLE1, [*args, "--dataset", f"imagefolder:{tiny_imagefolder}", "--storage-path", str(storage)])
-    out = capsys.readouterr().out
-    assert code == 0, out
-    _, parents, children = runs(storage, "in100")
-    assert len(parents) == 1 and len(children) == 4  # {supervised, moco_v2} x {ori, glo_2}
-    assert all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.params["data.crop_size"] for c in children} == {"28"}
-    assert {c.data.params["data.streaming"] for c in children} == {"true"}  # the JPEGs streamed, as ImageNet-100
-    assert all(0 <= c.data.metrics["knn_acc"] <= 100 for c in children)
-    assert "Relative accuracy drop vs ori" in out
-
-
 def test_imagenet_vit_preset__resolves_to_the_studys_vit_s_scripts(storage, tiny_imagefolder):
     plan = plan_of("paper_imagenet_vit.yaml", storage, tiny_imagefolder)
     assert plan.opts["resources"]["gpu"] == 8  # --gpus 0,...,7
@@ -108,14 +93,25 @@ def test_imagenet_vit_preset__resolves_to_the_studys_vit_s_scripts(storage, tiny
 
 
 @pytest.mark.slow
-def test_imagenet_vit_preset__smoke_test_trains_a_tiny_vit_on_cpu(storage, tiny_imagefolder, ray_shutdown, capsys):
-    args = ["--config", str(CONFIG_DIR / "paper_imagenet_vit.yaml"), "--smoke-test", "--experiment", "vit"]
+@pytest.mark.parametrize(
+    ("config", "methods", "expected"),
+    [  # the JPEGs stream, as ImageNet's do; the ViT preset trains a tiny ViT
+        ("paper_imagenet100.yaml", {"supervised", "moco_v2"}, {"data.crop_size": "28", "data.streaming": "true"}),
+        ("paper_imagenet_vit.yaml", {"supervised", "moco_v3"}, {"model.backbone": "vit_tiny_patch16_224"}),
+    ],
+)
+def test_imagenet_presets__smoke_test_runs_every_trial_on_cpu(
+    config, methods, expected, storage, tiny_imagefolder, ray_shutdown, capsys
+):
+    args = ["--config", str(CONFIG_DIR / config), "--smoke-test", "--experiment", "smoke"]
     code = main(TABLE1, [*args, "--dataset", f"imagefolder:{tiny_imagefolder}", "--storage-path", str(storage)])
     out = capsys.readouterr().out
     assert code == 0, out
-    _, parents, children = runs(storage, "vit")
-    assert len(parents) == 1 and len(children) == 4  # {supervised, moco_v3} x {ori, glo_4}
+    _, parents, children = runs(storage, "smoke")
+    assert len(parents) == 1 and len(children) == 4  # 2 methods x {ori, one corruption}
     assert all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.params["model.backbone"] for c in children} == {"vit_tiny_patch16_224"}
-    assert {c.data.params["method"] for c in children} == {"supervised", "moco_v3"}
+    assert {c.data.params["method"] for c in children} == methods
+    for key, value in expected.items():
+        assert {c.data.params[key] for c in children} == {value}, key
     assert all(0 <= c.data.metrics["knn_acc"] <= 100 for c in children)
+    assert "Relative accuracy drop vs ori" in out

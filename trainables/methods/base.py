@@ -113,6 +113,19 @@ class Method(nn.Module):
         """The host part of ``on_after_step`` after each replay: next step's scalars into tensors."""
 
 
+class MomentumMethod(Method):
+    """A method with EMA copies whose momentum (``self.momentum``, set in ``__init__`` and moved by
+    ``on_after_step``) is checkpointed with the weights (BYOL, MoCo v3)."""
+
+    momentum: float
+
+    def get_extra_state(self) -> dict:
+        return {"momentum": self.momentum}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.momentum = state["momentum"]
+
+
 def cosine_momentum(base: float, final: float, progress: float) -> float:
     """EMA momentum rising from ``base`` to ``final`` on a half cosine (BYOL, solo-learn)."""
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from trainables.heads import mlp
 from trainables.losses import byol_loss
-from trainables.methods.base import Method, cosine_momentum, ema_update, register_method
+from trainables.methods.base import MomentumMethod, cosine_momentum, ema_update, register_method
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,7 +23,7 @@ class ByolParams:
 
 
 @register_method
-class BYOL(Method):
+class BYOL(MomentumMethod):
     """Symmetric loss ``byol(p1, z2') + byol(p2, z1')`` with an EMA target (tau 0.99 -> 1).
 
     NOTE: LARS lr 1.0, wd 1e-5, proj/pred 4096-256 from the study's ``script/byol.sh``.
@@ -41,12 +41,6 @@ class BYOL(Method):
         self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum = params.momentum_base
-
-    def get_extra_state(self) -> dict:
-        return {"momentum": self.momentum}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.momentum = state["momentum"]
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         p = [self.predictor(self.projector(self.backbone(v))).float() for v in views]

@@ -12,7 +12,7 @@ from trainables import distributed
 from trainables.backbone import is_vit
 from trainables.heads import mlp
 from trainables.losses import moco_v3_loss
-from trainables.methods.base import Method, cosine_momentum, ema_update, register_method
+from trainables.methods.base import MomentumMethod, cosine_momentum, ema_update, register_method
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +39,7 @@ def moco_v3_mlp(in_dim: int, hidden: int, out: int, layers: int) -> nn.Sequentia
 
 
 @register_method
-class MocoV3(Method):
+class MocoV3(MomentumMethod):
     """Symmetric ``ctr(q1, k2) + ctr(q2, k1)`` with in-batch negatives (``losses.moco_v3_loss``).
 
     Query side: backbone -> projector -> predictor; key side: EMA copies of backbone and
@@ -77,12 +77,6 @@ class MocoV3(Method):
         self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum = params.momentum_base
-
-    def get_extra_state(self) -> dict:
-        return {"momentum": self.momentum}
-
-    def set_extra_state(self, state: dict) -> None:
-        self.momentum = state["momentum"]
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
         q1, q2 = (self.predictor(self.projector(self.backbone(v))) for v in views)
