@@ -254,7 +254,10 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
 def _finetune(cfg, method, td, device, precision) -> dict[str, float]:
     """``finetune_acc``: a copy of the trained backbone (plain BN) + a new head, trained end to end
     on the evaluation-corrupted training split (``trainables.evaluation.finetune``)."""
-    augment = build_augmentation(cfg.eval.finetune_augmentation)
+    # The network sees what the trial's does: views of data.crop_size, test batches as evaluation prepares them.
+    augment = build_augmentation(
+        cfg.eval.finetune_augmentation, **({"size": cfg.data.crop_size} if cfg.data.crop_size else {})
+    )
     pipeline = Pipeline(td.eval_corruption, augment, 1, td.mean, td.std)
     backbone = plain_batchnorm(copy.deepcopy(method.backbone))
     return finetune(
@@ -270,6 +273,7 @@ def _finetune(cfg, method, td, device, precision) -> dict[str, float]:
         cfg.system.seed,
         cfg.system.channels_last,
         precision,
+        eval_prepare(td, cfg.system.channels_last, cfg.data.eval_crop_size),
     )
 
 

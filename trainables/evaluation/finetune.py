@@ -18,6 +18,7 @@ changed in place, BN statistics included.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ def finetune(
     seed: int,
     channels_last: bool = False,
     autocast: contextlib.AbstractContextManager | None = None,
+    prepare: Callable[[Tensor], Tensor] | None = None,
 ) -> dict[str, float]:
     """Fine-tune ``backbone`` + a new linear head on ``train``, then score ``test``.
 
@@ -62,6 +64,9 @@ def finetune(
         seed: the trial seed; head init, data order, corruption and augmentation derive from it.
         channels_last: network inputs in channels_last (the trial's memory format).
         autocast: the trial's precision context (bf16 autocast or none).
+        prepare: (B, C, H, W) uint8 test batch -> network input, as the trial evaluates
+            (``trainables.build.eval_prepare``: its centre crop and memory format); None: normalised
+            with the pipeline's mean and std.
 
     Returns:
         ``{"finetune_acc": test top-1 in percent [0, 100], "finetune_loss": last epoch's mean training loss}``.
@@ -76,7 +81,8 @@ def finetune(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     batch = min(cfg.finetune_batch_size, len(train))
-    total = (len(train) // batch) * cfg.finetune_epochs
+    steps_per_epoch = len(train) // batch  # >= 1: batch <= len(train)
+    total = steps_per_epoch * cfg.finetune_epochs
     base_lr = cfg.finetune_lr * batch / 256
     optimizer = build_optimizer(model, cfg.finetune_optimizer, base_lr, cfg.finetune_weight_decay, 0.9)
     gens = generators(derive_seed(seed, "finetune"))
@@ -86,7 +92,7 @@ def finetune(
         model.train()
         loss_sum.zero_()
         for views, labels in train_batches(train, pipeline, batch, gens, device):
-            x = views[0].contiguous(memory_format=torch.channels_last) if channels_last else views[0]
+            x = _channels_last(views[0], channels_last)
             set_lr(optimizer, lr_at(step, total, 0, base_lr))
             with precision:
                 loss = F.cross_entropy(model(x).float(), labels)
@@ -99,20 +105,27 @@ def finetune(
             raise FloatingPointError(
                 f"non-finite fine-tuning loss in epoch {epoch + 1}; valid: a lower eval.finetune_lr"
             )
-    steps_per_epoch = max(1, len(train) // batch)
-    acc = _accuracy(model, test, corruption, pipeline, cfg.batch_size, device, seed, channels_last, precision)
+    if prepare is None:
+
+        def prepare(images: Tensor) -> Tensor:
+            return _channels_last(normalize(to_float(images), pipeline.mean, pipeline.std), channels_last)
+
+    acc = _accuracy(model, test, corruption, prepare, cfg.batch_size, device, seed, precision)
     return {"finetune_acc": acc, "finetune_loss": float(loss_sum) / steps_per_epoch}
 
 
 @torch.no_grad()
-def _accuracy(model, test: Split, corruption, pipeline: Pipeline, batch_size, device, seed, channels_last, precision):
-    """Top-1 (%) of ``model`` on every image of ``test``: corrupted, normalised, no augmentation."""
+def _channels_last(x: Tensor, on: bool) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if on else x
+
+
+def _accuracy(model, test: Split, corruption, prepare, batch_size, device, seed, precision):
+    """Top-1 (%) of ``model`` on every image of ``test``: corrupted, ``prepare``d, no augmentation."""
     model.eval()
     g = torch.Generator().manual_seed(derive_seed(seed, "eval"))
     correct = 0
     for images, labels in eval_batches(test, corruption, batch_size, device, g):
-        x = normalize(to_float(images), pipeline.mean, pipeline.std)
-        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        x = prepare(images)
         with precision:
             logits: Tensor = model(x)
         correct += int((logits.argmax(1) == labels).sum())
