@@ -34,9 +34,7 @@ from benchmarks.train_step import study_config, study_step, time_steps  # noqa: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--method", default="moco_v2", help="a data-parallel method: supervised, moco_v2, moco_v3, byol"
-    )
+    parser.add_argument("--method", default="moco_v2", help="a method with data_parallel set (every registered one)")
     parser.add_argument("--width", type=float, default=None, help="default: 1.0 on CUDA, 0.25 on a CPU")
     parser.add_argument("--batch", type=int, default=None, help="default: 256 on CUDA, 64 on a CPU")
     parser.add_argument(

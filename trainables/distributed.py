@@ -10,6 +10,9 @@ processes and no Ray:
 * BatchNorm statistics are taken over the same groups as in the single process: a plain BN becomes
   ``SyncBatchNorm`` (the whole global batch), a MoCo ``SplitBatchNorm2d`` keeps its groups inside
   each rank and MoCo shuffles its keys across ranks (``shuffled_keys``);
+* what a loss couples across the batch is gathered by its method: the embeddings of SimCLR,
+  SupCon and Barlow Twins (``gather_batch``, with gradient), MoCo v3's keys (``gather``), DINO's
+  teacher mean (``average``);
 * epoch sums of the step's scalars are averaged over ranks (``mean_over_ranks``).
 
 NOTE: each rank augments the whole global batch and keeps its shard, so the data are those of the
@@ -55,8 +58,12 @@ def shard(x: Tensor, where: Ranks) -> Tensor:
         return x
     if x.shape[0] % where.size:
         raise ValueError(f"batch {x.shape[0]} is not divisible by {where.size} ranks")
-    b = x.shape[0] // where.size
-    return x[where.rank * b : (where.rank + 1) * b]
+    return x[shard_rows(x.shape[0] // where.size, where)]
+
+
+def shard_rows(b: int, where: Ranks) -> slice:
+    """Rank ``r``'s rows ``slice(r b, (r + 1) b)`` of a global batch whose shards have ``b`` rows."""
+    return slice(where.rank * b, (where.rank + 1) * b)
 
 
 @torch.no_grad()
@@ -85,6 +92,21 @@ class _GatherWithGrad(torch.autograd.Function):
 def gather_with_grad(x: Tensor) -> Tensor:
     """(...) on each rank -> (size, ...), differentiable (the sum of the ranks' losses)."""
     return _GatherWithGrad.apply(x)
+
+
+def gather_batch(x: Tensor) -> Tensor:
+    """(b, ...) on each rank -> (size b, ...): the global batch (shards in rank order, as ``shard``
+    cut them), differentiable as ``gather_with_grad``. For losses that couple a batch's samples."""
+    return gather_with_grad(x).flatten(0, 1)
+
+
+@torch.no_grad()
+def average(x: Tensor) -> Tensor:
+    """The ranks' mean of ``x`` (the same shape on every rank), one all-reduce, no gradient: for
+    equal shards, the mean of the shards' means is the global batch's mean."""
+    total = x.clone()  # all_reduce works in place
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):

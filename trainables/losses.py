@@ -30,6 +30,7 @@ __all__ = [
     "moco_v3_loss",
     "nt_xent",
     "supcon",
+    "teacher_mean",
     "update_center",
 ]
 
@@ -130,7 +131,7 @@ def moco_v3_loss(
     return 2 * temperature * ctr
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2, anchors: slice | None = None) -> Tensor:
     """SimCLR's NT-Xent over the 2B views (Chen et al. 2020, Eq. 1).
 
     Each of the 2B embeddings is an anchor; its positive is the other view of the same image
@@ -141,19 +142,24 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2) -> Tensor:
         z1: (B, D) float, first view's projections.
         z2: (B, D) float, second view's projections.
         temperature: softmax temperature T > 0.
+        anchors: samples (rows of ``z1`` and ``z2``) whose two views are the anchors, e.g. a
+            data-parallel rank's shard ``slice(r b, (r + 1) b)`` of the gathered batch; every other
+            embedding still serves as a negative. None: all B samples.
 
     Returns:
-        Scalar loss, mean over the 2B anchors.
+        Scalar loss, mean over the anchors (2B of them, or 2 per sample of ``anchors``).
     """
     z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
-    n = z.shape[0]
-    logits = _without_self(z @ z.T / temperature)
-    batch = z1.shape[0]
-    targets = (torch.arange(n, device=z.device) + batch) % n
+    n, batch = z.shape[0], z1.shape[0]
+    rows = _anchor_rows(batch, 2, anchors, z.device)
+    logits = _without_self((z if anchors is None else z[rows]) @ z.T / temperature, rows)
+    targets = (rows + batch) % n
     return F.cross_entropy(logits, targets)
 
 
-def supcon(features: Views, labels: Tensor, temperature: float = 0.1, form: str = "out") -> Tensor:
+def supcon(
+    features: Views, labels: Tensor, temperature: float = 0.1, form: str = "out", anchors: slice | None = None
+) -> Tensor:
     """Supervised contrastive loss, the paper's L^sup_out or solo-learn's sum-inside-the-log form.
 
     All ``V * B`` embeddings are anchors. For anchor ``i`` with positives ``P(i)`` (same label,
@@ -184,6 +190,9 @@ def supcon(features: Views, labels: Tensor, temperature: float = 0.1, form: str 
         labels: (B,) int64 class labels, shared by the V views of a sample.
         temperature: softmax temperature T > 0.
         form: ``"out"`` or ``"in"``, as above.
+        anchors: samples (rows of ``features`` and ``labels``) whose views are the anchors, e.g. a
+            data-parallel rank's shard ``slice(r b, (r + 1) b)`` of the gathered batch; every other
+            embedding still counts in ``P(i)`` and ``A(i)``. None: all B samples.
 
     Returns:
         Scalar loss, mean over anchors that have at least one positive.
@@ -193,11 +202,10 @@ def supcon(features: Views, labels: Tensor, temperature: float = 0.1, form: str 
     views = list(features.unbind(dim=1)) if isinstance(features, Tensor) else list(features)
     with torch.autocast(views[0].device.type, enabled=False):
         z = F.normalize(torch.cat(views, dim=0).float(), dim=1)
-        anchor_labels = labels.repeat(len(views))
-        n = z.shape[0]
-        logits = _without_self(z @ z.T / temperature)
-        eye = torch.eye(n, dtype=torch.bool, device=z.device)
-        positive = (anchor_labels[:, None] == anchor_labels[None, :]) & ~eye
+        view_labels = labels.repeat(len(views))
+        rows = _anchor_rows(labels.shape[0], len(views), anchors, z.device)
+        logits = _without_self((z if anchors is None else z[rows]) @ z.T / temperature, rows)
+        positive = (view_labels[rows, None] == view_labels[None, :]) & ~_self_mask(rows, z.shape[0])
         n_pos = positive.sum(dim=1)
         has_pos = n_pos > 0
         if form == "in":
@@ -299,25 +307,52 @@ def dino_loss(
 
 
 @torch.no_grad()
-def update_center(center: Tensor, teacher_logits: Views, momentum: float = 0.9) -> Tensor:
-    """DINO's centre EMA: ``momentum * center + (1 - momentum) * mean(teacher logits)``.
+def teacher_mean(teacher_logits: Views) -> Tensor:
+    """DINO's batch centre: the mean teacher logit over every row of every view.
+
+    Args:
+        teacher_logits: (B, K) float, or a sequence of views (B, K).
+
+    Returns:
+        (K,) mean over the V B rows.
+    """
+    return torch.cat(_as_views(teacher_logits), dim=0).mean(dim=0)
+
+
+@torch.no_grad()
+def update_center(center: Tensor, batch_center: Tensor, momentum: float = 0.9) -> Tensor:
+    """DINO's centre EMA: ``momentum * center + (1 - momentum) * batch_center``.
 
     Args:
         center: (K,) float, current centre.
-        teacher_logits: (B, K) float, or a sequence of views (B, K); averaged over all rows.
+        batch_center: (K,) float, the batch's mean teacher logit (``teacher_mean``; a data-parallel
+            trial's is averaged over the ranks).
         momentum: EMA coefficient in [0, 1].
 
     Returns:
         (K,) new centre (the input is not modified).
     """
-    batch_center = torch.cat(_as_views(teacher_logits), dim=0).mean(dim=0)
     return center * momentum + batch_center * (1 - momentum)
 
 
-def _without_self(logits: Tensor) -> Tensor:
-    """Mask the diagonal of a square (N, N) logit matrix with -inf (an anchor is not its own negative)."""
-    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
-    return logits.masked_fill(eye, float("-inf"))
+def _anchor_rows(batch: int, views: int, anchors: slice | None, device: torch.device) -> Tensor:
+    """(A,) int64: the rows of the ``views`` x ``batch`` stacked views that are anchors: every view of
+    the samples in ``anchors`` (all of them for None), view-major as the stacking."""
+    samples = torch.arange(batch, device=device)
+    if anchors is not None:
+        samples = samples[anchors]
+    return torch.cat([v * batch + samples for v in range(views)])
+
+
+def _self_mask(rows: Tensor, n: int) -> Tensor:
+    """(A, n) bool: True at anchor ``a``'s own column ``rows[a]`` (the identity for ``rows = arange(n)``)."""
+    return rows[:, None] == torch.arange(n, device=rows.device)[None, :]
+
+
+def _without_self(logits: Tensor, rows: Tensor) -> Tensor:
+    """Mask each anchor's own column of (A, N) logits with -inf (an anchor is not its own negative);
+    anchor ``a`` is row ``rows[a]`` of the N embeddings."""
+    return logits.masked_fill(_self_mask(rows, logits.shape[1]), float("-inf"))
 
 
 def _standardise(z: Tensor, eps: float) -> Tensor:

@@ -163,11 +163,6 @@ def test_types__numbers_without_a_dot_are_numbers_in_every_trial(storage):
         ),
         (["--gpus-per-trial", "3", "--workers-per-trial", "2"], "--workers-per-trial 2 with --gpus-per-trial 3"),
         (
-            ["--workers-per-trial", "2", "--methods", "simclr"],
-            "method 'simclr' cannot train data-parallel (2 workers per trial): its loss couples the samples of a "
-            "batch across ranks; valid methods: byol, moco_v2, moco_v3, supervised, or one worker per trial",
-        ),
-        (
             ["--workers-per-trial", "3"],
             "optim.batch_size 32 cannot be split over 3 workers per trial; valid: a multiple of 3",
         ),

@@ -1,10 +1,17 @@
 """Data parallelism without Ray: two gloo processes (torch.multiprocessing) against one process.
 
-Tolerance of the trial comparison: the first step sees the same weights and the same global batch,
-so its loss agrees to float rounding (~1e-7); later steps differ only by the order of float
-reductions (a shard's convolution, the all-reduce), which training amplifies about fivefold per
-step here. A single process run with 1 and with 2 threads drifts by the same amounts (measured:
-2e-6 at step 4, 5e-4 at step 8), so three steps are compared at 1e-5.
+The trial comparison runs every registered method with ``data_parallel`` (``DATA_PARALLEL``) for
+two steps of batch 32 (16 px, 1/16-width ResNet-18), split 16 + 16 over the ranks. Tolerances:
+the first step sees the same weights and the same global batch, so its loss agrees to float
+rounding; the second step's loss and the final weights add the drift of float reduction order (a
+shard's convolution, the all-reduce), which training amplifies, as a single process at 1 and at
+2 threads drifts. Measured over the methods: losses within 1.2e-6 of one process, weights within
+1.1e-5 (Barlow Twins; one process at 2 threads: 1.1e-5 too), so 1e-5 and 1e-4. A method that
+leaves out what couples its batch across ranks is far outside: with the gather or the average
+removed, SimCLR, SupCon and Barlow Twins miss by 8e-3 to 0.7 in the first loss, and DINO (its
+centre's teacher mean per rank) by 2.9e-5 in the second loss and 2.9e-3 in the weights. A third
+step would let Barlow Twins' LARS steps amplify the rounding to 4e-5 (loss) and 6e-4 (weights),
+in one process at another thread count as well.
 """
 
 from __future__ import annotations
@@ -23,11 +30,13 @@ from trainables.build import build_model
 from trainables.config import TrialConfig
 from trainables.distributed import Ranks, SyncBatchNorm, shard
 from trainables.loop import run_trial
-from trainables.methods import method_class
+from trainables.methods import METHODS, Method, method_class, register_method
+from trainables.methods.base import NoParams
 
 RANKS = 2
-# moco_v2: sync BN, keys shuffled and enqueued across ranks; moco_v3: every rank's keys as negatives
-DATA_PARALLEL = ("supervised", "moco_v2", "moco_v3")
+# Every registered method that trains data-parallel, so a new one is compared without being listed.
+DATA_PARALLEL = sorted(name for name, cls in METHODS.items() if cls.data_parallel)
+LOSS_ATOL, WEIGHTS_ATOL = 1e-5, 1e-4  # the module docstring
 
 
 def _port() -> int:
@@ -96,14 +105,16 @@ def test_distributed__sync_bn_and_key_shuffle_match_one_process(tmp_path):
 
 
 def _flat(method: str, cache) -> dict:
-    # 40 images, batch 32: one step per epoch, so each epoch's loss is one step's; fp32 (bf16 rounds
-    # differently at another batch size).
+    # 40 images of 16 px, batch 32: one step per epoch, so each epoch's loss is one step's; fp32
+    # (bf16 rounds differently at another batch size); tolerances in the module docstring.
     return tiny_flat(
         method,
         cache,
         **{
             "data.train_per_class": 4,
-            "optim.epochs": 3,
+            "data.image_size": 16,
+            "model.width": 0.0625,
+            "optim.epochs": 2,
             "eval.eval_every": 0,
             "eval.probe": False,
             "system.precision": "fp32",
@@ -113,27 +124,38 @@ def _flat(method: str, cache) -> dict:
     )
 
 
+def _run(method: str, cache) -> dict:
+    """One trial (on every rank of a group): its per-step losses, final kNN accuracy and weights."""
+    reports, saved = [], []
+    run_trial(_flat(method, cache), reports.append, save=saved.append)
+    state = saved[-1]["method"] if saved else {}  # rank 0 saves
+    weights = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()} or None
+    return {"loss": [r["loss"] for r in reports], "knn_acc": reports[-1].get("knn_acc"), "weights": weights}
+
+
 def _trials(rank: int, cache) -> dict:
-    out = {}
-    for method in DATA_PARALLEL:
-        reports = []
-        run_trial(_flat(method, cache), reports.append)
-        out[method] = [r["loss"] for r in reports]
-        out[f"{method}_final"] = reports[-1].get("knn_acc")
-    return out
+    return {method: _run(method, cache) for method in DATA_PARALLEL}
 
 
-def test_distributed__two_ranks_train_as_one_process(tmp_path):
-    ranks = _spawn(_trials, tmp_path, tmp_path / "cache")
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> list[dict]:
+    """Every data-parallel method's trial on 2 ranks, in one process group (one start-up for all)."""
+    tmp_path = tmp_path_factory.mktemp("ranks")
+    return _spawn(_trials, tmp_path, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("method", DATA_PARALLEL)
+def test_distributed__two_ranks_train_as_one_process(two_ranks, method, tmp_path):
     torch.set_num_threads(1)
-    for method in DATA_PARALLEL:
-        reports = []
-        run_trial(_flat(method, tmp_path / "cache"), reports.append)
-        single = [r["loss"] for r in reports]
-        assert ranks[0][method] == pytest.approx(single, abs=1e-5), method
-        assert ranks[1][method] == ranks[0][method]  # every rank reports the mean over ranks
-        assert ranks[0][f"{method}_final"] == pytest.approx(reports[-1]["knn_acc"], abs=1e-3)
-        assert ranks[1][f"{method}_final"] is None  # rank 0 alone evaluates
+    single = _run(method, tmp_path / "cache")
+    ranked = two_ranks[0][method]
+    assert ranked["loss"] == pytest.approx(single["loss"], abs=LOSS_ATOL)
+    assert two_ranks[1][method]["loss"] == ranked["loss"]  # every rank reports the mean over ranks
+    assert ranked["knn_acc"] == pytest.approx(single["knn_acc"], abs=1e-3)
+    assert two_ranks[1][method]["knn_acc"] is None and two_ranks[1][method]["weights"] is None  # rank 0 alone
+    assert ranked["weights"].keys() == single["weights"].keys()
+    for key, value in single["weights"].items():
+        torch.testing.assert_close(ranked["weights"][key], value, rtol=0, atol=WEIGHTS_ATOL, msg=key)
 
 
 def test_distributed__checkpoints_move_between_one_and_two_ranks(tmp_path):
@@ -153,8 +175,19 @@ def test_distributed__moco_keeps_its_bn_groups_over_the_ranks():
     assert moco.for_ranks(moco.Params(bn_splits=1), 4).bn_splits == 1
     with pytest.raises(ValueError, match=r"method\.bn_splits 6 cannot be shared by 4 workers"):
         moco.for_ranks(moco.Params(bn_splits=6), 4)
-    with pytest.raises(ValueError, match="method 'simclr' cannot train data-parallel"):
-        method_class("simclr").for_ranks(method_class("simclr").Params(), 2)
+
+
+def test_distributed__a_method_without_data_parallel_is_refused_listing_those_with():
+    @register_method
+    class OneProcess(Method):  # the default: data_parallel False
+        name = "one_process"
+
+    try:
+        message = rf"method 'one_process' cannot train data-parallel \(2 workers per trial\).*valid methods: {', '.join(DATA_PARALLEL)}, or"
+        with pytest.raises(ValueError, match=message):
+            OneProcess.for_ranks(NoParams(), 2)
+    finally:
+        METHODS.pop(OneProcess.name)
 
 
 def test_distributed__shard_is_a_contiguous_slice():

@@ -111,6 +111,28 @@ def test_supcon__instance_labels_equal_nt_xent():
     torch.testing.assert_close(losses.supcon(torch.stack([z1, z2], dim=1), labels, 0.2), expected)
 
 
+_ANCHORED = {
+    "nt_xent": lambda z1, z2, anchors=None: losses.nt_xent(z1, z2, 0.2, anchors),
+    "supcon_in": lambda z1, z2, anchors=None: losses.supcon([z1, z2], torch.arange(8) % 3, 0.2, "in", anchors),
+    "supcon_out": lambda z1, z2, anchors=None: losses.supcon([z1, z2], torch.arange(8) % 3, 0.2, "out", anchors),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ANCHORED))
+def test_contrastive__shards_of_anchors_average_to_the_whole_batch(name):
+    """A data-parallel rank's loss (its shard's anchors against every embedding): the ranks' mean is
+    the batch's loss, and so is its gradient (what DDP's averaging of the gathered losses gives)."""
+    loss = _ANCHORED[name]
+    z1, z2 = torch.randn(8, 16, requires_grad=True), torch.randn(8, 16, requires_grad=True)
+    whole = loss(z1, z2)
+    shards = [loss(z1, z2, slice(r * 2, (r + 1) * 2)) for r in range(4)]
+    torch.testing.assert_close(sum(shards) / 4, whole)
+    torch.testing.assert_close(
+        torch.autograd.grad(sum(shards) / 4, [z1, z2]), torch.autograd.grad(whole, [z1, z2]), rtol=1e-5, atol=1e-6
+    )
+    assert not torch.allclose(shards[0], whole)  # a shard alone is not the batch's loss
+
+
 def test_supcon__matches_khosla_eq2_loop():
     g = torch.Generator().manual_seed(0)
     feats = torch.randn(6, 2, 4, generator=g)
@@ -275,7 +297,7 @@ def test_dino_loss__teacher_gets_no_gradient():
 def test_update_center__is_an_ema_of_the_batch_mean():
     center = torch.tensor([1.0, 0.0])
     views = [torch.tensor([[2.0, 2.0], [4.0, 0.0]]), torch.tensor([[0.0, 2.0], [2.0, 0.0]])]
-    new = losses.update_center(center, views, momentum=0.9)
+    new = losses.update_center(center, losses.teacher_mean(views), momentum=0.9)
     torch.testing.assert_close(new, torch.tensor([0.9 + 0.1 * 2.0, 0.1 * 1.0]))
     assert center.tolist() == [1.0, 0.0]  # input untouched
 

@@ -18,9 +18,13 @@ host after every replay and writes the next step's scalars into those tensors (`
 captured step may read a value back to the host or draw from a CPU generator.
 
 A method that can train data-parallel (one trial over several processes, ``trainables.distributed``)
-sets ``data_parallel``: its loss must be a mean of per-sample terms given the batch's BN statistics
-(which the ranks synchronise), or it must gather what couples samples itself (MoCo's keys).
-``for_ranks`` adapts its parameters to the number of ranks.
+sets ``data_parallel``: each rank steps on its shard of the global batch and the update must be the
+single process's on the whole batch. A loss that is a mean of per-sample terms given the batch's
+BN statistics needs nothing more (the ranks synchronise BN, DDP averages the gradients); whatever
+else couples the samples the method gathers itself, and only with more than one rank: MoCo's
+keys, the embeddings of SimCLR, SupCon and Barlow Twins (``gather_batch``, with gradient), DINO's
+teacher mean (``average``). ``tests/trainables/test_distributed.py`` trains every such method on two
+ranks against one process. ``for_ranks`` adapts its parameters to the number of ranks.
 
 Adding a method = one file with a ``@register_method`` class that sets ``Params`` (a frozen
 dataclass of its hyperparameters with defaults), ``defaults`` (optimizer and augmentation
@@ -81,8 +85,9 @@ class Method(nn.Module):
         if not cls.data_parallel:
             valid = ", ".join(sorted(name for name, m in METHODS.items() if m.data_parallel))
             raise ValueError(
-                f"method {cls.name!r} cannot train data-parallel ({ranks} workers per trial): its loss couples "
-                f"the samples of a batch across ranks; valid methods: {valid}, or one worker per trial"
+                f"method {cls.name!r} cannot train data-parallel ({ranks} workers per trial): it does not set "
+                f"data_parallel (its loss may couple a batch's samples across ranks); valid methods: {valid}, "
+                "or one worker per trial"
             )
         return params
 

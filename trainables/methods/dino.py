@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainables import distributed
 from trainables.heads import mlp
-from trainables.losses import dino_loss, update_center
+from trainables.losses import dino_loss, teacher_mean, update_center
 from trainables.methods.base import Method, cosine_momentum, ema_update, register_method
 
 
@@ -86,6 +87,11 @@ class DINO(Method):
 
     name = "dino"
     Params = DinoParams
+    # Data-parallel: the loss is a mean of per-sample terms (DDP's gradient averaging makes it the
+    # global batch's) and the centre's EMA takes the global batch's teacher mean, averaged over the
+    # ranks (the official code's all-reduce in ``update_center``); the centre, the temperature and
+    # the momentum then move alike on every rank.
+    data_parallel = True
     defaults = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "augmentation": "byol", "exclude_bias_norm": True}
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: DinoParams) -> None:
@@ -120,7 +126,10 @@ class DINO(Method):
         with torch.no_grad():
             teacher = [self.teacher_head(self.teacher_backbone(v)).float() for v in views]
         loss = dino_loss(student, teacher, self.center, self.params.student_temperature, self.teacher_temperature())
-        self.center.copy_(update_center(self.center, teacher, self.params.center_momentum))
+        mean = teacher_mean(teacher)
+        if distributed.ranks().size > 1:
+            mean = distributed.average(mean)
+        self.center.copy_(update_center(self.center, mean, self.params.center_momentum))
         return {"loss": loss}
 
     def before_optimizer_step(self, progress: float) -> None:

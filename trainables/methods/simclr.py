@@ -1,4 +1,17 @@
-"""SimCLR (Chen et al. 2020) and SupCon (Khosla et al. 2020): one loop, two positive sets."""
+"""SimCLR (Chen et al. 2020) and SupCon (Khosla et al. 2020): one loop, two positive sets.
+
+Data-parallel: each rank's anchors (its shard's two views) against every rank's embeddings.
+The embeddings are gathered with ``distributed.gather_batch``, whose backward all-reduces the
+gradient of each embedding and keeps this rank's rows, so rank ``r`` backpropagates
+``d(sum_s L_s)/dz_r`` through its own network, ``L_s`` being rank ``s``'s loss; DDP then averages
+the ranks' weight gradients: ``(1/R) d(sum_s L_s)/dw``. ``L_s`` is the mean over rank ``s``'s
+``2b`` anchors, so ``sum_s L_s`` is the sum over all ``2B = 2Rb`` anchors over ``2b``, i.e.
+``R`` times the single process's loss ``L``: the update is ``dL/dw``, the single process's. (The
+whole loss on every rank gives ``dL/dw`` too, ``sum_s L_s = R L`` again, but computes the
+``2B x 2B`` logits on each rank where its own anchors need ``2b x 2B``.) Every anchor has a
+positive (its other view), so every rank's mean is over ``2b`` anchors, SupCon's too. One process
+calls the loss on its batch as before: no collective.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +19,7 @@ import dataclasses
 
 from torch import Tensor, nn
 
+from trainables import distributed
 from trainables.heads import mlp
 from trainables.losses import nt_xent, supcon
 from trainables.methods.base import Method, register_method
@@ -32,6 +46,7 @@ class SupConParams(ContrastiveParams):
 
 class _Contrastive(Method):
     Params = ContrastiveParams
+    data_parallel = True  # gathers the embeddings (the module docstring)
 
     def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int, params: ContrastiveParams) -> None:
         super().__init__(backbone, feature_dim, num_classes, params)
@@ -39,6 +54,14 @@ class _Contrastive(Method):
 
     def project(self, views: list[Tensor]) -> list[Tensor]:
         return [self.projector(self.backbone(v)).float() for v in views]
+
+    def global_batch(self, zs: list[Tensor]) -> tuple[list[Tensor], slice | None]:
+        """Each view's embeddings (b, D) of this rank -> the whole batch's (B, D), and the samples whose
+        views are this rank's anchors; a single process: ``zs`` itself and None (every sample)."""
+        where = distributed.ranks()
+        if where.size == 1:
+            return zs, None
+        return [distributed.gather_batch(z) for z in zs], distributed.shard_rows(zs[0].shape[0], where)
 
 
 @register_method
@@ -55,8 +78,8 @@ class SimCLR(_Contrastive):
     }
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
-        z1, z2 = self.project(views)
-        return {"loss": nt_xent(z1, z2, self.params.temperature)}
+        (z1, z2), anchors = self.global_batch(self.project(views))
+        return {"loss": nt_xent(z1, z2, self.params.temperature, anchors)}
 
 
 @register_method
@@ -81,4 +104,7 @@ class SupCon(_Contrastive):
     }
 
     def training_step(self, views: list[Tensor], labels: Tensor) -> dict[str, Tensor]:
-        return {"loss": supcon(self.project(views), labels, self.params.temperature, self.params.loss_form)}
+        zs, anchors = self.global_batch(self.project(views))
+        if anchors is not None:  # the whole batch's labels: positives on other ranks count too
+            labels = distributed.gather(labels)
+        return {"loss": supcon(zs, labels, self.params.temperature, self.params.loss_form, anchors)}
