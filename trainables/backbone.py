@@ -11,6 +11,10 @@ CLS token (timm's ``global_pool="token"``, after the last LayerNorm). Small imag
 scales the embedding width (rounded to a multiple of the head count, the MLP keeps its ratio).
 ``small_stem`` is a ResNet stem and raises for a ViT; ``stem_padding`` (used only with the small
 stem) and ``zero_init_last`` (ViT blocks have no BN to zero) do nothing there.
+
+A name may carry timm's pretrained tag (``vit_small_patch16_224.dino``, ``resnet18.tv_in1k``): it
+passes through to ``timm.create_model``, so ``pretrained=True`` loads that tag's weights; the
+architecture is the untagged name's, and an unknown tag is refused from timm's local list.
 """
 
 from __future__ import annotations
@@ -34,6 +38,28 @@ def valid_backbones() -> list[str]:
     return resnets + [m for m in timm.list_models("vit_*") if _LISTED_VIT.fullmatch(m)]
 
 
+def architecture(name: str) -> str:
+    """``name`` without its timm pretrained tag: ``resnet18.tv_in1k`` -> ``resnet18``."""
+    return name.partition(".")[0]
+
+
+def check_tag(name: str) -> None:
+    """Refuse a ``name.tag`` whose tag timm does not know for that architecture (timm's own pretrained
+    list, read locally: nothing is downloaded), listing the valid ones.
+
+    Raises:
+        ValueError: one line, e.g. ``pretrained tag 'x' of 'resnet18' is unknown; valid: a1_in1k, ...``.
+    """
+    arch, dot, tag = name.partition(".")
+    if not dot:
+        return
+    tags = [m.partition(".")[2] for m in timm.list_models(arch, pretrained=True)]
+    if tag not in tags:
+        raise ValueError(
+            f"pretrained tag {tag!r} of {arch!r} is unknown to timm; valid: {', '.join(tags) or 'none (no weights)'}"
+        )
+
+
 def is_vit(name_or_module: str | nn.Module) -> bool:
     """Whether a backbone name (``vit_*``) or a built backbone is a ViT."""
     if isinstance(name_or_module, str):
@@ -55,10 +81,13 @@ def build_backbone(
     """Create a timm ResNet or ViT feature extractor.
 
     Args:
-        name: a timm ResNet (``resnet18``, ``resnet50``, ...) or ViT (``vit_small_patch16_224``, ...).
+        name: a timm ResNet (``resnet18``, ``resnet50``, ...) or ViT (``vit_small_patch16_224``, ...),
+            optionally with timm's pretrained tag (``resnet18.tv_in1k``, ``vit_small_patch16_224.dino``),
+            which picks the weights ``pretrained`` loads; the architecture is the untagged name's.
         small_stem: ResNets: 3x3 stride-1 first conv and no max-pool. ViTs: must be False.
         width: multiplier on the stage widths (ResNets) or the embedding width (ViTs; 0.25 = quarter-width).
-        pretrained: load timm's pretrained weights (needs them cached or a network).
+        pretrained: load timm's pretrained weights, the tag's or else timm's default for the name
+            (needs them cached or a network).
         zero_init_last: zero the last BN of every residual block (timm's default). False gives
             torchvision's initialisation, which the study (solo-learn) used; the paper presets
             (sweeps/configs/paper_table1_*.yaml) set it. On the 8x8 digits the torchvision-style
@@ -75,11 +104,13 @@ def build_backbone(
     Raises:
         ValueError: one line naming the bad value and the valid choices.
     """
-    vit = is_vit(name) and name in timm.list_models("vit_*")
-    if not vit and (not name.startswith("resnet") or name not in timm.list_models("resnet*")):
+    arch = architecture(name)
+    vit = is_vit(arch) and arch in timm.list_models("vit_*")
+    if not vit and (not arch.startswith("resnet") or arch not in timm.list_models("resnet*")):
         raise ValueError(
             f"unknown backbone {name!r}; valid timm ResNets and ViTs include: {', '.join(valid_backbones())}"
         )
+    check_tag(name)
     if width <= 0:
         raise ValueError(f"width {width} is invalid; valid: a positive multiplier such as 0.25, 0.5, 1")
     if vit:

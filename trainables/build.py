@@ -10,9 +10,10 @@ import torch
 from torch import Tensor
 
 from corruptions import parse
-from trainables.backbone import build_backbone, is_vit, vit_input_size
+from trainables.backbone import architecture, build_backbone, is_vit, vit_input_size
 from trainables.config import DataConfig, TrialConfig
-from trainables.data.augment import build_augmentation, normalize, to_float
+from trainables.data.augment import normalize, to_float, view_augmentation
+from trainables.data.augment_ops import resize
 from trainables.data.batches import Pipeline, plan_corruption, to_device
 from trainables.data.datasets import ImageDataset, Split, load_dataset
 from trainables.distributed import sync_batchnorm
@@ -120,8 +121,11 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     for key, side in (("data.crop_size", cfg.data.crop_size), ("data.eval_crop_size", cfg.data.eval_crop_size)):
         if side is not None and not 0 < side <= min(h, w):
             raise ValueError(f"{key} {side!r} is invalid for {h}x{w} images; valid: 1 to {min(h, w)}, or null")
-    # What the network sees: training views of data.crop_size, evaluation crops of data.eval_crop_size.
-    for side in (cfg.data.crop_size, cfg.data.eval_crop_size):
+    # What the network sees: data.input_size, else training views of data.crop_size and evaluation
+    # crops of data.eval_crop_size.
+    if cfg.data.input_size is not None:
+        check_input_size(cfg, (cfg.data.input_size, cfg.data.input_size))
+    for side in (cfg.data.crop_size, cfg.data.eval_crop_size) if cfg.data.input_size is None else ():
         check_input_size(cfg, (side, side) if side else (h, w))
     uses_labels = method_class(cfg.method).uses_labels
     pretrain = data.unlabeled if data.unlabeled is not None and not uses_labels else data.train
@@ -133,9 +137,8 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     mean, std = data.mean_std()
     n_views = method_class(cfg.method).n_views
     crop = {} if cfg.data.crop_min_scale is None else {"crop_scale": (cfg.data.crop_min_scale, 1.0)}
-    if cfg.data.crop_size is not None:
-        crop["size"] = cfg.data.crop_size
-    pipeline = Pipeline(per_batch, build_augmentation(cfg.data.augmentation, **crop), n_views, mean, std)
+    augment, resize_to = view_augmentation(cfg.data.augmentation, cfg.data.crop_size, cfg.data.input_size, **crop)
+    pipeline = Pipeline(per_batch, augment, n_views, mean, std, resize_to)
     return TrialData(
         to_device(train, device),
         pipeline,
@@ -149,16 +152,24 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
 
 
 def check_input_size(cfg: TrialConfig, image_size: tuple[int, int]) -> None:
-    """A ViT's position embedding is built for one image side: refuse data of another size now,
-    in one line, rather than at the first forward pass."""
-    if not is_vit(cfg.model.backbone) or cfg.model.backbone not in timm.list_models("vit_*"):
+    """A ViT's position embedding is built for one image side: refuse inputs of another size
+    (``image_size``: what the network sees, ``data.input_size`` where set) now, in one line, rather
+    than at the first forward pass."""
+    if not is_vit(cfg.model.backbone) or architecture(cfg.model.backbone) not in timm.list_models("vit_*"):
         return  # a ResNet takes any size; an unknown name is refused, listing the valid ones, by build_backbone
     side = vit_input_size(cfg.model.backbone, cfg.model.img_size)
-    if image_size != (side, side):
+    if image_size == (side, side):
+        return
+    if cfg.data.input_size is not None:
         raise ValueError(
-            f"model.img_size {cfg.model.img_size!r} gives {cfg.model.backbone!r} {side} px inputs, but the images "
-            f"are {image_size[0]}x{image_size[1]}; valid: model.img_size {image_size[0]} (square images)"
+            f"data.input_size {cfg.data.input_size!r} is invalid for {cfg.model.backbone!r} with model.img_size "
+            f"{cfg.model.img_size!r} ({side} px inputs); valid: data.input_size {side}, or model.img_size "
+            f"{cfg.data.input_size}"
         )
+    raise ValueError(
+        f"model.img_size {cfg.model.img_size!r} gives {cfg.model.backbone!r} {side} px inputs, but the images "
+        f"are {image_size[0]}x{image_size[1]}; valid: model.img_size {image_size[0]} (square images)"
+    )
 
 
 def build_model(cfg: TrialConfig, num_classes: int, device: torch.device, *, ranks: int = 1) -> Method:
@@ -244,14 +255,17 @@ def build_optim(cfg: TrialConfig, method: Method) -> torch.optim.Optimizer:
     )
 
 
-def eval_prepare(td: TrialData, channels_last: bool, crop: int | None = None):
-    """(B, C, H, W) uint8 -> normalised float network input, no augmentation; with ``crop``, the
-    centre ``crop`` x ``crop`` of larger images (torchvision's ``CenterCrop``: the study's ImageNet
-    evaluation, 224 of 256)."""
+def eval_prepare(td: TrialData, channels_last: bool, crop: int | None = None, size: int | None = None):
+    """(B, C, H, W) uint8 (or float in [0, 1]) -> normalised float network input, no augmentation;
+    with ``crop``, the centre ``crop`` x ``crop`` of larger images (torchvision's ``CenterCrop``: the
+    study's ImageNet evaluation, 224 of 256); with ``size`` (``data.input_size``), then resized to
+    (B, C, size, size), bilinear, antialiased only when shrinking (``augment_ops.resize``), per batch."""
 
     def prepare(images: Tensor) -> Tensor:
         x = to_float(center_crop(images, crop) if crop else images)
         x = normalize(x, td.mean, td.std)
+        if size is not None:  # after normalising: the same (resize weights sum to 1); cheaper when upsampling
+            x = resize(x, size)
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     return prepare

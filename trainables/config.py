@@ -47,6 +47,9 @@ class DataConfig:
     crop_min_scale: float | None = None  # None: the recipe's (0.08 for SSL); larger = milder crops
     crop_size: int | None = None  # training views' side; None: the stored image's (study ImageNet: 224 of 256)
     eval_crop_size: int | None = None  # evaluation: centre crop of this side; None: the whole image
+    # the network's input side: training views and evaluation crops are resized (bilinear) to it after
+    # the corruption and the crop, per batch (downstream: 32 px CIFAR -> 224); None: no resize
+    input_size: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +139,7 @@ MINIMUMS = {
     "data.image_size": (1, True),
     "data.crop_size": (1, True),
     "data.eval_crop_size": (1, True),
+    "data.input_size": (1, True),
     "data.train_per_class": (1, True),
     "data.test_per_class": (1, True),
     "data.memory_budget_gb": (0, False),

@@ -37,7 +37,7 @@ from trainables.build import (
     subset,
 )
 from trainables.config import TrialConfig
-from trainables.data.augment import build_augmentation, view_recipes
+from trainables.data.augment import view_augmentation, view_recipes
 from trainables.data.batches import Pipeline, take, train_batches
 from trainables.data.datasets import ImageDataset
 from trainables.evaluation.finetune import finetune
@@ -84,7 +84,8 @@ def run_trial(
     data = subset(dataset, cfg.data) if dataset is not None else load_data(cfg.data)
     td = build_data(cfg, data, device)
     cfg = cfg.replace({"system.precision": _precision(cfg, device, resume)})
-    memory = choose_memory_format(cfg, device, data.image_size)  # channels_last only where its gradients are right
+    views_side = (cfg.data.input_size,) * 2 if cfg.data.input_size else data.image_size
+    memory = choose_memory_format(cfg, device, views_side)  # channels_last only where its gradients are right
     cfg = cfg.replace({"system.channels_last": memory["memory_format"] == CHANNELS_LAST})
     method = build_model(cfg, td.num_classes, device, ranks=where.size)
     optimizer = build_optim(cfg, method)
@@ -221,7 +222,7 @@ def _check_finite(window: torch.Tensor, epoch: int, first: int, step: int) -> No
 def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> dict:
     """Features of the evaluation-corrupted train and test splits after ``epoch``, then the metrics."""
     method.eval()
-    prepare = eval_prepare(td, cfg.system.channels_last, cfg.data.eval_crop_size)
+    prepare = eval_prepare(td, cfg.system.channels_last, cfg.data.eval_crop_size, cfg.data.input_size)
     # A fresh generator per evaluation: the same model always gets the same numbers.
     g = torch.Generator().manual_seed(derive_seed(cfg.system.seed, "eval"))
     # A compiled encoder sees one evaluation shape: the last, partial batch is padded.
@@ -243,8 +244,11 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
                 )
         metrics = epoch_metrics(train, test, td.num_classes, cfg.eval)
         if final:
+            # Augmented views are already crops: with data.input_size they are only resized to it.
+            size = cfg.data.input_size
+            view_prepare = eval_prepare(td, cfg.system.channels_last, None, size) if size else prepare
             views = _two_views(
-                method, td, prepare, device, g, precision, cfg.eval.batch_size if cfg.system.compile else None
+                method, td, view_prepare, device, g, precision, cfg.eval.batch_size if cfg.system.compile else None
             )
             train, test = (tuple(t.cpu() for t in split) for split in (train, test))  # the probe runs on the CPU
             metrics.update(final_metrics(train, test, td.num_classes, cfg.eval, views))
@@ -254,11 +258,10 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
 def _finetune(cfg, method, td, device, precision) -> dict[str, float]:
     """``finetune_acc``: a copy of the trained backbone (plain BN) + a new head, trained end to end
     on the evaluation-corrupted training split (``trainables.evaluation.finetune``)."""
-    # The network sees what the trial's does: views of data.crop_size, test batches as evaluation prepares them.
-    augment = build_augmentation(
-        cfg.eval.finetune_augmentation, **({"size": cfg.data.crop_size} if cfg.data.crop_size else {})
-    )
-    pipeline = Pipeline(td.eval_corruption, augment, 1, td.mean, td.std)
+    # The network sees what the trial's does: views of data.crop_size (resized to data.input_size where
+    # set), test batches as evaluation prepares them.
+    augment, resize_to = view_augmentation(cfg.eval.finetune_augmentation, cfg.data.crop_size, cfg.data.input_size)
+    pipeline = Pipeline(td.eval_corruption, augment, 1, td.mean, td.std, resize_to)
     backbone = plain_batchnorm(copy.deepcopy(method.backbone))
     return finetune(
         backbone,
@@ -273,7 +276,7 @@ def _finetune(cfg, method, td, device, precision) -> dict[str, float]:
         cfg.system.seed,
         cfg.system.channels_last,
         precision,
-        eval_prepare(td, cfg.system.channels_last, cfg.data.eval_crop_size),
+        eval_prepare(td, cfg.system.channels_last, cfg.data.eval_crop_size, cfg.data.input_size),
     )
 
 

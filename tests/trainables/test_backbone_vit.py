@@ -182,3 +182,52 @@ def test_check_input_size__a_vit_refuses_images_of_another_size_in_one_line():
         check_input_size(cfg.replace({"model.img_size": None, "model.patch_size": None}), (32, 32))
     check_input_size(TrialConfig(), (32, 32))  # a ResNet takes any size
     check_input_size(cfg.replace({"model.backbone": "vit_nonexistent"}), (32, 32))  # build_backbone says why
+
+
+def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    "tagged, kwargs",
+    [
+        ("resnet18.tv_in1k", {"small_stem": False}),
+        ("vit_small_patch16_224.dino", {"small_stem": False, "width": 0.0625}),
+    ],
+)
+def test_build_backbone__a_timm_pretrained_tag_passes_through_without_a_download(monkeypatch, tagged, kwargs):
+    """The tag reaches ``timm.create_model`` (which picks that tag's weights when pretrained); the
+    architecture is the untagged name's. ``pretrained=True`` is recorded, then built without weights."""
+    untagged, _ = build_backbone(tagged.partition(".")[0], **kwargs)
+    tagged_model, _ = build_backbone(tagged, **kwargs)
+    assert _shapes(tagged_model) == _shapes(untagged)
+    calls, create = [], timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        calls.append((name, pretrained))
+        return create(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    build_backbone(tagged, pretrained=True, **kwargs)
+    assert (tagged, True) in calls
+
+
+def test_build_backbone__an_unknown_pretrained_tag_lists_timms_tags():
+    with pytest.raises(ValueError, match=r"pretrained tag 'nope' of 'resnet18' is unknown to timm; valid: .*tv_in1k"):
+        build_backbone("resnet18.nope", small_stem=False)
+    with pytest.raises(ValueError, match=r"unknown backbone 'resnet7\.tv_in1k'"):
+        build_backbone("resnet7.tv_in1k")
+
+
+def test_check_input_size__data_input_size_is_what_a_tagged_vit_must_take():
+    cfg = TrialConfig.from_flat(
+        {"method": "supervised", **TINY_FLAT, "model.backbone": "vit_tiny_patch16_224.augreg_in21k"}
+    )
+    check_input_size(cfg, (16, 16))
+    with pytest.raises(ValueError, match=r"model\.img_size 16 gives .* valid: model\.img_size 32"):
+        check_input_size(cfg, (32, 32))  # a tagged name is checked too
+    wide = cfg.replace({"data.input_size": 32})
+    with pytest.raises(
+        ValueError, match=r"^data\.input_size 32 is invalid for .*; valid: data\.input_size 16, or model\.img_size 32$"
+    ):
+        check_input_size(wide, (32, 32))

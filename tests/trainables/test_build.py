@@ -1,4 +1,4 @@
-"""trainables.build: which numeric precision a trial computes in."""
+"""trainables.build: which numeric precision a trial computes in, the data it is built on (crops,\n``data.input_size``), its model."""
 
 from __future__ import annotations
 
@@ -7,9 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 
+from corruptions import parse
 from trainables import build
-from trainables.build import autocast, build_model, native_bf16, resolve_precision
+from trainables.build import (
+    autocast,
+    build_data,
+    build_model,
+    center_crop,
+    eval_prepare,
+    load_data,
+    native_bf16,
+    resolve_precision,
+)
 from trainables.config import TrialConfig
+from trainables.data.augment import build_augmentation, normalize, to_float
+from trainables.data.batches import Pipeline
 
 CPU = torch.device("cpu")
 
@@ -100,3 +112,59 @@ def test_build_data__crop_sizes_set_the_views_side_and_are_checked():
     match = rf"data.eval_crop_size {side + 1} is invalid for {side}x{side} images; valid: 1 to {side}"
     with pytest.raises(ValueError, match=match):
         build_data(cfg.replace({"data.eval_crop_size": side + 1}).resolved(), data, torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------ data.input_size
+
+
+def _trial_data(tiny_cfg, **overrides):
+    cfg = tiny_cfg("supervised", **{"data.train_per_class": 4, "data.test_per_class": 4, **overrides}).resolved()
+    return cfg, build_data(cfg, load_data(cfg.data), CPU)
+
+
+def _gens() -> dict[str, torch.Generator]:
+    return {"corruption": torch.Generator().manual_seed(1), "augment": torch.Generator().manual_seed(2)}
+
+
+@pytest.mark.parametrize("augmentation", ["pad_crop", "moco_v2"])
+def test_build_data__input_size_none_leaves_views_and_eval_inputs_as_before(tiny_cfg, augmentation):
+    """The pipeline and evaluation inputs as they were built before ``data.input_size`` existed."""
+    keys = {"data.augmentation": augmentation, "data.crop_size": 28, "data.eval_crop_size": 30}
+    cfg, td = _trial_data(tiny_cfg, **keys, **{"data.corruption": "glo_4"})
+    before = Pipeline(td.pipeline.corruption, build_augmentation(augmentation, size=28), 1, td.mean, td.std)
+    assert td.pipeline == before and td.pipeline.resize_to is None
+    images = td.train.images[:8]
+    assert torch.equal(td.pipeline(images, _gens())[0], before(images, _gens())[0])
+    test = td.eval_test.images[:8]
+    expected = normalize(to_float(center_crop(test, 30)), td.mean, td.std)
+    assert torch.equal(eval_prepare(td, False, 30, cfg.data.input_size)(test), expected)
+
+
+def test_build_data__input_size_twice_the_stored_side_upsamples_after_the_global_shuffle(tiny_cfg):
+    """16 px digits, ``glo_4`` (4 x 4 patches of 4 px, fixed), network input 32 px: every input is the
+    corrupted 16 px image upsampled, so each 8 px region is its patch upsampled and the region borders
+    blend the *shuffled* neighbours. Resizing before the corruption gives the same region insides but
+    blends the original neighbours at the borders: the whole-image comparison tells the two apart."""
+    keys = {"data.image_size": 16, "data.input_size": 32, "data.corruption": "glo_4", "data.augmentation": "pad_crop"}
+    cfg, td = _trial_data(tiny_cfg, **keys)
+    assert [tuple(v.shape[-2:]) for v in td.pipeline(td.train.images[:8], _gens())] == [(32, 32)]
+    assert tuple(eval_prepare(td, False, 12, 32)(td.eval_test.images[:8]).shape[-2:]) == (32, 32)  # crop, then resize
+    corrupted = td.eval_test.images[:8]  # the fixed shuffle is applied once, at the stored 16 px
+    assert corrupted.shape[-1] == 16
+    x = eval_prepare(td, False, None, cfg.data.input_size)(corrupted)
+    small = normalize(to_float(corrupted), td.mean, td.std)
+    up = torch.nn.functional.interpolate
+    torch.testing.assert_close(x, up(small, size=(32, 32), mode="bilinear", align_corners=False))
+    for i in range(4):  # each region's inside (1 px from its border) is its own 4 px patch upsampled
+        for j in range(4):
+            patch = up(small[..., 4 * i : 4 * i + 4, 4 * j : 4 * j + 4], size=(8, 8), mode="bilinear")
+            torch.testing.assert_close(x[..., 8 * i + 1 : 8 * i + 7, 8 * j + 1 : 8 * j + 7], patch[..., 1:7, 1:7])
+    clean = normalize(to_float(load_data(cfg.data).test.images[:8]), td.mean, td.std)
+    resized_first = parse("glo_4")(up(clean, size=(32, 32), mode="bilinear", align_corners=False), None)
+    assert (x - resized_first).abs().amax() > 0.5  # so the whole-image check fails for the other order
+
+
+def test_config__input_size_below_1_is_refused_in_one_line():
+    with pytest.raises(ValueError, match=r"^data\.input_size 0 is invalid; valid: an integer >= 1$"):
+        TrialConfig.from_flat({"data.input_size": 0}).resolved()
+    assert TrialConfig.from_flat({"data.input_size": "224"}).data.input_size == 224

@@ -320,3 +320,33 @@ def test_run_trial__cheap_levers_train_and_evaluate_like_the_defaults(tiny_cfg, 
     torch.testing.assert_close([r["loss"] for r in reports], [r["loss"] for r in ref_reports], rtol=1e-5, atol=0)
     for key in ("knn_acc", "knn_acc_study", "probe_acc"):
         assert fast[key] == pytest.approx(ref[key], abs=1.0), key
+
+
+def test_run_trial__input_size_a_tiny_vit_trains_and_evaluates_16px_data_resized_to_32(tiny_cfg, monkeypatch):
+    """Training views (the study recipe, resampled in its crop), kNN features and the fine-tune's
+    pad-crop views and test batches all reach the network at ``data.input_size``, never the stored 16 px."""
+    from trainables import loop
+
+    sides, real = set(), loop.build_model
+
+    def spied(*args, **kwargs):
+        method = real(*args, **kwargs)  # the fine-tune's deep copy keeps the hook
+        method.backbone.register_forward_pre_hook(lambda module, inputs: sides.add(tuple(inputs[0].shape[-2:])))
+        return method
+
+    monkeypatch.setattr(loop, "build_model", spied)
+    vit = {"model.backbone": "vit_tiny_patch16_224", "model.small_stem": False, "model.width": 0.0625}
+    cfg = tiny_cfg(
+        "supervised",
+        **vit,
+        **{"model.img_size": 32, "model.patch_size": 8, "data.image_size": 16, "data.input_size": 32},
+        **{"data.corruption": "glo_4", "data.train_per_class": 4, "data.test_per_class": 2, "optim.batch_size": 20},
+        **{"optim.epochs": 1, "eval.eval_every": 0, "eval.probe": False, "eval.knn_k": 5},
+        **{"eval.finetune": True, "eval.finetune_epochs": 1, "eval.finetune_batch_size": 20},
+    )
+    reports = []
+    final = run_trial(cfg, reports.append)
+    assert sides == {(32, 32)} and final["image_size"] == 16
+    assert math.isfinite(reports[-1]["loss"]) and 0 <= final["knn_acc"] <= 100 and 0 <= final["finetune_acc"] <= 100
+    with pytest.raises(ValueError, match=r"data\.input_size 24 is invalid .*; valid: data\.input_size 32, or model"):
+        run_trial(cfg.replace({"data.input_size": 24}), reports.append)

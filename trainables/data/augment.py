@@ -325,6 +325,42 @@ def build_augmentation(name: str, **overrides: object) -> Recipe:
     return dataclasses.replace(recipe, **overrides)
 
 
+def resamples_crop(recipe: Recipe) -> bool:
+    """Whether every view of ``recipe`` is a random-resized crop (``SSLRecipe``), which resamples its box."""
+    return all(isinstance(view, SSLRecipe) for view in (recipe.views if isinstance(recipe, PerView) else (recipe,)))
+
+
+def view_augmentation(
+    name: str, crop_size: int | None = None, input_size: int | None = None, **overrides: object
+) -> tuple[Recipe, int | None]:
+    """The registered recipe ``name`` for a network that takes ``input_size`` px inputs, and the side
+    the pipeline must still resize its views to (``trainables.data.batches.Pipeline.resize_to``).
+
+    Without ``input_size``: the recipe with output side ``crop_size`` (None: the stored image's),
+    nothing resized after it. With ``input_size``, the views are resized after the crop, so the crop
+    happens at the stored scale, on the corruption's own grid:
+
+    - a random-resized crop (the SSL recipes) resamples its box once, straight to ``input_size``.
+      Cropping to ``crop_size`` and then resizing to ``input_size`` maps each output pixel to the
+      same source point (both are ``align_corners=False`` affine maps of the box), so it is one
+      resize; done in one step it interpolates once instead of twice, and ``crop_size`` has no
+      effect. The colour ops then run at ``input_size``, as in DeiT's CIFAR transfer pipeline
+      (timm's ``RandomResizedCrop(224)`` of the 32 px image, then the photometric ops;
+      facebookresearch/deit ``datasets.py`` ``build_transform``). That costs more than colour ops at
+      the stored size and one upsampling after (2.6x the augmentation time of 64 images, 32 -> 224
+      px, ``moco_v2``, one CPU thread), little beside a 224 px network's step.
+    - any other recipe (``pad_crop``, ``none``) outputs ``crop_size`` (or the stored size) and the
+      pipeline upsamples its views to ``input_size``: a pad-4 crop stays a shift of whole stored
+      pixels, so the upsampled view keeps the corruption's patches aligned.
+
+    ``overrides`` are further recipe options (``crop_scale``), as ``build_augmentation`` takes them.
+    """
+    if input_size is not None and resamples_crop(build_augmentation(name)):
+        return build_augmentation(name, **overrides, size=input_size), None
+    sized = {} if crop_size is None else {"size": crop_size}
+    return build_augmentation(name, **overrides, **sized), input_size
+
+
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """Per-channel ``(x - mean) / std`` for ``x: (B, C, H, W)`` float; returns a new tensor."""
     if len(mean) != x.shape[1] or len(std) != x.shape[1]:

@@ -147,6 +147,19 @@ def resized_crop_flip(images: Tensor, boxes: Tensor, flip: Tensor, size: tuple[i
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def resize(images: Tensor, side: int) -> Tensor:
+    """``images: (B, C, H, W)`` float -> (B, C, side, side), bilinear (``align_corners=False``).
+
+    Antialiased only when it shrinks an axis: there it low-passes as torchvision's ``Resize`` does
+    (``antialias=True``); an upsampling (32 -> 224, the downstream setting) is plain bilinear, which
+    torchvision's tensor ``Resize`` also is there. Unchanged (the same tensor) when already that size.
+    """
+    if tuple(images.shape[-2:]) == (side, side):
+        return images
+    shrinks = side < images.shape[-2] or side < images.shape[-1]
+    return F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False, antialias=shrinks)
+
+
 def hue_rotation(hue: Tensor) -> Tensor:
     """(B, 3, 3) RGB matrices rotating colours about the grey axis by ``2 pi hue: (B,)``.
 

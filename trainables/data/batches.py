@@ -18,7 +18,7 @@ from torch import Tensor
 
 from corruptions import Corruption, parse
 from trainables.data.augment import view_recipes
-from trainables.data.augment_ops import constant, move_to
+from trainables.data.augment_ops import constant, move_to, resize
 from trainables.data.datasets import Split
 from trainables.data.stream import stream_batches
 
@@ -106,6 +106,9 @@ class Pipeline:
 
     View ``i`` uses the ``i``-th recipe of a ``PerView`` augmentation, or the one recipe for every
     view; the views draw from the augmentation generator in order (view 1, then view 2).
+    ``resize_to``: the side each normalised view is then resized to (``data.input_size`` for recipes
+    that do not resample, see ``trainables.data.augment.view_augmentation``); per batch, so no
+    resized copy of a split is ever stored.
     """
 
     corruption: Corruption
@@ -113,16 +116,19 @@ class Pipeline:
     n_views: int
     mean: Sequence[float]
     std: Sequence[float]
+    resize_to: int | None = None
 
     def __post_init__(self) -> None:
         view_recipes(self.augment, self.n_views)  # too few per-view recipes: raise now, not mid-epoch
 
     def __call__(self, images: Tensor, gens: dict[str, torch.Generator]) -> list[Tensor]:
-        """(B, C, H, W) uint8 -> n_views x (B, C, H', W') float32, normalised."""
+        """(B, C, H, W) uint8 -> n_views x (B, C, H', W') float32, normalised (H' = W' = ``resize_to`` if set)."""
         images = self.corruption(images, gens["corruption"])
         mean = constant(self.mean, torch.float32, images.device).view(1, -1, 1, 1)
         std = constant(self.std, torch.float32, images.device).view(1, -1, 1, 1)
-        return [(recipe(images, gens["augment"]) - mean) / std for recipe in view_recipes(self.augment, self.n_views)]
+        views = [(recipe(images, gens["augment"]) - mean) / std for recipe in view_recipes(self.augment, self.n_views)]
+        # Normalising first is the same (resize weights sum to 1) and, upsampling, touches the smaller tensor.
+        return views if self.resize_to is None else [resize(v, self.resize_to) for v in views]
 
 
 def train_batches(

@@ -57,7 +57,8 @@ def finetune(
         train: the (fixed-part) corrupted training split, uint8 images and labels, on ``device``.
         test: the (fixed-part) corrupted test split.
         corruption: the per-batch part of the evaluation corruption (both splits).
-        pipeline: corruption, one-view augmentation and normalisation of a training batch.
+        pipeline: corruption, one-view augmentation and normalisation of a training batch (and its
+            resize to the network's input side, ``data.input_size``, where set).
         cfg: ``finetune_epochs``, ``finetune_optimizer``, ``finetune_lr``, ``finetune_weight_decay``,
             ``finetune_batch_size`` and ``batch_size`` (test batches).
         device: where to train.
@@ -65,7 +66,7 @@ def finetune(
         channels_last: network inputs in channels_last (the trial's memory format).
         autocast: the trial's precision context (bf16 autocast or none).
         prepare: (B, C, H, W) uint8 test batch -> network input, as the trial evaluates
-            (``trainables.build.eval_prepare``: its centre crop and memory format); None: normalised
+            (``trainables.build.eval_prepare``: its centre crop, input size and memory format); None: normalised
             with the pipeline's mean and std.
 
     Returns:
