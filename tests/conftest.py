@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import io
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,36 @@ def images_u8() -> torch.Tensor:
     """(6, 3, 32, 32) uint8 with every pixel distinct enough to track permutations."""
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (6, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+@dataclasses.dataclass(frozen=True)
+class SmokeSweep:
+    """A finished ``grid_patch_sizes.py --smoke-test`` sweep: where it is and what it printed."""
+
+    storage: Path
+    experiment: str
+    out: str
+    code: int
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory) -> SmokeSweep:
+    """One real smoke sweep (Ray Tune + MLflow sqlite; supervised and moco_v2 on ori, glo_4 and loc_4,
+    2 epochs of tiny trials, plus the untrained reference of each corruption: 9 trials) shared by the tests that
+    read its records (the sweep's own and analysis's end to end), so the suite pays for it once."""
+    import ray
+
+    from sweeps.grid_patch_sizes import SWEEP
+    from sweeps.launch import main
+    from tests.sweeps.conftest import argv as sweep_argv
+
+    root = tmp_path_factory.mktemp("smoke")
+    storage, out = root / "runs", io.StringIO()
+    argv = sweep_argv(storage, "--experiment", "smoke", "--methods", "supervised", "moco_v2")  # tiny trials
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("SBL_CACHE_DIR", str(root / "cache"))
+        try:
+            code = main(SWEEP, [*argv, "--smoke-test"])
+        finally:
+            ray.shutdown()
+    return SmokeSweep(storage, "smoke", out.getvalue(), code)

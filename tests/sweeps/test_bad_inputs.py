@@ -509,13 +509,6 @@ def test_address__a_running_ray_head_passes_the_check(ray_shutdown):
 
 
 @pytest.mark.slow
-def test_types__a_sweep_with_5e_4_runs_its_trials(storage, capsys, ray_shutdown):
-    from tests.sweeps.conftest import TINY_YAML
-
-    code = main(GRID, ["--storage-path", str(storage), "--config", TINY_YAML, "--set", "optim.weight_decay=5e-4"])
-    assert code == 0, capsys.readouterr().err[-2000:]
-
-
 def test_resume__keys_added_to_the_code_since_the_recording_are_accepted_at_their_defaults(storage, capsys):
     import json
 

@@ -18,10 +18,9 @@ from trainables.config import TrialConfig
 pytestmark = pytest.mark.slow
 
 
-def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdown, capsys):
-    code = main(GRID, argv(storage, "--experiment", "smoke", "--methods", "supervised", "moco_v2", "--smoke-test"))
-    out = capsys.readouterr().out
-    assert code == 0, out
+def test_sweep__smoke_one_parent_and_one_child_run_per_trial(smoke_sweep, tmp_path):
+    storage, out = smoke_sweep.storage, smoke_sweep.out
+    assert smoke_sweep.code == 0, out[-3000:]
     client, parents, everything = runs(storage, "smoke")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     untrained = [c for c in everything if c.data.params["optim.epochs"] == "0"]
@@ -48,7 +47,7 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
             "per_class.json",
         } <= artifacts
         per_class = json.loads(
-            Path(client.download_artifacts(child.info.run_id, "per_class.json", str(storage))).read_text()
+            Path(client.download_artifacts(child.info.run_id, "per_class.json", str(tmp_path))).read_text()
         )
         assert set(per_class) == {"classwise_uniformity", "intra_distance", "inter_distance"}
         assert len(per_class["intra_distance"]) == 10 and all(v >= 0 for v in per_class["intra_distance"].values())
@@ -92,7 +91,7 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(storage, ray_shutdo
     assert "--workers 1" in out and f"#/experiments/{parent.info.experiment_id}" in out
     # Each trained run carries its final backbone, loadable with weights_only into the model its params build.
     moco = next(c for c in children if c.data.params["method"] == "moco_v2")
-    path = client.download_artifacts(moco.info.run_id, "backbone.pt", str(storage))
+    path = client.download_artifacts(moco.info.run_id, "backbone.pt", str(tmp_path))
     flat = {k: _param(v) for k, v in moco.data.params.items()}
     model = build_model(TrialConfig.from_flat(flat).resolved(), 10, torch.device("cpu"))
     model.backbone.load_state_dict(torch.load(path, weights_only=True))  # strict: every key, every shape
@@ -151,7 +150,10 @@ def test_sweep__fractional_gpus_pack_four_trials_that_train_on_cpu(storage, ray_
 
 
 def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown, capsys):
+    """Trials spread over a head and a worker node; the sweep also takes ``--set optim.weight_decay=5e-4``."""
     from ray.cluster_utils import Cluster
+
+    wd = ["--set", "optim.weight_decay=5e-4"]
 
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
     try:
@@ -160,12 +162,16 @@ def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown
         ray.init(address=cluster.address, configure_logging=False)
         code = main(
             GRID,
-            argv(storage, "--experiment", "two-nodes", "--set", "eval.eval_every=0", "--config", TINY_YAML, epochs=1),
+            argv(
+                storage, "--experiment", "two-nodes", "--set", "eval.eval_every=0", "--config", TINY_YAML, *wd, epochs=1
+            ),
         )
         assert code == 0, capsys.readouterr().out
         client, _, children = runs(storage, "two-nodes")
         nodes = {final_metrics(client, c, storage)["node_id"] for c in children}
         assert len(children) == 3 and len(nodes) == 2
+        # "5e-4" (which YAML 1.1 reads as a string) reaches every trial as the number
+        assert {float(c.data.params["optim.weight_decay"]) for c in children} == {5e-4}
     finally:
         ray.shutdown()
         cluster.shutdown()
