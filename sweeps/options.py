@@ -33,6 +33,8 @@ COMMON_KEYS = {
     "smoke_test",
     "experiment",
     "max_failures",
+    "report",
+    "reuse_workers",
 }
 
 
@@ -141,6 +143,12 @@ def build_parser(description: str, sweep_name: str, flags: tuple[Flag, ...] = ()
     )
     add("--dry-run", action="store_true", help="print the trial table and resource plan, start nothing")
     add("--smoke-test", action="store_true", help="a tiny version of the sweep (the YAML's smoke_test block)")
+    add(
+        "--no-report",
+        action="store_true",
+        help="end without writing the HTML report (or `report: false` in the YAML); it prints the "
+        "command that writes it later",
+    )
     add(
         "--set",
         action="append",
@@ -255,6 +263,7 @@ def merge_options(
         "seeds": args.seeds,
         "max_concurrent": args.max_concurrent,
         "experiment": args.experiment,
+        "report": False if args.no_report else None,
         **{f.key: getattr(args, f.key) for f in flags if f.config is None},
     }
     opts.update({k: v for k, v in flags.items() if v is not None})
@@ -368,6 +377,10 @@ def check_common(opts: dict[str, Any], args: argparse.Namespace | None = None) -
             opts[key] = [_checked(key, v, kind, minimum, valid, args) for v in opts[key]]
     for method, params in _mapping("method_params", opts.get("method_params"), "{moco_v2: {temperature: 0.1}}").items():
         _mapping(f"method_params.{method}", params, "{temperature: 0.1, optim.lr: 0.3}")
+    if not isinstance(opts.get("report", True), bool):
+        raise SweepError(f"report {_show(opts['report'])} is invalid; valid: true or false (or the --no-report flag)")
+    if not isinstance(opts.get("reuse_workers", True), bool):
+        raise SweepError(f"reuse_workers {_show(opts['reuse_workers'])} is invalid; valid: true or false")
     experiment = opts.get("experiment")
     if experiment is not None and (experiment in ("", ".", "..") or any(c in experiment for c in "/\\\0")):
         raise SweepError(

@@ -183,8 +183,12 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
                 f"{format_claims(claims, verdicts=('PASS', 'FAIL'))}"
             )
             log_summary(plan.mlflow_uri, parent_run_id, drops, claims, acc)
-    if len(df):
+    if len(df) and plan.opts.get("report", True):
         write_report(plan, parent_run_id)
+    elif len(df):
+        print(
+            f"\nHTML report not written (--no-report); write it with: {shlex.join(report_command(plan, parent_run_id))}"
+        )
     uri = plan.mlflow_uri
     print(
         f"\nMLflow: experiment {plan.experiment!r}, parent run {parent_run_id}. Open the UI with:\n"
@@ -193,12 +197,12 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
     )
 
 
-def write_report(plan, parent_run_id: str) -> None:
-    """The sweep's HTML report (``analysis.report``), attached to its parent run; a failure to write
-    it is one line, never a failed sweep (the trials are recorded either way)."""
-    from analysis import report
-
-    argv = [
+def report_command(plan, parent_run_id: str) -> list[str]:
+    """``python -m analysis.report ...`` for this sweep's parent run, as argv."""
+    return [
+        "python",
+        "-m",
+        "analysis.report",
         "--experiment",
         plan.experiment,
         "--storage-path",
@@ -208,6 +212,14 @@ def write_report(plan, parent_run_id: str) -> None:
         "--sweep",
         parent_run_id,
     ]
+
+
+def write_report(plan, parent_run_id: str) -> None:
+    """The sweep's HTML report (``analysis.report``), attached to its parent run; a failure to write
+    it is one line, never a failed sweep (the trials are recorded either way)."""
+    from analysis import report
+
+    argv = report_command(plan, parent_run_id)[3:]
     print("\nHTML report:", flush=True)
     try:
         code = report.main(argv)

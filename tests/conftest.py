@@ -76,7 +76,7 @@ def smoke_sweep(tmp_path_factory) -> SmokeSweep:
 
     root = tmp_path_factory.mktemp("smoke")
     storage, out = root / "runs", io.StringIO()
-    argv = sweep_argv(storage, "--experiment", "smoke", "--methods", "supervised", "moco_v2")  # tiny trials
+    argv = sweep_argv(storage, "--experiment", "smoke", "--methods", "supervised", "moco_v2", report=True)
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
         mp.setenv("SBL_CACHE_DIR", str(root / "cache"))
         try:

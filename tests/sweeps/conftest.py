@@ -42,8 +42,18 @@ def storage(tmp_path, monkeypatch):
     return tmp_path / "runs"
 
 
-def argv(storage, *extra, epochs=2):
-    return ["--storage-path", str(storage), "--epochs", str(epochs), *TINY, *extra]
+def argv(storage, *extra, epochs=2, report=False):
+    """A sweep's command line for a test: tiny trials, and no HTML report at the end unless ``report``
+    (the report is tested once, on the shared smoke sweep: ``tests/conftest.py``)."""
+    return [
+        "--storage-path",
+        str(storage),
+        "--epochs",
+        str(epochs),
+        *TINY,
+        *([] if report else ["--no-report"]),
+        *extra,
+    ]
 
 
 def runs(storage, experiment):

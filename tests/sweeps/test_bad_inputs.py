@@ -221,6 +221,8 @@ def test_flags__bad_values_are_refused_in_one_line_before_anything_is_written(st
         ("families: [zzz]\n", "families 'zzz' is invalid; valid: glo, loc, randglo, randloc"),
         ("families: [gam]\n", "families 'gam' is invalid; valid: glo, loc, randglo, randloc"),
         ("experiment: ../escape\n", "experiment '../escape' is invalid; valid: a folder name"),
+        ("report: maybe\n", "report 'maybe' is invalid; valid: true or false (or the --no-report flag)"),
+        ("reuse_workers: 1\n", "reuse_workers 1 is invalid; valid: true or false"),
     ],
 )
 def test_yaml__bad_values_are_refused_in_one_line(storage, tmp_path, capsys, yaml_text, message):

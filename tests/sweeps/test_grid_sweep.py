@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+import yaml
 
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main
@@ -140,7 +141,10 @@ def test_sweep__fractional_gpus_pack_four_trials_that_train_on_cpu(storage, ray_
             epochs=2,
         ),
     )
-    assert code == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "HTML report not written (--no-report); write it with: python -m analysis.report --experiment pack" in out
+    assert not (storage / "analysis").exists()
     client, _, children = runs(storage, "pack")
     assert len(children) == 6
     assert _max_concurrent(children) == 4  # 4 x 0.25 GPU at once, never a 5th
@@ -150,9 +154,14 @@ def test_sweep__fractional_gpus_pack_four_trials_that_train_on_cpu(storage, ray_
 
 
 def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown, capsys):
-    """Trials spread over a head and a worker node; the sweep also takes ``--set optim.weight_decay=5e-4``."""
+    """Trials spread over a head and a worker node; the sweep also takes ``--set optim.weight_decay=5e-4``.
+
+    A fresh process per trial (``reuse_workers: false``): else the head's worker, done with its tiny
+    trial before the worker node's process has imported torch, takes every trial."""
     from ray.cluster_utils import Cluster
 
+    config = {**yaml.safe_load(open(TINY_YAML)), "reuse_workers": False}
+    (storage.parent / "fresh.yaml").write_text(yaml.safe_dump(config))
     wd = ["--set", "optim.weight_decay=5e-4"]
 
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})

@@ -104,7 +104,9 @@ def test_imagenet_presets__smoke_test_runs_every_trial_on_cpu(
     config, methods, expected, storage, tiny_imagefolder, ray_shutdown, capsys
 ):
     args = ["--config", str(CONFIG_DIR / config), "--smoke-test", "--experiment", "smoke"]
-    code = main(TABLE1, [*args, "--dataset", f"imagefolder:{tiny_imagefolder}", "--storage-path", str(storage)])
+    code = main(
+        TABLE1, [*args, "--dataset", f"imagefolder:{tiny_imagefolder}", "--storage-path", str(storage), "--no-report"]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     _, parents, children = runs(storage, "smoke")

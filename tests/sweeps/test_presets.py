@@ -72,7 +72,9 @@ def test_downstream__a_missing_checkpoint_is_a_one_line_error(storage, capsys):
 @pytest.mark.slow
 def test_downstream__pretrains_on_clean_data_then_probes_each_corruption_frozen(storage, ray_shutdown, capsys):
     # downstream.yaml fine-tunes in stage 2 (its smoke test: 1 epoch); stage 1 never does
-    code = downstream.run(["--storage-path", str(storage), "--smoke-test", "--methods", "supervised", *TINY])
+    code = downstream.run(
+        ["--storage-path", str(storage), "--smoke-test", "--no-report", "--methods", "supervised", *TINY]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     _, _, pretrain = runs(storage, "downstream-digits-pretrain")

@@ -64,7 +64,9 @@ SPACE = "space: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
     ],
 )
 def test_search__bad_input_is_a_one_line_error_before_any_trial(storage, tmp_path, capsys, body, extra, message):
-    code = main(tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage), *extra])
+    code = main(
+        tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage), "--no-report", *extra]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not (storage / "tune_hparams-digits").exists()
