@@ -230,13 +230,15 @@ def split_batchnorm(module: nn.Module, num_splits: int) -> nn.Module:
 
 
 def plain_batchnorm(module: nn.Module) -> nn.Module:
-    """Undo ``split_batchnorm``: every SplitBatchNorm2d becomes a BatchNorm2d with the same state
-    (fine-tuning a MoCo backbone trains with ordinary BN, at any batch size)."""
+    """Undo ``split_batchnorm`` and ``trainables.distributed.sync_batchnorm``: every BN wrapper (a
+    SplitBatchNorm2d, or a SyncBatchNorm of a data-parallel trial) becomes the plain BatchNorm it
+    replaced, with the same state (fine-tuning trains one process with ordinary BN, at any batch size)."""
     for name, child in module.named_children():
-        if isinstance(child, SplitBatchNorm2d):
-            plain = nn.BatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and type(child) not in (nn.BatchNorm1d, nn.BatchNorm2d):
+            kind = getattr(child, "plain_type", nn.BatchNorm2d)  # SyncBatchNorm records what it replaced
+            plain = kind(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             plain.load_state_dict(child.state_dict())
-            setattr(module, name, plain.to(child.weight.device))
+            setattr(module, name, plain.to(child.weight.device) if child.affine else plain)
         else:
             plain_batchnorm(child)
     return module

@@ -168,6 +168,7 @@ def sync_batchnorm(module: nn.Module) -> nn.Module:
         if plain:
             sync = SyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
             sync.load_state_dict(child.state_dict())
+            sync.plain_type = type(child)  # what backbone.plain_batchnorm restores
             for mine, theirs in zip(sync.parameters(), child.parameters(), strict=True):
                 mine.requires_grad_(theirs.requires_grad)  # e.g. MoCo's key encoder: no gradient
             state = [*child.parameters(), *child.buffers()]

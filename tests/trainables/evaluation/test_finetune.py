@@ -88,6 +88,28 @@ def test_plain_batchnorm__undoes_split_batchnorm_with_the_same_state():
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
 
 
+def test_plain_batchnorm__undoes_sync_batchnorm_so_rank_0_fine_tunes_alone():
+    """A data-parallel trial's backbone holds SyncBatchNorm (an all-gather per layer in training):
+    the fine-tuned copy, trained by rank 0 alone, must hold plain BN with the same state."""
+    from torch import nn
+
+    from trainables.distributed import SyncBatchNorm, sync_batchnorm
+
+    torch.manual_seed(0)
+    net, _ = build_backbone("resnet18", width=0.0625)
+    net.train()(torch.randn(4, 3, 16, 16))
+    sync_batchnorm(net)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(4, 3, 16, 16)
+    want = net.eval()(x)
+    plain_batchnorm(net)
+    assert not any(isinstance(m, SyncBatchNorm) for m in net.modules())
+    assert {type(m) for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)} == {nn.BatchNorm2d}
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    assert torch.equal(net.eval()(x), want)
+    net.train()(x)  # no process group: a SyncBatchNorm left in would still pass here, the type check would not
+
+
 @pytest.mark.parametrize("backbone", ["resnet", "vit"])
 def test_run_trial__eval_finetune_reports_finetune_acc_and_trains_a_copy(tiny_cfg, backbone, monkeypatch):
     import trainables.loop as loop
