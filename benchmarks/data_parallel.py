@@ -3,8 +3,10 @@
 A data-parallel trial (``--gpus-per-trial N``) steps ``DistributedDataParallel`` around the method,
 with every BatchNorm synchronised (``trainables.distributed``): an all-gather per BN layer and an
 all-reduce of the gradients per step. On one device with a one-rank process group (NCCL on CUDA,
-gloo on a CPU) those collectives run but move nothing between devices, so the ratio plain / rank is
-the overhead a trial pays before any scaling. Multi-GPU scaling is not measured here.
+gloo on a CPU) the gradient all-reduce runs but moves nothing between devices, and a one-rank
+SyncBatchNorm computes plain BN (it gathers only over several ranks), so the ratio is the DDP
+wrapper's and the all-reduce's overhead, a lower bound on a trial's before any scaling. Multi-GPU
+scaling (and the BN all-gathers) are not measured here.
 
     python benchmarks/data_parallel.py [--method moco_v2] [--width 1.0] [--batch 256] [--steps 20]
 

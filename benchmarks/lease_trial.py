@@ -13,8 +13,8 @@ the command's limit still leaves its curve:
 
 ``--levers-from <train_step.py --study log>`` adds the levers of the moco_v2 mode that would train
 the most samples within the budget (its samples/s times the budget left after its setup time, which
-for a compiled mode is the compile), plus evaluation on the device in batches of 1024 and a loss
-check every 50 steps; ``--set`` wins over them. ``--mode <name>`` takes a benchmarks.train_step STUDY_MODES mode's levers
+for a compiled mode is the compile); ``--set`` wins over them. (The preset itself evaluates on the device in
+batches of 1024 and checks the loss every 50 steps.) ``--mode <name>`` takes a benchmarks.train_step STUDY_MODES mode's levers
 without a log (the 2026-11-28 lease measured ``compiled+graph`` fastest: docs/results/gpu.md).
 
 ``--state <file>`` makes the trial resumable across commands (a lease's 10-minute limit): the trial
@@ -72,9 +72,6 @@ def preset_trial(dataset: str, method: str, corruption: str, seed: int, override
     return TrialConfig.from_flat({**cells[0], **overrides}).resolved().to_flat(), plan.data
 
 
-TRIAL_LEVERS = {"eval.on_device": True, "eval.batch_size": 1024, "system.finite_check_every": 50}
-
-
 def levers_from(log: Path, budget_s: float, optimizer: str) -> tuple[dict, str | None]:
     """The flat overrides of the benchmark's best moco_v2 mode for a ``budget_s`` trial, and its name."""
     lines = [line for line in log.read_text().splitlines() if line.startswith("{")] if log.exists() else []
@@ -88,13 +85,14 @@ def levers_from(log: Path, budget_s: float, optimizer: str) -> tuple[dict, str |
 
 
 def mode_levers(mode: str, optimizer: str) -> dict:
-    """The flat overrides of one STUDY_MODES mode in a trial (evaluation on the device included)."""
+    """The flat overrides of one STUDY_MODES mode in a trial (the gpu preset already evaluates on the
+    device in batches of 1024 and checks the loss every 50 steps)."""
     if mode not in STUDY_MODES:
         raise SystemExit(f"--mode {mode!r} is invalid; valid: {', '.join(STUDY_MODES)}")
     levers = mode_settings(mode)  # every lever set: the preset's own (compile + graph) do not leak in
     if mode != "eager":
         levers["system.optimizer_impl"] = FAST_IMPL[optimizer]
-    return {**TRIAL_LEVERS, **levers}
+    return levers
 
 
 def main() -> None:

@@ -216,7 +216,7 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     # timm and the dataset are imported and unpacked once per worker, not once per trial (~6 s each on
     # a 2-core CPU). run_trial sets all of its state per trial (seeded generators, no global RNG).
     # `reuse_workers: false` in the YAML gives every trial a fresh process.
-    tune_kwargs.setdefault("reuse_actors", bool(plan.opts.get("reuse_workers", True)))
+    tune_kwargs.setdefault("reuse_actors", plan.opts.get("reuse_workers", True))
     tune_config = tune.TuneConfig(trial_dirname_creator=trial_dirname, **tune_kwargs)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 

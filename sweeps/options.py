@@ -321,6 +321,8 @@ SCALARS = {
     "data_dir": (str, None, "a string"),
     "experiment": (str, None, "a string"),
     "include_untrained": (bool, None, "true or false"),
+    "report": (bool, None, "true or false (or the --no-report flag)"),
+    "reuse_workers": (bool, None, "true or false"),
 }
 LISTS = {
     "methods": (str, None, "a list of method names, e.g. [supervised, moco_v2]"),
@@ -377,10 +379,6 @@ def check_common(opts: dict[str, Any], args: argparse.Namespace | None = None) -
             opts[key] = [_checked(key, v, kind, minimum, valid, args) for v in opts[key]]
     for method, params in _mapping("method_params", opts.get("method_params"), "{moco_v2: {temperature: 0.1}}").items():
         _mapping(f"method_params.{method}", params, "{temperature: 0.1, optim.lr: 0.3}")
-    if not isinstance(opts.get("report", True), bool):
-        raise SweepError(f"report {_show(opts['report'])} is invalid; valid: true or false (or the --no-report flag)")
-    if not isinstance(opts.get("reuse_workers", True), bool):
-        raise SweepError(f"reuse_workers {_show(opts['reuse_workers'])} is invalid; valid: true or false")
     experiment = opts.get("experiment")
     if experiment is not None and (experiment in ("", ".", "..") or any(c in experiment for c in "/\\\0")):
         raise SweepError(

@@ -187,7 +187,7 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
         write_report(plan, parent_run_id)
     elif len(df):
         print(
-            f"\nHTML report not written (--no-report); write it with: {shlex.join(report_command(plan, parent_run_id))}"
+            f"\nHTML report not written (--no-report); write it with: {REPORT} {shlex.join(report_args(plan, parent_run_id))}"
         )
     uri = plan.mlflow_uri
     print(
@@ -197,21 +197,13 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
     )
 
 
-def report_command(plan, parent_run_id: str) -> list[str]:
-    """``python -m analysis.report ...`` for this sweep's parent run, as argv."""
-    return [
-        "python",
-        "-m",
-        "analysis.report",
-        "--experiment",
-        plan.experiment,
-        "--storage-path",
-        str(plan.storage),
-        "--mlflow-uri",
-        plan.mlflow_uri,
-        "--sweep",
-        parent_run_id,
-    ]
+REPORT = "python -m analysis.report"
+
+
+def report_args(plan, parent_run_id: str) -> list[str]:
+    """The arguments of ``analysis.report`` for this sweep's parent run."""
+    return ["--experiment", plan.experiment, "--storage-path", str(plan.storage), "--mlflow-uri", plan.mlflow_uri,
+            "--sweep", parent_run_id]  # fmt: skip
 
 
 def write_report(plan, parent_run_id: str) -> None:
@@ -219,11 +211,11 @@ def write_report(plan, parent_run_id: str) -> None:
     it is one line, never a failed sweep (the trials are recorded either way)."""
     from analysis import report
 
-    argv = report_command(plan, parent_run_id)[3:]
+    argv = report_args(plan, parent_run_id)
     print("\nHTML report:", flush=True)
     try:
         code = report.main(argv)
     except Exception as err:
         code = f"{type(err).__name__}: {err}"
     if code:
-        print(f"  not written ({code}); retry with: python -m analysis.report {shlex.join(argv)}", flush=True)
+        print(f"  not written ({code}); retry with: {REPORT} {shlex.join(argv)}", flush=True)

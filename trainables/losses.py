@@ -204,8 +204,9 @@ def supcon(
         z = F.normalize(torch.cat(views, dim=0).float(), dim=1)
         view_labels = labels.repeat(len(views))
         rows = _anchor_rows(labels.shape[0], len(views), anchors, z.device)
-        logits = _without_self((z if anchors is None else z[rows]) @ z.T / temperature, rows)
-        positive = (view_labels[rows, None] == view_labels[None, :]) & ~_self_mask(rows, z.shape[0])
+        own = _self_mask(rows, z.shape[0])  # an anchor is neither its own negative nor its own positive
+        logits = ((z if anchors is None else z[rows]) @ z.T / temperature).masked_fill(own, float("-inf"))
+        positive = (view_labels[rows, None] == view_labels[None, :]) & ~own
         n_pos = positive.sum(dim=1)
         has_pos = n_pos > 0
         if form == "in":

@@ -138,14 +138,11 @@ def build_optimizer(
     skip = {id(p) for p in params if p.ndim <= 1} | no_weight_decay_ids(model) if exclude_bias_norm else set()
     flat = [p for p in params if id(p) in skip]
     rest = [p for p in params if id(p) not in skip]
-    if name == "adamw":
-        # AdamW has no momentum argument: optim.momentum is its beta1 (0.9 = torch's default).
+    if name in ("sgd", "adamw"):
         groups = [{"params": rest}] + ([{"params": flat, "weight_decay": 0.0}] if flat else [])
         kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, **kind)
-    if name == "sgd":
-        groups = [{"params": rest}] + ([{"params": flat, "weight_decay": 0.0}] if flat else [])
-        kind = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}.get(impl, {})
+        if name == "adamw":  # no momentum argument: optim.momentum is its beta1 (0.9 = torch's default)
+            return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay, **kind)
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, **kind)
     if name == "lars":
         if impl == "fused":

@@ -61,7 +61,6 @@ def train(
     if finished and trial_id in finished:
         tune.report({**finished[trial_id], tune_adapter.REPLAYED: True, "done": True})
         return
-    epochs = int(trial_config(config).get("optim.epochs") or 0)
     state, path = tune_adapter._resume_state(None, experiment_dir, trial_id)
     trainer = TorchTrainer(
         _worker,
@@ -70,7 +69,6 @@ def train(
             "dataset_ref": dataset_ref,
             "resume_path": str(path) if state is not None and path is not None else None,
             "trial_dir": trial_dir,
-            "epochs": epochs,
         },
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=use_gpu, resources_per_worker={"CPU": cpus_per_worker, **_gpu(use_gpu)}

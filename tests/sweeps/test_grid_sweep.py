@@ -161,7 +161,8 @@ def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown
     from ray.cluster_utils import Cluster
 
     config = {**yaml.safe_load(open(TINY_YAML)), "reuse_workers": False}
-    (storage.parent / "fresh.yaml").write_text(yaml.safe_dump(config))
+    fresh = storage.parent / "fresh.yaml"
+    fresh.write_text(yaml.safe_dump(config))
     wd = ["--set", "optim.weight_decay=5e-4"]
 
     cluster = Cluster(initialize_head=True, connect=False, head_node_args={"num_cpus": 1, "include_dashboard": False})
@@ -172,7 +173,15 @@ def test_sweep__two_node_cluster_runs_trials_on_both_nodes(storage, ray_shutdown
         code = main(
             GRID,
             argv(
-                storage, "--experiment", "two-nodes", "--set", "eval.eval_every=0", "--config", TINY_YAML, *wd, epochs=1
+                storage,
+                "--experiment",
+                "two-nodes",
+                "--set",
+                "eval.eval_every=0",
+                "--config",
+                str(fresh),
+                *wd,
+                epochs=1,
             ),
         )
         assert code == 0, capsys.readouterr().out
