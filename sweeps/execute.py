@@ -164,8 +164,9 @@ def _run(plan: Plan, started: float) -> int:
         tuner = _tuner(plan, trainable, parent, progress)
         results = tuner.fit()
         failed = len(results.errors)
-        # Ctrl+C / SIGINT: Tune saves its state and returns with trials that never finished.
-        unfinished = sum(1 for r in results if r.error is None and not ended(r))
+        # Ctrl+C / SIGINT: Tune saves its state and returns with trials that never finished, and (its
+        # variant generator makes trials as slots free up) without those it had not made yet.
+        unfinished = sum(1 for r in results if r.error is None and not ended(r)) + max(0, progress.total - len(results))
         status = "FAILED" if failed else "KILLED" if unfinished else "FINISHED"
     finally:
         killed = close_runs(plan.mlflow_uri, parent, status)

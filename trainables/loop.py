@@ -108,7 +108,9 @@ def run_trial(
     # Built once: a compiled or captured step lives as long as the trial.
     step_fn = build_step(cfg, method, optimizer, device, distributed.wrap(method, device) if where.size > 1 else None)
     started = time.perf_counter()
-    metrics: dict[str, Any] = {}
+    # The last epoch's metrics: a launch that resumes after the last epoch trains none, and its final
+    # report still carries that epoch's loss (the driver may have stopped before it recorded them).
+    metrics: dict[str, Any] = dict(history[-1]) if history else {}
     for epoch in range(start_epoch, cfg.optim.epochs):
         tic = time.perf_counter()
         sums, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch, where)

@@ -63,7 +63,7 @@ def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(stor
     deadline = time.time() + 240
     finished = []
     while time.time() < deadline and not finished:
-        time.sleep(2)
+        time.sleep(0.5)
         if (storage / "mlflow.db").exists():
             try:
                 _, _, children = runs(storage, "cut")

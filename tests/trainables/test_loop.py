@@ -91,6 +91,12 @@ def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrup
     assert [r["loss"] for r in resumed_reports] == [r["loss"] for r in full_reports[1:]]
     assert [r["epoch"] for r in resumed_reports] == [2]
 
+    # Resumed from the last epoch's state (the driver stopped before it took in that epoch): nothing
+    # is trained, and the final report still carries that epoch's loss for the driver to record.
+    after_end = []
+    run_trial(cfg, after_end.append, resume=load(states[1]), dataset=digits)
+    assert [(r["epoch"], r["loss"], r["done"]) for r in after_end] == [(2, full_reports[-1]["loss"], True)]
+
 
 def test_run_trial__knn_at_init_is_the_untrained_reference_and_leaves_training_alone(tiny_cfg, digits):
     cfg = tiny_cfg("supervised", **{"optim.epochs": 2, "eval.eval_every": 1, "eval.probe": False})
