@@ -5,7 +5,7 @@ ranks then do differently from a single process lives here, so it is testable wi
 processes and no Ray:
 
 * every rank draws the same global batch from the same generators (the single process's data
-  order and augmentation), then keeps its contiguous shard (``shard``);
+  order and augmentation) and keeps its contiguous shard (``batch_rows``);
 * gradients are averaged by ``DistributedDataParallel`` (``wrap``);
 * BatchNorm statistics are taken over the same groups as in the single process: a plain BN becomes
   ``SyncBatchNorm`` (the whole global batch), a MoCo ``SplitBatchNorm2d`` keeps its groups inside
@@ -15,9 +15,10 @@ processes and no Ray:
   teacher mean (``average``);
 * epoch sums of the step's scalars are averaged over ranks (``mean_over_ranks``).
 
-NOTE: each rank augments the whole global batch and keeps its shard, so the data are those of the
-single process bit for bit; augmentation work grows with the number of ranks (on a GPU it is a few
-per cent of a step at 32 px).
+Each rank loads, decodes and augments only its shard (``batch_rows``,
+``trainables.data.batches.train_batches``), drawing every random number as for the whole batch, so
+the views are the single process's; only a corruption that draws per image (``randglo``) is
+applied to the whole global batch first.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def shard(x: Tensor, where: Ranks) -> Tensor:
     if x.shape[0] % where.size:
         raise ValueError(f"batch {x.shape[0]} is not divisible by {where.size} ranks")
     return x[shard_rows(x.shape[0] // where.size, where)]
+
+
+def batch_rows(batch: int, where: Ranks) -> slice | None:
+    """This rank's rows of every global batch of ``batch`` rows, as ``shard`` keeps them (None: a
+    single process keeps them all)."""
+    return None if where.size == 1 else shard_rows(batch // where.size, where)
 
 
 def shard_rows(b: int, where: Ranks) -> slice:

@@ -180,7 +180,7 @@ def _train_epoch(
 ) -> tuple[dict[str, float], int]:
     """One pass over the training split; returns (each scalar of ``training_step`` summed over the
     epoch's steps, global step). The sums stay on the device until the epoch ends. Every rank draws
-    the global batch and trains on its shard.
+    the global batch's random numbers and trains on its shard.
 
     The loss is checked for finiteness every ``system.finite_check_every`` steps (on their sum), as
     each check waits for the device; the last partial window is checked at the end of the epoch.
@@ -192,9 +192,8 @@ def _train_epoch(
     base_lr = scaled_lr(cfg)
     sums: dict[str, torch.Tensor] = {}
     window, first = torch.zeros((), device=device), step
-    for views, labels in train_batches(td.train, td.pipeline, cfg.optim.batch_size, gens, device):
-        if where.size > 1:
-            views, labels = [distributed.shard(v, where) for v in views], distributed.shard(labels, where)
+    rows = distributed.batch_rows(min(cfg.optim.batch_size, len(td.train)), where)
+    for views, labels in train_batches(td.train, td.pipeline, cfg.optim.batch_size, gens, device, rows):
         if cfg.system.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         out = step_fn(views, labels, lr_at(step, total, warmup, base_lr), step, total)

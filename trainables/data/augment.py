@@ -47,9 +47,32 @@ Device = torch.device | str | None
 
 
 class Augmentation(Protocol):
-    """What every recipe is: ``(images, generator) -> view`` (see ``SSLRecipe.__call__``)."""
+    """What every recipe is: ``(images, generator) -> view`` (see ``SSLRecipe.__call__``), which is
+    ``apply(images, sample(B, H, W, generator, images.device))``."""
 
     def __call__(self, images: Tensor, generator: Generator) -> Tensor: ...
+
+    def sample(self, batch: int, height: int, width: int, generator: Generator, device: Device = None) -> Params: ...
+
+    def apply(self, images: Tensor, params: Params) -> Tensor: ...
+
+
+def augment_rows(recipe: Augmentation, images: Tensor, generator: Generator, batch: int, rows: slice) -> Tensor:
+    """Rows ``rows`` of ``recipe(whole, generator)``, from those rows alone.
+
+    A data-parallel rank augments only its shard, yet gets the single process's views: every
+    parameter is drawn for the whole batch (the generator advances as it would there) and only the
+    rows' are applied; each image's view depends only on that image and its own parameters.
+
+    Args:
+        images: (b, C, H, W), rows ``rows`` (``b`` of them) of a batch of ``batch`` images.
+        generator: the augmentation generator.
+
+    Returns:
+        (b, C, H', W') float32 in [0, 1].
+    """
+    params = recipe.sample(batch, *images.shape[2:], generator, images.device)
+    return recipe.apply(images, {key: value[rows] for key, value in params.items()})
 
 
 def to_float(images: Tensor) -> Tensor:
@@ -109,9 +132,15 @@ class SSLRecipe:
         Returns:
             (B, 3, size, size) float32 in [0, 1] on the images' device.
         """
+        return self.apply(images, self.sample(images.shape[0], *images.shape[2:], generator, images.device))
+
+    def sample(self, batch: int, height: int, width: int, generator: Generator, device: Device = None) -> Params:
+        """Every random choice for a batch of ``batch`` images of ``height x width`` (``sample_ssl_params``)."""
+        return sample_ssl_params(self, batch, height, width, generator, device)
+
+    def apply(self, images: Tensor, params: Params) -> Tensor:
+        """(B, 3, H, W) -> one view with drawn ``params`` (``apply_ssl``)."""
         _check_batch(images, channels=3)
-        batch, _, height, width = images.shape
-        params = sample_ssl_params(self, batch, height, width, generator, images.device)
         return apply_ssl(images, params, self)
 
 
@@ -194,9 +223,15 @@ class SupervisedRecipe:
 
     def __call__(self, images: Tensor, generator: Generator) -> Tensor:
         """Same contract as ``SSLRecipe.__call__``, for any number of channels."""
+        return self.apply(images, self.sample(images.shape[0], *images.shape[2:], generator, images.device))
+
+    def sample(self, batch: int, height: int, width: int, generator: Generator, device: Device = None) -> Params:
+        """Crop offsets and flips for a batch (``sample_supervised_params``)."""
+        return sample_supervised_params(self, batch, height, width, generator, device)
+
+    def apply(self, images: Tensor, params: Params) -> Tensor:
+        """(B, C, H, W) -> one view with drawn ``params`` (``apply_supervised``)."""
         _check_batch(images)
-        batch, _, height, width = images.shape
-        params = sample_supervised_params(self, batch, height, width, generator, images.device)
         return apply_supervised(images, params, self)
 
 
@@ -242,6 +277,14 @@ class EvalRecipe:
 
     def __call__(self, images: Tensor, generator: Generator | None = None) -> Tensor:
         """Same contract as ``SSLRecipe.__call__``; ``generator`` is unused."""
+        return self.apply(images, {})
+
+    def sample(self, batch: int, height: int, width: int, generator: Generator, device: Device = None) -> Params:
+        """Nothing is random: no parameters."""
+        return {}
+
+    def apply(self, images: Tensor, params: Params) -> Tensor:
+        """(B, C, H, W) -> float32 [0, 1], resized to ``size`` if set."""
         _check_batch(images)
         x = to_float(images)
         if self.size is None or tuple(x.shape[2:]) == (self.size, self.size):
@@ -268,6 +311,14 @@ class PerView:
     def __call__(self, images: Tensor, generator: Generator) -> Tensor:
         """View 0's recipe (same contract as ``SSLRecipe.__call__``)."""
         return self.views[0](images, generator)
+
+    def sample(self, batch: int, height: int, width: int, generator: Generator, device: Device = None) -> Params:
+        """View 0's recipe's draws."""
+        return self.views[0].sample(batch, height, width, generator, device)
+
+    def apply(self, images: Tensor, params: Params) -> Tensor:
+        """View 0's recipe with drawn ``params``."""
+        return self.views[0].apply(images, params)
 
 
 Recipe = SSLRecipe | SupervisedRecipe | EvalRecipe | PerView

@@ -11,18 +11,17 @@ permutation, and worker processes decode its batches in that order.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 from corruptions import Corruption, parse
-from trainables.data.augment import view_recipes
+from trainables.data.augment import Augmentation, augment_rows, view_recipes
 from trainables.data.augment_ops import constant, move_to, resize
 from trainables.data.datasets import Split
 from trainables.data.stream import stream_batches
 
-Augment = Callable[[Tensor, torch.Generator], Tensor]  # (B,C,H,W) uint8 -> float [0,1]
 CHUNK = 4096
 
 
@@ -112,7 +111,7 @@ class Pipeline:
     """
 
     corruption: Corruption
-    augment: Augment
+    augment: Augmentation
     n_views: int
     mean: Sequence[float]
     std: Sequence[float]
@@ -121,22 +120,57 @@ class Pipeline:
     def __post_init__(self) -> None:
         view_recipes(self.augment, self.n_views)  # too few per-view recipes: raise now, not mid-epoch
 
-    def __call__(self, images: Tensor, gens: dict[str, torch.Generator]) -> list[Tensor]:
-        """(B, C, H, W) uint8 -> n_views x (B, C, H', W') float32, normalised (H' = W' = ``resize_to`` if set)."""
+    def __call__(
+        self, images: Tensor, gens: dict[str, torch.Generator], batch: int | None = None, rows: slice | None = None
+    ) -> list[Tensor]:
+        """(B, C, H, W) uint8 -> n_views x (B, C, H', W') float32, normalised (H' = W' = ``resize_to`` if set).
+
+        With ``rows`` (a data-parallel rank's shard of a batch of ``batch`` images) the views are
+        rows ``rows`` of the whole batch's, every random number drawn as for the whole batch.
+        ``images`` is then the whole batch, or only those rows where the corruption is ``fixed``
+        (it needs no other image); augmentation and resizing run on the rows alone.
+        """
         images = self.corruption(images, gens["corruption"])
+        if rows is not None and images.shape[0] == batch:
+            images = images[rows]
+        elif rows is not None and not self.corruption.fixed:
+            raise ValueError(f"{self.corruption} draws for every image: give it the whole batch of {batch}")
         mean = constant(self.mean, torch.float32, images.device).view(1, -1, 1, 1)
         std = constant(self.std, torch.float32, images.device).view(1, -1, 1, 1)
-        views = [(recipe(images, gens["augment"]) - mean) / std for recipe in view_recipes(self.augment, self.n_views)]
+        g = gens["augment"]
+        views = [
+            recipe(images, g) if rows is None else augment_rows(recipe, images, g, batch, rows)
+            for recipe in view_recipes(self.augment, self.n_views)
+        ]
+        views = [(v - mean) / std for v in views]
         # Normalising first is the same (resize weights sum to 1) and, upsampling, touches the smaller tensor.
         return views if self.resize_to is None else [resize(v, self.resize_to) for v in views]
 
 
 def train_batches(
-    split: Split, pipeline: Pipeline, batch_size: int, gens: dict[str, torch.Generator], device: torch.device | str
+    split: Split,
+    pipeline: Pipeline,
+    batch_size: int,
+    gens: dict[str, torch.Generator],
+    device: torch.device | str,
+    rows: slice | None = None,
 ) -> Iterator[tuple[list[Tensor], Tensor]]:
-    """One epoch of ``(views, labels)``: views n_views x (B, C, H, W) float, labels (B,) int64."""
-    for images, labels in load_batches(split, index_batches(len(split), batch_size, gens["order"]), device):
-        yield pipeline(images, gens), labels
+    """One epoch of ``(views, labels)``: views n_views x (B, C, H, W) float, labels (B,) int64.
+
+    ``rows``: a data-parallel rank's rows of every batch (``trainables.distributed.batch_rows``).
+    The rank then gets rows ``rows`` of the single process's views and labels, and loads (decodes,
+    for a streamed split), corrupts and augments only those; only a corruption that draws per image
+    needs the whole batch loaded and corrupted first.
+    """
+    batches = index_batches(len(split), batch_size, gens["order"])
+    if rows is None:
+        for images, labels in load_batches(split, batches, device):
+            yield pipeline(images, gens), labels
+        return
+    whole = min(batch_size, len(split))  # every batch's size: a partial last batch is dropped
+    early = pipeline.corruption.fixed
+    for images, labels in load_batches(split, (index[rows] for index in batches) if early else batches, device):
+        yield pipeline(images, gens, whole, rows), labels if early else labels[rows]
 
 
 def eval_batches(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from corruptions import parse
+from trainables.data.augment import AUGMENTATIONS
 from trainables.data.batches import (
     Pipeline,
     corrupt_split,
@@ -57,6 +59,25 @@ def test_train_batches__views_normalised_and_reproducible():
     assert first[0][0][0].dtype == torch.float32 and first[0][0][0].shape == (8, 3, 8, 8)
     assert all(torch.equal(a[0][0], b[0][0]) for a, b in zip(first, again, strict=True))
     assert first[0][0][0].min() >= -2.0 - 1e-6 and first[0][0][0].max() <= 2.0 + 1e-6
+
+
+@pytest.mark.parametrize("corruption", ["glo_2", "randglo_2"])
+@pytest.mark.parametrize("augmentation", sorted(AUGMENTATIONS))
+def test_train_batches__a_ranks_rows_are_the_single_process_rows(augmentation, corruption):
+    """Each of 3 ranks loads and augments only its 4 rows of a batch of 12 (the whole batch first
+    only for a per-image corruption) and gets exactly those rows of one process's views."""
+    split, recipe = _split(n=30, size=16), AUGMENTATIONS[augmentation]
+    pipe = Pipeline(parse(corruption), recipe, n_views=2, mean=(0.5,) * 3, std=(0.25,) * 3, resize_to=24)
+    whole = list(train_batches(split, pipe, 12, generators(3), "cpu"))
+    for rank in range(3):
+        rows = slice(4 * rank, 4 * rank + 4)
+        mine = list(train_batches(split, pipe, 12, generators(3), "cpu", rows))
+        assert len(mine) == len(whole) == 2
+        for (views, labels), (all_views, all_labels) in zip(mine, whole, strict=True):
+            assert torch.equal(labels, all_labels[rows])
+            assert [v.shape for v in views] == [(4, 3, 24, 24)] * 2
+            for view, all_view in zip(views, all_views, strict=True):
+                torch.testing.assert_close(view, all_view[rows], rtol=0, atol=1e-6)
 
 
 def test_eval_batches__every_image_once_in_order_corrupted():
