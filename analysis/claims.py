@@ -9,8 +9,8 @@ study's sentence or table it tests (``quote``, from ``analysis.paper``) and the 
 for the same corruptions (``paper``). Drops are relative drops in percentage points; ``cl`` is
 each contrastive/SSL arm of the sweep (moco_v2 when there is none).
 
-Pretraining claims use trials without ``model.init_checkpoint``; the downstream claim (C4) the
-ones with it. The untrained reference (``optim.epochs == 0``) is the floor (S1.floor and the
+Pretraining claims use trials from no pretrained network; the downstream claim (C4) those that
+start from one (``model.init_checkpoint`` or timm's ``model.pretrained`` weights). The untrained reference (``optim.epochs == 0``) is the floor (S1.floor and the
 ``.floor`` variants, the pre-declared secondary measure); ``supervised@n`` arms
 (``data.labels_per_class``) get ``.matched`` variants of C1/C2 (``analysis.drop_claims``).
 
@@ -28,7 +28,16 @@ from analysis import cli, paper
 from analysis.drop_claims import FLOOR, MATCHED, drop_claims, gamma_claims, mean_weights, seed_claim
 from analysis.drops import relative_drops
 from analysis.evidence import COLUMNS, Evidence, check, drop_contrast, value_contrast
-from analysis.frame import CLEAN, SUPERVISED, UNTRAINED, annotate, contrastive_arms, matched_arms, trained_arms
+from analysis.frame import (
+    CLEAN,
+    SUPERVISED,
+    UNTRAINED,
+    annotate,
+    contrastive_arms,
+    downstream_rows,
+    matched_arms,
+    trained_arms,
+)
 from analysis.geometry_claims import geometry_claims
 from trainables.metrics import KNN_ACC
 
@@ -103,7 +112,9 @@ def _downstream(df: pd.DataFrame, metric: str) -> dict:
     """C4: after clean pretraining, fine-tuning on corrupted data hurts CL *less* than Sup."""
     cls = contrastive_arms(df) if len(df) else []
     if not len(df) or not cls:
-        ev = Evidence(missing=("downstream trials (model.init_checkpoint set) of supervised and a CL method",))
+        ev = Evidence(
+            missing=("downstream trials (model.init_checkpoint or model.pretrained set) of supervised and a CL method",)
+        )
     else:
         drops = relative_drops(df, metric)
         corrupted = sorted(set(drops["corruption"]))
@@ -138,8 +149,7 @@ def claim_checks(df: pd.DataFrame, metric: str = KNN_ACC, history: pd.DataFrame 
         ``missing`` names the cells an INCONCLUSIVE check lacked; ``quote`` the study's text).
     """
     df = annotate(df)
-    init = df["model.init_checkpoint"] if "model.init_checkpoint" in df else pd.Series(None, index=df.index)
-    downstream = init.map(lambda v: isinstance(v, str) and bool(v))
+    downstream = downstream_rows(df)
     scopes = _scopes(df[~downstream])
     rows = [{**r, "scope": name} for name, part in scopes for r in _pretraining(part, metric, history)]
     rows += [_across_scopes(rows, [name for name, _ in scopes]), _downstream(df[downstream], metric)]

@@ -9,6 +9,8 @@ Everything here is a pure function of DataFrames.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +18,7 @@ import pandas as pd
 from corruptions import parse
 from trainables.metrics import CLASSWISE_UNIFORMITY
 
-UNTRAINED = "untrained"  # arm label of trials with optim.epochs == 0 and no init_checkpoint (the backbone at init)
+UNTRAINED = "untrained"  # arm of trials with optim.epochs == 0 from no pretrained network (the backbone at init)
 CLEAN = "ori"
 FAMILIES = ("global", "local", "gamma")  # the study's families: claims and correlations are per family
 
@@ -79,7 +81,7 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         A copy with ``arm``: the method, ``<method>@<n>`` where ``data.labels_per_class`` is a
-        number n, or ``untrained`` where ``optim.epochs == 0`` and no ``model.init_checkpoint`` is set;
+        number n, or ``untrained`` where ``optim.epochs == 0`` from no pretrained network (``given_network``);
         ``family``, ``kind`` (spec prefix) and ``level`` (main parameter, NaN without one), as the
         corruption declares them (``clean``, ``global``, ``local``, ``gamma``, ``common``, or a
         registered corruption's own family); ``n_test`` (see ``n_test``).
@@ -90,9 +92,9 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
     if "seed" not in out and "system.seed" in out:
         out["seed"] = out["system.seed"]
     epochs = out["optim.epochs"] if "optim.epochs" in out else pd.Series(np.nan, index=out.index)
-    init = out["model.init_checkpoint"] if "model.init_checkpoint" in out else pd.Series(None, index=out.index)
+    given = downstream_rows(out)
     labels = out[LABELS_PER_CLASS] if LABELS_PER_CLASS in out else pd.Series(None, index=out.index)
-    out["arm"] = [arm_of(m, e, i, n) for m, e, i, n in zip(out["method"], epochs, init, labels, strict=True)]
+    out["arm"] = [arm_of(m, e, None, n, g) for m, e, g, n in zip(out["method"], epochs, given, labels, strict=True)]
     described = [describe(c) for c in out["corruption"]]
     out["kind"] = [d[0] for d in described]
     out["family"] = [d[1] for d in described]
@@ -101,19 +103,43 @@ def annotate(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def arm_of(method: str, epochs, init_checkpoint=None, labels_per_class=None) -> str:
+def given_network(init_checkpoint=None, pretrained=None) -> bool:
+    """Whether a trial starts from a pretrained network (a downstream trial): one of our checkpoints
+    (``model.init_checkpoint``) or timm's weights (``model.pretrained``; true, or "True" as MLflow
+    records it)."""
+    return (isinstance(init_checkpoint, str) and bool(init_checkpoint)) or str(pretrained).lower() == "true"
+
+
+def downstream_rows(df: pd.DataFrame) -> pd.Series:
+    """(N,) bool: which trials of a frame start from a pretrained network (``given_network``)."""
+    init = df["model.init_checkpoint"] if "model.init_checkpoint" in df else pd.Series(None, index=df.index)
+    timm = df["model.pretrained"] if "model.pretrained" in df else pd.Series(None, index=df.index)
+    return pd.Series([given_network(i, p) for i, p in zip(init, timm, strict=True)], index=df.index, dtype=bool)
+
+
+def arm_of(method: str, epochs, init_checkpoint=None, labels_per_class=None, pretrained=None) -> str:
     """The arm of one trial: ``untrained`` for 0 epochs from init, else its method, suffixed
     ``@<n>`` when it learned from only n labelled images per class (``data.labels_per_class``).
 
-    A 0-epoch trial that starts from ``model.init_checkpoint`` is a downstream probe of a
-    pretrained network, so it keeps its method. ``supervised@100`` is the accuracy-matched
+    A 0-epoch trial that starts from a pretrained network (``given_network``) is a downstream probe
+    of it, so it keeps its method. ``supervised@100`` is the accuracy-matched
     supervised arm (issue 22): its own row in every table, a label-using arm, never contrastive.
     """
-    from_checkpoint = isinstance(init_checkpoint, str) and bool(init_checkpoint)
-    if epochs == 0 and not from_checkpoint:
+    if epochs == 0 and not given_network(init_checkpoint, pretrained):
         return UNTRAINED
     n = _count(labels_per_class)
     return method if n is None else f"{method}@{n}"
+
+
+def config_arm(flat: Mapping[str, Any]) -> str:
+    """The arm of a flat trial config (``arm_of``), as the tables name it."""
+    return arm_of(
+        flat.get("method", "trial"),
+        flat.get("optim.epochs"),
+        flat.get("model.init_checkpoint"),
+        flat.get("data.labels_per_class"),
+        flat.get("model.pretrained"),
+    )
 
 
 def _count(value) -> int | None:

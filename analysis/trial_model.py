@@ -9,6 +9,7 @@ Everything runs in float32 on the CPU unless another device is asked for.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import pandas as pd
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor
 from analysis.collect import RECORDED_CONFIG
 from analysis.frame import UNTRAINED, AnalysisError, annotate, arm_order
 from corruptions import parse
-from trainables.build import build_model, first_per_class, load_data
+from trainables.build import build_model, first_per_class, load_data, normalization
 from trainables.config import TrialConfig
 from trainables.data.augment import normalize, to_float
 from trainables.data.datasets import ImageDataset, Split
@@ -34,11 +35,15 @@ class LoadedTrial:
     data: ImageDataset
     device: torch.device
 
+    @functools.cached_property
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The per-channel (mean, std) the trial normalised its inputs with (computed once)."""
+        return normalization(self.cfg, self.data)
+
     def inputs(self, images: Tensor, corruption: str) -> Tensor:
         """(B, C, H, W) uint8 -> corrupted, normalised float32 network input on the device."""
         corrupted = parse(corruption)(images, torch.Generator().manual_seed(0))
-        mean, std = self.data.mean_std()
-        return normalize(to_float(corrupted), mean, std).to(self.device)
+        return normalize(to_float(corrupted), *self.stats).to(self.device)
 
     @torch.no_grad()
     def features(

@@ -2,12 +2,15 @@
 
     python sweeps/downstream.py --methods supervised moco_v2        # stage 1 + stage 2
     python sweeps/downstream.py --methods moco_v2 --set model.init_checkpoint=/path/state.pt
+    python sweeps/downstream.py --methods dino --set model.pretrained=true --set model.backbone=vit_small_patch16_224.dino ...
 
 Stage 1 pretrains every method x seed on ``ori`` (Tune/MLflow experiment ``<experiment>-pretrain``;
 run again, it resumes and keeps what finished). Stage 2 (experiment ``<experiment>``) evaluates
 each pretrained backbone frozen on every corruption (default: ori, glo_4, glo_8, loc_4, loc_8):
 kNN, linear probe, ECE and feature geometry on the corrupted splits (``optim.epochs: 0`` with
-``model.init_checkpoint``). With ``--set model.init_checkpoint=...`` stage 1 is skipped.
+``model.init_checkpoint``). With ``--set model.init_checkpoint=...`` (one of our checkpoints) or
+``--set model.pretrained=true`` (timm's weights for ``model.backbone``, e.g. ``vit_small_patch16_224.dino``:
+cached by timm, or downloaded) stage 1 is skipped; the untrained references stay untrained.
 The study fine-tuned ImageNet-pretrained nets on corrupted CIFAR-10 (docs/study.md §2.3-2.4);
 ``eval.finetune: true`` (YAML ``trial:`` or ``--set``) adds that protocol to stage 2: each pretrained
 network, plus a new linear head, trained whole on the corrupted training split (``finetune_acc``;
@@ -25,6 +28,7 @@ from sweeps.launch import TABLE1, Sweep, main, prepare, untrained_cells
 from sweeps.options import SweepError, SweepOptions, build_parser
 
 INIT = "model.init_checkpoint"
+TIMM = "model.pretrained"
 
 
 def probe_corruptions(opts: SweepOptions, size: tuple[int, int]) -> list[str]:
@@ -38,6 +42,9 @@ def probe_cells(checkpoints: dict[tuple[str, int], str] | None):
         out = []
         for cell in cells:
             path = cell.get(INIT) if checkpoints is None else checkpoints.get((cell["method"], cell["system.seed"]))
+            if not path and checkpoints is None and cell.get(TIMM):  # timm's weights: nothing to load of ours
+                out.append({**cell, "optim.epochs": 0})
+                continue
             if not path:
                 have = ", ".join(f"{m}/seed {s}" for m, s in sorted(checkpoints or {})) or "none"
                 raise SweepError(
@@ -53,7 +60,7 @@ def probe_cells(checkpoints: dict[tuple[str, int], str] | None):
 
 def references(opts: SweepOptions, cells: list[dict]) -> list[dict]:
     """The untrained reference per corruption x seed (``include_untrained``): no checkpoint."""
-    return [{**c, INIT: None} for c in untrained_cells(opts, cells)]
+    return [{**c, INIT: None, TIMM: False, "model.pretrained_file": None} for c in untrained_cells(opts, cells)]
 
 
 PRETRAIN = Sweep("downstream", __doc__, lambda opts, size: ["ori"], frozenset({"corruptions", "include_untrained"}))
@@ -79,13 +86,14 @@ def pretrained(folder: Path) -> dict[tuple[str, int], str]:
 
 
 def run(argv: Sequence[str]) -> int:
-    """Both stages (or stage 2 alone when ``model.init_checkpoint`` is set)."""
+    """Both stages (or stage 2 alone when ``model.init_checkpoint`` or ``model.pretrained`` is set)."""
     argv = list(argv)
     args = build_parser(__doc__, "downstream").parse_args(argv)
-    if any(item.partition("=")[0].strip() == INIT for item in args.set):
-        return main(probe_sweep(None), argv)
-    # Names and storage exactly as the launcher resolves them (YAML dataset included).
+    # Names and storage exactly as the launcher resolves them (YAML dataset and trial keys included).
     plan, _ = prepare(PRETRAIN, [*argv, "--dry-run"])
+    if all(cell.get(INIT) or cell.get(TIMM) for cell in plan.cells):  # the networks are given: nothing to pretrain
+        print("stage 1: skipped (model.init_checkpoint or model.pretrained gives every network)", flush=True)
+        return main(probe_sweep(None), argv)
     storage, experiment = plan.storage, plan.experiment
     # Fine-tuning (eval.finetune) belongs to stage 2: the pretraining runs evaluate nothing costly.
     stage1 = [

@@ -98,6 +98,19 @@ class Plan:
         return self.storage / self.experiment
 
 
+def check_normalization(cells: list[dict[str, Any]], data: ImageDataset) -> None:
+    """Refuse fixed normalisation statistics that do not fit the data (``data.normalization``
+    imagenet on grey images, pretrained for a backbone timm has no weights for) before any trial.
+    The dataset's own statistics always fit, and are not computed here."""
+    from trainables.build import normalization, normalization_name
+    from trainables.config import TrialConfig
+
+    for cell in cells:
+        cfg = TrialConfig.from_flat(cell)
+        if normalization_name(cfg) != "dataset":
+            normalization(cfg, data)
+
+
 def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool]:
     """Parse and validate; returns (plan, dry_run). Raises SweepError with a one-line message."""
     args = build_parser(sweep.description, sweep.name, sweep.flags).parse_args(argv)
@@ -120,6 +133,11 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         }
         if base.get("data.cache_dir"):
             base["data.cache_dir"] = str(Path(base["data.cache_dir"]).expanduser().resolve())
+        if base.get("model.pretrained_file"):
+            weights = Path(base["model.pretrained_file"]).expanduser().resolve()
+            if not weights.is_file():
+                raise SweepError(f"model.pretrained_file {str(weights)!r} does not exist; valid: a saved state dict")
+            base["model.pretrained_file"] = str(weights)
         sweep_keys = {k: v for k, v in opts["trial"].items() if k.startswith("sweep.")}
         if opts.get("data_dir"):
             base["data.data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
@@ -145,6 +163,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
             cells += [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.extra_cells(opts, cells)]
         cells = _unique(cells)
         check_data_parallel(cells, int(opts["resources"]["workers"]))
+        check_normalization(cells, data)
     except (CorruptionError, DatasetError) as err:
         raise SweepError(str(err)) from None
     except ValueError as err:
@@ -302,7 +321,7 @@ SHOWN = ("method", "data.corruption", "system.seed", "optim.epochs", "optim.batc
 def describe(plan: Plan) -> str:
     """The trial table and the resource plan (what --dry-run prints)."""
     r = plan.opts["resources"]
-    from analysis.frame import arm_of  # the arm names the tables will use (untrained, supervised@20, ...)
+    from analysis.frame import config_arm  # the arm names the tables will use (untrained, supervised@20, ...)
 
     lines = [
         f"sweep {plan.sweep.name}: {len(plan.cells)} trials on {plan.data.name} "
@@ -315,7 +334,7 @@ def describe(plan: Plan) -> str:
     for i, cell in enumerate(plan.cells):
         c = {k: "searched" if k in space else v for k, v in cell.items()}  # a space overrides the cell
         lr = c["optim.lr"] if isinstance(c["optim.lr"], str) else f"{c['optim.lr']:.3g}"
-        arm = arm_of(c["method"], c["optim.epochs"], c.get("model.init_checkpoint"), c.get("data.labels_per_class"))
+        arm = config_arm(c)
         lines.append(
             f"{i:>3}  {arm:<15} {c['data.corruption']:<14} {c['system.seed']:>4} "
             f"{c['optim.epochs']:>6} {c['optim.batch_size']:>5} {lr:>8}"

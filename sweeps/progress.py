@@ -9,7 +9,7 @@ from ray import tune
 
 from analysis.claims import claim_checks, format_claims
 from analysis.drops import accuracy_summary, drop_summary, spread_note, wide
-from analysis.frame import UNTRAINED, arm_of
+from analysis.frame import UNTRAINED, config_arm
 from sweeps.options import searched_keys
 from sweeps.tracking import experiment_id, log_summary
 from trainables.metrics import KNN_ACC, PROBE_ACC, UNIFORMITY
@@ -42,7 +42,7 @@ class Progress(tune.Callback):
         c = trial_config(trial.config)
         extra = "".join(f" {k.rpartition('.')[2]} {_short(c.get(k))}" for k in self.keys)
         return (
-            f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {_arm(c):<12} "
+            f"[{self.done}/{self.total} done, {time.time() - self.started:5.0f}s] {config_arm(c):<12} "
             f"{c['data.corruption']:<10} seed {c['system.seed']}{extra}"
         )
 
@@ -60,7 +60,7 @@ class Progress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.done += 1
         r = trial.last_result or {}
-        untrained = _arm(trial_config(trial.config)) == UNTRAINED  # its gain over itself is 0 by definition
+        untrained = config_arm(trial_config(trial.config)) == UNTRAINED  # its gain over itself is 0 by definition
         probe = f" ({r['knn_gain']:+.1f} over untrained)" if "knn_gain" in r and not untrained else ""
         probe += f"  probe {r[PROBE_ACC]:.1f}" if PROBE_ACC in r else ""
         if r.get(REPLAYED):  # ended before the last launch's driver was killed; not trained again
@@ -87,16 +87,6 @@ class Progress(tune.Callback):
             return ""
         self._shown.add(seen)
         return f"  [{result['memory_format']}: {result.get('memory_format_reason', '')}]"
-
-
-def _arm(config: dict) -> str:
-    """The arm a flat trial config belongs to (``untrained`` for 0 epochs from init), as in the tables."""
-    return arm_of(
-        config["method"],
-        config.get("optim.epochs"),
-        config.get("model.init_checkpoint"),
-        config.get("data.labels_per_class"),
-    )
 
 
 def _short(value) -> str:

@@ -550,14 +550,9 @@ def per_class(result: dict[str, Any]) -> dict[str, dict[str, float]]:
 def run_name(flat: dict[str, Any]) -> str:
     """``<arm>-<corruption>-s<seed>``, e.g. ``untrained-glo_4-s0`` or ``supervised@20-ori-s1``: the
     arm as the tables name it (``analysis.frame.arm_of``). Names MLflow runs and trial folders."""
-    from analysis.frame import arm_of
+    from analysis.frame import config_arm
 
-    arm = arm_of(
-        flat.get("method", "trial"),
-        flat.get("optim.epochs"),
-        flat.get("model.init_checkpoint"),
-        flat.get("data.labels_per_class"),
-    )
+    arm = config_arm(flat)
     return f"{arm}-{flat.get('data.corruption', 'ori')}-s{flat.get('system.seed', 0)}"
 
 

@@ -20,6 +20,7 @@ architecture is the untagged name's, and an unknown tag is refused from timm's l
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import timm
 import torch
@@ -60,6 +61,15 @@ def check_tag(name: str) -> None:
         )
 
 
+def pretrained_mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel mean and std in [0, 1] units that timm's weights for ``name`` (with its tag, or
+    timm's default tag) were trained with, from timm's local config: nothing is downloaded."""
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(f"timm has no pretrained config for {name!r}; valid: data.normalization dataset or imagenet")
+    return tuple(cfg.mean), tuple(cfg.std)
+
+
 def is_vit(name_or_module: str | nn.Module) -> bool:
     """Whether a backbone name (``vit_*``) or a built backbone is a ViT."""
     if isinstance(name_or_module, str):
@@ -77,6 +87,7 @@ def build_backbone(
     stem_padding: int = 1,
     img_size: int | None = None,
     patch_size: int | None = None,
+    pretrained_file: str | None = None,
 ) -> tuple[nn.Module, int]:
     """Create a timm ResNet or ViT feature extractor.
 
@@ -97,6 +108,9 @@ def build_backbone(
             CIFAR demo); solo-learn, and so the study, pads by 2 (32 px images give 34 x 34 maps).
         img_size: ViTs only: the input side in pixels (None: the model's own, e.g. 224).
         patch_size: ViTs only: the patch side in pixels (None: the model's own, e.g. 16).
+        pretrained_file: with ``pretrained``, timm loads the weights from this local state dict of the
+            architecture (a machine without a network), adapting them as it adapts its own (a
+            ViT's position embedding resized to ``img_size``, the classifier dropped).
 
     Returns:
         (model, feature_dim): model maps (B, 3, H, W) float to (B, feature_dim).
@@ -113,15 +127,19 @@ def build_backbone(
     check_tag(name)
     if width <= 0:
         raise ValueError(f"width {width} is invalid; valid: a positive multiplier such as 0.25, 0.5, 1")
+    weights = {"pretrained": pretrained}
+    if pretrained and pretrained_file is not None:
+        path = Path(pretrained_file).expanduser()
+        if not path.is_file():
+            raise ValueError(f"model.pretrained_file {pretrained_file!r} does not exist; valid: a saved state dict")
+        weights["pretrained_cfg_overlay"] = {"file": str(path.resolve())}
     if vit:
-        return _build_vit(name, small_stem, width, pretrained, img_size, patch_size)
+        return _build_vit(name, small_stem, width, weights, img_size, patch_size)
     for key, value in (("img_size", img_size), ("patch_size", patch_size)):
         if value is not None:
             raise ValueError(f"model.{key} {value!r} is invalid for ResNet {name!r} (a ViT setting); valid: null")
     channels = tuple(max(1, round(c * width)) for c in RESNET_CHANNELS)
-    model = timm.create_model(
-        name, pretrained=pretrained, num_classes=0, channels=channels, zero_init_last=zero_init_last
-    )
+    model = timm.create_model(name, num_classes=0, channels=channels, zero_init_last=zero_init_last, **weights)
     if small_stem:
         if isinstance(model.conv1, nn.Sequential):  # deep 3x3 stem ("d"/"t"/"c"/"s" variants): stride 1
             model.conv1[0].stride = (1, 1)
@@ -142,9 +160,9 @@ def vit_input_size(name: str, img_size: int | None) -> int:
 
 
 def _build_vit(
-    name: str, small_stem: bool, width: float, pretrained: bool, img_size: int | None, patch_size: int | None
+    name: str, small_stem: bool, width: float, weights: dict, img_size: int | None, patch_size: int | None
 ) -> tuple[nn.Module, int]:
-    """A timm ViT with CLS-token features; see ``build_backbone``."""
+    """A timm ViT with CLS-token features; see ``build_backbone`` (``weights``: timm's pretrained options)."""
     if small_stem:
         raise ValueError(
             f"model.small_stem True is invalid for ViT {name!r} (a ResNet stem); valid: false, "
@@ -172,7 +190,7 @@ def _build_vit(
     if width != 1.0:
         heads = shape.blocks[0].attn.num_heads
         kwargs["embed_dim"] = heads * max(1, round(shape.embed_dim * width / heads))
-    model = timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool="token", **kwargs)
+    model = timm.create_model(name, num_classes=0, global_pool="token", **weights, **kwargs)
     return model, model.num_features
 
 

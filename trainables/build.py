@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 
 import timm
 import torch
 from torch import Tensor
 
 from corruptions import parse
-from trainables.backbone import architecture, build_backbone, is_vit, vit_input_size
+from trainables.backbone import architecture, build_backbone, is_vit, pretrained_mean_std, vit_input_size
 from trainables.config import DataConfig, TrialConfig
 from trainables.data.augment import normalize, to_float, view_augmentation
 from trainables.data.augment_ops import resize
@@ -99,6 +100,40 @@ def subset(data: ImageDataset, cfg: DataConfig) -> ImageDataset:
     )
 
 
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) in [0, 1] units
+# data.normalization -> the views' (mean, std); "auto" picks one of these (``normalization``).
+NORMALIZATIONS: dict[str, Callable[[TrialConfig, ImageDataset], Stats]] = {
+    "dataset": lambda cfg, data: data.mean_std(),
+    # NOTE: solo-learn's ImageNet constants, std 0.228 where torchvision has 0.229: what the study's
+    # in100 scripts normalise with (solo/data/pretrain_dataloader.py ImagenetTransform).
+    "imagenet": lambda cfg, data: ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225)),
+    "pretrained": lambda cfg, data: pretrained_mean_std(cfg.model.backbone),
+}
+
+
+def normalization_name(cfg: TrialConfig) -> str:
+    """``data.normalization`` with ``auto`` resolved: ``pretrained`` for timm weights, else ``dataset``."""
+    if cfg.data.normalization != "auto":
+        return cfg.data.normalization
+    return "pretrained" if cfg.model.pretrained else "dataset"
+
+
+def normalization(cfg: TrialConfig, data: ImageDataset) -> Stats:
+    """The per-channel (mean, std) every view and evaluation image is normalised with
+    (``data.normalization``; ``auto``: timm's for ``model.pretrained`` weights, else the dataset's).
+
+    Raises:
+        ValueError: one line, when the statistics' channels are not the dataset's.
+    """
+    name = normalization_name(cfg)
+    mean, std = NORMALIZATIONS[name](cfg, data)
+    if len(mean) != data.channels:
+        raise ValueError(
+            f"data.normalization {name!r} has {len(mean)} channels, the dataset {data.channels}; valid: dataset"
+        )
+    return mean, std
+
+
 @dataclasses.dataclass
 class TrialData:
     """The splits a trial trains and evaluates on, already placed and pre-corrupted."""
@@ -134,7 +169,7 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
     train, per_batch = plan_corruption(pretrain, parse(cfg.data.corruption))
     eval_train, eval_per_batch = plan_corruption(data.train, parse(cfg.eval_corruption))
     eval_test, _ = plan_corruption(data.test, parse(cfg.eval_corruption))
-    mean, std = data.mean_std()
+    mean, std = normalization(cfg, data)
     n_views = method_class(cfg.method).n_views
     crop = {} if cfg.data.crop_min_scale is None else {"crop_scale": (cfg.data.crop_min_scale, 1.0)}
     augment, resize_to = view_augmentation(cfg.data.augmentation, cfg.data.crop_size, cfg.data.input_size, **crop)
@@ -189,6 +224,7 @@ def build_model(cfg: TrialConfig, num_classes: int, device: torch.device, *, ran
             stem_padding=cfg.model.stem_padding,
             img_size=cfg.model.img_size,
             patch_size=cfg.model.patch_size,
+            pretrained_file=cfg.model.pretrained_file,
         )
         if cfg.model.init_checkpoint:
             load_backbone(backbone, cfg.model.init_checkpoint)

@@ -50,6 +50,10 @@ class DataConfig:
     # the network's input side: training views and evaluation crops are resized (bilinear) to it after
     # the corruption and the crop, per batch (downstream: 32 px CIFAR -> 224); None: no resize
     input_size: int | None = None
+    # per-channel mean/std the views are normalised with: dataset (the training split's own), imagenet
+    # (the study's ImageNet scripts'), pretrained (what model.backbone's timm weights expect); auto:
+    # pretrained with model.pretrained, else dataset
+    normalization: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +63,9 @@ class ModelConfig:
     stem_padding: int = 1  # the small stem's padding; the study's (solo-learn's) is 2: 34x34 maps from 32 px
     width: float = 1.0  # multiplier on stage widths; 0.25 = quarter width
     pretrained: bool = False  # timm weights (needs them cached or a network)
+    # timm weights from this local file instead (a state dict of the architecture, e.g. saved from
+    # timm.create_model(name, pretrained=True) where a network was): needs model.pretrained true
+    pretrained_file: str | None = None
     zero_init_last: bool = (
         True  # timm's zero-init of each block's last BN; false = torchvision's init (the study's presets)
     )
@@ -124,6 +131,7 @@ class SystemConfig:
 OPTIM_DEFAULTS = {"exclude_bias_norm": False}  # for methods whose ``defaults`` do not say
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "eval": EvalConfig, "system": SystemConfig}
 CHOICES = {
+    "data.normalization": ("auto", "dataset", "imagenet", "pretrained"),
     "optim.optimizer": ("sgd", "lars", "adamw"),
     "eval.finetune_optimizer": ("sgd", "lars", "adamw"),
     "eval.knn_distance": ("cosine", "euclidean"),
@@ -309,6 +317,11 @@ class TrialConfig:
                     f"eval.finetune_augmentation {self.eval.finetune_augmentation!r} is invalid; "
                     f"valid: {', '.join(sorted(AUGMENTATIONS))}"
                 )
+        if self.model.pretrained_file is not None and not self.model.pretrained:
+            raise ValueError(
+                f"model.pretrained_file {self.model.pretrained_file!r} is set but model.pretrained is false; "
+                "valid: model.pretrained true with it, or model.pretrained_file null"
+            )
         if self.data.labels_per_class is not None:
             from trainables.methods import method_class
 

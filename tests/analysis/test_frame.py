@@ -76,6 +76,18 @@ def test_arm_of__zero_epochs_from_init_is_untrained_from_a_checkpoint_keeps_its_
     assert arm_of("moco_v2", 28) == "moco_v2" and arm_of("moco_v2", 0, "") == "untrained"
 
 
+def test_arm_of__timm_weights_are_a_pretrained_network_as_mlflow_and_tune_record_them():
+    from analysis.frame import config_arm, downstream_rows
+
+    assert arm_of("dino", 0, None, None, True) == "dino" and arm_of("dino", 0, None, None, "True") == "dino"
+    assert arm_of("dino", 0, None, None, "False") == "untrained" and arm_of("dino", 0, None, None, False) == "untrained"
+    assert config_arm({"method": "dino", "optim.epochs": 0, "model.pretrained": True}) == "dino"
+    df = pd.DataFrame(
+        {"model.init_checkpoint": [None, "/c.pt", None, None], "model.pretrained": [False, False, "True", None]}
+    )
+    assert downstream_rows(df).tolist() == [False, True, True, False]
+
+
 def test_arm_of__labels_per_class_makes_a_method_at_n_arm():
     assert arm_of("supervised", 28, None, 100) == "supervised@100"
     assert arm_of("supervised", 28, None, 100.0) == "supervised@100"  # a column of ints and NaN reads as floats

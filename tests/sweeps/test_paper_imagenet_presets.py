@@ -55,6 +55,7 @@ def test_imagenet100_preset__resolves_to_the_studys_in100_scripts(storage, tiny_
     moco, sup = first_cell(plan, "moco_v2"), first_cell(plan, "supervised")
     for cell in (moco, sup):
         assert (cell["data.image_size"], cell["data.crop_size"], cell["data.eval_crop_size"]) == (256, 224, 224)
+        assert cell["data.normalization"] == "imagenet"  # solo-learn's ImagenetTransform constants
         assert (cell["model.small_stem"], cell["model.zero_init_last"], cell["optim.momentum"]) == (False, False, 0.9)
     assert (moco["optim.batch_size"], moco["optim.lr"], moco["optim.weight_decay"], moco["optim.epochs"]) == (
         512,
@@ -87,6 +88,7 @@ def test_imagenet_vit_preset__resolves_to_the_studys_vit_s_scripts(storage, tiny
             200,
         )
         assert (cell["data.image_size"], cell["data.crop_size"], cell["data.eval_crop_size"]) == (256, 224, 224)
+        assert cell["data.normalization"] == "imagenet"  # solo-learn's ImagenetTransform constants
     assert (moco["method.proj_hidden"], moco["method.proj_dim"], moco["method.pred_hidden"]) == (4096, 256, 4096)
     assert (moco["method.temperature"], moco["method.momentum_base"], moco["method.momentum_final"]) == (0.2, 0.99, 1.0)
     assert {c["data.corruption"] for c in plan.cells} == {"ori", "glo_4", "loc_64"}

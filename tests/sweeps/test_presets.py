@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from analysis.frame import config_arm
 from sweeps import downstream, paper_table1
 from sweeps.launch import main, prepare
 from sweeps.options import CONFIG_DIR, SweepError
@@ -163,3 +165,21 @@ def test_deviations__a_well_formed_list_changes_no_trial(storage, tmp_path):
         for c in (plain, listed)
     ]
     assert cells[0] == cells[1]
+
+
+def test_downstream__timm_weights_skip_stage_1_and_the_references_stay_untrained(storage, tmp_path, capsys):
+    from trainables.backbone import build_backbone
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(build_backbone("resnet18", small_stem=False, width=0.125)[0].state_dict(), weights)
+    timm = ["--set", "model.pretrained=true", "--set", f"model.pretrained_file={weights}"]
+    code = downstream.run(argv(storage, "--methods", "supervised", "--dry-run", *timm))
+    out = capsys.readouterr().out
+    assert code == 0 and "stage 1: skipped" in out and "digits-pretrain" not in out
+    plan, _ = prepare(downstream.probe_sweep(None), argv(storage, "--methods", "supervised", "--dry-run", *timm))
+    given = [c for c in plan.cells if c["model.pretrained"]]
+    untrained = [c for c in plan.cells if not c["model.pretrained"]]
+    assert len(given) == len(untrained) == len(plan.cells) // 2 > 0
+    assert all(c["optim.epochs"] == 0 and c["model.pretrained_file"] == str(weights) for c in given)
+    assert {config_arm(c) for c in given} == {"supervised"} and {config_arm(c) for c in untrained} == {"untrained"}
+    assert all(c["model.init_checkpoint"] is None for c in plan.cells)

@@ -171,3 +171,37 @@ def test_build_backbone__stem_padding_2_gives_the_studys_34px_maps():
     assert net.act1(net.bn1(net.conv1(torch.zeros(1, 3, 32, 32)))).shape[-2:] == (34, 34)
     default, _ = build_backbone("resnet18", small_stem=True, width=0.125)
     assert default.conv1(torch.zeros(1, 3, 32, 32)).shape[-2:] == (32, 32)
+
+
+def test_build_backbone__pretrained_file_loads_local_timm_weights(tmp_path):
+    """A ResNet at 1/8 width and a ViT resized to 32 px images get a saved state dict's weights
+    (timm adapts the ViT's patch and position embeddings), offline."""
+    torch.manual_seed(0)
+    resnet, _ = build_backbone("resnet18", small_stem=False, width=0.125)
+    torch.save(resnet.state_dict(), tmp_path / "resnet.pth")
+    torch.manual_seed(1)
+    loaded, _ = build_backbone(
+        "resnet18", small_stem=False, width=0.125, pretrained=True, pretrained_file=str(tmp_path / "resnet.pth")
+    )
+    assert all(
+        torch.equal(a, b) for a, b in zip(resnet.state_dict().values(), loaded.state_dict().values(), strict=True)
+    )
+    vit, _ = build_backbone("vit_tiny_patch16_224", small_stem=False)
+    torch.save(vit.state_dict(), tmp_path / "vit.pth")
+    small, dim = build_backbone(
+        "vit_tiny_patch16_224", small_stem=False, img_size=32, patch_size=4, pretrained=True,
+        pretrained_file=str(tmp_path / "vit.pth"),
+    )  # fmt: skip
+    assert dim == 192 and small.pos_embed.shape == (1, 1 + 8 * 8, 192)
+    assert torch.equal(small.blocks[3].mlp.fc1.weight, vit.blocks[3].mlp.fc1.weight)
+    with pytest.raises(ValueError, match=r"^model.pretrained_file '/nowhere.pth' does not exist; valid: a saved"):
+        build_backbone("resnet18", pretrained=True, pretrained_file="/nowhere.pth")
+
+
+def test_config__pretrained_file_without_pretrained_is_refused_in_one_line():
+    from trainables.config import TrialConfig
+
+    with pytest.raises(
+        ValueError, match=r"^model.pretrained_file '/w.pth' is set but model.pretrained is false; valid"
+    ):
+        TrialConfig.from_flat({"method": "supervised", "model.pretrained_file": "/w.pth"}).resolved()

@@ -168,3 +168,33 @@ def test_config__input_size_below_1_is_refused_in_one_line():
     with pytest.raises(ValueError, match=r"^data\.input_size 0 is invalid; valid: an integer >= 1$"):
         TrialConfig.from_flat({"data.input_size": 0}).resolved()
     assert TrialConfig.from_flat({"data.input_size": "224"}).data.input_size == 224
+
+
+def test_normalization__each_choice_gives_its_statistics(digits, tiny_cfg):
+    from trainables.build import NORMALIZATIONS, normalization
+    from trainables.config import CHOICES
+
+    assert set(CHOICES["data.normalization"]) == {"auto", *NORMALIZATIONS}
+    assert normalization(tiny_cfg(), digits) == digits.mean_std()  # auto without timm weights
+    imagenet = normalization(tiny_cfg(**{"data.normalization": "imagenet"}), digits)
+    assert imagenet == ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225))  # solo-learn's, the study's in100
+    dino = tiny_cfg(**{"data.normalization": "pretrained", "model.backbone": "vit_small_patch16_224.dino"})
+    assert normalization(dino, digits) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    augreg = tiny_cfg(**{"model.pretrained": True, "model.backbone": "vit_tiny_patch16_224"})  # auto -> timm's
+    assert normalization(augreg, digits) == ((0.5,) * 3, (0.5,) * 3)
+    # the trial's pipeline normalises with it
+    td = build_data(tiny_cfg(**{"data.normalization": "imagenet"}).resolved(), digits, CPU)
+    assert (td.mean, td.std) == imagenet and (td.pipeline.mean, td.pipeline.std) == imagenet
+
+
+def test_normalization__statistics_of_other_channels_are_refused_in_one_line(digits, tiny_cfg):
+    from trainables.build import normalization
+    from trainables.data.datasets import ImageDataset, Split
+
+    grey = Split(digits.train.images[:, :1], digits.train.labels, in_memory=True)
+    one_channel = ImageDataset("grey", digits.classes, grey, grey)
+    with pytest.raises(
+        ValueError, match=r"^data.normalization 'imagenet' has 3 channels, the dataset 1; valid: dataset$"
+    ):
+        normalization(tiny_cfg(**{"data.normalization": "imagenet"}), one_channel)
+    assert len(normalization(tiny_cfg(), one_channel)[0]) == 1
