@@ -10,8 +10,8 @@ for the same corruptions (``paper``). Drops are relative drops in percentage poi
 each contrastive/SSL arm of the sweep (moco_v2 when there is none).
 
 Pretraining claims use trials from no pretrained network; the downstream claim (C4) those that
-start from one (``model.init_checkpoint`` or timm's ``model.pretrained`` weights). The untrained reference (``optim.epochs == 0``) is the floor (S1.floor and the
-``.floor`` variants, the pre-declared secondary measure); ``supervised@n`` arms
+start from one (``model.init_checkpoint`` or timm's ``model.pretrained`` weights). The untrained
+reference (``optim.epochs == 0``) is the floor (S1.floor and the ``.floor`` variants, the pre-declared secondary measure); ``supervised@n`` arms
 (``data.labels_per_class``) get ``.matched`` variants of C1/C2 (``analysis.drop_claims``).
 
     python -m analysis.claims --experiment grid_patch_sizes-digits [--metric probe_acc]

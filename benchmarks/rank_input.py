@@ -6,7 +6,7 @@ only those rows, drawing every random number for the whole batch; the baseline i
 before: the whole global batch through the same pipeline, then the rank's rows kept. The two are
 checked equal, then timed for rank 0 of ``--ranks`` in alternating rounds.
 
-    python benchmarks/rank_input.py [--ranks 4] [--rank-batch 16] [--images 1000] [--size 256 --crop 224]
+    python benchmarks/rank_input.py [--ranks 4] [--rank-batch 16] [--images 192] [--size 256 --crop 224]
 
 Two cases on ImageNet-sized JPEGs (500x375, written to a temporary folder from
 ``../shared/data/cifar10-jpeg``), both the study's ImageNet-100 recipe (stored at ``--size``, the

@@ -91,10 +91,12 @@ def run(argv: Sequence[str]) -> int:
     args = build_parser(__doc__, "downstream").parse_args(argv)
     # Names and storage exactly as the launcher resolves them (YAML dataset and trial keys included).
     plan, _ = prepare(PRETRAIN, [*argv, "--dry-run"])
-    if all(cell.get(INIT) or cell.get(TIMM) for cell in plan.cells):  # the networks are given: nothing to pretrain
+    given = all(cell.get(INIT) or cell.get(TIMM) for cell in plan.cells)
+    storage, experiment = plan.storage, plan.experiment
+    del plan  # it holds the decoded dataset; each stage loads its own
+    if given:  # the networks are given: nothing to pretrain
         print("stage 1: skipped (model.init_checkpoint or model.pretrained gives every network)", flush=True)
         return main(probe_sweep(None), argv)
-    storage, experiment = plan.storage, plan.experiment
     # Fine-tuning (eval.finetune) belongs to stage 2: the pretraining runs evaluate nothing costly.
     stage1 = [
         *argv,

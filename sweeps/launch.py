@@ -102,13 +102,12 @@ def check_normalization(cells: list[dict[str, Any]], data: ImageDataset) -> None
     """Refuse fixed normalisation statistics that do not fit the data (``data.normalization``
     imagenet on grey images, pretrained for a backbone timm has no weights for) before any trial.
     The dataset's own statistics always fit, and are not computed here."""
-    from trainables.build import normalization, normalization_name
+    from trainables.build import normalization
     from trainables.config import TrialConfig
 
     for cell in cells:
-        cfg = TrialConfig.from_flat(cell)
-        if normalization_name(cfg) != "dataset":
-            normalization(cfg, data)
+        if cell.get("data.normalization", "dataset") != "dataset":
+            normalization(TrialConfig.from_flat(cell), data)
 
 
 def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool]:
@@ -131,13 +130,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
             "data.dataset": absolute_spec(opts["dataset"]),
             **{k: v for k, v in opts["trial"].items() if not k.startswith("sweep.")},
         }
-        if base.get("data.cache_dir"):
-            base["data.cache_dir"] = str(Path(base["data.cache_dir"]).expanduser().resolve())
-        if base.get("model.pretrained_file"):
-            weights = Path(base["model.pretrained_file"]).expanduser().resolve()
-            if not weights.is_file():
-                raise SweepError(f"model.pretrained_file {str(weights)!r} does not exist; valid: a saved state dict")
-            base["model.pretrained_file"] = str(weights)
+        absolute_paths(base)
         sweep_keys = {k: v for k, v in opts["trial"].items() if k.startswith("sweep.")}
         if opts.get("data_dir"):
             base["data.data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
@@ -263,9 +256,13 @@ def _unique(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each trial once: identical cells, and untrained cells (0 epochs from initialisation) that differ
     only in ``TRAINING_ONLY`` keys, e.g. every method's cell under ``--epochs 0`` (the backbone is
     built from the seed before the method's head, so it is the same network): the first is kept."""
+    from analysis.frame import given_network
+
     unique: dict[str, dict[str, Any]] = {}
     for cell in cells:
-        untrained = cell.get("optim.epochs") == 0 and not cell.get("model.init_checkpoint")
+        untrained = cell.get("optim.epochs") == 0 and not given_network(
+            cell.get("model.init_checkpoint"), cell.get("model.pretrained")
+        )
         same = {
             k: v for k, v in cell.items() if not (untrained and k.startswith(TRAINING_ONLY) and k != "optim.epochs")
         }
@@ -298,7 +295,23 @@ def _cell(base: dict, opts: SweepOptions, method: str, corruption: str, seed: in
         {k if "." in k else f"method.{k}": v for k, v in ((opts.get("method_params") or {}).get(method) or {}).items()}
     )
     flat.update({k: v for k, v in (opts.get("trial_set") or {}).items() if not k.startswith("sweep.")})  # the CLI wins
-    return TrialConfig.from_flat(flat).resolved().to_flat()
+    return TrialConfig.from_flat(absolute_paths(flat)).resolved().to_flat()
+
+
+def absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
+    """Make the path keys of a flat config absolute, in place (trials run in another cwd); returns it.
+
+    Raises:
+        SweepError: ``model.pretrained_file`` names no file.
+    """
+    if flat.get("data.cache_dir"):
+        flat["data.cache_dir"] = str(Path(flat["data.cache_dir"]).expanduser().resolve())
+    if flat.get("model.pretrained_file"):
+        weights = Path(flat["model.pretrained_file"]).expanduser().resolve()
+        if not weights.is_file():
+            raise SweepError(f"model.pretrained_file {str(weights)!r} does not exist; valid: a saved state dict")
+        flat["model.pretrained_file"] = str(weights)
+    return flat
 
 
 def check_data_parallel(cells: list[dict[str, Any]], workers: int) -> None:

@@ -160,7 +160,7 @@ def print_summary(plan, results, parent_run_id: str, seconds: float, total: int)
             f"{wide(acc).to_string()}\n{spread_note(acc)}"
         )
         drops = drop_summary(df, metric)
-        drops = drops[drops["arm"] != UNTRAINED]  # untrained: epochs 0 and no init_checkpoint
+        drops = drops[drops["arm"] != UNTRAINED]  # untrained: epochs 0 from no pretrained network
         if len(drops):
             print(
                 f"\nRelative accuracy drop vs ori (%), 100 * (A_ori - A_c) / A_ori:\n{wide(drops).to_string()}\n"

@@ -64,9 +64,13 @@ def check_tag(name: str) -> None:
 def pretrained_mean_std(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The per-channel mean and std in [0, 1] units that timm's weights for ``name`` (with its tag, or
     timm's default tag) were trained with, from timm's local config: nothing is downloaded."""
-    cfg = timm.models.get_pretrained_cfg(name)
+    check_tag(name)
+    cfg = timm.models.get_pretrained_cfg(name) if timm.list_models(architecture(name), pretrained=True) else None
     if cfg is None:
-        raise ValueError(f"timm has no pretrained config for {name!r}; valid: data.normalization dataset or imagenet")
+        raise ValueError(
+            f"data.normalization 'pretrained' is invalid for model.backbone {name!r}: timm has no weights for it; "
+            "valid: dataset, imagenet"
+        )
     return tuple(cfg.mean), tuple(cfg.std)
 
 

@@ -101,7 +101,7 @@ def subset(data: ImageDataset, cfg: DataConfig) -> ImageDataset:
 
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) in [0, 1] units
-# data.normalization -> the views' (mean, std); "auto" picks one of these (``normalization``).
+# data.normalization -> the views' (mean, std)
 NORMALIZATIONS: dict[str, Callable[[TrialConfig, ImageDataset], Stats]] = {
     "dataset": lambda cfg, data: data.mean_std(),
     # NOTE: solo-learn's ImageNet constants, std 0.228 where torchvision has 0.229: what the study's
@@ -111,21 +111,14 @@ NORMALIZATIONS: dict[str, Callable[[TrialConfig, ImageDataset], Stats]] = {
 }
 
 
-def normalization_name(cfg: TrialConfig) -> str:
-    """``data.normalization`` with ``auto`` resolved: ``pretrained`` for timm weights, else ``dataset``."""
-    if cfg.data.normalization != "auto":
-        return cfg.data.normalization
-    return "pretrained" if cfg.model.pretrained else "dataset"
-
-
 def normalization(cfg: TrialConfig, data: ImageDataset) -> Stats:
     """The per-channel (mean, std) every view and evaluation image is normalised with
-    (``data.normalization``; ``auto``: timm's for ``model.pretrained`` weights, else the dataset's).
+    (``data.normalization``).
 
     Raises:
         ValueError: one line, when the statistics' channels are not the dataset's.
     """
-    name = normalization_name(cfg)
+    name = cfg.data.normalization
     mean, std = NORMALIZATIONS[name](cfg, data)
     if len(mean) != data.channels:
         raise ValueError(

@@ -51,9 +51,8 @@ class DataConfig:
     # the corruption and the crop, per batch (downstream: 32 px CIFAR -> 224); None: no resize
     input_size: int | None = None
     # per-channel mean/std the views are normalised with: dataset (the training split's own), imagenet
-    # (the study's ImageNet scripts'), pretrained (what model.backbone's timm weights expect); auto:
-    # pretrained with model.pretrained, else dataset
-    normalization: str = "auto"
+    # (the study's ImageNet scripts'), pretrained (what model.backbone's timm weights expect)
+    normalization: str = "dataset"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +130,7 @@ class SystemConfig:
 OPTIM_DEFAULTS = {"exclude_bias_norm": False}  # for methods whose ``defaults`` do not say
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "eval": EvalConfig, "system": SystemConfig}
 CHOICES = {
-    "data.normalization": ("auto", "dataset", "imagenet", "pretrained"),
+    "data.normalization": ("dataset", "imagenet", "pretrained"),
     "optim.optimizer": ("sgd", "lars", "adamw"),
     "eval.finetune_optimizer": ("sgd", "lars", "adamw"),
     "eval.knn_distance": ("cosine", "euclidean"),

@@ -64,7 +64,13 @@ def shard(x: Tensor, where: Ranks) -> Tensor:
 
 def batch_rows(batch: int, where: Ranks) -> slice | None:
     """This rank's rows of every global batch of ``batch`` rows, as ``shard`` keeps them (None: a
-    single process keeps them all)."""
+    single process keeps them all).
+
+    Raises:
+        ValueError: ``batch`` does not divide into ``where.size`` equal shards.
+    """
+    if batch % where.size:
+        raise ValueError(f"a global batch of {batch} does not split over {where.size} ranks; valid: a multiple of it")
     return None if where.size == 1 else shard_rows(batch // where.size, where)
 
 

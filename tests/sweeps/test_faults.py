@@ -59,10 +59,12 @@ def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(stor
         *argv(storage, "--experiment", "cut", *TINY_GRID, "--max-concurrent", "1", epochs=3),
     ]
     env = {**os.environ, "SBL_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output to a file, not a pipe nobody reads while waiting: a full pipe would stall the sweep.
+    log = tmp_path / "first.log"
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 240
     finished = []
-    while time.time() < deadline and not finished:
+    while time.time() < deadline and not finished and proc.poll() is None:
         time.sleep(0.5)
         if (storage / "mlflow.db").exists():
             try:
@@ -71,8 +73,9 @@ def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(stor
             except Exception:  # the store is still being created
                 pass
     proc.send_signal(signal.SIGINT)  # Tune saves its state and stops gracefully
-    out, _ = proc.communicate(timeout=120)
-    assert finished, "no trial finished before the interruption"
+    proc.wait(timeout=120)
+    out = log.read_text()
+    assert finished, f"no trial finished before the interruption (exit {proc.returncode}):\n{out[-3000:]}"
     assert proc.returncode == 130 and "Traceback" not in out, out[-3000:]
     assert "trial(s) unfinished; continue with the same command and --resume" in out
     _, parents, before = runs(storage, "cut")

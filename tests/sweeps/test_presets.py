@@ -167,19 +167,28 @@ def test_deviations__a_well_formed_list_changes_no_trial(storage, tmp_path):
     assert cells[0] == cells[1]
 
 
-def test_downstream__timm_weights_skip_stage_1_and_the_references_stay_untrained(storage, tmp_path, capsys):
+def test_downstream__timm_weights_skip_stage_1_and_the_references_stay_untrained(
+    storage, tmp_path, monkeypatch, capsys
+):
     from trainables.backbone import build_backbone
 
-    weights = tmp_path / "resnet18.pth"
-    torch.save(build_backbone("resnet18", small_stem=False, width=0.125)[0].state_dict(), weights)
-    timm = ["--set", "model.pretrained=true", "--set", f"model.pretrained_file={weights}"]
-    code = downstream.run(argv(storage, "--methods", "supervised", "--dry-run", *timm))
+    monkeypatch.chdir(tmp_path)  # relative paths on the command line reach the trials absolute
+    torch.save(build_backbone("resnet18", small_stem=False, width=0.125)[0].state_dict(), "resnet18.pth")
+    timm = ["--set", "model.pretrained=true", "--set", "model.pretrained_file=resnet18.pth"]
+    timm += ["--set", "data.normalization=pretrained", "--set", "data.cache_dir=cache"]
+    two = ["--methods", "supervised", "moco_v2", "--dry-run"]
+    code = downstream.run(argv(storage, *two, *timm))
     out = capsys.readouterr().out
     assert code == 0 and "stage 1: skipped" in out and "digits-pretrain" not in out
-    plan, _ = prepare(downstream.probe_sweep(None), argv(storage, "--methods", "supervised", "--dry-run", *timm))
+    plan, _ = prepare(downstream.probe_sweep(None), argv(storage, *two, *timm))
     given = [c for c in plan.cells if c["model.pretrained"]]
     untrained = [c for c in plan.cells if not c["model.pretrained"]]
-    assert len(given) == len(untrained) == len(plan.cells) // 2 > 0
-    assert all(c["optim.epochs"] == 0 and c["model.pretrained_file"] == str(weights) for c in given)
-    assert {config_arm(c) for c in given} == {"supervised"} and {config_arm(c) for c in untrained} == {"untrained"}
-    assert all(c["model.init_checkpoint"] is None for c in plan.cells)
+    assert len(given) == 2 * len(untrained) == 2 * len(plan.cells) // 3 > 0  # one reference per corruption
+    weights = str(tmp_path / "resnet18.pth")
+    assert all(c["optim.epochs"] == 0 and c["model.pretrained_file"] == weights for c in given)
+    assert {config_arm(c) for c in given} == {"supervised", "moco_v2"}  # the same weights, each arm asked for
+    assert {config_arm(c) for c in untrained} == {"untrained"}
+    assert all(
+        c["model.init_checkpoint"] is None and c["data.cache_dir"] == str(tmp_path / "cache") for c in plan.cells
+    )
+    assert {c["data.normalization"] for c in plan.cells} == {"pretrained"}  # the references see the same inputs

@@ -174,14 +174,17 @@ def test_normalization__each_choice_gives_its_statistics(digits, tiny_cfg):
     from trainables.build import NORMALIZATIONS, normalization
     from trainables.config import CHOICES
 
-    assert set(CHOICES["data.normalization"]) == {"auto", *NORMALIZATIONS}
-    assert normalization(tiny_cfg(), digits) == digits.mean_std()  # auto without timm weights
+    assert set(CHOICES["data.normalization"]) == set(NORMALIZATIONS)
+    assert normalization(tiny_cfg(), digits) == digits.mean_std()  # the default
     imagenet = normalization(tiny_cfg(**{"data.normalization": "imagenet"}), digits)
     assert imagenet == ((0.485, 0.456, 0.406), (0.228, 0.224, 0.225))  # solo-learn's, the study's in100
     dino = tiny_cfg(**{"data.normalization": "pretrained", "model.backbone": "vit_small_patch16_224.dino"})
     assert normalization(dino, digits) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    augreg = tiny_cfg(**{"model.pretrained": True, "model.backbone": "vit_tiny_patch16_224"})  # auto -> timm's
-    assert normalization(augreg, digits) == ((0.5,) * 3, (0.5,) * 3)
+    augreg = tiny_cfg(**{"data.normalization": "pretrained", "model.backbone": "vit_tiny_patch16_224"})
+    assert normalization(augreg, digits) == ((0.5,) * 3, (0.5,) * 3)  # timm's default tag, AugReg
+    for bad, why in (("resnet18.nope", "pretrained tag 'nope' of 'resnet18' is unknown"), ("resnet200", "")):
+        with pytest.raises(ValueError, match=why or r"^data.normalization 'pretrained' is invalid for model.backbone"):
+            normalization(tiny_cfg(**{"data.normalization": "pretrained", "model.backbone": bad}), digits)
     # the trial's pipeline normalises with it
     td = build_data(tiny_cfg(**{"data.normalization": "imagenet"}).resolved(), digits, CPU)
     assert (td.mean, td.std) == imagenet and (td.pipeline.mean, td.pipeline.std) == imagenet
