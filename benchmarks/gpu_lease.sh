@@ -17,7 +17,8 @@
 #   skips 2-3 and trains the moco_v2 `ori` trial in the fastest mode measured (compiled+graph), kNN only
 #   (no final probe), saving its state to /tmp/lease_state every 5 epochs: the same command again, at once
 #   on the still-warm machine, resumes it there, then (time left) times the data-parallel machinery on
-#   one GPU (benchmarks/data_parallel.py, issue 27). Add --dry-run after --trial to try it on a CPU.
+#   one GPU (benchmarks/data_parallel.py) and the streaming loader's GPU JPEG decode
+#   (benchmarks/streaming.py --device cuda), both issue 27. Add --dry-run after --trial to try it on a CPU.
 # Phase budgets in seconds: LEASE_TOTAL_S (default 560), LEASE_BENCH_S (240), LEASE_PACK_S (100).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -118,6 +119,15 @@ if (( TRIAL_ONLY )); then  # the second call, after the trial finished: the data
     log "data_parallel exit $?"; grep -v '^{' "$OUT/data_parallel.log" | tail -4 | tee -a "$OUT/lease.log"
   else
     log "5. data-parallel overhead skipped: $(left)s left"
+  fi
+  STREAM_ARGS=(--device cuda --root /tmp/data/cifar10-jpeg --workers 8 --images 10000 --large 1000 --repeats 2)
+  (( DRY )) && STREAM_ARGS=(--images 64 --large 16 --repeats 1 --batch-size 32)
+  if (( $(left) > 60 )); then
+    log "6. streaming with GPU JPEG decode vs torchvision's DataLoader (benchmarks/streaming.py, issue 27)"
+    timeout $(( $(left) - 5 )) $PY benchmarks/streaming.py "${STREAM_ARGS[@]}" > "$OUT/streaming.log" 2>&1
+    log "streaming exit $?"; grep -v '^{' "$OUT/streaming.log" | tail -4 | tee -a "$OUT/lease.log"
+  else
+    log "6. streaming skipped: $(left)s left"
   fi
 fi
 log "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

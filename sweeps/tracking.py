@@ -30,6 +30,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from corruptions import parse
+from sweeps.store import ensure_store
 from trainables import metrics, ray_train_adapter
 from trainables.schema import FINAL_METRICS, PARENT_TAG, STATE_FILE, STORAGE_TAG, TRIAL_TAG, trial_config
 from trainables.tune_adapter import crash_report
@@ -60,6 +61,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ValueError(f"MLflow URI {uri!r}: cannot create {path.parent} ({err})") from None
+        ensure_store(uri)
     else:
         raise ValueError(
             f"MLflow URI {uri!r} is not supported; valid: sqlite:////absolute/path.db, http://host:port, https://host"

@@ -9,6 +9,7 @@ import pytest
 import ray
 from mlflow.tracking import MlflowClient
 
+from sweeps.store import ensure_store
 from sweeps.tracking import PARENT_TAG
 
 TINY_YAML = str(Path(__file__).with_name("tiny.yaml"))
@@ -57,8 +58,11 @@ def argv(storage, *extra, epochs=2, report=False):
 
 
 def runs(storage, experiment):
-    """(parent run, [child runs]) of an experiment in the sweep's default sqlite store."""
-    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    """(parent run, [child runs]) of an experiment in the sweep's default sqlite store (created, if
+    this is first, under the sweep's own lock: a test polling a starting sweep races its driver)."""
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    ensure_store(uri)
+    client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     all_runs = client.search_runs([exp.experiment_id])
     parents = [r for r in all_runs if r.data.tags.get("sweep") == "parent"]

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
+import time
 
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
 from sweeps.tracking import MLflowTrialWriter, _is_metric, code_version, level_curves, per_class
+from tests.conftest import REPO
 
 
 def test_trial_writer__a_resumed_sweep_tags_new_runs_with_the_resuming_code(tmp_path):
@@ -90,3 +96,27 @@ def test_level_curves__accuracy_against_integer_levels_per_arm_and_family():
         ("level_curve/supervised/global", 8, 50.0),
         ("level_curve/supervised_at20/local", 4, 40.0),
     ]  # no ori, no NaN, no fractional gamma
+
+
+def test_ensure_store__processes_opening_one_new_store_at_once_all_get_it(tmp_path):
+    """MLflow's migration run by 3 processes at the same moment fails in 2 and can leave the store
+    broken (measured without the lock); under ``ensure_store`` all 3 succeed and the store works."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = time.time() + 5  # every process has imported mlflow by then
+    code = (
+        "import sys, time\nfrom sweeps.store import ensure_store\n"
+        f"while time.time() < {start}: time.sleep(0.001)\nensure_store(sys.argv[1])\nprint('ok')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, uri], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 and out.strip() == "ok" for p, (out, _) in zip(procs, outs, strict=True)), outs
+    assert time.time() > start  # they really started together (none timed out waiting to import)
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("after"))
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
