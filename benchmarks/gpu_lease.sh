@@ -111,23 +111,24 @@ else
     --out "$OUT" "${LEVERS[@]}" "${TRIAL_SET[@]}" >> "$OUT/lease.log" 2>&1
   log "trial exit $?"; tail -4 "$OUT/lease.log"
 fi
-if (( TRIAL_ONLY )); then  # the second call, after the trial finished: the data-parallel machinery's cost
+if (( TRIAL_ONLY )); then  # the second call, after the trial finished (issue 27)
+  # late_phase TITLE LOG CMD...: CMD in the time left (if a minute is), output to $OUT/LOG, its tail to lease.log
+  late_phase() {
+    local title=$1 file=$2; shift 2
+    if (( $(left) > 60 )); then
+      log "$title"
+      timeout $(( $(left) - 5 )) "$@" > "$OUT/$file" 2>&1
+      log "${file%.log} exit $?"; grep -v '^{' "$OUT/$file" | tail -4 | tee -a "$OUT/lease.log"
+    else
+      log "$title: skipped, $(left)s left"
+    fi
+  }
   DP_ARGS=(); (( DRY )) && DP_ARGS=(--width 0.0625 --batch 8 --steps 2 --rounds 1)
-  if (( $(left) > 70 )); then
-    log "5. data-parallel overhead on one device (benchmarks/data_parallel.py)"
-    timeout $(( $(left) - 5 )) $PY benchmarks/data_parallel.py "${DP_ARGS[@]}" > "$OUT/data_parallel.log" 2>&1
-    log "data_parallel exit $?"; grep -v '^{' "$OUT/data_parallel.log" | tail -4 | tee -a "$OUT/lease.log"
-  else
-    log "5. data-parallel overhead skipped: $(left)s left"
-  fi
+  late_phase "5. data-parallel overhead on one device (benchmarks/data_parallel.py)" data_parallel.log \
+    $PY benchmarks/data_parallel.py "${DP_ARGS[@]}"
   STREAM_ARGS=(--device cuda --root /tmp/data/cifar10-jpeg --workers 8 --images 10000 --large 1000 --repeats 2)
   (( DRY )) && STREAM_ARGS=(--images 64 --large 16 --repeats 1 --batch-size 32)
-  if (( $(left) > 60 )); then
-    log "6. streaming with GPU JPEG decode vs torchvision's DataLoader (benchmarks/streaming.py, issue 27)"
-    timeout $(( $(left) - 5 )) $PY benchmarks/streaming.py "${STREAM_ARGS[@]}" > "$OUT/streaming.log" 2>&1
-    log "streaming exit $?"; grep -v '^{' "$OUT/streaming.log" | tail -4 | tee -a "$OUT/lease.log"
-  else
-    log "6. streaming skipped: $(left)s left"
-  fi
+  late_phase "6. streaming with GPU JPEG decode vs torchvision's DataLoader (benchmarks/streaming.py)" streaming.log \
+    $PY benchmarks/streaming.py "${STREAM_ARGS[@]}"
 fi
 log "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"

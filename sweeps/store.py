@@ -20,9 +20,9 @@ def ensure_store(uri: str) -> None:
     MLflow's schema migration is not safe to run concurrently: processes that open one new store at
     the same moment fail ("duplicate column name", "table ... already exists"), and can leave it
     unusable (measured: 4 processes at once, 3 of 4 failed, and once all 4 with the store left
-    broken). Every process of ours that may be first (the driver, readers polling a starting sweep)
-    takes a lock file beside the database first; a store that exists costs one query. Other URIs:
-    nothing to do.
+    broken). Every process of ours that may be first (the driver when it opens the sweep's parent
+    run, readers polling a starting sweep) takes a lock file beside the database first; a store that
+    exists costs one query. Other URIs: nothing to do.
     """
     if not uri.startswith("sqlite:///"):
         return

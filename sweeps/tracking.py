@@ -61,7 +61,6 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise ValueError(f"MLflow URI {uri!r}: cannot create {path.parent} ({err})") from None
-        ensure_store(uri)
     else:
         raise ValueError(
             f"MLflow URI {uri!r} is not supported; valid: sqlite:////absolute/path.db, http://host:port, https://host"
@@ -186,7 +185,9 @@ def check_parent_run(uri: str, run_id: str) -> None:
 
 
 def open_parent_run(uri: str, experiment: str, artifact_root: Path, state_file: Path, tags: dict[str, str]) -> str:
-    """Create (or, on resume, reopen) the sweep's parent run; its id is kept in ``state_file``."""
+    """Create (or, on resume, reopen) the sweep's parent run; its id is kept in ``state_file``. The
+    driver's first write: a new store is created here, after every check has passed."""
+    ensure_store(uri)
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     exp_id = (
