@@ -24,7 +24,7 @@ from torch import Tensor
 from trainables.data import imagefolder, shapes
 from trainables.data.cache import DEFAULT_CACHE_DIR, Writer, cache_key, cached_arrays, write_arrays
 from trainables.data.imagefolder import DatasetError
-from trainables.data.stream import StreamedImages, default_workers, stream_batches
+from trainables.data.stream import StreamedImages, default_workers, resize_u8, stream_batches
 
 DEFAULT_MEMORY_BUDGET_GB = 8.0
 STREAMING_CHOICES = ("auto", "true", "false")
@@ -219,13 +219,8 @@ def _streamed(spec: str, listing: dict, size: int, workers: int) -> ImageDataset
 
 
 def _resize_u8(images: np.ndarray, size: int | None) -> np.ndarray:
-    """(N, C, h, w) uint8 -> (N, C, size, size) uint8, bilinear with antialiasing."""
-    if size is None or images.shape[-2:] == (size, size):
-        return images
-    x = torch.nn.functional.interpolate(
-        torch.from_numpy(images).float(), size=(size, size), mode="bilinear", antialias=True
-    )
-    return x.round().clamp(0, 255).to(torch.uint8).numpy()
+    """(N, C, h, w) uint8 -> (N, C, size, size) uint8 (``stream.resize_u8``); None: unchanged."""
+    return images if size is None else resize_u8(torch.from_numpy(images), size).numpy()
 
 
 @register_dataset("digits")

@@ -134,12 +134,14 @@ def decode_bytes(data: Sequence[Tensor], paths: Sequence[str], size: int, device
     return out
 
 
-def resize_u8(image: Tensor, size: int) -> Tensor:
-    """(3, h, w) uint8 -> (3, size, size) uint8, antialiased bilinear on the image's device."""
-    if image.shape[-2:] == (size, size):
-        return image
-    x = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return x[0].round_().clamp_(0, 255).to(torch.uint8)
+def resize_u8(images: Tensor, size: int) -> Tensor:
+    """(..., C, h, w) uint8 -> (..., C, size, size) uint8, antialiased bilinear on the images' device:
+    every resize of a decoded image (in memory, cached or streamed) is this one."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    flat = images.reshape(-1, *images.shape[-3:]).float()
+    x = F.interpolate(flat, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).reshape(*images.shape[:-2], size, size)
 
 
 def _decode_pil_bytes(data: Tensor, path: str, size: int) -> Tensor:
