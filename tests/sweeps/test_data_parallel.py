@@ -10,11 +10,13 @@ single process at 1 vs 2 threads drifts alike, ``tests/trainables/test_distribut
 from __future__ import annotations
 
 import pytest
+import torch
 import yaml
 
 from sweeps.grid_patch_sizes import SWEEP as GRID
-from sweeps.launch import main
+from sweeps.launch import main, prepare
 from tests.sweeps.conftest import TINY_YAML, argv, final_metrics, runs
+from trainables.loop import run_trial
 from trainables.ray_train_adapter import MARKER
 from trainables.schema import TRAIN_RUN_DIR
 
@@ -25,12 +27,18 @@ def test_data_parallel__two_workers_match_one_process_and_survive_a_worker_failu
     config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"], "grids": [1]}  # one trial: ori
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(config))
     common = ["--config", str(tmp_path / "one.yaml"), "--set", "eval.eval_every=1", "--set", "system.precision=fp32"]
-    assert main(GRID, argv(storage, "--experiment", "single", *common, epochs=3)) == 0
+    # The single process: the sweep's own trial config, run in this process as a one-CPU Ray worker runs it.
+    plan, _ = prepare(GRID, argv(storage, "--experiment", "single", *common, "--dry-run", epochs=3))
+    [cell], reports, threads = plan.cells, [], torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = run_trial(cell, reports.append, dataset=plan.data)
+    finally:
+        torch.set_num_threads(threads)
     faulty = ["--workers-per-trial", "2", "--set", "sweep.fail_once_at_epoch=2"]
     assert main(GRID, argv(storage, "--experiment", "ddp", *common, *faulty, epochs=3)) == 0
 
-    client, _, [single] = runs(storage, "single")
-    _, _, ddp_runs = runs(storage, "ddp")
+    client, _, ddp_runs = runs(storage, "ddp")
     assert len(ddp_runs) == 1  # one run despite the worker group's restart
     [ddp] = ddp_runs
     assert ddp.info.status == "FINISHED"
@@ -39,12 +47,12 @@ def test_data_parallel__two_workers_match_one_process_and_survive_a_worker_failu
     assert list((trial_dir / TRAIN_RUN_DIR).glob("checkpoint_*/state.pt"))  # Ray Train's, written by rank 0
 
     got = [m.value for m in client.get_metric_history(ddp.info.run_id, "loss")]
-    want = [m.value for m in client.get_metric_history(single.info.run_id, "loss")]
+    want = [r["loss"] for r in reports]
     assert [m.step for m in client.get_metric_history(ddp.info.run_id, "loss")] == [1, 2, 3]
     assert got[0] == pytest.approx(want[0], abs=1e-5)
     assert got[1:] == pytest.approx(want[1:], abs=2e-3)
     print("loss", got, want)  # the measured differences (pytest -s)
-    finals = final_metrics(client, ddp, tmp_path / "d"), final_metrics(client, single, tmp_path / "s")
+    finals = final_metrics(client, ddp, tmp_path / "d"), single
     print("knn_acc", finals[0]["knn_acc"], finals[1]["knn_acc"], "workers", finals[0].get("workers"))
     assert finals[0]["workers"] == 2
     assert "backbone.pt" in [a.path for a in client.list_artifacts(ddp.info.run_id)]
