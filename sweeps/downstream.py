@@ -89,8 +89,9 @@ def run(argv: Sequence[str]) -> int:
     """Both stages (or stage 2 alone when ``model.init_checkpoint`` or ``model.pretrained`` is set)."""
     argv = list(argv)
     args = build_parser(__doc__, "downstream").parse_args(argv)
-    # Names and storage exactly as the launcher resolves them (YAML dataset and trial keys included).
-    plan, _ = prepare(PRETRAIN, [*argv, "--dry-run"])
+    # Names and storage exactly as the launcher resolves them (YAML dataset and trial keys included);
+    # without --resume, which each stage checks against its own experiment.
+    plan, _ = prepare(PRETRAIN, [*(a for a in argv if a != "--resume"), "--dry-run"])
     given = all(cell.get(INIT) or cell.get(TIMM) for cell in plan.cells)
     storage, experiment = plan.storage, plan.experiment
     del plan  # it holds the decoded dataset; each stage loads its own

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from analysis.frame import config_arm
 from sweeps import downstream, paper_table1
-from sweeps.launch import main, prepare
+from sweeps.launch import PLAN_FILE, main, prepare
 from sweeps.options import CONFIG_DIR, SweepError
 from tests.sweeps.conftest import TINY, argv, runs
 
@@ -192,3 +194,7 @@ def test_downstream__timm_weights_skip_stage_1_and_the_references_stay_untrained
         c["model.init_checkpoint"] is None and c["data.cache_dir"] == str(tmp_path / "cache") for c in plan.cells
     )
     assert {c["data.normalization"] for c in plan.cells} == {"pretrained"}  # the references see the same inputs
+    # --resume is checked against stage 2's recorded plan, not stage 1's one-corruption plan
+    (storage / plan.experiment).mkdir(parents=True)
+    (storage / plan.experiment / PLAN_FILE).write_text(json.dumps(plan.cells))
+    assert downstream.run(argv(storage, *two, *timm, "--resume")) == 0, capsys.readouterr().err
