@@ -36,6 +36,7 @@ from trainables.schema import (  # noqa: F401  (DEFAULT_STORAGE, default_uri: re
     STORAGE_TAG,
     TRIAL_TAG,
     default_uri,
+    store_lock,
     trial_checkpoints,
     trial_config,
 )
@@ -55,7 +56,10 @@ def client_for(uri: str):
 
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise AnalysisError(f"no MLflow store at {uri!r}; run a sweep first, or pass --mlflow-uri / --storage-path")
-    return MlflowClient(uri)
+    client = MlflowClient(uri)
+    with store_lock(uri, exclusive=False):  # a sweep may be creating the store's tables this moment
+        client.search_experiments(max_results=1)
+    return client
 
 
 def experiment_id(client, experiment: str) -> str:

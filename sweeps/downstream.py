@@ -85,31 +85,39 @@ def pretrained(folder: Path) -> dict[tuple[str, int], str]:
     return {(r["method"], int(r["system.seed"])): r["checkpoint"] for _, r in df.iterrows() if r.get("checkpoint")}
 
 
+def without_resume(argv: Sequence[str]) -> list[str]:
+    """``argv`` without ``--resume`` or an abbreviation argparse takes for it (``--res``)."""
+    return [a for a in argv if not (a.startswith("--r") and "--resume".startswith(a))]
+
+
+def stage_argv(
+    base: list[str], resume: bool, dry_run: bool, storage: Path, experiment: str
+) -> tuple[list[str], list[str]]:
+    """Each stage's command line from ``base`` (no ``--resume``): a stage 1 that has begun always
+    continues (``--resume`` added; not in a dry run unless asked); stage 2 continues when asked to
+    (``resume``) and it has begun, and starts afresh when it has not (stage 1 was interrupted). Stage
+    1 trains only: fine-tuning (``eval.finetune``) and the probe belong to stage 2."""
+    pretrain = f"{experiment}-pretrain"
+    stage1 = [*base, "--experiment", pretrain, "--set", "eval.probe=false", "--set", "eval.finetune=false"]
+    if (storage / pretrain).exists() and (resume or not dry_run):
+        stage1.append("--resume")
+    return stage1, [*base, *(["--resume"] if resume and (storage / experiment).exists() else [])]
+
+
 def run(argv: Sequence[str]) -> int:
     """Both stages (or stage 2 alone when ``model.init_checkpoint`` or ``model.pretrained`` is set)."""
     argv = list(argv)
     args = build_parser(__doc__, "downstream").parse_args(argv)
-    # Names and storage exactly as the launcher resolves them (YAML dataset and trial keys included);
-    # without --resume, which each stage checks against its own experiment.
-    plan, _ = prepare(PRETRAIN, [*(a for a in argv if a != "--resume"), "--dry-run"])
+    base = without_resume(argv)
+    # Names and storage exactly as the launcher resolves them (YAML dataset and trial keys included).
+    plan, _ = prepare(PRETRAIN, [*base, "--dry-run"])
     given = all(cell.get(INIT) or cell.get(TIMM) for cell in plan.cells)
     storage, experiment = plan.storage, plan.experiment
     del plan  # it holds the decoded dataset; each stage loads its own
+    stage1, stage2 = stage_argv(base, args.resume, args.dry_run, storage, experiment)
     if given:  # the networks are given: nothing to pretrain
         print("stage 1: skipped (model.init_checkpoint or model.pretrained gives every network)", flush=True)
-        return main(probe_sweep(None), argv)
-    # Fine-tuning (eval.finetune) belongs to stage 2: the pretraining runs evaluate nothing costly.
-    stage1 = [
-        *argv,
-        "--experiment",
-        f"{experiment}-pretrain",
-        "--set",
-        "eval.probe=false",
-        "--set",
-        "eval.finetune=false",
-    ]
-    if (storage / f"{experiment}-pretrain").exists() and "--resume" not in stage1 and not args.dry_run:
-        stage1.append("--resume")
+        return main(probe_sweep(None), stage2)
     print(f"stage 1: pretraining on clean data ({experiment}-pretrain)", flush=True)
     code = main(PRETRAIN, stage1)
     if code != 0 or args.dry_run:
@@ -117,7 +125,7 @@ def run(argv: Sequence[str]) -> int:
             print("stage 2: each pretrained backbone probed (frozen) on every corruption; needs stage 1's checkpoints")
         return code
     print(f"stage 2: frozen probes on corrupted data ({experiment})", flush=True)
-    return main(probe_sweep(pretrained(storage / f"{experiment}-pretrain")), argv)
+    return main(probe_sweep(pretrained(storage / f"{experiment}-pretrain")), stage2)
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -6,29 +6,27 @@ Only MLflow is imported here (no Ray, no torch), so a process that merely reads 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from trainables.schema import store_lock
+
 
 def ensure_store(uri: str) -> None:
-    """Create (or upgrade) a SQLite store's tables now, one process at a time.
+    """Create a new SQLite store's tables now, one process at a time.
 
     MLflow's schema migration is not safe to run concurrently: processes that open one new store at
     the same moment fail ("duplicate column name", "table ... already exists"), and can leave it
     unusable (measured: 4 processes at once, 3 of 4 failed, and once all 4 with the store left
-    broken). Every process of ours that may be first (the driver when it opens the sweep's parent
-    run, readers polling a starting sweep) takes a lock file beside the database first; a store that
-    exists costs one query. Other URIs: nothing to do.
+    broken). Every driver of ours opens its store through here (``trainables.schema.store_lock``,
+    exclusive), and readers wait on the same lock, shared; a store that exists costs one query.
+    Other URIs: nothing to do.
     """
     if not uri.startswith("sqlite:///"):
         return
-    path = Path(uri.removeprefix("sqlite:///"))
-    with open(path.with_name(path.name + ".lock"), "a") as lock, _quiet(*MIGRATION_LOGGERS):
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with store_lock(uri), _quiet(*MIGRATION_LOGGERS):
         MlflowClient(uri).search_experiments(max_results=1)
 
 

@@ -141,6 +141,7 @@ def check_new_sweep(uri: str, experiment: str) -> None:
     parent with its own runs per trial would sit beside the first, and analysis would pool them."""
     if _store_missing(uri):
         return
+    ensure_store(uri)  # another sweep may be creating it this moment
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -174,6 +175,7 @@ def check_parent_run(uri: str, run_id: str) -> None:
     try:
         if _store_missing(uri):
             raise MlflowException("no store")
+        ensure_store(uri)
         run = MlflowClient(uri).get_run(run_id)
     except MlflowException:
         run = None

@@ -8,6 +8,9 @@ MLflow here, so ``trainables`` (the Ray adapter), ``sweeps`` and ``analysis`` al
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +69,21 @@ MLFLOW_DB = "mlflow.db"  # the default store: sqlite beside the Tune folders
 def default_uri(storage: Path = DEFAULT_STORAGE) -> str:
     """The sweeps' default store: ``sqlite:///<abs storage>/mlflow.db``."""
     return f"sqlite:///{Path(storage).expanduser().resolve() / MLFLOW_DB}"
+
+
+@contextlib.contextmanager
+def store_lock(uri: str, exclusive: bool = True) -> Iterator[None]:
+    """Hold the lock file beside a SQLite store (``<db>.lock``) for the block.
+
+    Exclusive: while creating the store's tables (``sweeps.store.ensure_store``; MLflow's migration
+    breaks when two processes run it at once). Shared: a reader waits until a store being created is
+    complete; without a lock file (a store made otherwise) it does not wait, and it only reads the
+    file, so a read-only folder is fine. Other URIs: no lock.
+    """
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock") if uri.startswith("sqlite:///") else None
+    if lock is None or (not exclusive and not lock.is_file()):
+        yield
+        return
+    with open(lock, "a" if exclusive else "r") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)  # released when the file closes
+        yield

@@ -198,3 +198,22 @@ def test_downstream__timm_weights_skip_stage_1_and_the_references_stay_untrained
     (storage / plan.experiment).mkdir(parents=True)
     (storage / plan.experiment / PLAN_FILE).write_text(json.dumps(plan.cells))
     assert downstream.run(argv(storage, *two, *timm, "--resume")) == 0, capsys.readouterr().err
+
+
+def test_downstream__each_stage_resumes_only_once_it_has_begun(tmp_path):
+    """Interrupted in stage 1, `--resume` continues stage 1 and starts stage 2 afresh (a --resume of
+    a stage 2 that never began would be refused); a stage 1 that has begun continues even unasked."""
+    base = downstream.without_resume(["--methods", "supervised", "--res", "--resume"])
+    assert base == ["--methods", "supervised"]
+
+    def stages(resume, dry_run=False):
+        one, two = downstream.stage_argv(base, resume, dry_run, tmp_path, "ds")
+        return "--resume" in one, "--resume" in two, one[one.index("--experiment") + 1]
+
+    assert stages(True) == (False, False, "ds-pretrain")  # nothing begun: both start
+    (tmp_path / "ds-pretrain").mkdir()
+    assert stages(True) == (True, False, "ds-pretrain")  # interrupted in stage 1
+    assert stages(False) == (True, False, "ds-pretrain") and stages(False, dry_run=True)[0] is False
+    (tmp_path / "ds").mkdir()
+    assert stages(True) == (True, True, "ds-pretrain")  # interrupted in stage 2
+    assert stages(False)[1] is False  # stage 2 continues only when asked: the launcher then says to pass --resume

@@ -156,7 +156,10 @@ def _decode_pil_bytes(data: Tensor, path: str, size: int) -> Tensor:
 
 
 class _BatchReader(Dataset):
-    """Item ``i`` is batch ``i``: decoded (B, 3, S, S) uint8, or the files' bytes when ``raw``."""
+    """Item ``i`` is batch ``i``: decoded (B, 3, S, S) uint8, or, when ``raw``, the files' bytes as one
+    (total,) uint8 tensor, the (B,) byte counts and the paths. One tensor, not one per file: each
+    tensor from a worker holds a file descriptor until it is consumed, and with 8 workers and 256-file
+    batches that exhausted a 1024-descriptor limit."""
 
     def __init__(self, images: StreamedImages, batches: Sequence[Tensor], raw: bool) -> None:
         self.paths, self.size, self.raw = images.paths, images.size, raw
@@ -167,7 +170,10 @@ class _BatchReader(Dataset):
 
     def __getitem__(self, i: int):
         paths = [self.paths[j] for j in self.batches[i]]
-        return (read_files(paths), paths) if self.raw else decode_files(paths, self.size)
+        if not self.raw:
+            return decode_files(paths, self.size)
+        data = read_files(paths)
+        return torch.cat(data), torch.tensor([len(d) for d in data]), paths
 
 
 def stream_batches(
@@ -192,7 +198,7 @@ def stream_batches(
     )
     for item in loader:
         if raw:
-            data, paths = item
-            yield decode_bytes(data, paths, images.size, device)
+            joined, lengths, paths = item
+            yield decode_bytes(joined.split(lengths.tolist()), paths, images.size, device)
         else:
             yield item.to(device, non_blocking=True)

@@ -3,13 +3,17 @@ the memory budget's choice, a whole trial, and bad ``data.streaming`` values."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from corruptions import parse
-from tests.conftest import devices
+from tests.conftest import REPO, devices
 from trainables.config import TrialConfig
 from trainables.data.batches import Pipeline, eval_batches, train_batches
 from trainables.data.datasets import DatasetError, load_dataset
@@ -154,3 +158,23 @@ def test_stream__streaming_a_dataset_that_is_not_files_says_so(tmp_path):
         DatasetError, match=r"data\.streaming true is invalid for dataset 'digits'.*valid: auto or false"
     ):
         load_dataset("digits", cache_dir=tmp_path, streaming=True)
+
+
+def test_stream__raw_batches_fit_a_small_file_descriptor_limit(tmp_path):
+    """The GPU-decode path ships file bytes from the workers (checked on the CPU): 8 batches of 64
+    files in flight must not need a descriptor per file (256 here; a machine's default may be 1024)."""
+    root = _folder(tmp_path / "ds")
+    code = f"""
+import resource, torch
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from trainables.data.datasets import load_dataset
+from trainables.data.stream import stream_batches
+data = load_dataset("imagefolder:{root}", image_size=16, streaming=True, stream_workers=2)
+batches = [torch.randint(0, 15, (64,), generator=torch.Generator().manual_seed(i)) for i in range(12)]
+out = list(stream_batches(data.train.images, batches, "cpu", gpu_decode=True))
+assert [tuple(b.shape) for b in out] == [(64, 3, 16, 16)] * 12
+print("ok")
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SBL_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
