@@ -24,13 +24,8 @@ import torch  # noqa: E402
 import torchvision.transforms as T  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import best_time, emit  # noqa: E402
+from benchmarks.common import best_time, emit, sync  # noqa: E402
 from trainables.data.augment import SSLRecipe  # noqa: E402
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def ours_pairs(images: torch.Tensor, device: str) -> Callable[[], object]:
@@ -39,7 +34,7 @@ def ours_pairs(images: torch.Tensor, device: str) -> Callable[[], object]:
 
     def run() -> object:
         views = recipe(images, generator), recipe(images, generator)
-        _sync(device)
+        sync(device)
         return views
 
     return run
@@ -58,7 +53,7 @@ def kornia_pairs(images: torch.Tensor, device: str) -> Callable[[], object]:
     def run() -> object:
         x = images.float().div_(255)
         views = aug(x), aug(x)
-        _sync(device)
+        sync(device)
         return views
 
     return run

@@ -24,6 +24,14 @@ def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
     return min(run_times(fn, repeats, warmup))
 
 
+def sync(device: str) -> None:
+    """Wait for a CUDA device's queued work (timers must not stop before it ends); a CPU: nothing."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def emit(result: dict) -> None:
     """Print the result as the last line: one JSON object (with a ``ratio`` field)."""
     assert "ratio" in result, result

@@ -33,7 +33,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 from torchvision import datasets, transforms  # noqa: E402
 
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import emit, sync  # noqa: E402
 from trainables.data.datasets import load_dataset  # noqa: E402
 from trainables.data.stream import stream_batches  # noqa: E402
 
@@ -51,13 +51,8 @@ def ours(
     first = None
     for images in stream_batches(data.train.images, list(order.split(batch)), device):
         first = images if first is None else first
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start, first.cpu()
-
-
-def _sync(device: str) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
 
 
 def torchvision_loader(
@@ -72,7 +67,7 @@ def torchvision_loader(
     for images, _ in DataLoader(ds, batch_size=batch, num_workers=workers, pin_memory=device != "cpu"):
         images = images.to(device, non_blocking=True)
         first = images if first is None else first
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start, first.cpu()
 
 

@@ -130,7 +130,6 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
             "data.dataset": absolute_spec(opts["dataset"]),
             **{k: v for k, v in opts["trial"].items() if not k.startswith("sweep.")},
         }
-        absolute_paths(base)
         sweep_keys = {k: v for k, v in opts["trial"].items() if k.startswith("sweep.")}
         if opts.get("data_dir"):
             base["data.data_dir"] = str(Path(opts["data_dir"]).expanduser().resolve())
