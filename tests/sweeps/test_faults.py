@@ -1,5 +1,5 @@
-"""Faults: a trial that fails once resumes from its checkpoint; an interrupted sweep resumes, and so
-does one whose driver was killed with SIGKILL."""
+"""Faults: a trial that fails once resumes from its checkpoint; a sweep interrupted with SIGINT resumes,
+and so does the same sweep when its resumed driver is then killed with SIGKILL."""
 
 from __future__ import annotations
 
@@ -50,52 +50,6 @@ def test_fault__failed_trial_resumes_from_checkpoint_with_identical_metrics(stor
         assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [
             m.value for m in client.get_metric_history(ref.info.run_id, "loss")
         ]
-
-
-def test_fault__interrupted_sweep_resumes_without_rerunning_finished_trials(storage, tmp_path):
-    cmd = [
-        sys.executable,
-        str(REPO / "sweeps/grid_patch_sizes.py"),
-        *argv(storage, "--experiment", "cut", *TINY_GRID, "--max-concurrent", "1", epochs=3),
-    ]
-    env = {**os.environ, "SBL_CACHE_DIR": str(tmp_path / "cache")}
-    # Output to a file, not a pipe nobody reads while waiting: a full pipe would stall the sweep.
-    log = tmp_path / "first.log"
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    finished = []
-    while time.time() < deadline and not finished and proc.poll() is None:
-        time.sleep(0.5)
-        if (storage / "mlflow.db").exists():
-            try:
-                _, _, children = runs(storage, "cut")
-                finished = [r for r in children if r.info.status == "FINISHED"]
-            except Exception:  # the store is still being created
-                pass
-    proc.send_signal(signal.SIGINT)  # Tune saves its state and stops gracefully
-    proc.wait(timeout=120)
-    out = log.read_text()
-    assert finished, f"no trial finished before the interruption (exit {proc.returncode}):\n{out[-3000:]}"
-    assert proc.returncode == 130 and "Traceback" not in out, out[-3000:]
-    assert "trial(s) unfinished; continue with the same command and --resume" in out
-    _, parents, before = runs(storage, "cut")
-    assert all(r.info.status != "RUNNING" for r in before) and parents[0].info.status == "KILLED"
-    done_before = {r.info.run_id: r.info.end_time for r in before if r.info.status == "FINISHED"}
-    assert len(done_before) < 3, "the sweep finished before it could be interrupted"
-    assert f"\n{len(done_before)} of 3 trials finished" in out, out[-3000:]  # the interrupted trial is not counted
-
-    resumed = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert f"{len(done_before)} of 3 trials already ended; {3 - len(done_before)} to run" in resumed.stdout
-    counts = [int(k) for k in re.findall(r"\[(\d)/3 done,", resumed.stdout)]
-    assert counts and min(counts) >= len(done_before), counts  # progress counts on from the restored trials
-    client, parents, after = runs(storage, "cut")
-    assert len(after) == 3 and all(r.info.status == "FINISHED" for r in after)
-    assert parents[0].info.status == "FINISHED"
-    for run in after:
-        if run.info.run_id in done_before:  # finished trials were not re-run
-            assert run.info.end_time == done_before[run.info.run_id]
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -181,73 +135,112 @@ def _tune_state(experiment_dir) -> list[Path]:
     return [p for pattern in TUNE_STATE for p in experiment_dir.glob(pattern)]
 
 
-def test_fault__killed_driver_resumes_without_rerunning_a_finished_trial_and_from_the_newest_checkpoint(
-    storage, tmp_path
-):
-    """kill -9 of the driver while trial A is FINISHED in MLflow and trial B has checkpoints, with Tune's
-    experiment state older than both (Tune snapshots it every ~10 s: what a kill between snapshots leaves).
-    --resume must not re-run A and must continue B from its newest checkpoint on disk."""
+def _poll(proc: subprocess.Popen, storage, seconds: float, check):
+    """Every 0.5 s while ``proc`` runs, ``check(client, child_runs)`` on the sweep's MLflow runs (experiment
+    "cut"), until it returns something truthy (returned) or ``seconds`` pass (None)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        client, children = _trial_runs(storage, "cut")
+        if children and (got := check(client, children)):
+            return got
+    return None
+
+
+def _trial_id(run) -> str:
+    return run.data.tags["ray_trial_id"]
+
+
+def test_fault__interrupted_then_killed_sweep_resumes_each_time_without_rerunning_a_finished_trial(storage, tmp_path):
+    """One sweep of 3 trials run one at a time (A, B, C), stopped twice and resumed twice:
+
+    1. SIGINT once A has finished: Tune saves its state, the driver exits 130 saying how to continue,
+       no run is left RUNNING and the parent run is KILLED.
+    2. ``--resume`` restores A as ended and continues B; kill -9 of that driver once B has finished and
+       C has checkpoints, with Tune's experiment state older than both (Tune snapshots it every ~10 s:
+       what a kill between snapshots leaves).
+    3. ``--resume`` again must re-run neither A nor B and must continue C from its newest checkpoint on
+       disk; every trial ends with one run and one loss per epoch."""
     epochs = 6
     cmd = [
         sys.executable,
         str(REPO / "sweeps/grid_patch_sizes.py"),
-        *argv(storage, "--experiment", "kill9", *TINY_GRID, "--max-concurrent", "1", epochs=epochs),
+        *argv(storage, "--experiment", "cut", *TINY_GRID, "--max-concurrent", "1", epochs=epochs),
     ]
     env = {**os.environ, "SBL_CACHE_DIR": str(tmp_path / "cache")}
-    experiment, stash = storage / "kill9", tmp_path / "stale_state"
-    # Output to files, not pipes: Ray processes a killed driver leaves behind would hold a pipe open.
-    logs = {name: tmp_path / f"{name}.log" for name in ("first", "resumed")}
+    experiment, stash = storage / "cut", tmp_path / "stale_state"
+    # Output to files, not pipes: nobody reads a pipe while waiting, and Ray processes a killed driver
+    # leaves behind would hold it open.
+    logs = {name: tmp_path / f"{name}.log" for name in ("first", "second", "third")}
     popen = {"cwd": tmp_path, "env": env, "stderr": subprocess.STDOUT, "start_new_session": True}
-    proc = subprocess.Popen(cmd, stdout=logs["first"].open("w"), **popen)
+    procs = [subprocess.Popen(cmd, stdout=logs["first"].open("w"), **popen)]
     ray_procs: dict[int, int] = {}
-    resumed = None
     try:
-        first = killed = None
-        deadline = time.time() + 400
-        while time.time() < deadline and proc.poll() is None and killed is None:
-            time.sleep(0.5)
-            client, children = _trial_runs(storage, "kill9")
-            steps = {
-                r.data.tags["ray_trial_id"]: len(client.get_metric_history(r.info.run_id, "loss")) for r in children
-            }
-            running = [r for r in children if r.info.status == "RUNNING" and steps[r.data.tags["ray_trial_id"]] >= 1]
+        # 1. SIGINT after A.
+        first = procs[0]
+        a_runs = _poll(first, storage, 240, lambda _, runs: [r for r in runs if r.info.status == "FINISHED"])
+        first.send_signal(signal.SIGINT)  # Tune saves its state and stops gracefully
+        first.wait(timeout=120)
+        out = logs["first"].read_text()
+        assert a_runs, f"no trial finished before the interruption (exit {first.returncode}):\n{out[-3000:]}"
+        assert first.returncode == 130 and "Traceback" not in out, out[-3000:]
+        assert "trial(s) unfinished; continue with the same command and --resume" in out
+        _, parents, before = runs(storage, "cut")
+        assert all(r.info.status != "RUNNING" for r in before) and parents[0].info.status == "KILLED"
+        [a] = [r for r in before if r.info.status == "FINISHED"]  # B must be left for the kill
+        assert "\n1 of 3 trials finished" in out, out[-3000:]  # the interrupted trial is not counted
+
+        # 2. --resume, then kill -9 once B has finished and C has checkpoints.
+        procs.append(second := subprocess.Popen([*cmd, "--resume"], stdout=logs["second"].open("w"), **popen))
+        b_id = None
+
+        def b_done_and_c_checkpointed(client, children):
+            nonlocal b_id
+            steps = {_trial_id(r): len(client.get_metric_history(r.info.run_id, "loss")) for r in children}
+            running = [r for r in children if r.info.status == "RUNNING" and steps[_trial_id(r)] >= 1]
             states = _tune_state(experiment)
-            if first is None and running and any(p.name.startswith("experiment_state") for p in states):
-                stash.mkdir()  # the snapshot to restore later: taken while trial A still runs
+            if b_id is None and running and any(p.name.startswith("experiment_state") for p in states):
+                stash.mkdir()  # the snapshot to restore later: taken while B still runs
                 for path in states:
                     shutil.copy2(path, stash / path.name)
-                first = running[0].data.tags["ray_trial_id"]
-            done = [r for r in children if r.info.status == "FINISHED" and r.data.tags["ray_trial_id"] == first]
-            second = [
-                r for r in running if r.data.tags["ray_trial_id"] != first and steps[r.data.tags["ray_trial_id"]] >= 2
-            ]
-            if done and second:
-                ray_procs = _descendants(proc.pid)
-                proc.kill()  # SIGKILL: no handler, no cleanup
-                killed = (done[0], second[0])
-        proc.wait(timeout=60)
-        assert killed, f"never reached one finished and one checkpointed trial:\n{logs['first'].read_text()[-3000:]}"
-        finished, interrupted = killed
+                b_id = _trial_id(running[0])
+            done = [r for r in children if r.info.status == "FINISHED" and _trial_id(r) == b_id]
+            c = [r for r in running if _trial_id(r) != b_id and steps[_trial_id(r)] >= 2]
+            if done and c:
+                ray_procs.update(_descendants(second.pid))
+                second.kill()  # SIGKILL: no handler, no cleanup
+                return done[0], c[0]
+            return None
+
+        killed = _poll(second, storage, 400, b_done_and_c_checkpointed)
+        second.wait(timeout=60)
+        out = logs["second"].read_text()
+        assert killed, f"never reached B finished and C checkpointed:\n{out[-3000:]}"
+        assert "1 of 3 trials already ended; 2 to run" in out, out[-3000:]
+        counts = [int(k) for k in re.findall(r"\[(\d)/3 done,", out)]
+        assert counts and min(counts) >= 1, counts  # progress counts on from the restored trial
+        b, c = killed
+        assert _trial_id(a) not in (_trial_id(b), _trial_id(c))
         worker_gone = time.time() + 60  # the trial worker dies with its raylet; then its checkpoints are final
         while (
             any(Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"ray::ImplicitFunc") for p in _alive(ray_procs))
             and time.time() < worker_gone
         ):
             time.sleep(0.5)
-        for path in _tune_state(experiment):  # Tune's last snapshot predates A's finish and B's checkpoints
+        for path in _tune_state(experiment):  # Tune's last snapshot predates B's finish and C's checkpoints
             path.unlink()
         for path in stash.iterdir():
             shutil.copy2(path, experiment / path.name)
-        b_id = interrupted.data.tags["ray_trial_id"]
-        newest = _newest_epoch(experiment, b_id)
+        newest = _newest_epoch(experiment, _trial_id(c))
         assert 2 <= newest < epochs, newest
 
+        # 3. --resume again.
         orphans = _alive(ray_procs)  # Ray's agents outlive a killed driver by a minute or so
-        resumed = subprocess.Popen([*cmd, "--resume"], stdout=logs["resumed"].open("w"), **popen)
-        resumed.wait(timeout=600)
-        out = logs["resumed"].read_text()
+        procs.append(third := subprocess.Popen([*cmd, "--resume"], stdout=logs["third"].open("w"), **popen))
+        third.wait(timeout=600)
+        out = logs["third"].read_text()
         progress = "\n".join(line for line in out.splitlines() if " seed 0 " in line or "stopped" in line)
-        assert resumed.returncode == 0, out[-3000:]
+        assert third.returncode == 0, out[-3000:]
         left = _alive(ray_procs)
         assert not left, f"Ray processes of the killed driver still running after the resume: {left}"
         if orphans:
@@ -255,24 +248,25 @@ def test_fault__killed_driver_resumes_without_rerunning_a_finished_trial_and_fro
                 progress
             )
 
-        def epochs_trained(corruption: str) -> list[int]:
-            return [int(e) for e in re.findall(rf" {corruption} +seed 0  epoch (\d+) ", out)]
+        def epochs_trained(run) -> list[int]:
+            return [int(e) for e in re.findall(rf" {run.data.tags['corruption']} +seed 0  epoch (\d+) ", out)]
 
-        a, b = finished.data.tags["corruption"], interrupted.data.tags["corruption"]
-        assert epochs_trained(a) == [], f"finished trial {a} was re-run:\n{progress}"
-        assert epochs_trained(b) == list(range(newest + 1, epochs)), (
-            f"{b} did not continue from epoch {newest}:\n{progress}"
+        for ended in (a, b):
+            assert epochs_trained(ended) == [], (
+                f"finished trial {ended.data.tags['corruption']} was re-run:\n{progress}"
+            )
+        assert epochs_trained(c) == list(range(newest + 1, epochs)), (
+            f"{c.data.tags['corruption']} did not continue from epoch {newest}:\n{progress}"
         )
-        client, parents, after = runs(storage, "kill9")
+        client, parents, after = runs(storage, "cut")
         assert len(after) == 3 and all(r.info.status == "FINISHED" for r in after), [
             (r.data.tags, r.info.status) for r in after
         ]
         assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-        again = next(r for r in after if r.info.run_id == finished.info.run_id)
-        assert again.info.end_time == finished.info.end_time  # its record is untouched
+        for ended in (a, b):  # their records are untouched
+            assert next(r for r in after if r.info.run_id == ended.info.run_id).info.end_time == ended.info.end_time
         for run in after:
             assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, epochs + 1))
     finally:
-        _stop_driver(proc, ray_procs)
-        if resumed is not None:
-            _stop_driver(resumed, {})
+        for proc in procs:
+            _stop_driver(proc, ray_procs)
