@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,30 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10-jpeg"
 
 
+RAY_TESTS = REPO / "tests" / "sweeps"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    """Skip ``gpu`` tests without CUDA; keep the tests that start Ray in one xdist group.
+
+    Under ``-n 2 --dist loadgroup`` (setup.cfg) one worker runs the Ray tests one after another (each
+    starts its own local Ray, and ``--address auto`` ones must find only their own) while the other
+    runs the rest: the Ray tests mostly wait (cluster and worker start-up), so the two overlap."""
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if item.get_closest_marker("gpu") is not None:  # the marker, not a "gpu" parameter id
+        if skip is not None and item.get_closest_marker("gpu") is not None:  # the marker, not a parameter id
             item.add_marker(skip)
+        if RAY_TESTS in item.path.parents or "smoke_sweep" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
+def pytest_configure(config):
+    """An xdist worker computes on one thread (and so do the processes it starts): two workers at two
+    OpenMP threads each on two cores spin at each other's barriers (a 2 s test took 56 s)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)
