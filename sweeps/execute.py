@@ -95,17 +95,20 @@ def check_resources(resources: dict[str, float]) -> None:
         )
 
 
-def data_parallel_concurrency(resources: dict[str, float]) -> int | None:
-    """How many data-parallel trials the cluster holds at once (None for single-process trials).
+def data_parallel_concurrency(resources: dict[str, float], total: dict[str, float]) -> int | None:
+    """How many data-parallel trials a cluster of ``total`` resources holds at once (None for
+    single-process trials).
 
     A data-parallel trial's Tune function holds almost nothing and its workers wait until Ray Train
     gets all of them, so without a cap every trial would start a Train run that waits (Ray's Train +
-    Tune guide: set ``max_concurrent_trials`` from the limiting resource)."""
+    Tune guide: set ``max_concurrent_trials`` from the limiting resource). A trial holds its workers'
+    CPUs *and* its Tune function's ``DRIVER_CPU``: on 2 CPUs, two trials of 1 CPU each do not fit
+    (the second one's workers waited forever)."""
     if resources.get("workers", 1) <= 1:
         return None
-    total = ray.cluster_resources()
     by_gpu = total.get("GPU", 0.0) // resources["gpu"] if resources["gpu"] > 0 else float("inf")
-    return max(1, int(min(by_gpu, total.get("CPU", 0.0) // resources["cpu"])))
+    by_cpu = total.get("CPU", 0.0) // (resources["cpu"] + tune_adapter.DRIVER_CPU)
+    return max(1, int(min(by_gpu, by_cpu)))
 
 
 def execute(plan: Plan) -> int:
@@ -193,7 +196,15 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     setup = plan.sweep.tune_setup or grid_setup
     param_space, tune_kwargs = setup(plan.opts, plan.experiment_path, plan.cells)
     param_space.update({"sweep.gpu": plan.opts["resources"]["gpu"], **plan.sweep_keys})
-    concurrent = plan.opts.get("max_concurrent") or data_parallel_concurrency(plan.opts["resources"])
+    fits = data_parallel_concurrency(plan.opts["resources"], ray.cluster_resources())
+    concurrent = plan.opts.get("max_concurrent") or fits
+    if fits is not None and concurrent > fits:  # more may join an autoscaling cluster: a warning, not a cap
+        print(
+            f"warning: --max-concurrent {concurrent} starts more data-parallel trials than the cluster holds "
+            f"now ({fits}); the extra trials' Ray Train workers can wait indefinitely (with Ray 2.60 they "
+            "still waited after the other trials ended)",
+            flush=True,
+        )
     if concurrent:
         tune_kwargs.setdefault("max_concurrent_trials", int(concurrent))
     writer = MLflowTrialWriter(
