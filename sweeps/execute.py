@@ -81,17 +81,24 @@ def _held_stderr():
                     text = text[os.write(2, text) :]
 
 
-def check_resources(resources: dict[str, float]) -> None:
-    """Refuse requests the cluster can never satisfy (Tune would wait forever)."""
-    total = ray.cluster_resources()
+EPSILON = 1e-9  # float slack: 4 CPUs hold 5 trials of 0.79 + 0.01 although 4.0 // 0.8 == 4.0
+
+
+def check_resources(resources: dict[str, float], total: dict[str, float]) -> None:
+    """Refuse requests a cluster of ``total`` resources can never satisfy (Tune would wait forever).
+
+    A data-parallel trial also holds ``DRIVER_CPU`` for its Tune function beside its workers' CPUs."""
     gpus, cpus = total.get("GPU", 0.0), total.get("CPU", 0.0)
     if resources["gpu"] > 0 and gpus < resources["gpu"]:
         raise SweepError(
             f"--gpus-per-trial {resources['gpu']:g} but the Ray cluster has {gpus:g} GPUs; valid: 0 on this cluster, or add GPU nodes"
         )
-    if resources["cpu"] > cpus:
+    driver = tune_adapter.DRIVER_CPU if resources.get("workers", 1) > 1 else 0.0
+    if resources["cpu"] + driver > cpus + EPSILON:
+        also = f" plus {driver:g} for its Tune function" if driver else ""
         raise SweepError(
-            f"--cpus-per-trial {resources['cpu']:g} but the Ray cluster has {cpus:g} CPUs; valid: <= {cpus:g}"
+            f"--cpus-per-trial {resources['cpu']:g}{also} but the Ray cluster has {cpus:g} CPUs; "
+            f"valid: <= {cpus - driver:g}"
         )
 
 
@@ -107,7 +114,7 @@ def data_parallel_concurrency(resources: dict[str, float], total: dict[str, floa
     if resources.get("workers", 1) <= 1:
         return None
     by_gpu = total.get("GPU", 0.0) // resources["gpu"] if resources["gpu"] > 0 else float("inf")
-    by_cpu = total.get("CPU", 0.0) // (resources["cpu"] + tune_adapter.DRIVER_CPU)
+    by_cpu = (total.get("CPU", 0.0) + EPSILON) // (resources["cpu"] + tune_adapter.DRIVER_CPU)
     return max(1, int(min(by_gpu, by_cpu)))
 
 
@@ -122,7 +129,7 @@ def execute(plan: Plan) -> int:
             flush=True,
         )
     connect(plan.address)
-    check_resources(plan.opts["resources"])
+    check_resources(plan.opts["resources"], ray.cluster_resources())
     plan.storage.mkdir(parents=True, exist_ok=True)
     if not plan.resume:
         save_plan(plan)

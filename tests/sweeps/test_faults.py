@@ -3,6 +3,7 @@ and so does the same sweep when its resumed driver is then killed with SIGKILL."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -91,20 +92,21 @@ def _alive(procs: dict[int, int]) -> list[int]:
     return [pid for pid, start in procs.items() if _start_time(pid) == start]
 
 
-def _stop_driver(proc: subprocess.Popen, known: dict[int, int]) -> None:
-    """SIGKILL a driver this test started in its own session, the processes it started (Ray's keep its
-    process group; trial workers die with their raylet) and ``known`` ones, all by pid."""
-    started = _start_time(proc.pid)
+def _stop_driver(proc: subprocess.Popen, started: int | None, known: dict[int, int]) -> None:
+    """SIGKILL a driver this test started in its own session (``started``: its start time, read at
+    launch), the processes it started (Ray's keep its process group; trial workers die with their
+    raylet) and ``known`` ones, all by pid; a group of unknown start is left alone."""
     if proc.poll() is None:
         proc.kill()
     proc.wait()
     group = {
         pid: int(f[19])
         for pid, f in _processes().items()
-        if int(f[2]) == proc.pid and (started is None or int(f[19]) >= started)
+        if started is not None and int(f[2]) == proc.pid and int(f[19]) >= started
     }
     for pid in _alive({**group, **known}):
-        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+            os.kill(pid, signal.SIGKILL)
 
 
 def _trial_runs(storage, experiment):
@@ -173,11 +175,17 @@ def test_fault__interrupted_then_killed_sweep_resumes_each_time_without_rerunnin
     # leaves behind would hold it open.
     logs = {name: tmp_path / f"{name}.log" for name in ("first", "second", "third")}
     popen = {"cwd": tmp_path, "env": env, "stderr": subprocess.STDOUT, "start_new_session": True}
-    procs = [subprocess.Popen(cmd, stdout=logs["first"].open("w"), **popen)]
+    procs: list[tuple[subprocess.Popen, int | None]] = []
+
+    def launch(args: list[str], log: str) -> subprocess.Popen:
+        proc = subprocess.Popen(args, stdout=logs[log].open("w"), **popen)
+        procs.append((proc, _start_time(proc.pid)))
+        return proc
+
     ray_procs: dict[int, int] = {}
     try:
         # 1. SIGINT after A.
-        first = procs[0]
+        first = launch(cmd, "first")
         a_runs = _poll(first, storage, 240, lambda _, runs: [r for r in runs if r.info.status == "FINISHED"])
         first.send_signal(signal.SIGINT)  # Tune saves its state and stops gracefully
         first.wait(timeout=120)
@@ -191,7 +199,7 @@ def test_fault__interrupted_then_killed_sweep_resumes_each_time_without_rerunnin
         assert "\n1 of 3 trials finished" in out, out[-3000:]  # the interrupted trial is not counted
 
         # 2. --resume, then kill -9 once B has finished and C has checkpoints.
-        procs.append(second := subprocess.Popen([*cmd, "--resume"], stdout=logs["second"].open("w"), **popen))
+        second = launch([*cmd, "--resume"], "second")
         b_id = None
 
         def b_done_and_c_checkpointed(client, children):
@@ -200,7 +208,7 @@ def test_fault__interrupted_then_killed_sweep_resumes_each_time_without_rerunnin
             running = [r for r in children if r.info.status == "RUNNING" and steps[_trial_id(r)] >= 1]
             states = _tune_state(experiment)
             if b_id is None and running and any(p.name.startswith("experiment_state") for p in states):
-                stash.mkdir()  # the snapshot to restore later: taken while B still runs
+                stash.mkdir()  # the snapshot to restore later: from before B finished (maybe the first driver's)
                 for path in states:
                     shutil.copy2(path, stash / path.name)
                 b_id = _trial_id(running[0])
@@ -236,7 +244,7 @@ def test_fault__interrupted_then_killed_sweep_resumes_each_time_without_rerunnin
 
         # 3. --resume again.
         orphans = _alive(ray_procs)  # Ray's agents outlive a killed driver by a minute or so
-        procs.append(third := subprocess.Popen([*cmd, "--resume"], stdout=logs["third"].open("w"), **popen))
+        third = launch([*cmd, "--resume"], "third")
         third.wait(timeout=600)
         out = logs["third"].read_text()
         progress = "\n".join(line for line in out.splitlines() if " seed 0 " in line or "stopped" in line)
@@ -268,5 +276,5 @@ def test_fault__interrupted_then_killed_sweep_resumes_each_time_without_rerunnin
         for run in after:
             assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, epochs + 1))
     finally:
-        for proc in procs:
-            _stop_driver(proc, ray_procs)
+        for proc, started in procs:
+            _stop_driver(proc, started, ray_procs)
