@@ -84,6 +84,11 @@ def _held_stderr():
 EPSILON = 1e-9  # float slack: 4 CPUs hold 5 trials of 0.79 + 0.01 although 4.0 // 0.8 == 4.0
 
 
+def trial_cpus(resources: dict[str, float]) -> float:
+    """CPUs one trial holds: its own, plus ``DRIVER_CPU`` for a data-parallel trial's Tune function."""
+    return resources["cpu"] + (tune_adapter.DRIVER_CPU if resources.get("workers", 1) > 1 else 0.0)
+
+
 def check_resources(resources: dict[str, float], total: dict[str, float]) -> None:
     """Refuse requests a cluster of ``total`` resources can never satisfy (Tune would wait forever).
 
@@ -93,8 +98,9 @@ def check_resources(resources: dict[str, float], total: dict[str, float]) -> Non
         raise SweepError(
             f"--gpus-per-trial {resources['gpu']:g} but the Ray cluster has {gpus:g} GPUs; valid: 0 on this cluster, or add GPU nodes"
         )
-    driver = tune_adapter.DRIVER_CPU if resources.get("workers", 1) > 1 else 0.0
-    if resources["cpu"] + driver > cpus + EPSILON:
+    need = trial_cpus(resources)
+    if need > cpus + EPSILON:
+        driver = need - resources["cpu"]
         also = f" plus {driver:g} for its Tune function" if driver else ""
         raise SweepError(
             f"--cpus-per-trial {resources['cpu']:g}{also} but the Ray cluster has {cpus:g} CPUs; "
@@ -114,7 +120,7 @@ def data_parallel_concurrency(resources: dict[str, float], total: dict[str, floa
     if resources.get("workers", 1) <= 1:
         return None
     by_gpu = total.get("GPU", 0.0) // resources["gpu"] if resources["gpu"] > 0 else float("inf")
-    by_cpu = (total.get("CPU", 0.0) + EPSILON) // (resources["cpu"] + tune_adapter.DRIVER_CPU)
+    by_cpu = (total.get("CPU", 0.0) + EPSILON) // trial_cpus(resources)
     return max(1, int(min(by_gpu, by_cpu)))
 
 
