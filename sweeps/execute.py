@@ -237,13 +237,23 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     cell = param_space["sweep.cell"]
     grid = len(cell["grid_search"]) if isinstance(cell, dict) and "grid_search" in cell else 1
     progress.total = grid * int(tune_kwargs.get("num_samples", 1))
-    # A trial worker that finished hands its process to the next trial of the same resources: torch,
-    # timm and the dataset are imported and unpacked once per worker, not once per trial (~6 s each on
-    # a 2-core CPU). run_trial sets all of its state per trial (seeded generators, no global RNG).
-    # `reuse_workers: false` in the YAML gives every trial a fresh process.
-    tune_kwargs.setdefault("reuse_actors", plan.opts.get("reuse_workers", True))
+    tune_kwargs.setdefault("reuse_actors", reuse_actors(plan.opts["resources"], plan.opts.get("reuse_workers")))
     tune_config = tune.TuneConfig(trial_dirname_creator=trial_dirname, **tune_kwargs)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def reuse_actors(resources: dict[str, float], reuse_workers: bool | None) -> bool:
+    """Whether a finished trial's process runs the next trial of the same resources (Tune's ``reuse_actors``).
+
+    Single-process trials: yes unless the YAML's ``reuse_workers`` is false (None: unset). torch, timm
+    and the dataset are then imported and unpacked once per process, not once per trial (~6 s each on
+    a 2-core CPU); ``run_trial`` sets all of its state per trial (seeded generators, no global RNG).
+
+    Data-parallel trials: never. It saves nothing there (Ray Train starts new workers for every trial),
+    and it stalled sweeps: a reused Tune function gets 2 s to end (``TUNE_FUNCTION_THREAD_TIMEOUT_S``),
+    and when one was still waiting for Ray Train to let its workers go, Ray 2.60 logged "Could not
+    re-use actor" and never started the next trial (``ray_train_adapter.relay`` now ends it sooner)."""
+    return reuse_workers is not False and resources.get("workers", 1) <= 1
 
 
 def trial_dirname(trial) -> str:

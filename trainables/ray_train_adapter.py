@@ -3,9 +3,15 @@
 Ray's supported Tune + Train V2 pattern (docs: "Hyperparameter Tuning with Ray Tune", Train V2):
 the Tune function trainable (``train``) only builds and fits a ``TorchTrainer``; Ray Train starts
 the workers and their process group (gloo on CPUs, NCCL on GPUs) and restarts them after a worker
-fails; ``TuneReportCallback`` hands rank 0's reports to Tune, so the driver's MLflow writer keeps
-one run per trial. Inside the workers only Train V2's API is used (``ray.train.report``,
-``ray.train.get_checkpoint``); in the Tune function only ``ray.tune``'s.
+fails; ``Forward`` hands rank 0's reports to the Tune function, which reports them to Tune, so the
+driver's MLflow writer keeps one run per trial. Inside the workers only Train V2's API is used
+(``ray.train.report``, ``ray.train.get_checkpoint``); in the Tune function only ``ray.tune``'s.
+
+* the final report (``done``) reaches Tune only after ``TorchTrainer.fit`` has returned: Tune ends a
+  trial on it, and with Ray's ``TuneReportCallback`` (which forwards it at once) Tune ended the Tune
+  function while Ray Train was still letting its workers go; their placement group was then never
+  removed (Train's cleaner asks the State API, which needs the dashboard) and the next trial's
+  workers waited for its CPUs forever;
 
 * checkpoints: rank 0 writes the state once per ``system.checkpoint_every`` epochs with its report,
   into ``<trial folder>/data_parallel/checkpoint_*`` (Ray Train's storage; Tune records the path as
@@ -19,6 +25,7 @@ one run per trial. Inside the workers only Train V2's API is used (``ray.train.r
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,8 @@ import ray.train
 import torch
 from ray import tune
 from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+from ray.util.queue import Empty, Queue
 
 from trainables import tune_adapter
 from trainables.loop import run_trial
@@ -62,6 +70,7 @@ def train(
         tune.report({**finished[trial_id], tune_adapter.REPLAYED: True, "done": True})
         return
     state, path = tune_adapter._resume_state(None, experiment_dir, trial_id)
+    reports = Queue(actor_options={"num_cpus": 0})  # rank 0's reports, from the Train controller
     trainer = TorchTrainer(
         _worker,
         train_loop_config={
@@ -77,12 +86,52 @@ def train(
             # The same (storage_path, name) on every attempt of the trial: Train resumes its own run.
             name=TRAIN_RUN_DIR,
             storage_path=trial_dir,
-            callbacks=[TuneReportCallback()],
+            callbacks=[Forward(reports)],
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
-    trainer.fit()
+    relay(trainer, reports)
+
+
+class Forward(ray.train.UserCallback):
+    """In the Train controller: each of rank 0's reports into ``reports``, with its checkpoint's path."""
+
+    def __init__(self, reports: Queue) -> None:
+        self.reports = reports
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint: ray.train.Checkpoint | None) -> None:
+        self.reports.put({**metrics[0], **({CHECKPOINT_PATH_KEY: checkpoint.path} if checkpoint else {})})
+
+
+def relay(trainer: TorchTrainer, reports: Queue) -> None:
+    """Run ``trainer.fit()`` in a thread and report what it forwards to Tune; the final (``done``)
+    report only once ``fit`` has returned, its workers and placement group gone. Raises fit's error."""
+    outcome: dict[str, BaseException] = {}
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as err:  # re-raised in the Tune function: the trial fails (and may retry)
+            outcome["error"] = err
+
+    thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    thread.start()
+    final = None
+    # A report is in the queue before the controller ends, so before fit returns: none is missed.
+    while thread.is_alive() or not reports.empty():
+        try:
+            metrics = reports.get(timeout=1.0)
+        except Empty:
+            continue
+        if metrics.get("done"):
+            final = metrics
+        else:
+            tune.report(metrics)
+    if "error" in outcome:
+        raise outcome["error"]
+    if final is not None:
+        tune.report(final)
 
 
 def _gpu(use_gpu: bool) -> dict[str, float]:

@@ -1,6 +1,7 @@
-"""A data-parallel trial through Ray Train (2 gloo workers on CPUs) against the same trial in one
-process, and its recovery from an injected worker failure: one MLflow run, continuous epochs; and
-how many data-parallel trials a cluster holds at once.
+"""A data-parallel sweep through Ray Train (2 gloo workers per trial on CPUs): its ori trial against
+the same trial in one process, recovery from an injected worker failure (one MLflow run, continuous
+epochs), and its second trial starting once the first has ended; how many data-parallel trials a
+cluster holds at once, and that they never reuse a Tune function's process.
 
 Tolerance: epoch 1 starts from the same weights on the same global batches (float rounding
 only, ~1e-6); later epochs add the drift of float reduction order, which training amplifies (a
@@ -10,11 +11,14 @@ single process at 1 vs 2 threads drifts alike, ``tests/trainables/test_distribut
 
 from __future__ import annotations
 
+import contextlib
+import signal
+
 import pytest
 import torch
 import yaml
 
-from sweeps.execute import check_resources, data_parallel_concurrency
+from sweeps.execute import check_resources, data_parallel_concurrency, reuse_actors
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main, prepare
 from sweeps.options import SweepError
@@ -27,24 +31,29 @@ pytestmark = pytest.mark.slow
 
 
 def test_data_parallel__two_workers_match_one_process_and_survive_a_worker_failure(storage, tmp_path, ray_shutdown):
-    config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"], "grids": [1]}  # one trial: ori
-    (tmp_path / "one.yaml").write_text(yaml.safe_dump(config))
-    common = ["--config", str(tmp_path / "one.yaml"), "--set", "eval.eval_every=1", "--set", "system.precision=fp32"]
+    # Two trials, ori and glo_4, on 2 CPUs: one fits at a time, and the second starts once the first has
+    # ended. Before the Tune function waited for Ray Train to let the first one's workers go, it waited
+    # forever for their CPUs in most runs (`Forward`).
+    config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"], "grids": [1, 4]}
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
+    common = ["--config", str(tmp_path / "two.yaml"), "--set", "eval.eval_every=1", "--set", "system.precision=fp32"]
     # The single process: the sweep's own trial config, run in this process as a one-CPU Ray worker runs it.
     plan, _ = prepare(GRID, argv(storage, "--experiment", "single", *common, "--dry-run", epochs=3))
-    [cell], reports, threads = plan.cells, [], torch.get_num_threads()
+    [cell] = [c for c in plan.cells if c["data.corruption"] == "ori"]
+    reports, threads = [], torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         single = run_trial(cell, reports.append, dataset=plan.data)
     finally:
         torch.set_num_threads(threads)
     faulty = ["--workers-per-trial", "2", "--set", "sweep.fail_once_at_epoch=2"]
-    assert main(GRID, argv(storage, "--experiment", "ddp", *common, *faulty, epochs=3)) == 0
+    with deadline(300, "the data-parallel sweep"):  # ~90 s; a stalled sweep fails here instead of hanging CI
+        assert main(GRID, argv(storage, "--experiment", "ddp", *common, *faulty, epochs=3)) == 0
 
     client, _, ddp_runs = runs(storage, "ddp")
-    assert len(ddp_runs) == 1  # one run despite the worker group's restart
-    [ddp] = ddp_runs
-    assert ddp.info.status == "FINISHED"
+    assert sorted(r.data.tags["corruption"] for r in ddp_runs) == ["glo_4", "ori"]  # one run each despite restarts
+    assert all(r.info.status == "FINISHED" for r in ddp_runs)
+    [ddp] = [r for r in ddp_runs if r.data.tags["corruption"] == "ori"]
     [trial_dir] = (storage / "ddp").glob("supervised-ori-*")
     assert (trial_dir / MARKER).exists()  # the failure was injected
     assert list((trial_dir / TRAIN_RUN_DIR).glob("checkpoint_*/state.pt"))  # Ray Train's, written by rank 0
@@ -59,6 +68,35 @@ def test_data_parallel__two_workers_match_one_process_and_survive_a_worker_failu
     print("knn_acc", finals[0]["knn_acc"], finals[1]["knn_acc"], "workers", finals[0].get("workers"))
     assert finals[0]["workers"] == 2
     assert "backbone.pt" in [a.path for a in client.list_artifacts(ddp.info.run_id)]
+
+
+@contextlib.contextmanager
+def deadline(seconds: int, what: str):
+    """Raise in the main thread (where Tune's loop runs) if the block takes longer than ``seconds``."""
+
+    def expire(signum, frame):
+        raise TimeoutError(f"{what} took over {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize(
+    ("resources", "reuse_workers", "expected"),
+    [
+        ({"cpu": 1, "gpu": 0, "workers": 1}, None, True),  # the default: a finished trial's process runs the next
+        ({"cpu": 1, "gpu": 0, "workers": 1}, False, False),
+        ({"cpu": 1, "gpu": 0, "workers": 2}, None, False),  # data-parallel: never
+        ({"cpu": 1, "gpu": 0, "workers": 2}, True, False),
+    ],
+)
+def test_reuse_actors__never_for_data_parallel_trials(resources, reuse_workers, expected):
+    assert reuse_actors(resources, reuse_workers) is expected
 
 
 @pytest.mark.parametrize(
