@@ -249,7 +249,7 @@ def reuse_actors(resources: dict[str, float], reuse_workers: bool | None) -> boo
     and the dataset are then imported and unpacked once per process, not once per trial (~6 s each on
     a 2-core CPU); ``run_trial`` sets all of its state per trial (seeded generators, no global RNG).
 
-    Data-parallel trials: never. It saves nothing there (Ray Train starts new workers for every trial),
+    Data-parallel trials: never. It saves little there (Ray Train starts new workers for every trial),
     and it stalled sweeps: a reused Tune function gets 2 s to end (``TUNE_FUNCTION_THREAD_TIMEOUT_S``),
     and when one was still waiting for Ray Train to let its workers go, Ray 2.60 logged "Could not
     re-use actor" and never started the next trial (``ray_train_adapter.relay`` now ends it sooner)."""

@@ -226,7 +226,9 @@ def check_resume(plan: Plan) -> None:
 
 OPTIONS_FILE = "sweep_options.json"
 # Kept by Tune's own state on --resume (tuner.pkl: RunConfig, TuneConfig, the searcher), not re-read from the YAML.
-RESUME_OPTIONS = ("max_failures", "max_concurrent", "num_samples", "space", "asha", "metric", "mode", "search_seed")
+RESUME_OPTIONS = tuple(
+    "max_failures max_concurrent reuse_workers num_samples space asha metric mode search_seed".split()
+)
 
 
 def _recorded_options(plan: Plan) -> dict[str, Any]:

@@ -7,11 +7,12 @@ fails; ``Forward`` hands rank 0's reports to the Tune function, which reports th
 driver's MLflow writer keeps one run per trial. Inside the workers only Train V2's API is used
 (``ray.train.report``, ``ray.train.get_checkpoint``); in the Tune function only ``ray.tune``'s.
 
-* the final report (``done``) reaches Tune only after ``TorchTrainer.fit`` has returned: Tune ends a
-  trial on it, and with Ray's ``TuneReportCallback`` (which forwards it at once) Tune ended the Tune
-  function while Ray Train was still letting its workers go; their placement group was then never
-  removed (Train's cleaner asks the State API, which needs the dashboard) and the next trial's
-  workers waited for its CPUs forever;
+* the final report (``done``) reaches Tune only after ``TorchTrainer.fit`` has returned (``relay``):
+  Tune ends a trial on it, and with Ray's ``TuneReportCallback`` (which forwards it at once) Tune
+  ended the Tune function while Ray Train was still letting its workers go; their placement group
+  was then never removed (Train's cleaner asks the State API, which needs the dashboard) and the
+  next trial's workers waited for its CPUs forever. A trial that Tune stops early (ASHA) still
+  ends that way, so ``tune_hparams`` refuses a searched space with data-parallel trials;
 
 * checkpoints: rank 0 writes the state once per ``system.checkpoint_every`` epochs with its report,
   into ``<trial folder>/data_parallel/checkpoint_*`` (Ray Train's storage; Tune records the path as
@@ -100,7 +101,9 @@ class Forward(ray.train.UserCallback):
     def __init__(self, reports: Queue) -> None:
         self.reports = reports
 
-    def after_report(self, run_context, metrics: list[dict], checkpoint: ray.train.Checkpoint | None) -> None:
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: ray.train.Checkpoint | None
+    ) -> None:
         self.reports.put({**metrics[0], **({CHECKPOINT_PATH_KEY: checkpoint.path} if checkpoint else {})})
 
 
@@ -113,7 +116,8 @@ def relay(trainer: TorchTrainer, reports: Queue) -> None:
         try:
             trainer.fit()
         except BaseException as err:  # re-raised in the Tune function: the trial fails (and may retry)
-            outcome["error"] = err
+            # (Tune's function runner takes a SystemExit for a normal end: never re-raise one as it is)
+            outcome["error"] = err if isinstance(err, Exception) else RuntimeError(f"Ray Train's fit ended: {err!r}")
 
     thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
     thread.start()

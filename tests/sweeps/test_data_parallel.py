@@ -30,10 +30,12 @@ from trainables.schema import TRAIN_RUN_DIR
 pytestmark = pytest.mark.slow
 
 
-def test_data_parallel__two_workers_match_one_process_and_survive_a_worker_failure(storage, tmp_path, ray_shutdown):
+def test_data_parallel__two_workers_match_one_process_survive_a_worker_failure_and_free_their_cpus(
+    storage, tmp_path, ray_shutdown
+):
     # Two trials, ori and glo_4, on 2 CPUs: one fits at a time, and the second starts once the first has
-    # ended. Before the Tune function waited for Ray Train to let the first one's workers go, it waited
-    # forever for their CPUs in most runs (`Forward`).
+    # ended. Before the Tune function waited for Ray Train to let the first one's workers go, the second
+    # one waited forever for their CPUs in every run without process reuse (`ray_train_adapter.relay`).
     config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"], "grids": [1, 4]}
     (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
     common = ["--config", str(tmp_path / "two.yaml"), "--set", "eval.eval_every=1", "--set", "system.precision=fp32"]
