@@ -116,7 +116,7 @@ def data_parallel_concurrency(resources: dict[str, float], total: dict[str, floa
     gets all of them, so without a cap every trial would start a Train run that waits (Ray's Train +
     Tune guide: set ``max_concurrent_trials`` from the limiting resource). A trial holds its workers'
     CPUs *and* its Tune function's ``DRIVER_CPU``: on 2 CPUs, two trials of 1 CPU each do not fit
-    (the second one's workers waited forever)."""
+    (the second one's workers would wait for the first one's CPUs)."""
     if resources.get("workers", 1) <= 1:
         return None
     by_gpu = total.get("GPU", 0.0) // resources["gpu"] if resources["gpu"] > 0 else float("inf")
@@ -214,8 +214,7 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     if fits is not None and concurrent > fits:  # more may join an autoscaling cluster: a warning, not a cap
         print(
             f"warning: --max-concurrent {concurrent} starts more data-parallel trials than the cluster holds "
-            f"now ({fits}); the extra trials' Ray Train workers can wait indefinitely (with Ray 2.60 they "
-            "still waited after the other trials ended)",
+            f"now ({fits}); the extra trials' Ray Train workers wait for other trials' CPUs/GPUs",
             flush=True,
         )
     if concurrent:
