@@ -65,8 +65,10 @@ class Progress(tune.Callback):
         probe += f"  probe {r[PROBE_ACC]:.1f}" if PROBE_ACC in r else ""
         if r.get(REPLAYED):  # ended before the last launch's driver was killed; not trained again
             probe += "  (recorded before the interruption; not re-run)"
+        epochs = trial_config(trial.config).get("optim.epochs")
+        ended = f"stopped early at epoch {r['epoch']} of {epochs}" if r.get("epoch", epochs) != epochs else "finished"
         print(
-            f"{self._prefix(trial)}  finished: knn {r.get(KNN_ACC, float('nan')):.1f}{probe}  uniformity {r.get(UNIFORMITY, float('nan')):.2f}"
+            f"{self._prefix(trial)}  {ended}: knn {r.get(KNN_ACC, float('nan')):.1f}{probe}  uniformity {r.get(UNIFORMITY, float('nan')):.2f}"
             f"{self._memory_format(trial, r)}",
             flush=True,
         )

@@ -165,15 +165,6 @@ def search_cells(opts: SweepOptions, cells: list[dict]) -> list[dict]:
                 f"seeds {' '.join(str(c['system.seed']) for c in cells)} are invalid for a searched space: it tunes "
                 "on one seed; valid: one seed, or candidates (which run every seed)"
             )
-        if (workers := opts["resources"].get("workers", 1)) > 1:
-            # Tune ends an early-stopped trial's process while Ray Train runs; the Train controller it
-            # owns dies without removing its workers' placement group (Ray 2.60; its cleaner needs the State
-            # API), and the next trials wait for those CPUs/GPUs. Aborting the Train run first would fix it.
-            raise SweepError(
-                f"{workers} workers per trial (--workers-per-trial, or --gpus-per-trial > 1) are invalid for a searched "
-                "space: a data-parallel trial that ASHA stops early keeps its workers' CPUs/GPUs; valid: one "
-                "worker per trial, or candidates (every trial runs to its end)"
-            )
         if metric not in EVERY_EPOCH and cells[0]["eval.eval_every"] != 1:
             raise SweepError(
                 f"eval.eval_every {cells[0]['eval.eval_every']} is invalid for a searched space: ASHA needs "

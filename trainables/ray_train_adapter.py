@@ -11,8 +11,16 @@ driver's MLflow writer keeps one run per trial. Inside the workers only Train V2
   Tune ends a trial on it, and with Ray's ``TuneReportCallback`` (which forwards it at once) Tune
   ended the Tune function while Ray Train was still letting its workers go; their placement group
   was then never removed (Train's cleaner asks the State API, which needs the dashboard) and the
-  next trial's workers waited for its CPUs forever. A trial that Tune stops early (ASHA) still
-  ends that way, so ``tune_hparams`` refuses a searched space with data-parallel trials;
+  next trial's workers waited for its CPUs forever;
+
+* a trial that Tune stops while ``fit`` runs (ASHA at a rung) aborts its Train run first
+  (``AbortOnStop``, the Tune function's ``cleanup``): the workers and their placement group go
+  before the process does, for the same reason. (An interrupted sweep's driver exits, and with it
+  every placement group of its job.);
+
+* replay: Ray Train's workers run ahead of the Tune function (reports wait in a queue), and Tune
+  holds no checkpoint of a data-parallel trial, so a resumed trial reports every epoch of the state
+  it resumes from again (``tune_adapter.replay``); the MLflow writer keeps those its records lack;
 
 * checkpoints: rank 0 writes the state once per ``system.checkpoint_every`` epochs with its report,
   into ``<trial folder>/data_parallel/checkpoint_*`` (Ray Train's storage; Tune records the path as
@@ -34,6 +42,7 @@ import ray
 import ray.train
 import torch
 from ray import tune
+from ray.actor import ActorHandle
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from ray.util.queue import Empty, Queue
@@ -43,6 +52,9 @@ from trainables.loop import run_trial
 from trainables.schema import STATE_FILE, TRAIN_RUN_DIR, trial_config
 
 MARKER = ".injected_worker_failure"  # in the trial folder: the injected failure happened
+CONTROLLER = "train_controller"  # Forward's first item: {CONTROLLER: the Train run's controller actor}
+ABORT_TIMEOUT_S = 30.0  # Ray's abort gives the workers 5 s before it kills them; past this the run is left as is
+_running: dict[str, ActorHandle] = {}  # trial id -> controller of its Train run, while fit() runs
 
 
 def train(
@@ -71,6 +83,8 @@ def train(
         tune.report({**finished[trial_id], tune_adapter.REPLAYED: True, "done": True})
         return
     state, path = tune_adapter._resume_state(None, experiment_dir, trial_id)
+    # Any of the state's epochs may be missing from the driver's records (module docstring: replay).
+    tune_adapter.replay((state or {}).get("history", []), int(trial_config(config).get("optim.epochs") or 0))
     reports = Queue(actor_options={"num_cpus": 0})  # rank 0's reports, from the Train controller
     trainer = TorchTrainer(
         _worker,
@@ -92,24 +106,61 @@ def train(
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
         ),
     )
-    relay(trainer, reports)
+    relay(trainer, reports, trial_id)
+
+
+class AbortOnStop:
+    """Mixin of ``train``'s Tune trainable (``train.__mixins__``): when Tune stops the trial while
+    ``fit`` still runs (ASHA stops it at a rung), its Train run is aborted before the process ends.
+    Ray Train's own cleaner for an ended controller needs the State API (the dashboard); without
+    either, the workers' placement group outlived the trial and the next trials waited for its
+    CPUs/GPUs. Tune calls ``cleanup`` only for a process it ends, not for one it reuses: data-parallel
+    trials never reuse one (``sweeps.execute.reuse_actors``)."""
+
+    def cleanup(self) -> None:
+        try:
+            abort(_running.pop(self.trial_id, None))
+        finally:
+            super().cleanup()
+
+
+def abort(controller: ActorHandle | None) -> None:
+    """Abort a Train run as Ray's Ctrl+C handler in ``TorchTrainer.fit`` does: the controller stops
+    its workers, removes their placement group and ends its own process. None: no run is going."""
+    if controller is None:
+        return
+    try:
+        ray.get(controller.abort.remote(), timeout=ABORT_TIMEOUT_S)
+    except ray.exceptions.RayActorError:
+        pass  # the controller has ended its process: the abort's normal end
+    except ray.exceptions.GetTimeoutError:
+        print(f"warning: Ray Train's controller did not abort within {ABORT_TIMEOUT_S:.0f} s", flush=True)
+
+
+train.__mixins__ = (AbortOnStop,)
 
 
 class Forward(ray.train.UserCallback):
-    """In the Train controller: each of rank 0's reports into ``reports``, with its checkpoint's path."""
+    """In the Train controller: its own handle first (``CONTROLLER``), then each of rank 0's reports
+    into ``reports``, with its checkpoint's path."""
 
     def __init__(self, reports: Queue) -> None:
         self.reports = reports
+        self.introduced = False
 
     def after_report(
         self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: ray.train.Checkpoint | None
     ) -> None:
+        if not self.introduced:  # before any report: Tune can only stop the trial after one
+            self.reports.put({CONTROLLER: ray.get_runtime_context().current_actor})
+            self.introduced = True
         self.reports.put({**metrics[0], **({CHECKPOINT_PATH_KEY: checkpoint.path} if checkpoint else {})})
 
 
-def relay(trainer: TorchTrainer, reports: Queue) -> None:
+def relay(trainer: TorchTrainer, reports: Queue, trial_id: str) -> None:
     """Run ``trainer.fit()`` in a thread and report what it forwards to Tune; the final (``done``)
-    report only once ``fit`` has returned, its workers and placement group gone. Raises fit's error."""
+    report only once ``fit`` has returned, its workers and placement group gone. While ``fit`` runs,
+    its controller is kept for ``AbortOnStop`` under ``trial_id``. Raises fit's error."""
     outcome: dict[str, BaseException] = {}
 
     def fit() -> None:
@@ -128,10 +179,13 @@ def relay(trainer: TorchTrainer, reports: Queue) -> None:
             metrics = reports.get(timeout=1.0)
         except Empty:
             continue
-        if metrics.get("done"):
+        if CONTROLLER in metrics:
+            _running[trial_id] = metrics[CONTROLLER]
+        elif metrics.get("done"):
             final = metrics
         else:
             tune.report(metrics)
+    _running.pop(trial_id, None)  # the run has ended: nothing to abort, and its controller may go
     if "error" in outcome:
         raise outcome["error"]
     if final is not None:

@@ -171,11 +171,18 @@ def _resume(checkpoint: tune.Checkpoint | None, experiment_dir: str | None, tria
     driver's records get them (the MLflow writer skips an epoch it has)."""
     state, path = _resume_state(checkpoint, experiment_dir, trial_id)
     tunes = os.path.realpath(Path(checkpoint.path) / STATE_FILE) if checkpoint is not None else None
-    if state and path is not None and os.path.realpath(path) != tunes and state.get("history"):
-        last = dict(state["history"][-1])
-        if last.get("epoch", epochs) < epochs:  # the last epoch's report is the final one, made again anyway
-            tune.report({**last, REPLAYED: True})
+    if state and path is not None and os.path.realpath(path) != tunes:
+        replay(state.get("history", [])[-1:], epochs)
     return state
+
+
+def replay(history: list[dict[str, Any]], epochs: int) -> None:
+    """Report these epochs' metrics again, marked ``REPLAYED``: the driver's records get those its
+    last launch never took in, and the MLflow writer skips the epochs it has. Not the last epoch's:
+    that one is the final report, which the resumed ``run_trial`` makes again anyway."""
+    for metrics in history:
+        if metrics.get("epoch", epochs) < epochs:
+            tune.report({**metrics, REPLAYED: True})
 
 
 def _resume_state(

@@ -15,9 +15,12 @@ import contextlib
 import signal
 
 import pytest
+import ray
 import torch
 import yaml
+from ray.tune import schedulers
 
+from sweeps import tune_hparams
 from sweeps.execute import check_resources, data_parallel_concurrency, reuse_actors
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main, prepare
@@ -70,6 +73,26 @@ def test_data_parallel__two_workers_match_one_process_survive_a_worker_failure_a
     print("knn_acc", finals[0]["knn_acc"], finals[1]["knn_acc"], "workers", finals[0].get("workers"))
     assert finals[0]["workers"] == 2
     assert "backbone.pt" in [a.path for a in client.list_artifacts(ddp.info.run_id)]
+
+
+def test_data_parallel__a_trial_asha_stops_early_lets_its_workers_go(storage, tmp_path, ray_shutdown, monkeypatch):
+    # ASHA with max_t 1 stops the trial after epoch 1 of 2, as it stops a weak trial at a rung. Before
+    # its Tune function aborted the Train run first (`ray_train_adapter.AbortOnStop`), Tune ended the
+    # process under a running fit(): the workers' placement group outlived the trial and held its CPUs.
+    asha = schedulers.ASHAScheduler
+    monkeypatch.setattr(schedulers, "ASHAScheduler", lambda **kwargs: asha(**{**kwargs, "max_t": 1}))
+    config = tmp_path / "search.yaml"
+    config.write_text(
+        "methods: [supervised]\nmetric: loss\nmode: min\nnum_samples: 1\nspace: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
+    )
+    args = ["--config", str(config), "--experiment", "asha", "--workers-per-trial", "2"]
+    with deadline(240, "the early-stopped data-parallel trial"):
+        assert main(tune_hparams.SWEEP, argv(storage, *args, "--set", "system.precision=fp32", epochs=2)) == 0
+
+    client, _, [run] = runs(storage, "asha")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1]  # stopped after epoch 1
+    held = {pg_id: pg["bundles"] for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"}
+    assert held == {}  # Ray Train's workers' and Tune's own
 
 
 @contextlib.contextmanager

@@ -67,7 +67,17 @@ def test_progress__an_untrained_trial_is_labelled_untrained_without_a_gain_over_
     progress.on_trial_complete(1, [], trial("moco_v2", 28))
     untrained, moco = capsys.readouterr().out.splitlines()
     assert "] untrained    glo_4" in untrained and "over untrained" not in untrained
-    assert "] moco_v2      glo_4" in moco and "knn 40.0 (+12.0 over untrained)" in moco
+    assert "] moco_v2      glo_4" in moco and "finished: knn 40.0 (+12.0 over untrained)" in moco
+
+
+def test_progress__a_trial_the_scheduler_stopped_early_says_so(capsys):
+    cell = {"method": "moco_v2", "data.corruption": "ori", "system.seed": 0, "optim.epochs": 6}
+    for epoch in (2, 6):  # ASHA stopped it at a rung; it ran to its end
+        Progress(total=1).on_trial_complete(
+            0, [], SimpleNamespace(config={"sweep.cell": cell}, last_result={"epoch": epoch})
+        )
+    stopped, finished = capsys.readouterr().out.splitlines()
+    assert "  stopped early at epoch 2 of 6: knn nan" in stopped and "  finished: knn nan" in finished
 
 
 def test_print_summary__cells_inside_the_untrained_floors_error_read_floor(capsys, tmp_path):

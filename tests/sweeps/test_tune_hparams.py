@@ -61,7 +61,6 @@ SPACE = "space: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
         ("candidates: [0.5]\n", [], "candidates: [0.5] is invalid; valid: a list of flat overrides"),
         (SPACE, ["--set", "eval.eval_every=2"], "eval.eval_every 2 is invalid for a searched space"),
         (SPACE, ["--set", "eval.eval_every=1", "--seeds", "0", "1"], "seeds 0 1 are invalid for a searched space"),
-        (SPACE, ["--set", "eval.eval_every=1", "--workers-per-trial", "2"], "2 workers per trial"),
     ],
 )
 def test_search__bad_input_is_a_one_line_error_before_any_trial(storage, tmp_path, capsys, body, extra, message):
