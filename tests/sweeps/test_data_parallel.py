@@ -1,7 +1,8 @@
 """A data-parallel sweep through Ray Train (2 gloo workers per trial on CPUs): its ori trial against
 the same trial in one process, recovery from an injected worker failure (one MLflow run, continuous
-epochs), and its second trial starting once the first has ended; how many data-parallel trials a
-cluster holds at once, and that they never reuse a Tune function's process.
+epochs), and its second trial starting once the first has ended; a trial that ASHA stops early
+letting its workers go; how many data-parallel trials a cluster holds at once, and that they never
+reuse a Tune function's process.
 
 Tolerance: epoch 1 starts from the same weights on the same global batches (float rounding
 only, ~1e-6); later epochs add the drift of float reduction order, which training amplifies (a
