@@ -1,8 +1,7 @@
 """A data-parallel sweep through Ray Train (2 gloo workers per trial on CPUs): its ori trial against
 the same trial in one process, recovery from an injected worker failure (one MLflow run, continuous
-epochs), and its second trial starting once the first has ended; a trial that ASHA stops early
-letting its workers go; how many data-parallel trials a cluster holds at once, and that they never
-reuse a Tune function's process.
+epochs), and its workers gone once it has ended or ASHA has stopped it early; how many data-parallel
+trials a cluster holds at once, and that they never reuse a Tune function's process.
 
 Tolerance: epoch 1 starts from the same weights on the same global batches (float rounding
 only, ~1e-6); later epochs add the drift of float reduction order, which training amplifies (a
@@ -34,18 +33,20 @@ from trainables.schema import TRAIN_RUN_DIR
 pytestmark = pytest.mark.slow
 
 
-def test_data_parallel__two_workers_match_one_process_survive_a_worker_failure_and_free_their_cpus(
-    storage, tmp_path, ray_shutdown
+def test_data_parallel__matches_one_process_survives_a_worker_failure_and_frees_its_cpus_when_done_or_stopped(
+    storage, tmp_path, ray_shutdown, monkeypatch
 ):
-    # Two trials, ori and glo_4, on 2 CPUs: one fits at a time, and the second starts once the first has
-    # ended. Before the Tune function waited for Ray Train to let the first one's workers go, the second
-    # one waited forever for their CPUs in every run without process reuse (`ray_train_adapter.relay`).
-    config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"], "grids": [1, 4]}
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump(config))
-    common = ["--config", str(tmp_path / "two.yaml"), "--set", "eval.eval_every=1", "--set", "system.precision=fp32"]
+    # Two sweeps in one Ray instance of 2 CPUs, one data-parallel trial each (1 CPU + 0.01 for its Tune
+    # function): the second can only start once the first trial's workers are gone. Before the Tune
+    # function waited for Ray Train to let them go (`ray_train_adapter.relay`), the next trial waited
+    # forever for their CPUs in every run without process reuse; before it aborted the Train run of a
+    # trial ASHA stops early (`AbortOnStop`), that trial's workers outlived it alike.
+    config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"], "grids": [1]}
+    (tmp_path / "ori.yaml").write_text(yaml.safe_dump(config))
+    common = ["--config", str(tmp_path / "ori.yaml"), "--set", "eval.eval_every=1", "--set", "system.precision=fp32"]
     # The single process: the sweep's own trial config, run in this process as a one-CPU Ray worker runs it.
     plan, _ = prepare(GRID, argv(storage, "--experiment", "single", *common, "--dry-run", epochs=3))
-    [cell] = [c for c in plan.cells if c["data.corruption"] == "ori"]
+    [cell] = plan.cells
     reports, threads = [], torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -53,17 +54,15 @@ def test_data_parallel__two_workers_match_one_process_survive_a_worker_failure_a
     finally:
         torch.set_num_threads(threads)
     faulty = ["--workers-per-trial", "2", "--set", "sweep.fail_once_at_epoch=2"]
-    with deadline(300, "the data-parallel sweep"):  # ~90 s; a stalled sweep fails here instead of hanging CI
+    with deadline(300, "the data-parallel sweep"):  # ~60 s; a stalled sweep fails here instead of hanging CI
         assert main(GRID, argv(storage, "--experiment", "ddp", *common, *faulty, epochs=3)) == 0
+    assert held_placement_groups() == {}
 
-    client, _, ddp_runs = runs(storage, "ddp")
-    assert sorted(r.data.tags["corruption"] for r in ddp_runs) == ["glo_4", "ori"]  # one run each despite restarts
-    assert all(r.info.status == "FINISHED" for r in ddp_runs)
-    [ddp] = [r for r in ddp_runs if r.data.tags["corruption"] == "ori"]
+    client, _, [ddp] = runs(storage, "ddp")  # one run despite the restart
+    assert ddp.data.tags["corruption"] == "ori" and ddp.info.status == "FINISHED"
     [trial_dir] = (storage / "ddp").glob("supervised-ori-*")
     assert (trial_dir / MARKER).exists()  # the failure was injected
     assert list((trial_dir / TRAIN_RUN_DIR).glob("checkpoint_*/state.pt"))  # Ray Train's, written by rank 0
-
     got = [m.value for m in client.get_metric_history(ddp.info.run_id, "loss")]
     want = [r["loss"] for r in reports]
     assert [m.step for m in client.get_metric_history(ddp.info.run_id, "loss")] == [1, 2, 3]
@@ -75,25 +74,23 @@ def test_data_parallel__two_workers_match_one_process_survive_a_worker_failure_a
     assert finals[0]["workers"] == 2
     assert "backbone.pt" in [a.path for a in client.list_artifacts(ddp.info.run_id)]
 
-
-def test_data_parallel__a_trial_asha_stops_early_lets_its_workers_go(storage, tmp_path, ray_shutdown, monkeypatch):
-    # ASHA with max_t 1 stops the trial after epoch 1 of 2, as it stops a weak trial at a rung. Before
-    # its Tune function aborted the Train run first (`ray_train_adapter.AbortOnStop`), Tune ended the
-    # process under a running fit(): the workers' placement group outlived the trial and held its CPUs.
+    # ASHA with max_t 1 stops the next trial after epoch 1 of 2, as it stops a weak trial at a rung.
     asha = schedulers.ASHAScheduler
     monkeypatch.setattr(schedulers, "ASHAScheduler", lambda **kwargs: asha(**{**kwargs, "max_t": 1}))
-    config = tmp_path / "search.yaml"
-    config.write_text(
+    (tmp_path / "search.yaml").write_text(
         "methods: [supervised]\nmetric: loss\nmode: min\nnum_samples: 1\nspace: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
     )
-    args = ["--config", str(config), "--experiment", "asha", "--workers-per-trial", "2"]
-    with deadline(240, "the early-stopped data-parallel trial"):
-        assert main(tune_hparams.SWEEP, argv(storage, *args, "--set", "system.precision=fp32", epochs=2)) == 0
+    search = ["--config", str(tmp_path / "search.yaml"), "--experiment", "asha", "--workers-per-trial", "2"]
+    with deadline(240, "the data-parallel trial after another"):  # ~30 s
+        assert main(tune_hparams.SWEEP, argv(storage, *search, "--set", "system.precision=fp32", epochs=2)) == 0
+    client, _, [stopped] = runs(storage, "asha")
+    assert [m.step for m in client.get_metric_history(stopped.info.run_id, "loss")] == [1]  # stopped early
+    assert held_placement_groups() == {}
 
-    client, _, [run] = runs(storage, "asha")
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1]  # stopped after epoch 1
-    held = {pg_id: pg["bundles"] for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"}
-    assert held == {}  # Ray Train's workers' and Tune's own
+
+def held_placement_groups() -> dict[str, dict]:
+    """Placement groups not removed (Ray Train's workers' and Tune's own): id -> bundles."""
+    return {pg_id: pg["bundles"] for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"}
 
 
 @contextlib.contextmanager
