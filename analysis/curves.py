@@ -7,6 +7,8 @@ appended), so it works on a sweep that is still running or was interrupted. Writ
 (default ``<storage>/analysis/<experiment>``):
 
 * ``curves.csv``: one row per trial x epoch; where a resume re-ran an epoch, its last report wins;
+  a replayed report (an epoch trained before a resume, reported again) only fills an epoch that
+  has no report of its own, and has no timestamp;
 * ``curves.png``: kNN accuracy per epoch (one line per trial; ``--target`` draws a reference level
   for a method:corruption, e.g. a paper's final accuracy) and training samples/s per epoch;
 * ``throughput.csv``: per trial, epochs reached, runs (the first start, each ``--resume`` and each
@@ -38,25 +40,32 @@ COLUMNS = ("epoch", KNN_ACC, "knn_acc_init", "loss", "lr", "samples_per_s", "epo
 
 def trial_curve(trial_dir: Path) -> pd.DataFrame:
     """One trial's per-epoch rows: ``COLUMNS`` plus ``run`` (0 for the first command, +1 per resume)."""
-    from trainables.tune_adapter import trial_config  # how a Tune config holds the flat config
+    from trainables.tune_adapter import REPLAYED, trial_config  # how a Tune config holds the flat config
 
     results = trial_results(trial_dir)
-    rows, run = [], -1
+    rows, replays, run = [], [], -1
     for r in results:
         if "samples_per_s" not in r:  # an untrained reference (epochs 0) trains nothing
             continue
         run += r.get("iterations_since_restore") == 1
-        rows.append({"run": max(run, 0), **{k: r.get(k) for k in COLUMNS}})
+        row = {"run": max(run, 0), **{k: r.get(k) for k in COLUMNS}}
+        if r.get(REPLAYED):  # an epoch trained before a resume, reported again: the timestamp is the resume's
+            replays.append({**row, "timestamp": None})
+        else:
+            rows.append(row)
+    trained = {row["epoch"] for row in rows}
+    redone = len(rows) - len(trained)  # a resume re-runs the epochs after its checkpoint
+    rows += [row for row in replays if row["epoch"] not in trained]  # epochs whose own report never came
     if not rows:
         return pd.DataFrame(columns=["run", *COLUMNS])
     cfg = trial_config(results[-1].get("config", {}))
-    df = pd.DataFrame(rows).drop_duplicates("epoch", keep="last")  # a resume re-runs epochs after its checkpoint
+    df = pd.DataFrame(rows).drop_duplicates("epoch", keep="last").sort_values("epoch", kind="stable")
     df["samples"] = df["samples_per_s"] * df["epoch_time_s"]
     for key, name in (("method", "method"), ("data.corruption", "corruption"), ("system.seed", "seed")):
         df[name] = cfg.get(key)
     df["trial"] = f"{cfg.get('method')} {cfg.get('data.corruption')} s{cfg.get('system.seed')}"
     df["trial_id"] = results[-1].get("trial_id")
-    df["redone"] = len(rows) - len(df)
+    df["redone"] = redone
     return df.reset_index(drop=True)
 
 

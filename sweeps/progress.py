@@ -47,7 +47,8 @@ class Progress(tune.Callback):
         )
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if result.get("done") or result.get(REPLAYED):  # a replayed epoch was printed by the driver that ran it
+        # A replayed epoch was trained before a resume; only MLflow needs it (the trial's final line follows).
+        if result.get("done") or result.get(REPLAYED):
             return
         knn = f"  knn {result[KNN_ACC]:.1f}" if KNN_ACC in result else ""
         knn += f" ({result['knn_gain']:+.1f} over untrained)" if "knn_gain" in result else ""

@@ -33,7 +33,7 @@ from corruptions import parse
 from sweeps.store import ensure_store
 from trainables import metrics, ray_train_adapter
 from trainables.schema import FINAL_METRICS, PARENT_TAG, STATE_FILE, STORAGE_TAG, TRIAL_TAG, trial_config
-from trainables.tune_adapter import crash_report
+from trainables.tune_adapter import REPLAYED, crash_report
 
 LIBRARIES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy")
 
@@ -440,9 +440,8 @@ class MLflowTrialWriter(tune.Callback):
         run_id, last = self.run_for(trial)
         if trial.trial_id in self._final:
             return
-        if (
-            "memory_format" in result and trial.trial_id not in self._tagged
-        ):  # once per launch: it may differ after a move
+        # Once per launch (it may differ after a move), from a live report: a replayed one is the last launch's.
+        if "memory_format" in result and trial.trial_id not in self._tagged and not result.get(REPLAYED):
             self.client.log_batch(run_id, tags=[RunTag(k, str(result[k])) for k in _MEMORY_FORMAT_TAGS if k in result])
             self._tagged.add(trial.trial_id)
         step = int(result.get("epoch", result.get("training_iteration", 0)))

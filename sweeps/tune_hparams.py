@@ -193,8 +193,9 @@ def tune_setup(opts: SweepOptions, experiment_path: Path, cells: list[dict]) -> 
         return {"sweep.cell": tune.grid_search(cells)}, {}
     metric = {"metric": opts.get("metric", KNN_ACC), "mode": opts.get("mode", "max")}
     import optuna
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    from sweeps import live_asha
 
     space = opts.get("space") or {}  # checked by check_search
     storage = experiment_path / "optuna.db"
@@ -206,7 +207,7 @@ def tune_setup(opts: SweepOptions, experiment_path: Path, cells: list[dict]) -> 
         sampler=optuna.samplers.TPESampler(seed=int(opts.get("search_seed", 0))),
     )
     asha = opts.get("asha") or {}
-    scheduler = ASHAScheduler(
+    scheduler = live_asha.LiveASHA(
         time_attr="training_iteration",
         max_t=int(cells[0]["optim.epochs"]),
         grace_period=int(asha.get("grace_period", 1)),

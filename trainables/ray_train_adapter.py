@@ -19,8 +19,11 @@ driver's MLflow writer keeps one run per trial. Inside the workers only Train V2
   every placement group of its job.);
 
 * replay: Ray Train's workers run ahead of the Tune function (reports wait in a queue), and Tune
-  holds no checkpoint of a data-parallel trial, so a resumed trial reports every epoch of the state
-  it resumes from again (``tune_adapter.replay``); the MLflow writer keeps those its records lack;
+  holds no checkpoint of a data-parallel trial, so a trial that starts again (``--resume``, or a
+  Tune retry) reports the epochs of the state it resumes from again, all but the final one
+  (``tune_adapter.replay``). They are Tune results like any (``training_iteration``, result.json):
+  the MLflow writer keeps only those its records lack, analysis and ASHA (``tune_hparams``) skip
+  them, and Tune's iteration count is again the epoch;
 
 * checkpoints: rank 0 writes the state once per ``system.checkpoint_every`` epochs with its report,
   into ``<trial folder>/data_parallel/checkpoint_*`` (Ray Train's storage; Tune records the path as

@@ -58,6 +58,24 @@ def test_trial_curve__a_resumed_epoch_keeps_its_last_report_and_runs_are_counted
     assert df["trial"].iloc[0] == "supervised ori s0" and (df["samples"] == 100).all()
 
 
+def test_trial_curve__a_replayed_report_only_fills_an_epoch_without_its_own(tmp_path):
+    # Run 0 reported epochs 1-2 and trained 3, which its driver never took in; run 1 replays 1-3
+    # (tune_adapter.replay) and trains 4. Only epoch 3's replay stands, without the resume's timestamp.
+    cell = {"method": "supervised", "data.corruption": "ori", "system.seed": 0}
+    folder = write_trial(tmp_path, "a", cell, [(1, 1, 10, 50.0, 40.0), (2, 2, 12, 50.0, 45.0)])
+    run1 = [(1, 1, 30, 50.0, 40.0), (2, 2, 30, 50.0, 45.0), (3, 3, 30, 50.0, 47.0)]
+    replays = write_trial(tmp_path / "r", "a", cell, run1) / "a" / "result.json"
+    lines = [{**json.loads(line), "replayed": True} for line in replays.read_text().splitlines()]
+    lines.append({**lines[-1], "epoch": 4, "iterations_since_restore": 4, "timestamp": 40, "knn_acc": 50.0})
+    del lines[-1]["replayed"]
+    with open(folder / "a" / "result.json", "a") as out:
+        out.writelines(json.dumps(line) + "\n" for line in lines)
+    df = curves.trial_curve(folder / "a")
+    assert list(df["epoch"]) == [1, 2, 3, 4] and list(df["run"]) == [0, 0, 1, 1]
+    assert df["timestamp"].isna().tolist() == [False, False, True, False] and df["redone"].iloc[0] == 0
+    assert list(df["knn_acc"]) == [40.0, 45.0, 47.0, 50.0]
+
+
 def test_throughput_table__epochs_runs_and_median_rate_per_trial(tmp_path):
     table = curves.throughput_table(curves.curves_frame(two_trials(tmp_path)))
     sup, moco = table.loc["supervised ori s0"], table.loc["moco_v2 glo_8 s0"]

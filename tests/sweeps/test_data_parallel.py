@@ -18,9 +18,8 @@ import pytest
 import ray
 import torch
 import yaml
-from ray.tune import schedulers
 
-from sweeps import tune_hparams
+from sweeps import live_asha, tune_hparams
 from sweeps.execute import check_resources, data_parallel_concurrency, reuse_actors
 from sweeps.grid_patch_sizes import SWEEP as GRID
 from sweeps.launch import main, prepare
@@ -75,8 +74,8 @@ def test_data_parallel__matches_one_process_survives_a_worker_failure_and_frees_
     assert "backbone.pt" in [a.path for a in client.list_artifacts(ddp.info.run_id)]
 
     # ASHA with max_t 1 stops the next trial after epoch 1 of 2, as it stops a weak trial at a rung.
-    asha = schedulers.ASHAScheduler
-    monkeypatch.setattr(schedulers, "ASHAScheduler", lambda **kwargs: asha(**{**kwargs, "max_t": 1}))
+    asha = live_asha.LiveASHA
+    monkeypatch.setattr(live_asha, "LiveASHA", lambda **kwargs: asha(**{**kwargs, "max_t": 1}))
     (tmp_path / "search.yaml").write_text(
         "methods: [supervised]\nmetric: loss\nmode: min\nnum_samples: 1\nspace: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
     )

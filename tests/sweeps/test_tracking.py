@@ -64,6 +64,35 @@ def test_trial_writer__a_run_recorded_finished_is_never_reopened_or_rewritten(tm
     assert [m.value for m in client.get_metric_history(run.info.run_id, "loss")] == [2.0]
 
 
+def test_trial_writer__a_resumed_trial_logs_the_replayed_epochs_it_lacks_and_tags_from_live_ones(tmp_path):
+    """A resumed data-parallel trial replays its checkpoint's epochs (tune_adapter.replay), on another machine."""
+    from sweeps.tracking import open_parent_run
+    from trainables.tune_adapter import REPLAYED
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    parent = open_parent_run(uri, "exp", tmp_path / "art", tmp_path / "parent_id", {})
+    trial = _Trial("abc_00000", {})
+    first = MLflowTrialWriter(uri, parent)
+    first.on_trial_start(0, [], trial)
+    first.on_trial_result(0, [], trial, {"epoch": 1, "loss": 2.0, "memory_format": "channels_last"})
+    resumed = MLflowTrialWriter(uri, parent)  # the next launch: epoch 2 had been trained, never recorded
+    resumed.setup()
+    resumed.on_trial_start(0, [], trial)
+    for epoch, loss in ((1, 2.0), (2, 1.5)):
+        resumed.on_trial_result(
+            0, [], trial, {"epoch": epoch, "loss": loss, "memory_format": "channels_last", REPLAYED: True}
+        )
+    resumed.on_trial_result(0, [], trial, {"epoch": 3, "loss": 1.0, "memory_format": "contiguous"})
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_run(parent).info.experiment_id], "tags.ray_trial_id = 'abc_00000'")
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")] == [
+        (1, 2.0),
+        (2, 1.5),
+        (3, 1.0),
+    ]
+    assert run.data.tags["memory_format"] == "contiguous"  # this launch's machine, not the replayed launch's
+
+
 def test_per_class__final_values_grouped_by_metric_and_class_and_never_logged_as_metrics():
     result = {
         "knn_acc": 50.0,
