@@ -22,12 +22,13 @@ from pathlib import Path
 
 import ray
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+from ray.tune.logger import JsonLoggerCallback
 
 from sweeps import records, tracking
 from sweeps.launch import Plan, save_plan
 from sweeps.options import SweepError, SweepOptions, searched_keys
 from sweeps.progress import Progress, ended, print_summary
+from sweeps.progress_csv import ProgressCSV
 from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, dataset_record, open_parent_run
 from trainables import tune_adapter
 
@@ -229,7 +230,7 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
         name=plan.experiment,
         storage_path=str(plan.storage),
         verbose=0,
-        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), writer, progress],
+        callbacks=[JsonLoggerCallback(), ProgressCSV(), writer, progress],
         failure_config=tune.FailureConfig(max_failures=int(plan.opts.get("max_failures", 2))),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
