@@ -67,9 +67,9 @@ class Progress(tune.Callback):
         if r.get(REPLAYED):  # ended before the last launch's driver was killed; not trained again
             probe += "  (recorded before the interruption; not re-run)"
         epochs = trial_config(trial.config).get("optim.epochs")
-        ended = f"stopped early at epoch {r['epoch']} of {epochs}" if r.get("epoch", epochs) != epochs else "finished"
+        outcome = f"stopped early at epoch {r['epoch']} of {epochs}" if r.get("epoch", epochs) != epochs else "finished"
         print(
-            f"{self._prefix(trial)}  {ended}: knn {r.get(KNN_ACC, float('nan')):.1f}{probe}  uniformity {r.get(UNIFORMITY, float('nan')):.2f}"
+            f"{self._prefix(trial)}  {outcome}: knn {r.get(KNN_ACC, float('nan')):.1f}{probe}  uniformity {r.get(UNIFORMITY, float('nan')):.2f}"
             f"{self._memory_format(trial, r)}",
             flush=True,
         )

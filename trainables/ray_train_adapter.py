@@ -15,8 +15,8 @@ driver's MLflow writer keeps one run per trial. Inside the workers only Train V2
 
 * a trial that Tune stops while ``fit`` runs (ASHA at a rung) aborts its Train run first
   (``AbortOnStop``, the Tune function's ``cleanup``): the workers and their placement group go
-  before the process does, for the same reason. (An interrupted sweep's driver exits, and with it
-  every placement group of its job.);
+  before the process does, for the same reason (an interrupted sweep needs none of this: its
+  driver exits, and every placement group of its job goes with it);
 
 * replay: Ray Train's workers run ahead of the Tune function (reports wait in a queue), and Tune
   holds no checkpoint of a data-parallel trial, so a trial that starts again (``--resume``, or a
