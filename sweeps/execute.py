@@ -206,6 +206,7 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1" if explicit else "0"
     if plan.resume:
         print(f"resuming {plan.experiment_path}", flush=True)
+        progress.total = records.trial_total(plan.experiment_path) or progress.total  # a search's num_samples
         return tune.Tuner.restore(str(plan.experiment_path), trainable, resume_unfinished=True, resume_errored=True)
     setup = plan.sweep.tune_setup or grid_setup
     param_space, tune_kwargs = setup(plan.opts, plan.experiment_path, plan.cells)
@@ -237,6 +238,7 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
     cell = param_space["sweep.cell"]
     grid = len(cell["grid_search"]) if isinstance(cell, dict) and "grid_search" in cell else 1
     progress.total = grid * int(tune_kwargs.get("num_samples", 1))
+    records.save_trial_total(plan.experiment_path, progress.total)
     tune_kwargs.setdefault("reuse_actors", reuse_actors(plan.opts["resources"], plan.opts.get("reuse_workers")))
     tune_config = tune.TuneConfig(trial_dirname_creator=trial_dirname, **tune_kwargs)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

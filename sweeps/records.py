@@ -34,6 +34,21 @@ def save_record(experiment_path: Path, mlflow_uri: str) -> None:
     (experiment_path / RECORD_FILE).write_text(json.dumps(record, indent=1))
 
 
+def save_trial_total(experiment_path: Path, total: int) -> None:
+    """Add to a new sweep's record how many trials it runs (its grid times ``num_samples``): on
+    ``--resume`` Tune restores its searcher, and the driver still counts the trials not made yet."""
+    path = experiment_path / RECORD_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), "trials": total}, indent=1))
+
+
+def trial_total(experiment_path: Path) -> int | None:
+    """``save_trial_total``'s count; None for a sweep recorded before it (or no record)."""
+    try:
+        return int(json.loads((experiment_path / RECORD_FILE).read_text())["trials"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def explicit_loggers(experiment_path: Path) -> bool:
     """Whether the sweep was launched with explicit JSON/CSV loggers and no TensorBoard logger.
     Tune keeps a sweep's callbacks in its saved state: an older sweep resumed without Tune's

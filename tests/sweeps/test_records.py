@@ -55,6 +55,15 @@ def test_check_store__a_resume_into_another_store_is_refused_naming_both(tmp_pat
         records.check_store(exp, "sqlite:////x.db")
 
 
+def test_trial_total__a_search_records_its_trials_for_the_resume_to_count(tmp_path):
+    _, exp = _folder(tmp_path)
+    records.save_record(exp, "sqlite:////x.db")
+    assert records.trial_total(exp) is None  # a sweep recorded before the count
+    records.save_trial_total(exp, 12)  # one base cell x num_samples 12
+    assert records.trial_total(exp) == 12
+    records.check_store(exp, "sqlite:////x.db")  # the rest of the record is kept
+
+
 def _spawn_sleeper():
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
