@@ -165,7 +165,6 @@ def _run(plan: Plan, started: float) -> int:
         **code_version(),
         "sweep_name": plan.sweep.name,
         "dataset": plan.data.name,
-        "trials": str(len(plan.cells)),
         tracking.STORAGE_TAG: str(plan.experiment_path),
     }
     parent = open_parent_run(
@@ -179,6 +178,8 @@ def _run(plan: Plan, started: float) -> int:
     status = "FAILED"
     try:
         tuner = _tuner(plan, trainable, parent, progress)
+        if not plan.resume:  # a search's trials are its num_samples, not its one base cell
+            tracking.tag_run(plan.mlflow_uri, parent, {"trials": str(progress.total)})
         results = tuner.fit()
         failed = len(results.errors)
         # Ctrl+C / SIGINT: Tune saves its state and returns with trials that never finished, and (its

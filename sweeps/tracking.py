@@ -209,6 +209,13 @@ def open_parent_run(uri: str, experiment: str, artifact_root: Path, state_file: 
     return run.info.run_id
 
 
+def tag_run(uri: str, run_id: str, tags: dict[str, str]) -> None:
+    """Set ``tags`` on a run (e.g. the parent's trial count, known once Tune's search is set up)."""
+    client = MlflowClient(uri)
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+
+
 def experiment_id(uri: str, run_id: str) -> str:
     """The MLflow experiment of a run (for the UI's URL)."""
     return MlflowClient(uri).get_run(run_id).info.experiment_id
