@@ -31,14 +31,14 @@ def save_record(experiment_path: Path, mlflow_uri: str) -> None:
     """Record the MLflow store of a new sweep (read back by ``check_store``) and that its Tune
     loggers are the explicit ones (``explicit_loggers``)."""
     record = {"mlflow_uri": mlflow_uri, "tune_loggers": "explicit"}
-    (experiment_path / RECORD_FILE).write_text(json.dumps(record, indent=1))
+    _write_json(experiment_path / RECORD_FILE, record)
 
 
 def save_trial_total(experiment_path: Path, total: int) -> None:
     """Add to a new sweep's record how many trials it runs (its grid times ``num_samples``): on
     ``--resume`` Tune restores its searcher, and the driver still counts the trials not made yet."""
     path = experiment_path / RECORD_FILE
-    path.write_text(json.dumps({**json.loads(path.read_text()), "trials": total}, indent=1))
+    _write_json(path, {**json.loads(path.read_text()), "trials": total})
 
 
 def trial_total(experiment_path: Path) -> int | None:
@@ -47,6 +47,13 @@ def trial_total(experiment_path: Path) -> int | None:
         return int(json.loads((experiment_path / RECORD_FILE).read_text())["trials"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _write_json(path: Path, record: dict) -> None:
+    """Write whole or not at all: a driver killed mid-write leaves the previous record, not an empty one."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(record, indent=1))
+    os.replace(part, path)
 
 
 def explicit_loggers(experiment_path: Path) -> bool:
@@ -125,7 +132,7 @@ def record_driver(experiment_path: Path) -> None:
         "ray": {str(pid): start for pid, start in _descendants(me).items()},
     }
     experiment_path.mkdir(parents=True, exist_ok=True)
-    (experiment_path / DRIVER_FILE).write_text(json.dumps(record, indent=1))
+    _write_json(experiment_path / DRIVER_FILE, record)
 
 
 def forget_driver(experiment_path: Path) -> None:
