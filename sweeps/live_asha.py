@@ -1,25 +1,70 @@
-"""ASHA for ``tune_hparams`` that judges trials on the reports they make now, not on replayed ones."""
+"""ASHA for ``tune_hparams``: judges trials on the reports they make now, and keeps its rungs for ``--resume``."""
 
 from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from trainables.tune_adapter import REPLAYED
 
+STATE_FILE = "asha_state.pkl"  # in the experiment folder
+
 
 class LiveASHA(ASHAScheduler):
-    """Ray's ASHA, passing over reports marked ``REPLAYED`` (``tune_adapter.replay``): those repeat
-    epochs trained before a resume, or a finished trial's final result. Tune does not keep ASHA's
-    rungs across ``--resume``, so a replayed final result (at training_iteration 1) would fill the
-    first rung with a final accuracy, and a replayed epoch could stop a trial on an old value."""
+    """Ray's ASHA with two changes for resumed searches.
+
+    * Reports marked ``REPLAYED`` (``tune_adapter.replay``: epochs trained before a resume, or a
+      finished trial's final result) are passed over: a replayed final result (at
+      training_iteration 1) would fill the first rung with a final accuracy, and a replayed epoch
+      could stop a trial on an old value.
+    * The rungs are kept in ``state_path`` after every decision and read back when the restored
+      scheduler sees its first trial: Tune restores ASHA as it was when the sweep started, so
+      after ``--resume`` it would judge with empty rungs and stop weak trials far later.
+      (``--resume`` checks the experiment folder's files are the user's own before any unpickling.)
+    """
+
+    def __init__(self, state_path: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.state_path = state_path  # None: rungs not kept
+        self._saved: dict[str, int] | None = None  # trial id -> bracket, once read back
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        if self._saved is None:
+            self._saved = self._load()
+        if trial.trial_id in self._saved:
+            self._trial_info[trial.trial_id] = self._brackets[self._saved[trial.trial_id]]
+        else:
+            super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if result.get(REPLAYED):
             return TrialScheduler.CONTINUE
-        return super().on_trial_result(tune_controller, trial, result)
+        action = super().on_trial_result(tune_controller, trial, result)
+        self._save()
+        return action
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if result.get(REPLAYED):
             self._trial_info.pop(trial.trial_id, None)  # what ASHA's own does besides recording the result
             return
         super().on_trial_complete(tune_controller, trial, result)
+        self._save()
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        trials = {tid: self._brackets.index(bracket) for tid, bracket in self._trial_info.items()}
+        part = Path(self.state_path).with_suffix(".part")
+        part.write_bytes(pickle.dumps({"brackets": self._brackets, "trials": trials, "stopped": self._num_stopped}))
+        os.replace(part, self.state_path)  # whole or not at all
+
+    def _load(self) -> dict[str, int]:
+        """The kept rungs (into this scheduler) and each kept trial's bracket; {} if none are kept."""
+        if self.state_path is None or not Path(self.state_path).is_file():
+            return {}
+        state = pickle.loads(Path(self.state_path).read_bytes())
+        self._brackets, self._num_stopped = state["brackets"], state["stopped"]
+        return state["trials"]
