@@ -20,19 +20,24 @@ class LiveASHA(ASHAScheduler):
       finished trial's final result) are passed over: a replayed final result (at
       training_iteration 1) would fill the first rung with a final accuracy, and a replayed epoch
       could stop a trial on an old value.
-    * The rungs are kept in ``state_path`` after every decision and read back when the restored
-      scheduler sees its first trial: Tune restores ASHA as it was when the sweep started, so
-      after ``--resume`` it would judge with empty rungs and stop weak trials far later.
-      (``--resume`` checks the experiment folder's files are the user's own before any unpickling.)
+    * With ``keep_rungs``, the rungs are kept in the experiment folder (``STATE_FILE``) after every
+      decision and read back when the restored scheduler sees its first trial: Tune restores ASHA
+      as it was when the sweep started, so after ``--resume`` it would judge with empty rungs and
+      stop weak trials far later. The folder is the trial's (``trial.storage``), so a moved or
+      copied experiment uses its own file, which ``--resume`` has checked is the user's own.
     """
 
-    def __init__(self, state_path: str | None = None, **kwargs) -> None:
+    keep_rungs = False  # class defaults: a scheduler pickled by an older version lacks these attributes
+    _state: Path | None = None  # the rungs' file, once the first trial has said where the experiment is
+    _saved: dict[str, int] | None = None  # trial id -> bracket, once read back
+
+    def __init__(self, keep_rungs: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.state_path = state_path  # None: rungs not kept
-        self._saved: dict[str, int] | None = None  # trial id -> bracket, once read back
+        self.keep_rungs = keep_rungs
 
     def on_trial_add(self, tune_controller, trial) -> None:
         if self._saved is None:
+            self._state = Path(trial.storage.experiment_fs_path) / STATE_FILE if self.keep_rungs else None
             self._saved = self._load()
         if trial.trial_id in self._saved:
             self._trial_info[trial.trial_id] = self._brackets[self._saved[trial.trial_id]]
@@ -54,17 +59,17 @@ class LiveASHA(ASHAScheduler):
         self._save()
 
     def _save(self) -> None:
-        if self.state_path is None:
+        if self._state is None:
             return
         trials = {tid: self._brackets.index(bracket) for tid, bracket in self._trial_info.items()}
-        part = Path(self.state_path).with_suffix(".part")
+        part = self._state.with_suffix(".part")
         part.write_bytes(pickle.dumps({"brackets": self._brackets, "trials": trials, "stopped": self._num_stopped}))
-        os.replace(part, self.state_path)  # whole or not at all
+        os.replace(part, self._state)  # whole or not at all
 
     def _load(self) -> dict[str, int]:
         """The kept rungs (into this scheduler) and each kept trial's bracket; {} if none are kept."""
-        if self.state_path is None or not Path(self.state_path).is_file():
+        if self._state is None or not self._state.is_file():
             return {}
-        state = pickle.loads(Path(self.state_path).read_bytes())
+        state = pickle.loads(self._state.read_bytes())
         self._brackets, self._num_stopped = state["brackets"], state["stopped"]
         return state["trials"]

@@ -208,7 +208,7 @@ def tune_setup(opts: SweepOptions, experiment_path: Path, cells: list[dict]) -> 
     )
     asha = opts.get("asha") or {}
     scheduler = live_asha.LiveASHA(
-        state_path=str(experiment_path / live_asha.STATE_FILE),
+        keep_rungs=True,
         time_attr="training_iteration",
         max_t=int(cells[0]["optim.epochs"]),
         grace_period=int(asha.get("grace_period", 1)),
