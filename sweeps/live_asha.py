@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from sweeps import records
 from trainables.tune_adapter import REPLAYED
 
 STATE_FILE = "asha_state.pkl"  # in the experiment folder
@@ -62,9 +62,9 @@ class LiveASHA(ASHAScheduler):
         if self._state is None:
             return
         trials = {tid: self._brackets.index(bracket) for tid, bracket in self._trial_info.items()}
-        part = self._state.with_suffix(".part")
-        part.write_bytes(pickle.dumps({"brackets": self._brackets, "trials": trials, "stopped": self._num_stopped}))
-        os.replace(part, self._state)  # whole or not at all
+        records.write_whole(
+            self._state, pickle.dumps({"brackets": self._brackets, "trials": trials, "stopped": self._num_stopped})
+        )
 
     def _load(self) -> dict[str, int]:
         """The kept rungs (into this scheduler) and each kept trial's bracket; {} if none are kept."""

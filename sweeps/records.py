@@ -50,9 +50,13 @@ def trial_total(experiment_path: Path) -> int | None:
 
 
 def _write_json(path: Path, record: dict) -> None:
-    """Write whole or not at all: a driver killed mid-write leaves the previous record, not an empty one."""
+    write_whole(path, json.dumps(record, indent=1).encode())
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write whole or not at all: a driver killed mid-write leaves the previous file, not a torn one."""
     part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(record, indent=1))
+    part.write_bytes(data)
     os.replace(part, path)
 
 
