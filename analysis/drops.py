@@ -185,7 +185,7 @@ def floor_gaps(df: pd.DataFrame, metric: str = KNN_ACC) -> pd.DataFrame:
     return _sorted(gaps) if len(gaps) else gaps
 
 
-def _floor_cells(df: pd.DataFrame, metric: str) -> set[tuple[str, str]]:
+def floor_cells(df: pd.DataFrame, metric: str) -> set[tuple[str, str]]:
     """(arm, corruption) cells inside the untrained floor's error."""
     gaps = floor_gaps(df, metric)
     return set(zip(gaps.loc[gaps["at_floor"], "arm"], gaps.loc[gaps["at_floor"], "corruption"], strict=True))
@@ -245,7 +245,7 @@ def accuracy_summary(df: pd.DataFrame, metric: str = KNN_ACC) -> pd.DataFrame:
         else:
             rows.append(_binomial_row(arm, corruption, float(cell[metric].mean()), se))
     summary = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    at_floor = _floor_cells(df, metric)
+    at_floor = floor_cells(df, metric)
     summary["at_floor"] = [(a, c) in at_floor for a, c in zip(summary["arm"], summary["corruption"], strict=True)]
     return _sorted(summary)
 
@@ -262,7 +262,7 @@ def drop_summary(df: pd.DataFrame, metric: str = KNN_ACC, measure: str = "drop")
     error on ori or on the corruption (for ``Avg``: on any of them).
     """
     drops = drop_terms(relative_drops(df, metric), metric, measure).dropna(subset=[measure])
-    at_floor = _floor_cells(df, metric)
+    at_floor = floor_cells(df, metric)
     rows = []
     for arm, cells in drops.groupby("arm"):
         marked = [(arm, CLEAN) in at_floor or (arm, c) in at_floor for c in sorted(set(cells["corruption"]))]

@@ -34,9 +34,11 @@ def test_claims__cl_dropping_more_under_global_shuffling_passes():
     avg = row(table, "C1.avg", "moco_v2 > supervised")
     assert avg["verdict"] == "PASS" and avg["effect"] == pytest.approx((10 + 17) / 4, abs=0.3)
     assert row(table, "C1.glo", "glo_8")["verdict"] == "PASS"
-    gap = row(table, "C2.gap")  # global gap (25 + 32) / 2 - 15; the local gap 15 - 15 = 0 is inside ±3
-    assert gap["verdict"] == "PASS" and gap["effect"] == pytest.approx((25 + 32) / 2 - 15, abs=0.3)
-    assert row(table, "C2.cl")["verdict"] == "PASS" and row(table, "C2.cl")["effect"] == pytest.approx(13.5, abs=0.3)
+    gap = row(table, "C2.gap")  # the sentence's cells: global gap 25 - 15 at glo_4; the loc_8 gap 15 - 15 = 0
+    assert gap["verdict"] == "PASS" and gap["effect"] == pytest.approx(25 - 15, abs=0.3)
+    assert row(table, "C2.cl")["verdict"] == "PASS" and row(table, "C2.cl")["effect"] == pytest.approx(10, abs=0.3)
+    ext = row(table, "C2.gap.ext")  # the extension: every global level against every local one
+    assert ext["verdict"] == "PASS" and ext["effect"] == pytest.approx((25 + 32) / 2 - 15, abs=0.3)
     assert avg["interval"] == "t over 3 seeds" and avg["low"] > 0
 
 
@@ -50,7 +52,7 @@ def test_claims__a_missing_cell_is_inconclusive_and_named():
     table = claim_checks(sweep({"glo_4": 15, "glo_8": 26}, {"glo_4": 25}))
     glo8 = row(table, "C1.glo", "glo_8")
     assert glo8["verdict"] == "INCONCLUSIVE" and glo8["missing"] == "moco_v2 × glo_8" and math.isnan(glo8["effect"])
-    assert row(table, "C2.gap")["missing"] == "loc_* trials"
+    assert row(table, "C2.gap")["missing"] == "moco_v2 × loc_8, supervised × loc_8"
     assert row(table, "C1.avg", "supcon > supervised")["verdict"] == "INCONCLUSIVE"
 
 
