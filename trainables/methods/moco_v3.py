@@ -32,10 +32,10 @@ class MocoV3Params:
             raise ValueError(f"method.proj_layers {self.proj_layers} is invalid; valid: 0 (the paper's), or >= 2")
 
 
-def moco_v3_mlp(in_dim: int, hidden: int, out: int, layers: int) -> nn.Sequential:
-    """The official ``_build_mlp``: bias-free Linear-BN-ReLU blocks, a bias-free Linear, then BN
-    without affine parameters: (B, in_dim) -> (B, out)."""
-    return mlp(in_dim, hidden, out, layers=layers, batchnorm=True, last_bn=True, bias=False)
+def moco_v3_mlp(in_dim: int, hidden: int, out: int, layers: int, last_bn: bool = True) -> nn.Sequential:
+    """The official ``_build_mlp``: bias-free Linear-BN-ReLU blocks, a bias-free Linear, then (with
+    ``last_bn``) BN without affine parameters: (B, in_dim) -> (B, out)."""
+    return mlp(in_dim, hidden, out, layers=layers, batchnorm=True, last_bn=last_bn, bias=False)
 
 
 @register_method
@@ -48,7 +48,8 @@ class MocoV3(MomentumMethod):
     start of the next step with the same momentum, which is the same sequence of weights.
 
     NOTE: heads (projector 4096-256 with 3 layers for a ViT and 2 for a ResNet, 2-layer predictor,
-    bias-free Linears, last BN without affine) from facebookresearch/moco-v3 ``moco/builder.py``.
+    bias-free Linears, last BN without affine, none after a ResNet's predictor) from
+    facebookresearch/moco-v3 ``moco/builder.py``.
     T 0.2 is the paper's ViT value and solo-learn's CIFAR one (``scripts/pretrain/cifar/mocov3.yaml``);
     the paper's ResNet-50 uses 1.0. Optimizer defaults are solo-learn's CIFAR ones (LARS lr 0.3, wd
     1e-6, biases and norms excluded); the paper trains ViTs with AdamW (lr 1.5e-4 at batch 256,
@@ -73,7 +74,9 @@ class MocoV3(MomentumMethod):
         super().__init__(backbone, feature_dim, num_classes, params)
         layers = params.proj_layers or (3 if is_vit(backbone) else 2)
         self.projector = moco_v3_mlp(feature_dim, params.proj_hidden, params.proj_dim, layers)
-        self.predictor = moco_v3_mlp(params.proj_dim, params.pred_hidden, params.proj_dim, 2)
+        # the official MoCo_ResNet drops the predictor's last BN (``_build_mlp(2, dim, mlp_dim, dim, False)``),
+        # MoCo_ViT keeps it
+        self.predictor = moco_v3_mlp(params.proj_dim, params.pred_hidden, params.proj_dim, 2, last_bn=is_vit(backbone))
         self.key_backbone = copy.deepcopy(backbone).requires_grad_(False)
         self.key_projector = copy.deepcopy(self.projector).requires_grad_(False)
         self.momentum = params.momentum_base

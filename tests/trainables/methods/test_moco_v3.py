@@ -62,7 +62,10 @@ def test_moco_v3__defaults_are_the_papers_vit_heads():
 
 
 def test_moco_v3__a_resnet_gets_a_two_layer_projector_and_proj_layers_overrides():
-    assert sum(isinstance(m, nn.Linear) for m in build("moco_v3").projector) == 2
+    resnet = build("moco_v3")
+    assert sum(isinstance(m, nn.Linear) for m in resnet.projector) == 2
+    assert isinstance(resnet.projector[-1], nn.BatchNorm1d)
+    assert isinstance(resnet.predictor[-1], nn.Linear)  # the official MoCo_ResNet: no BN after the predictor
     assert sum(isinstance(m, nn.Linear) for m in build("moco_v3", proj_layers=3).projector) == 3
     with pytest.raises(ValueError, match=r"method\.proj_layers 1 is invalid; valid: 0"):
         build_params("moco_v3", {"proj_layers": 1})
