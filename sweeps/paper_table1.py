@@ -6,7 +6,7 @@
 --budget picks sweeps/configs/paper_table1_<budget>.yaml (default: cpu); --config replaces it
 and every other flag overrides it as in the other sweeps.
   gpu: the study's scripts per method (ResNet-18, 200 epochs, SupCon 400, batch 256), all of
-       CIFAR-10 (torchvision), 6 methods, 3 seeds, 0.25 GPU per trial (4 trials per GPU).
+       CIFAR-10 (torchvision), 6 methods, 3 seeds, 0.5 GPU per trial (2 trials per GPU).
   cpu: quarter-width ResNet-18 on a CIFAR-10 subset, settings found with sweeps/tune_hparams.py
        (docs/results/archive/cifar10-cpu-history.md records the search, docs/results/cifar10-cpu.md
        the results); supervised, moco_v2 and the accuracy-matched supervised@20.
