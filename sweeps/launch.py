@@ -153,7 +153,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
             cells = [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.edit_cells(opts, cells)]
         if sweep.extra_cells is not None:
             cells += [TrialConfig.from_flat(c).resolved().to_flat() for c in sweep.extra_cells(opts, cells)]
-        cells = _unique(cells)
+        cells = _unique(graphs_off_for_ranks(cells, opts))
         check_data_parallel(cells, int(opts["resources"]["workers"]))
         check_normalization(cells, data)
     except (CorruptionError, DatasetError) as err:
@@ -313,6 +313,22 @@ def absolute_paths(flat: dict[str, Any]) -> dict[str, Any]:
             raise SweepError(f"model.pretrained_file {str(weights)!r} does not exist; valid: a saved state dict")
         flat["model.pretrained_file"] = str(weights)
     return flat
+
+
+def graphs_off_for_ranks(cells: list[dict[str, Any]], opts: SweepOptions) -> list[dict[str, Any]]:
+    """The cells with a preset's ``system.cuda_graph`` turned off when a trial has several workers
+    (a captured step holds no gradient all-reduce), said in one NOTE line. A ``--set
+    system.cuda_graph=true`` stays on, for ``check_data_parallel`` to refuse."""
+    workers = int(opts["resources"]["workers"])
+    graphs = sorted({c["method"] for c in cells if c.get("system.cuda_graph")})
+    if workers == 1 or not graphs or "system.cuda_graph" in (opts.get("trial_set") or {}):
+        return cells
+    print(
+        f"NOTE: system.cuda_graph turned off for {', '.join(graphs)}: {workers} workers per trial "
+        "(a captured step holds no gradient all-reduce); their other speed levers stay",
+        flush=True,
+    )
+    return [{**c, "system.cuda_graph": False} for c in cells]
 
 
 def check_data_parallel(cells: list[dict[str, Any]], workers: int) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from sweeps.store import ensure_store
 from sweeps.tracking import PARENT_TAG
@@ -27,6 +29,22 @@ TINY = [
     "--set",
     "eval.probe=false",
 ]
+
+
+@pytest.fixture(scope="session")
+def tiny_imagefolder(tmp_path_factory):
+    """root/{train,test}/<class>/*.JPEG: 3 classes, 12 + 4 RGB JPEGs each, sides 40-89 px, not square
+    (a trial needs ``data.image_size``). Read only: every test shares it."""
+    root = tmp_path_factory.mktemp("tiny_imagenet")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("test", 4)):
+        for c in ("n01440764", "n01443537", "n01484850"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                h, w = rng.integers(40, 90, 2)
+                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.JPEG", quality=80)
+    return root
 
 
 @pytest.fixture

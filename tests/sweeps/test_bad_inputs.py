@@ -172,7 +172,8 @@ def test_types__numbers_without_a_dot_are_numbers_in_every_trial(storage):
         ),
         (
             ["--workers-per-trial", "2", "--set", "system.cuda_graph=true"],
-            "system.cuda_graph is invalid with 2 workers per trial",
+            "system.cuda_graph is invalid with 2 workers per trial (a captured step holds no gradient all-reduce); "
+            "valid: system.cuda_graph=false, or one worker per trial",
         ),
         (["--cpus-per-trial", "-1"], "--cpus-per-trial -1 is invalid; valid: a number > 0"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial 0 is invalid; valid: a number > 0"),

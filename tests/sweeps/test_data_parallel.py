@@ -6,7 +6,11 @@ trials a cluster holds at once, and that they never reuse a Tune function's proc
 Tolerance: epoch 1 starts from the same weights on the same global batches (float rounding
 only, ~1e-6); later epochs add the drift of float reduction order, which training amplifies (a
 single process at 1 vs 2 threads drifts alike, ``tests/trainables/test_distributed.py``): measured
-1.4e-4 and 7.1e-4 at epochs 2 and 3 of this trial, so 2e-3 there.
+1.4e-4 and 7.1e-4 at epochs 2 and 3 of this trial, so 2e-3 there. The final kNN accuracy (%, on the
+100-image test split: 10 digits per class, so one image is one point) may differ by 4 points: that
+drift flips a few near-tied neighbours, measured 35 (2 workers) vs 37 (one process), twice on this
+trial, and 4 stays below what a different training moves it (the single process with seed 1 or 2:
+43, 32; lr 0.2: 31; one epoch fewer: 27).
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ def test_data_parallel__matches_one_process_survives_a_worker_failure_and_frees_
     finals = final_metrics(client, ddp, tmp_path / "d"), single
     print("knn_acc", finals[0]["knn_acc"], finals[1]["knn_acc"], "workers", finals[0].get("workers"))
     assert finals[0]["workers"] == 2
+    assert abs(finals[0]["knn_acc"] - finals[1]["knn_acc"]) <= 4  # the final metric; tolerance: docstring
     assert "backbone.pt" in [a.path for a in client.list_artifacts(ddp.info.run_id)]
 
     # ASHA with max_t 1 stops the next trial after epoch 1 of 2, as it stops a weak trial at a rung.

@@ -1,31 +1,15 @@
-"""The ImageNet-scale and downstream presets (issue 27): what they resolve to, and their --smoke-test
-through real Ray Tune and MLflow on a tiny ImageFolder of odd-sized JPEGs made here."""
+"""The ImageNet-scale presets (issue 27): what they resolve to, and their --smoke-test through real
+Ray Tune and MLflow on a tiny ImageFolder of odd-sized JPEGs (``tiny_imagefolder``, conftest.py; the
+downstream preset's smoke test, on the same folder, is in test_presets.py)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from sweeps.launch import main, prepare
 from sweeps.options import CONFIG_DIR
 from sweeps.paper_table1 import SWEEP as TABLE1
 from tests.sweeps.conftest import runs
-
-
-@pytest.fixture(scope="module")
-def tiny_imagefolder(tmp_path_factory):
-    """root/{train,test}/<class>/*.JPEG: 3 classes, 12 + 4 RGB JPEGs each, sides 40-89 px, not square."""
-    root = tmp_path_factory.mktemp("tiny_imagenet")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 12), ("test", 4)):
-        for c in ("n01440764", "n01443537", "n01484850"):
-            (root / split / c).mkdir(parents=True)
-            for i in range(n):
-                h, w = rng.integers(40, 90, 2)
-                pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(root / split / c / f"{i}.JPEG", quality=80)
-    return root
 
 
 def plan_of(config: str, storage, dataset, *extra: str):

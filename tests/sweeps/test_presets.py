@@ -11,7 +11,7 @@ from analysis.frame import config_arm
 from sweeps import downstream, paper_table1
 from sweeps.launch import PLAN_FILE, main, prepare
 from sweeps.options import CONFIG_DIR, SweepError
-from tests.sweeps.conftest import TINY, argv, runs
+from tests.sweeps.conftest import argv, runs
 
 
 def test_budget__picks_the_budget_yaml_unless_config_is_given_and_refuses_unknown_budgets(capsys):
@@ -49,6 +49,25 @@ def test_paper_table1__every_budget_plans_table1_with_untrained_references(stora
         assert {(c["method"] == "supcon", c["optim.epochs"]) for c in trained} == {(False, 200), (True, 400)}
 
 
+def test_paper_table1__gpu_preset_on_4_gpus_per_trial_plans_without_cuda_graphs(storage, capsys):
+    """docs/cluster.md's multi-GPU command: the preset's graphs are turned off (one NOTE), not refused."""
+    gpu = ["--budget", "gpu", "--dataset", "digits", "--storage-path", str(storage), "--dry-run"]
+    one = prepare(paper_table1.SWEEP, gpu)[0].cells
+    assert {c["method"] for c in one if c["system.cuda_graph"]} == {"supervised", "moco_v2"}
+    assert "NOTE" not in capsys.readouterr().out  # one worker per trial: the graphs stay
+    four = prepare(paper_table1.SWEEP, [*gpu, "--gpus-per-trial", "4"])[0].cells
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("NOTE:")]
+    assert notes == [
+        "NOTE: system.cuda_graph turned off for moco_v2, supervised: 4 workers per trial "
+        "(a captured step holds no gradient all-reduce); their other speed levers stay"
+    ]
+    assert not any(c["system.cuda_graph"] for c in four)
+    assert [{**c, "system.cuda_graph": False} for c in one] == four  # nothing else changed (compile, fused, ...)
+    # an explicit --set is the user's: refused with the fix named (tests/sweeps/test_bad_inputs.py, on the CLI)
+    with pytest.raises(SweepError, match=r"system.cuda_graph is invalid with 4 workers per trial .*valid: system"):
+        prepare(paper_table1.SWEEP, [*gpu, "--gpus-per-trial", "4", "--set", "system.cuda_graph=true"])
+
+
 def test_more_cells__extra_seeds_for_some_corruptions_only():
     cells = [
         {"method": m, "data.corruption": c, "system.seed": 0, "optim.epochs": 5}
@@ -74,24 +93,28 @@ def test_downstream__a_missing_checkpoint_is_a_one_line_error(storage, capsys):
 
 
 @pytest.mark.slow
-def test_downstream__pretrains_on_clean_data_then_probes_each_corruption_frozen(storage, ray_shutdown, capsys):
-    # downstream.yaml fine-tunes in stage 2 (its smoke test: 1 epoch); stage 1 never does
-    code = downstream.run(
-        ["--storage-path", str(storage), "--smoke-test", "--no-report", "--methods", "supervised", *TINY]
-    )
+def test_downstream__pretrains_on_clean_data_then_probes_each_corruption_frozen(
+    storage, tiny_imagefolder, ray_shutdown, capsys
+):
+    """downstream.yaml's --smoke-test on a tiny ImageFolder (issue 27). It fine-tunes in stage 2 (its
+    smoke test: 1 epoch); stage 1 never does."""
+    folder = ["--dataset", f"imagefolder:{tiny_imagefolder}", "--set", "data.image_size=32"]  # odd-sized JPEGs
+    smoke = ["--smoke-test", "--no-report", "--methods", "supervised", "--experiment", "downstream-tiny"]
+    code = downstream.run(["--storage-path", str(storage), *smoke, *folder])
     out = capsys.readouterr().out
     assert code == 0, out
-    _, _, pretrain = runs(storage, "downstream-digits-pretrain")
+    _, _, pretrain = runs(storage, "downstream-tiny-pretrain")
     assert [(r.data.params["data.corruption"], r.data.params["optim.epochs"]) for r in pretrain] == [("ori", "1")]
     assert (
         pretrain[0].data.params["eval.finetune"].lower() == "false" and "finetune_acc" not in pretrain[0].data.metrics
     )
-    _, _, probes = runs(storage, "downstream-digits")
+    _, _, probes = runs(storage, "downstream-tiny")
     inits = {r.data.params["data.corruption"]: r.data.params["model.init_checkpoint"] for r in probes}
     trained = {c: p for c, p in inits.items() if p != "null"}
     assert set(trained) == {"ori", "glo_4"} and len(set(trained.values())) == 1
     assert all(r.data.params["optim.epochs"] == "0" and r.info.status == "FINISHED" for r in probes)
     assert len(probes) == 4  # 2 probes + the untrained reference of each corruption
+    assert {r.data.params["data.dataset"] for r in pretrain + probes} == {f"imagefolder:{tiny_imagefolder}"}
     assert all(0 <= r.data.metrics["finetune_acc"] <= 100 for r in probes)  # eval.finetune: every cell fine-tunes
 
 
