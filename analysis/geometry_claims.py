@@ -72,11 +72,12 @@ def order_claims(df: pd.DataFrame, cls: list[str]) -> list[dict]:
     for a, b in [(cl, SUPERVISED) for cl in cls] + [(SUPERVISED, "supcon")]:
         ev = value_contrast(df, {(a, CLEAN): 1.0, (b, CLEAN): -1.0}, UNIFORMITY)
         pa, pb = paper.PAPER_UNIFORMITY.get(a), paper.PAPER_UNIFORMITY.get(b)
+        at_200 = paper.PAPER_UNIFORMITY_200.get(a)
         rows.append(
             check(
                 "C5.order",
                 f"uniformity on ori: {a} > {b}",
-                f"{pa} > {pb}" if pa and pb else "",
+                (f"{pa} > {pb}" + (f" ({a}: 800 epochs; {at_200} at 200)" if at_200 else "")) if pa and pb else "",
                 ev,
                 UNIFORMITY,
                 paper.QUOTES["C5.order"],

@@ -28,6 +28,7 @@ def test_gap_and_contrast_text__the_study_gaps_of_the_same_corruptions():
 
 def test_quotes__the_seed_check_quotes_the_supplement_exactly():
     assert "82.44 ± 0.18" in paper.QUOTES["C7.seeds"] and "59.24 ± 0.40" in paper.QUOTES["C7.seeds"]
+    assert "The randomness has a smaller order than the gap between MoCo and Sup results." in paper.QUOTES["C7.seeds"]
     assert (
         "For MoCo, both rise" in paper.QUOTES["C5.train"]
         and "| moco_v2 | 31.8 | 24.3 | 28.6 | 13.3 | 24.5 |" in (paper.QUOTES["C1.avg"])
