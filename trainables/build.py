@@ -233,15 +233,21 @@ def build_model(cfg: TrialConfig, num_classes: int, device: torch.device, *, ran
         method = method.to(memory_format=torch.channels_last)
     method.foreach_ema = cfg.system.foreach_ema
     if cfg.system.compile:
-        compile_encoders(method, cfg.system.compile_mode)
+        # On a CPU inductor would run every convolution channels_last (its layout optimisation), past
+        # the memory-format guard that chose contiguous and into oneDNN#6035 (trainables.memory_format).
+        contiguous_cpu = device.type == "cpu" and not cfg.system.channels_last
+        compile_encoders(method, cfg.system.compile_mode, keep_layout=contiguous_cpu)
     return method
 
 
 COMPILE_BACKEND = "inductor"  # tests swap in "eager"/"aot_eager": inductor's C++ build is minutes on one core
 
 
-def compile_encoders(method: Method, mode: str = "default") -> list[str]:
+def compile_encoders(method: Method, mode: str = "default", keep_layout: bool = False) -> list[str]:
     """``torch.compile`` every encoder of ``method`` in place; returns their attribute names.
+
+    ``keep_layout``: inductor keeps the tensors' memory format (its ``layout_optimization`` off, for
+    these encoders only), so a trial that the memory-format guard keeps contiguous runs contiguous.
 
     Encoders are the children of the backbone's type (the backbone and MoCo's key, BYOL's target,
     DINO's teacher copies): nearly all of a step's kernels. ``Module.compile`` keeps parameter
@@ -252,8 +258,14 @@ def compile_encoders(method: Method, mode: str = "default") -> list[str]:
     """
     kind = type(method.backbone)
     names = [name for name, child in method.named_children() if type(child) is kind]
+    # torch.compile takes a mode or inductor options, not both: the mode's options plus ours.
+    how = {"mode": None if mode == "default" else mode}
+    if keep_layout and COMPILE_BACKEND == "inductor":
+        from torch._inductor import list_mode_options  # imported on use: inductor is a heavy import
+
+        how = {"options": {**list_mode_options(mode), "layout_optimization": False}}
     for name in names:
-        getattr(method, name).compile(mode=None if mode == "default" else mode, dynamic=False, backend=COMPILE_BACKEND)
+        getattr(method, name).compile(dynamic=False, backend=COMPILE_BACKEND, **how)
     return names
 
 

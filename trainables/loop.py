@@ -113,13 +113,13 @@ def run_trial(
     metrics: dict[str, Any] = dict(history[-1]) if history else {}
     for epoch in range(start_epoch, cfg.optim.epochs):
         tic = time.perf_counter()
-        sums, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch, where)
-        sums = distributed.mean_over_ranks(sums, where)
+        means, step = _train_epoch(cfg, method, step_fn, td, gens, device, step, total, epoch, where)
+        means = distributed.mean_over_ranks(means, where)
         seconds = time.perf_counter() - tic
         # The epoch means of training_step's scalars: loss, and e.g. train_acc (trainables.metrics).
         metrics = {
             "epoch": epoch + 1,
-            **{k: v / steps_per_epoch for k, v in sums.items()},
+            **means,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "samples_per_s": steps_per_epoch * cfg.optim.batch_size / seconds,
             "epoch_time_s": seconds,
@@ -178,9 +178,12 @@ def _precision(cfg: TrialConfig, device: torch.device, resume: dict | None) -> s
 def _train_epoch(
     cfg, method, step_fn: Step, td, gens, device, step, total, epoch, where: distributed.Ranks
 ) -> tuple[dict[str, float], int]:
-    """One pass over the training split; returns (each scalar of ``training_step`` summed over the
-    epoch's steps, global step). The sums stay on the device until the epoch ends. Every rank draws
-    the global batch's random numbers and trains on its shard.
+    """One pass over the training split; returns (each scalar of ``training_step`` averaged over the
+    epoch's steps that returned it, global step). The sums stay on the device until the epoch ends.
+    Every rank draws the global batch's random numbers and trains on its shard.
+
+    Each scalar has its own count: a captured CUDA graph returns only what it computes on the
+    device (``trainables.step.GraphStep``), so a host-made scalar can be missing from some steps.
 
     The loss is checked for finiteness every ``system.finite_check_every`` steps (on their sum), as
     each check waits for the device; the last partial window is checked at the end of the epoch.
@@ -191,6 +194,7 @@ def _train_epoch(
     warmup = round(cfg.optim.warmup_fraction * total)
     base_lr = scaled_lr(cfg)
     sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
     window, first = torch.zeros((), device=device), step
     rows = distributed.batch_rows(min(cfg.optim.batch_size, len(td.train)), where)
     for views, labels in train_batches(td.train, td.pipeline, cfg.optim.batch_size, gens, device, rows):
@@ -200,6 +204,7 @@ def _train_epoch(
         step += 1
         for key, value in out.items():
             sums[key] = sums[key] + value.float() if key in sums else value.float().clone()
+            counts[key] = counts.get(key, 0) + 1
         window += out["loss"]
         if (step - first) % cfg.system.finite_check_every == 0:
             _check_finite(window, epoch, first, step)
@@ -207,7 +212,7 @@ def _train_epoch(
             first = step
     if step > first:
         _check_finite(window, epoch, first, step)
-    return {key: float(value) for key, value in sums.items()}, step
+    return {key: float(value) / counts[key] for key, value in sums.items()}, step
 
 
 def _check_finite(window: torch.Tensor, epoch: int, first: int, step: int) -> None:
@@ -314,9 +319,23 @@ def _restore(state: dict, method, optimizer, gens) -> tuple[int, int, list]:
     _check_fits(state["method"], method)
     method.load_state_dict(state["method"])
     optimizer.load_state_dict(state["optimizer"])
+    _match_param_layouts(optimizer)
     for k, g in gens.items():
         g.set_state(state["generators"][k])
     return state["epoch"], state["step"], list(state["history"])
+
+
+def _match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (momentum buffers) its parameter's strides.
+
+    ``load_state_dict`` keeps the saved strides, and the memory format is chosen anew at every launch
+    (``trainables.memory_format``): a buffer saved channels_last meets a contiguous parameter after a
+    resume on another CPU or device. Fused SGD walks both as flat memory and would apply a permuted
+    update (foreach and the per-parameter loop follow each tensor's strides and are unaffected)."""
+    for p, s in optimizer.state.items():
+        for k, v in s.items():
+            if isinstance(v, torch.Tensor) and v.shape == p.shape and v.stride() != p.stride():
+                s[k] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def _check_fits(saved: dict, method) -> None:

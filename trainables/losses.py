@@ -149,12 +149,15 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.2, anchors: slice | N
     Returns:
         Scalar loss, mean over the anchors (2B of them, or 2 per sample of ``anchors``).
     """
-    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
-    n, batch = z.shape[0], z1.shape[0]
-    rows = _anchor_rows(batch, 2, anchors, z.device)
-    logits = _without_self((z if anchors is None else z[rows]) @ z.T / temperature, rows)
-    targets = (rows + batch) % n
-    return F.cross_entropy(logits, targets)
+    # fp32 whatever the caller's autocast (as info_nce): a bf16 similarity matmul would make this
+    # differ from supcon with instance labels, which runs in fp32.
+    with torch.autocast(z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1.float(), z2.float()], dim=0), dim=1)
+        n, batch = z.shape[0], z1.shape[0]
+        rows = _anchor_rows(batch, 2, anchors, z.device)
+        logits = _without_self((z if anchors is None else z[rows]) @ z.T / temperature, rows)
+        targets = (rows + batch) % n
+        return F.cross_entropy(logits, targets)
 
 
 def supcon(
@@ -257,11 +260,14 @@ def barlow_twins(z1: Tensor, z2: Tensor, lambd: float = 0.0051, scale: float = 1
     Returns:
         Scalar loss.
     """
-    batch = z1.shape[0]
-    c = _standardise(z1, eps).T @ _standardise(z2, eps) / batch
-    on_diag = (torch.diagonal(c) - 1).pow(2).sum()
-    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
-    return scale * (on_diag + lambd * off_diag)
+    # fp32 whatever the caller's autocast: CPU autocast (unlike CUDA's) leaves pow and sum in bf16,
+    # and the off-diagonal term is a difference of two large sums (~0.5% off fp64 at B 64-256, D 256-2048).
+    with torch.autocast(z1.device.type, enabled=False):
+        batch = z1.shape[0]
+        c = _standardise(z1.float(), eps).T @ _standardise(z2.float(), eps) / batch
+        on_diag = (torch.diagonal(c) - 1).pow(2).sum()
+        off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+        return scale * (on_diag + lambd * off_diag)
 
 
 def dino_loss(

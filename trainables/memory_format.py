@@ -71,7 +71,7 @@ def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int]) 
         return _choice(False, "system.channels_last is false")
     if device.type != "cpu":
         return _choice(True, f"on {device.type} (the canary guards CPUs only)")
-    if not cfg.optim.train_backbone:
+    if not cfg.optim.train_backbone and not cfg.eval.finetune:  # eval.finetune trains a copy of it
         return _choice(True, "frozen backbone: no convolution gradients")
     if is_vit(cfg.model.backbone):
         # Its one convolution (the patch embedding) has a stride equal to its kernel; the canary's

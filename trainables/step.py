@@ -142,8 +142,9 @@ class GraphStep:
         out["loss"].backward()  # into .grad, which is None before the capture: no zero_grad inside
         self.optimizer.step()
         self.method.graph_after_step()
-        # Only what the graph computes on the device: a host value made during the capture (MoCo's
-        # momentum) would be replayed as the capture's constant, so it is not reported from a graph.
+        # Only what the graph computes on the device: a host value made during the capture would be
+        # replayed as the capture's constant, so it is not reported from a graph (MoCo reports its
+        # momentum from a device tensor; the loop averages each output over the steps that had it).
         self.static_out = {k: v.detach() for k, v in out.items() if v.device == out["loss"].device}
 
 

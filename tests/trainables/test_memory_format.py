@@ -111,6 +111,19 @@ def test_choose__no_canary_where_it_cannot_matter(fake_jobs):
     assert fake_jobs.calls == 0
 
 
+def test_choose__frozen_backbone_with_a_finetune_is_guarded(fake_jobs, tmp_path, monkeypatch):
+    """eval.finetune trains a copy of the frozen backbone in the trial's format: both checks apply."""
+    monkeypatch.setenv("SBL_MEMORY_FORMAT_CACHE", str(tmp_path))
+    frozen = {"optim.train_backbone": False, "eval.finetune": True}
+    monkeypatch.setattr(memory_format, "channel_block", lambda: 16)  # AVX-512: 1/8 width is suspect
+    choice = choose(_cfg(**frozen, **{"model.width": 0.125}), torch.device("cpu"), (32, 32))
+    assert choice["memory_format"] == CONTIGUOUS and "1x1 convolution" in choice["memory_format_reason"]
+    fake_jobs(NCHW, {"error": "SIGSEGV"})
+    choice = choose(_cfg(**frozen), torch.device("cpu"), (32, 32))
+    assert choice["memory_format"] == CONTIGUOUS and "SIGSEGV" in choice["memory_format_reason"]
+    assert fake_jobs.calls == 1
+
+
 def test_verdict__any_dead_or_wrong_channels_last_step_fails():
     assert verdict([NCHW, GOOD, GOOD, GOOD], "fp32")[0]
     assert not verdict([NCHW, GOOD, GOOD, {"error": "SIGSEGV"}], "fp32")[0]  # the third step crashed

@@ -99,6 +99,8 @@ class MocoV2(Method):
         self.momentum = params.momentum_base
         self._filled: int | None = int(self.queue_filled)  # host mirror of queue_filled (None: read it once)
         self.shuffle_keys = True  # False only in a captured step with plain BN (graph_prepare)
+        # self.momentum on the device: what a captured step's EMA reads, and the reported momentum (a
+        # host value made in the step would be replayed as the capture's constant).
         self.register_buffer("graph_momentum", torch.tensor(self.momentum), persistent=False)
 
     @classmethod
@@ -118,6 +120,7 @@ class MocoV2(Method):
     def set_extra_state(self, state: dict) -> None:
         self.shuffle_generator.set_state(state["shuffle_generator"])
         self.momentum = state["momentum"]
+        self.graph_momentum.fill_(self.momentum)
         self._filled = None  # queue_filled was loaded too: re-read at the next step
 
     def query(self, x: Tensor) -> Tensor:
@@ -163,7 +166,7 @@ class MocoV2(Method):
         else:
             loss = info_nce(q1, k2, queue[0], t, all_k2, at)
             self._enqueue(all_k2[None])
-        return {"loss": loss, "momentum": torch.tensor(self.momentum)}
+        return {"loss": loss, "momentum": self.graph_momentum.clone()}  # this step's EMA momentum
 
     @torch.no_grad()
     def _enqueue(self, keys: Tensor) -> None:
@@ -205,3 +208,4 @@ class MocoV2(Method):
         ema_update(self.key_backbone, self.backbone, self.momentum, self.foreach_ema)
         ema_update(self.key_projector, self.projector, self.momentum, self.foreach_ema)
         self.momentum = cosine_momentum(self.params.momentum_base, self.params.momentum_final, progress)
+        self.graph_momentum.fill_(self.momentum)
