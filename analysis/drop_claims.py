@@ -103,18 +103,11 @@ def gap_levels(df: pd.DataFrame) -> tuple[Levels, Levels | None]:
 
 
 def avg_claims(
-    drops: pd.DataFrame,
-    df: pd.DataFrame,
-    cls: list[str],
-    metric: str,
-    ref: str = SUPERVISED,
-    v: Variant = STUDY,
-    at: Levels | None = None,
+    drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str, v: Variant, at: Levels
 ) -> list[dict]:
     """C1.avg: each CL arm's mean drop over the patch shuffles exceeds the reference's (the study's
     variant also SupCon > Sup and the primary CL arm > SupCon). Paper: Table 1 over the same
-    corruptions. Tests ``paper.QUOTES["C1.avg"]`` on Table 1's levels (``at`` default)."""
-    at = at or table1_levels(df)[0]
+    corruptions. Tests ``paper.QUOTES["C1.avg"]`` (on Table 1's levels; ``at.ext``: on all run)."""
     patch = [*at.glo, *at.loc]
     cid, quote = at.cid("C1.avg", v), at.quote("C1.avg")
     if not patch:
@@ -131,17 +124,10 @@ def avg_claims(
 
 
 def global_claims(
-    drops: pd.DataFrame,
-    df: pd.DataFrame,
-    cls: list[str],
-    metric: str,
-    ref: str = SUPERVISED,
-    v: Variant = STUDY,
-    at: Levels | None = None,
+    drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str, v: Variant, at: Levels
 ) -> list[dict]:
     """C1.glo: at each global shuffle (Table 1's: glo_4, glo_8), each CL arm drops more than the
     reference. Tests ``paper.QUOTES["C1.glo"]``."""
-    at = at or table1_levels(df)[0]
     cid, quote, rows = at.cid("C1.glo", v), at.quote("C1.glo"), []
     for cl in cls:
         if not at.glo:
@@ -157,16 +143,10 @@ def global_claims(
 
 
 def gap_claims(
-    drops: pd.DataFrame,
-    df: pd.DataFrame,
-    cls: list[str],
-    metric: str,
-    ref: str = SUPERVISED,
-    v: Variant = STUDY,
-    at: Levels | None = None,
+    drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: str, ref: str, v: Variant, at: Levels
 ) -> list[dict]:
-    """C2.gap and C2.cl: Glo 4 against Loc 8, the cells of the study's sentence (``at`` default);
-    an extension compares the means over every global and local shuffle run instead.
+    """C2.gap and C2.cl: Glo 4 against Loc 8, the cells of the study's sentence (``gap_levels``);
+    an extension (``at.ext``) compares the means over every global and local shuffle run instead.
 
     C2.gap, the CL-SL gap comes from global shuffling (``paper.QUOTES["C2.gap"]``): the gap
     ``Δ(cl, glo) - Δ(ref, glo)`` above 0 *and* the gap at loc inside
@@ -178,7 +158,6 @@ def gap_claims(
     C2.cl, global hurts CL more than local, unlike SL (``paper.QUOTES["C2.cl"]``): the
     difference of differences ``[Δ(cl,glo) - Δ(cl,loc)] - [Δ(ref,glo) - Δ(ref,loc)]`` above 0.
     """
-    at = at or gap_levels(df)[0]
     glo, loc = list(at.glo), list(at.loc)
     tolerance, rows = paper.LOCAL_GAP_TOLERANCE, []
     for cl in cls:
