@@ -56,16 +56,22 @@ def main() -> None:
     try:
         cfg = study_config(args.method, "eager", device, width, batch)
         steps = {"plain": study_step(cfg, device), "rank": study_step(cfg, device, as_rank=True)}
-        best = dict.fromkeys(steps, 0.0)
-        for _ in range(args.rounds):  # alternate, so drift of the machine hits both alike
-            for name, step in steps.items():
-                times = time_steps(step, device, warmup=3, repeats=args.steps, chunk=1 if not cuda else 5)
-                best[name] = max(best[name], batch / min(times))
+        best, rounds = dict.fromkeys(steps, 0.0), 0
+        try:
+            for _ in range(args.rounds):  # alternate, so drift of the machine hits both alike
+                for name, step in steps.items():
+                    times = time_steps(step, device, warmup=3, repeats=args.steps, chunk=1 if not cuda else 5)
+                    best[name] = max(best[name], batch / min(times))
+                rounds += 1
+        except KeyboardInterrupt:  # a lease's `timeout -s INT`: the rounds so far still make the JSON line
+            print(f"interrupted after {rounds} of {args.rounds} rounds", flush=True)
     finally:
         dist.destroy_process_group()
+    if not rounds:
+        raise SystemExit("no round finished: no ratio")
     print(f"device {torch.cuda.get_device_name(0) if cuda else 'cpu'}; {args.method}, width {width}, batch {batch}")
     for name, rate in best.items():
-        print(f"{name:6s} {rate:10.1f} samples/s (best step of {args.rounds} rounds x {args.steps})")
+        print(f"{name:6s} {rate:10.1f} samples/s (best step of {rounds} rounds x {args.steps})")
     ratio = best["rank"] / best["plain"]
     print(f"ratio rank / plain {ratio:.3f}")
     emit(
@@ -75,6 +81,7 @@ def main() -> None:
             "method": args.method,
             "width": width,
             "batch": batch,
+            "rounds": rounds,
             **{f"{k}_samples_per_s": v for k, v in best.items()},
             "ratio": ratio,
         }

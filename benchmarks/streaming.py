@@ -10,12 +10,15 @@ batch); the baseline is ``datasets.ImageFolder`` with ``Resize((S, S))`` + ``PIL
     python benchmarks/streaming.py                      # ../shared/data/cifar10-jpeg, 32 px, plus ImageNet-sized JPEGs
     python benchmarks/streaming.py --workers 4 --large 0 --root /data/imagenet100 --image-size 256
     python benchmarks/streaming.py --device cuda        # ours decodes on the GPU (nvJPEG), theirs copies there
+    python benchmarks/streaming.py --bytes-decode       # ours decodes the files' bytes as on CUDA, here on the CPU
 
 Two cases: the folder as it is (CIFAR-10: 32 px JPEGs, per-image overhead dominates), and
 ``--large`` images of it upscaled to ImageNet's typical 500x375 and written as JPEGs into a
 temporary folder, read at 256 px (the study's ImageNet size; decoding dominates). ``ratio`` (the
 JSON last line) is the lowest of the cases' ratios (ours / torchvision images/s); the goal
-(issue 27) is >= 1.
+(issue 27) is >= 1. Where ours decodes from bytes (on CUDA, or ``--bytes-decode``) the first batches
+may differ by the decoders' rounding; a mean difference over ``MAX_MEAN_DIFF`` raises on a CPU, and
+on CUDA is recorded (``mismatch`` in the case and the JSON) so that a lease keeps its timings.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path[0] = str(Path(__file__).resolve().parents[1])
@@ -39,17 +43,20 @@ from trainables.data.stream import stream_batches  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
 IMAGENET_WH = (500, 375)  # ImageNet's most common size
+# Mean |difference| (0-255 levels) of the first batches beyond which the decoders disagree on the image
+# (order, channels), not by rounding: a CPU decode from bytes measured 0.10 (tests/trainables/data/test_stream.py).
+MAX_MEAN_DIFF = 2.0
 
 
 def ours(
-    root: Path, order: torch.Tensor, size: int, batch: int, workers: int, device: str
+    root: Path, order: torch.Tensor, size: int, batch: int, workers: int, device: str, raw: bool
 ) -> tuple[float, torch.Tensor]:
     """(seconds, first batch) of streaming the images at ``order`` of ``root``'s train split to
-    ``device`` (CUDA: the workers read the files' bytes and the GPU decodes each batch)."""
+    ``device``; ``raw``: the workers read the files' bytes and ``device`` decodes each batch (CUDA's way)."""
     start = time.perf_counter()
     data = load_dataset(f"imagefolder:{root}", image_size=size, streaming=True, stream_workers=workers)
     first = None
-    for images in stream_batches(data.train.images, list(order.split(batch)), device):
+    for images in stream_batches(data.train.images, list(order.split(batch)), device, gpu_decode=raw):
         first = images if first is None else first
     sync(device)
     return time.perf_counter() - start, first.cpu()
@@ -85,24 +92,18 @@ def upscaled_folder(src: Path, dst: Path, n: int) -> Path:
     return dst
 
 
-def compare(name: str, root: Path, n: int, size: int, batch: int, workers: int, repeats: int, device: str) -> dict:
+def compare(
+    name: str, root: Path, n: int, size: int, batch: int, workers: int, repeats: int, device: str, raw: bool
+) -> dict:
     """Best images/s of each loader over ``repeats`` alternating rounds, on ``n`` images in a random
-    order. The first batches must agree: equal on the CPU (the same PIL decode); on CUDA within
-    nvJPEG's rounding (its mean absolute difference is returned)."""
+    order, and how their first batches agree (``first_batches``)."""
     count = len(datasets.ImageFolder(str(root / "train")).samples)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(0))[: min(n, count)]
-    best = {"ours": 0.0, "torchvision": 0.0}
+    best, first = {"ours": 0.0, "torchvision": 0.0}, {}
     for _ in range(repeats):  # alternate: a busy neighbour on a shared machine slows both alike
-        for label, fn in (("ours", ours), ("torchvision", torchvision_loader)):
-            seconds, first = fn(root, order, size, batch, workers, device)
+        for label, fn in (("ours", partial(ours, raw=raw)), ("torchvision", torchvision_loader)):
+            seconds, first[label] = fn(root, order, size, batch, workers, device)
             best[label] = max(best[label], len(order) / seconds)
-            if label == "ours":
-                mine = first
-            elif device == "cpu" and not torch.equal(mine, first):
-                raise AssertionError(f"{name}: the loaders' first batches differ")
-    mean_diff = (mine.float() - first.float()).abs().mean().item()
-    if mean_diff > 2.0:  # a wrong image or channel order, not decoder rounding (CPU: 0)
-        raise AssertionError(f"{name}: the loaders' first batches differ by {mean_diff:.2f} on average")
     return {
         "case": name,
         "images": len(order),
@@ -110,8 +111,20 @@ def compare(name: str, root: Path, n: int, size: int, batch: int, workers: int, 
         "ours_per_s": round(best["ours"], 1),
         "torchvision_per_s": round(best["torchvision"], 1),
         "ratio": round(best["ours"] / best["torchvision"], 3),
-        "first_batch_mean_abs_diff": round(mean_diff, 3),
+        **first_batches(name, first["ours"], first["torchvision"], exact=not raw, strict=device == "cpu"),
     }
+
+
+def first_batches(name: str, mine: torch.Tensor, theirs: torch.Tensor, exact: bool, strict: bool) -> dict:
+    """``first_batch_mean_abs_diff`` and ``mismatch`` of two (B, 3, S, S) uint8 first batches: unequal
+    where both decode with PIL (``exact``), else a mean difference over ``MAX_MEAN_DIFF``. A mismatch
+    raises AssertionError where ``strict`` (a CPU run, which CI repeats); a GPU lease records it
+    instead, so that one check cannot throw away its timings."""
+    mean_diff = (mine.float() - theirs.float()).abs().mean().item()
+    mismatch = not torch.equal(mine, theirs) if exact else mean_diff > MAX_MEAN_DIFF
+    if mismatch and strict:
+        raise AssertionError(f"{name}: the loaders' first batches differ by {mean_diff:.2f} levels on average")
+    return {"first_batch_mean_abs_diff": round(mean_diff, 3), "mismatch": mismatch}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,8 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--device", default="cpu", help="where batches go: cpu, or cuda (ours decodes JPEGs there; theirs copies)"
     )
+    p.add_argument("--bytes-decode", action="store_true", help="ours decodes the files' bytes on --device (CUDA's way)")
     args = p.parse_args(argv)
-    shared = (args.batch_size, args.workers, args.repeats, args.device)
+    raw = args.bytes_decode or args.device.startswith("cuda")
+    shared = (args.batch_size, args.workers, args.repeats, args.device, raw)
     rows = [compare("folder", args.root, args.images, args.image_size, *shared)]
     if args.large:
         with tempfile.TemporaryDirectory() as tmp:
@@ -144,13 +159,18 @@ def main(argv: list[str] | None = None) -> None:
         f"workers {args.workers}, batch {args.batch_size}, to {args.device}, best of {args.repeats} alternating rounds; "
         "goal ratio >= 1"
     )
+    for r in rows:
+        if r["mismatch"]:
+            print(f"MISMATCH {r['case']}: first batches differ by {r['first_batch_mean_abs_diff']} levels on average")
     emit(
         {
             "benchmark": "streaming",
             "device": args.device,
             "workers": args.workers,
             "batch_size": args.batch_size,
+            "bytes_decode": raw,
             "cases": rows,
+            "mismatch": any(r["mismatch"] for r in rows),
             "ratio": min(r["ratio"] for r in rows),
         }
     )
