@@ -8,7 +8,7 @@ evaluation-corrupted training split, one augmented view per image (``eval.finetu
 pad-crop + flip by default), with ``eval.finetune_optimizer`` and a cosine learning rate from
 ``eval.finetune_lr`` (given at batch 256, scaled linearly like ``optim.lr``) to 0, no warm-up.
 
-NOTE: the study fine-tuned ImageNet-pretrained ResNet-50s with its own recipe (docs/study.md);
+NOTE: the study fine-tuned ImageNet-pretrained ResNet-18s and ViT-Ss with its own recipe (docs/study.md);
 epochs, optimizer and learning rate here are ours, chosen in the trial config.
 
 The caller passes the backbone to train (a copy, if the trial's own must stay as it is): it is
