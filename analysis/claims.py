@@ -124,7 +124,7 @@ def _weakness(row: dict) -> tuple:
 
 
 def _study_backbone(backbone: str) -> str | None:
-    """The study's name for a downstream backbone (``paper.DOWNSTREAM_AVG``), if it used one like it."""
+    """The study's name for a downstream backbone (``paper.DOWNSTREAM_DROP``), if it used one like it."""
     for prefix, name in (("resnet18", "ResNet-18"), ("vit_small", "ViT-S")):
         if str(backbone).startswith(prefix):
             return name
@@ -132,10 +132,13 @@ def _study_backbone(backbone: str) -> str | None:
 
 
 def _downstream(df: pd.DataFrame, metric: str) -> list[dict]:
-    """C4 per dataset/backbone and CL arm: after clean pretraining, training on corrupted data hurts
-    CL *less* than Sup. The study fine-tuned (``finetune_acc`` with ``eval.finetune``, or a trial
-    trained from the given network); frozen accuracies (``metric``) get ``C4.frozen`` rows, not the
-    study's, and leave C4.downstream INCONCLUSIVE."""
+    """C4 per dataset/backbone (timm's weight tag dropped: ``vit_small_patch16_224.dino`` and
+    ``.augreg_in1k`` are one backbone) and CL arm: after clean pretraining, fine-tuning on corrupted
+    data hurts CL *less* than Sup. The study's protocol is ``finetune_acc`` (``eval.finetune``);
+    without it C4.downstream is INCONCLUSIVE naming it, and ``metric`` gives a row that is not the
+    study's: ``C4.frozen`` (optim.epochs 0) or ``C4.retrained`` (trained on with the method's own loss)."""
+    if len(df) and "model.backbone" in df:
+        df = df.assign(**{"model.backbone": df["model.backbone"].map(lambda b: str(b).split(".")[0])})
     scopes = [(name, part) for name, part in _scopes(df) if contrastive_arms(part)] if len(df) else []
     if not scopes:
         ev = Evidence(
@@ -145,28 +148,26 @@ def _downstream(df: pd.DataFrame, metric: str) -> list[dict]:
     rows = []
     for name, part in scopes:
         tuned = FINETUNE_ACC in part and part[FINETUNE_ACC].notna().any()
-        trained = "optim.epochs" in part and (part["optim.epochs"] > 0).all()
-        column = FINETUNE_ACC if tuned else metric
-        drops = relative_drops(part, column)
-        corrupted = sorted(set(drops["corruption"]))
+        other = "C4.frozen" if "optim.epochs" not in part or (part["optim.epochs"] == 0).all() else "C4.retrained"
         study = _study_backbone(part["model.backbone"].iloc[0]) if "model.backbone" in part else None
         for cl in contrastive_arms(part):
-            weights = {**mean_weights(SUPERVISED, corrupted), **mean_weights(cl, corrupted, -1)}
-            ev = drop_contrast(drops, weights, column) if corrupted else Evidence(missing=("corrupted trials",))
-            values = paper.DOWNSTREAM_AVG.get(study or "", {})
-            text = (
-                f"{study}: {values[SUPERVISED]} > {values[cl]} ({cl})"
-                if cl in values
-                else f"n/a: the study fine-tuned no {cl} {study or str(part['model.backbone'].iloc[0])}"
-            )
-            claim = f"downstream Avg Δ over {', '.join(corrupted)}: {SUPERVISED} > {cl}"
-            if tuned or trained:
-                rows.append(_c4("C4.downstream", f"{claim} ({column}, fine-tuned)", text, ev, name))
+            if tuned:
+                rows.append(_c4_row(part, cl, FINETUNE_ACC, "C4.downstream", study, name))
                 continue
             lacking = Evidence(missing=(f"{FINETUNE_ACC} (eval.finetune: true, sweeps/downstream.py)",))
-            rows.append(_c4("C4.downstream", f"{claim} (fine-tuned)", text, lacking, name))
-            rows.append(_c4("C4.frozen", f"{claim} ({metric}, frozen network)", text, ev, name))
+            rows.append(_c4("C4.downstream", f"downstream Avg Δ: {SUPERVISED} > {cl} (fine-tuned)", "", lacking, name))
+            rows.append(_c4_row(part, cl, metric, other, study, name))
     return rows
+
+
+def _c4_row(part: pd.DataFrame, cl: str, column: str, cid: str, study: str | None, scope: str) -> dict:
+    """One C4 check: supervised's mean relative drop of ``column`` over the corruptions run minus ``cl``'s."""
+    drops = relative_drops(part, column)
+    corrupted = sorted(set(drops["corruption"]))
+    weights = {**mean_weights(SUPERVISED, corrupted), **mean_weights(cl, corrupted, -1)}
+    ev = drop_contrast(drops, weights, column) if corrupted else Evidence(missing=("corrupted trials",))
+    claim = f"downstream Avg Δ over {', '.join(corrupted) or 'the corruptions'}: {SUPERVISED} > {cl} ({column})"
+    return _c4(cid, claim, paper.downstream_text(study, SUPERVISED, cl, corrupted), ev, scope)
 
 
 def _c4(cid: str, claim: str, text: str, ev: Evidence, scope: str) -> dict:
@@ -209,9 +210,14 @@ def format_claims(table: pd.DataFrame, verdicts: tuple[str, ...] | None = None) 
         study = f"  paper: {r['paper']}" if r["paper"] else ""
         scope = f"[{r['scope']}] " if r["scope"] not in ("", "all") and table["scope"].nunique() > 2 else ""
         lines.append(f"{r['verdict']:<12} {r['id']:<18} {scope}{r['claim']}{effect}{interval}{how}{missing}{study}")
-    counts = table["verdict"].value_counts()
-    lines.append(", ".join(f"{counts.get(v, 0)} {v}{_one_seed(table, v)}" for v in ("PASS", "FAIL", "INCONCLUSIVE")))
+    lines.append(verdict_counts(table))
     return "\n".join(lines)
+
+
+def verdict_counts(table: pd.DataFrame) -> str:
+    """``"3 PASS (2 on one seed: ...), 1 FAIL, 9 INCONCLUSIVE"``: the count of every verdict."""
+    counts = table["verdict"].value_counts()
+    return ", ".join(f"{counts.get(v, 0)} {v}{_one_seed(table, v)}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
 
 
 def _one_seed(table: pd.DataFrame, verdict: str) -> str:

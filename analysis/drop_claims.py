@@ -226,7 +226,7 @@ def gamma_claims(drops: pd.DataFrame, df: pd.DataFrame, cls: list[str], metric: 
     gam, rows = family_levels(df, "gamma"), []
     for cl in cls:
         ev = (
-            drop_contrast(drops, {**mean_weights(cl, gam), **mean_weights(SUPERVISED, gam, -1)}, metric)
+            _contrast(drops, df, {**mean_weights(cl, gam), **mean_weights(SUPERVISED, gam, -1)}, metric, STUDY)
             if gam
             else Evidence(missing=("gam_* trials (sweeps/gamma.py)",))
         )

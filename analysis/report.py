@@ -20,7 +20,7 @@ import time
 import pandas as pd
 
 from analysis import cli
-from analysis.claims import claim_checks
+from analysis.claims import claim_checks, verdict_counts
 from analysis.correlate import correlation_table, formatted, scatter_figure
 from analysis.drops import (
     FLOOR_NOTE,
@@ -244,14 +244,10 @@ def render(
     started = started or time.time()
     metrics = [metric] + [m for m in (KNN_ACC, PROBE_ACC) if m != metric and m in df and df[m].notna().any()]
     claims = claim_checks(df, metric, history)
-    counts = claims["verdict"].value_counts()
     body = [
         section(
             "Claim checks",
-            note(
-                ", ".join(f"{counts.get(v, 0)} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
-                + f" (on {metric}; PASS/FAIL: the 95% interval of the effect excludes 0)."
-            ),
+            note(f"{verdict_counts(claims)} (on {metric}; PASS/FAIL: the 95% interval of the effect excludes 0)."),
             claims_html(claims),
         )
     ]

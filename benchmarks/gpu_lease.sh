@@ -143,7 +143,7 @@ trial() {
   local budget=$(( $(left) - 15 ))
   if (( budget < 60 )); then log "$title: skipped, ${budget}s left for it"; TRIAL_RC=$RESUMABLE; return; fi
   log "$title (budget ${budget}s)"
-  timeout -k 5 -s INT $(( budget + 10 )) $PY benchmarks/lease_trial.py --dataset "$DATASET" --budget-s "$budget" "$@" \
+  timeout --preserve-status -k 5 -s INT $(( budget + 10 )) $PY benchmarks/lease_trial.py --dataset "$DATASET" --budget-s "$budget" "$@" \
     >> "$OUT/lease.log" 2>&1
   TRIAL_RC=$?
   if (( TRIAL_RC == RESUMABLE )); then log "trial stopped before its last epoch (exit $RESUMABLE)"

@@ -1,7 +1,7 @@
 """Patch-shuffling study: methods x {global, local} x patch grids x seeds, plus the clean baseline.
 
     python sweeps/grid_patch_sizes.py                       # the main job: shapes at 16 px, a few minutes on 2 cores
-    python sweeps/grid_patch_sizes.py --address auto --gpus-per-trial 0.25 \\
+    python sweeps/grid_patch_sizes.py --address auto --gpus-per-trial 0.5 \\
         --dataset imagefolder:/data/cifar10 --epochs 200 --seeds 0 1 2
 
 Grids default to every divisor of the image side (1, 2, 4, 8, 16, 32 for 32 px). Settings that

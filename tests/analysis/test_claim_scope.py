@@ -31,7 +31,7 @@ def test_c4__uses_the_fine_tuned_accuracy_not_the_frozen_one():
     df = downstream({"supervised": {"glo_4": 16, "loc_8": 16}, "moco_v2": {"glo_4": 12, "loc_8": 13}})
     c4 = row(claim_checks(df), "C4.downstream", "moco_v2")
     assert c4["verdict"] == "PASS" and c4["effect"] == pytest.approx(16 - 12.5) and "finetune_acc" in c4["claim"]
-    assert c4["paper"] == "ResNet-18: 16.3 > 12.8 (moco_v2)"
+    assert c4["paper"] == "ResNet-18: 9.9 > 7.6 (moco_v2)"  # the study's §3.4 over glo_4 and loc_8 only
 
 
 def test_c4__frozen_accuracies_are_not_the_studys_protocol():
@@ -41,6 +41,34 @@ def test_c4__frozen_accuracies_are_not_the_studys_protocol():
     frozen = row(table, "C4.frozen", "moco_v2")
     assert frozen["verdict"] == "PASS" and frozen["effect"] == pytest.approx(16 - 12)
     assert frozen["quote"].startswith("Not the study's protocol")
+
+
+def test_c4__a_network_trained_on_with_its_own_loss_is_not_the_studys_fine_tune():
+    df = downstream({"supervised": {"glo_4": 16}, "moco_v2": {"glo_4": 12}}, tuned=False).assign(**{"optim.epochs": 5})
+    table = claim_checks(df)
+    assert row(table, "C4.downstream", "moco_v2")["verdict"] == "INCONCLUSIVE"
+    retrained = row(table, "C4.retrained", "moco_v2")
+    assert retrained["verdict"] == "PASS" and retrained["quote"].startswith("Not the study's protocol")
+
+
+def test_c4__timm_weight_tags_name_one_backbone():
+    sup = downstream({"supervised": dict.fromkeys(TABLE1, 39.3)}, "vit_small_patch16_224.augreg_in1k")
+    dino = downstream({"dino": dict.fromkeys(TABLE1, 29.8)}, "vit_small_patch16_224.dino")
+    c4 = row(claim_checks(pd.concat([sup, dino], ignore_index=True)), "C4.downstream", "dino")
+    assert c4["verdict"] == "PASS" and c4["scope"] == "digits/vit_small_patch16_224"
+
+
+def test_c8_gamma__a_floor_cell_decides_nothing():
+    accs = {
+        ("supervised", "ori"): [80.0] * 3,
+        ("supervised", "gam_0.2"): [70.0, 70.5, 69.5],
+        ("moco_v2", "ori"): [60.0] * 3,
+        ("moco_v2", "gam_0.2"): [30.0, 30.5, 29.5],  # at the untrained network's 30
+        ("untrained", "ori"): [30.0] * 3,
+        ("untrained", "gam_0.2"): [30.0] * 3,
+    }
+    gamma = row(claim_checks(frame(accs)), "C8.gamma", "moco_v2")
+    assert gamma["verdict"] == "INCONCLUSIVE" and gamma["missing"] == "moco_v2 × gam_0.2 above the untrained floor"
 
 
 def test_c4__each_backbone_and_arm_is_its_own_check():
