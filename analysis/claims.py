@@ -35,6 +35,7 @@ from analysis.frame import (
     annotate,
     contrastive_arms,
     downstream_rows,
+    image_side,
     matched_arms,
     trained_arms,
 )
@@ -63,6 +64,7 @@ def _pretraining(df: pd.DataFrame, metric: str, history: pd.DataFrame | None) ->
     rows = drop_claims(drops, df, cls, metric) + drop_claims(drops, df, cls, metric, v=FLOOR)
     for ref in matched_arms(df):
         rows += drop_claims(drops, df, cls, metric, ref, MATCHED)
+    rows = _at_side(rows, image_side(df))
     return (
         rows
         + gamma_claims(drops, df, cls, metric)
@@ -70,6 +72,14 @@ def _pretraining(df: pd.DataFrame, metric: str, history: pd.DataFrame | None) ->
         + [seed_claim(df, metric)]
         + _floor_claims(df, metric)
     )
+
+
+def _at_side(rows: list[dict], side: float | None) -> list[dict]:
+    """The study's drops of a grid N are for 32 / N px patches: say so where this sweep's images differ."""
+    if side is None or side == paper.STUDY_SIDE:
+        return rows
+    note = f" [study at {paper.STUDY_SIDE} px; this sweep at {side:g} px: patch side {side / paper.STUDY_SIDE:g}x the study's]"
+    return [{**r, "paper": r["paper"] + note} if any(ch.isdigit() for ch in r["paper"]) else r for r in rows]
 
 
 def _scopes(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

@@ -184,7 +184,7 @@ def in_family(df: pd.DataFrame, family: str) -> pd.Series:
     if family == "all":
         return pd.Series(True, index=df.index)
     member = (df["family"] == family) | (df["family"] == "clean")
-    side = _image_side(df)
+    side = image_side(df)
     if family in ("global", "local") and side is not None:
         other = "glo" if family == "local" else "loc"
         full = side if other == "glo" else 1
@@ -197,7 +197,8 @@ def family_levels(df: pd.DataFrame, family: str) -> list[str]:
     return sorted(set(df.loc[df["family"] == family, "corruption"]))
 
 
-def _image_side(df: pd.DataFrame) -> float | None:
+def image_side(df: pd.DataFrame) -> float | None:
+    """The trials' image side in pixels (``image_size`` metric or ``data.image_size``), if recorded."""
     for column in ("image_size", "data.image_size"):
         if column in df and df[column].notna().any():
             return float(df[column].dropna().iloc[0])

@@ -13,6 +13,7 @@ from analysis.frame import SUPERVISED
 
 # §3.2 Table 1: relative drop (%) after pretraining on corrupted CIFAR-10, ResNet-18.
 TABLE1_LEVELS = ("glo_8", "glo_4", "loc_4", "loc_8")
+STUDY_SIDE = 32  # CIFAR-10's side: the patch of a grid N is 32 / N pixels in every Table 1 value
 _TABLE1 = {  # method: (Glo 8, Glo 4, Loc 4, Loc 8), printed Avg
     "supervised": ((26.4, 15.0, 26.3, 13.4), 20.3),
     "supcon": ((29.8, 18.5, 25.4, 14.8), 22.1),

@@ -125,3 +125,13 @@ def test_c6__uses_the_cl_arms_only():
     unif.update({("supervised", c): [u] for c, u in zip(dict(levels), (2.0, 2.2, 2.3, 2.5), strict=True)})
     c6 = row(claim_checks(frame(accs, unif)), "C6.unif", "global")
     assert c6["effect"] == pytest.approx(1.0) and c6["interval"] == "bootstrap over 4 trials"
+
+
+def test_drop_claims__the_paper_column_says_when_the_image_side_is_not_the_studys():
+    table = claim_checks(drops_frame({"supervised": TABLE1, "moco_v2": TABLE1}, **{"data.image_size": 16}))
+    assert (
+        row(table, "C1.glo", "glo_4")["paper"]
+        == "24.3 > 15.0 [study at 32 px; this sweep at 16 px: patch side 0.5x the study's]"
+    )
+    same = claim_checks(drops_frame({"supervised": TABLE1, "moco_v2": TABLE1}, **{"data.image_size": 32}))
+    assert row(same, "C1.glo", "glo_4")["paper"] == "24.3 > 15.0"
