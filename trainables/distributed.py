@@ -13,7 +13,9 @@ processes and no Ray:
 * what a loss couples across the batch is gathered by its method: the embeddings of SimCLR,
   SupCon and Barlow Twins (``gather_batch``, with gradient), MoCo v3's keys (``gather``), DINO's
   teacher mean (``average``);
-* epoch sums of the step's scalars are averaged over ranks (``mean_over_ranks``).
+* epoch sums of the step's scalars are averaged over ranks (``mean_over_ranks``);
+* every rank checks its own machine for bf16 and channels_last, and all take the safe choice if
+  any says no (``agreed_precision``, ``agreed_memory_format``).
 
 Each rank loads, decodes and augments only its shard (``batch_rows``,
 ``trainables.data.batches.train_batches``), drawing every random number as for the whole batch, so
@@ -24,6 +26,7 @@ applied to the whole global batch first.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 
 import torch
@@ -31,6 +34,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from trainables.backbone import SplitBatchNorm2d
+from trainables.memory_format import CHANNELS_LAST, CONTIGUOUS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,3 +259,53 @@ def mean_over_ranks(sums: dict[str, float], where: Ranks) -> dict[str, float]:
         total = total.cuda()
     dist.all_reduce(total)
     return {k: float(v) / where.size for k, v in zip(keys, total.tolist(), strict=True)}
+
+
+def refusing_ranks(ok: bool, where: Ranks) -> list[int]:
+    """The ranks whose ``ok`` is False, in rank order and the same on every rank (one all-gather)."""
+    if where.size == 1:
+        return [] if ok else [where.rank]
+    flag = torch.tensor([int(ok)], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        flag = flag.cuda()
+    return [r for r, v in enumerate(gather(flag).tolist()) if not v]
+
+
+def agreed_precision(precision: str, where: Ranks) -> str:
+    """``bf16`` only if every rank resolved bf16 on its own machine, else ``fp32`` on all of them.
+
+    On heterogeneous nodes (an AVX512-BF16 CPU next to an AVX2 one) ``system.precision: auto``
+    resolves differently per rank, and DDP would average bf16 and fp32 gradients without a word.
+    One process: ``precision`` as given.
+    """
+    if where.size == 1:
+        return precision
+    refusing = refusing_ranks(precision == "bf16", where)
+    if precision == "bf16" and refusing:
+        print(f"training in fp32: rank(s) {_listed(refusing)} resolved fp32 on their machine", file=sys.stderr)
+        return "fp32"
+    return precision
+
+
+def agreed_memory_format(memory: dict[str, str], where: Ranks) -> dict[str, str]:
+    """``memory_format.choose``'s result, contiguous on every rank if any rank's own checks refused
+    channels_last (DDP refuses parameters whose strides differ between ranks). One process: as given.
+
+    Args:
+        memory: ``{"memory_format": ..., "memory_format_reason": ...}`` from this rank's checks.
+    """
+    if where.size == 1:
+        return memory
+    refusing = refusing_ranks(memory["memory_format"] == CHANNELS_LAST, where)
+    if memory["memory_format"] != CHANNELS_LAST or not refusing:
+        return memory
+    reason = (
+        f"rank(s) {_listed(refusing)} refused channels_last on their machine (their stderr says why), and all "
+        f"ranks train in one format; here: {memory['memory_format_reason']}"
+    )
+    print(f"training in the contiguous (NCHW) format: {reason}", file=sys.stderr)
+    return {"memory_format": CONTIGUOUS, "memory_format_reason": reason}
+
+
+def _listed(ranks: list[int]) -> str:
+    return ", ".join(str(r) for r in ranks)

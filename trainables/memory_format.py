@@ -13,8 +13,9 @@ checks, both on CPU only (CUDA keeps the configured format):
 * ``canary``: for the other shapes, whatever else a CPU, torch (oneDNN) build or thread count may
   do. In a subprocess (a crash is caught): one forward/backward of the trial's backbone at the
   trial's input shape, precision and thread count in NCHW, then ``REPEATS`` in channels_last;
-  channels_last is kept only if none dies and their gradients match NCHW's within ``TOLERANCE``.
-  The verdict is cached on disk per (CPU, torch/oneDNN, shape, threads).
+  channels_last is kept only if none dies and their gradients match NCHW's within ``TOLERANCE``,
+  all parameters together and each alone (``WORST_FACTOR``). The measurements are cached on disk
+  per (CPU, torch/oneDNN, shape, threads) and judged by the current tolerances on every read.
 
 ``choose`` applies both for ``run_trial``; a refused channels_last is said loudly and recorded with
 the trial's metrics (``memory_format``, ``memory_format_reason``). ``python -m
@@ -49,6 +50,15 @@ CONTIGUOUS = "contiguous"
 # relative: in the --matrix table on the AVX-512 EPYC, every step that ran was within 3.8e-6 (fp32)
 # and 6.3e-3 (bf16, where both formats are 2e-3..3e-2 off fp64) of NCHW.
 TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
+# ... and no single parameter's gradient may differ by more than WORST_FACTOR x TOLERANCE. The
+# aggregate alone hides the layer class of oneDNN#6035: a strided 1x1 downsample convolution holds
+# 1e-2..1e-1 of the gradient norm, so its gradient could be ~50% wrong within the bf16 tolerance.
+# Measured on the AVX-512 EPYC (ResNet-18, widths 1/16..1, 32..96 px, batch 8..64, both stems,
+# 1 and 2 threads; 136 shapes), a correct channels_last step's worst parameter is within 2.8e-5
+# (fp32) and 1.3e-2 (bf16, mostly the stem's conv1) of NCHW: 3x keeps 10x and 4.6x of headroom and
+# still catches one parameter 6% off (bf16; 0.03% in fp32). A downsample gradient 1.5x too large
+# (error 0.5) then fails at every shape, where the aggregate was as low as 3e-3.
+WORST_FACTOR = 3
 REPEATS = 3  # channels_last steps per canary: an out-of-bounds write need not crash the first one
 
 
@@ -155,8 +165,11 @@ def canary(shape: Shape, folder: Path | None = None) -> dict[str, Any]:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     path = folder / f"{shape.short().replace(' ', '_')}_{digest}.json"
     with _locked(path.with_suffix(".lock")):  # concurrent trials of one shape: one canary, the others wait
-        with contextlib.suppress(OSError, ValueError):
-            return {**json.loads(path.read_text()), "cached": True}
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            cached = json.loads(path.read_text())
+            # The key holds the measurements' conditions, not the tolerances: judge them by today's.
+            ok, reason = verdict(cached["steps"], shape.precision)
+            return {**cached, "ok": ok, "reason": reason, "cached": True}
         tic = time.perf_counter()
         steps = next(run_jobs([(shape, ("nchw",) + (CHANNELS_LAST,) * REPEATS)], reference=False))
         ok, reason = verdict(steps, shape.precision)
@@ -181,7 +194,17 @@ def verdict(steps: list[dict[str, Any]], precision: str) -> tuple[bool, str]:
             f"channels_last gradients differ from NCHW's by {worst['diff']:.1e} in the canary "
             f"(tolerance {TOLERANCE[precision]:.0e}; worst {worst['diff_worst']})"
         )
-    return True, f"canary passed: {len(cl)} channels_last steps within {worst['diff']:.1e} of NCHW ({precision})"
+    one = max(cl, key=lambda s: s["diff_worst_err"])
+    if one["diff_worst_err"] > WORST_FACTOR * TOLERANCE[precision]:
+        return False, (
+            f"the channels_last gradient of {one['diff_worst']} differs from NCHW's by {one['diff_worst_err']:.1e} "
+            f"in the canary (tolerance per parameter {WORST_FACTOR * TOLERANCE[precision]:.0e}; all parameters "
+            f"together {worst['diff']:.1e})"
+        )
+    return True, (
+        f"canary passed: {len(cl)} channels_last steps within {worst['diff']:.1e} of NCHW, every parameter within "
+        f"{one['diff_worst_err']:.1e} ({precision})"
+    )
 
 
 def cache_dir() -> Path:

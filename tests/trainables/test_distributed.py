@@ -28,8 +28,9 @@ from tests.trainables.conftest import tiny_flat
 from trainables import distributed
 from trainables.build import build_model
 from trainables.config import TrialConfig
-from trainables.distributed import Ranks, SyncBatchNorm, shard
+from trainables.distributed import Ranks, SyncBatchNorm, agreed_memory_format, agreed_precision, shard
 from trainables.loop import run_trial
+from trainables.memory_format import CHANNELS_LAST, CONTIGUOUS
 from trainables.methods import METHODS, Method, method_class, register_method
 from trainables.methods.base import NoParams
 
@@ -196,3 +197,57 @@ def test_distributed__shard_is_a_contiguous_slice():
     assert shard(x, Ranks()) is x
     with pytest.raises(ValueError, match="batch 12 is not divisible by 5 ranks"):
         shard(x, Ranks(0, 5))
+
+
+def _one_rank_says_no(rank: int, cache) -> dict:
+    """Two trials on each rank of a group; in each, rank 1's own check refuses one fast path (bf16,
+    then channels_last) that rank 0's passes. Returns what each trial trained in and reported."""
+    from trainables import loop, memory_format
+
+    flat = {
+        **_flat("supervised", cache),
+        "model.width": 0.25,  # no 1x1 convolution below a CPU's channel block: channels_last can run
+        "optim.epochs": 1,
+        "system.precision": "auto",
+        "system.channels_last": True,
+    }
+    memory_format.suspect_convs = lambda shape: []
+    built, results = [], {}
+    build_step = loop.build_step
+    loop.build_step = lambda cfg, *a: built.append(cfg.system) or build_step(cfg, *a)
+    for refused in ("bf16", "channels_last"):
+        # A fake of each rank's own checks: rank 0's machine passes both, rank 1's refuses ``refused``.
+        passes = {"bf16": rank == 0 or refused != "bf16", "channels_last": rank == 0 or refused != "channels_last"}
+        loop.resolve_precision = lambda name, device, p=passes: "bf16" if p["bf16"] else "fp32"
+        memory_format.canary = lambda shape, p=passes: {
+            "ok": p["channels_last"],
+            "reason": f"fake canary of rank {rank}",
+        }
+        reports = []
+        run_trial(flat, reports.append)
+        results[refused] = {"trained": built[-1], "report": reports[-1]}
+    return results
+
+
+def test_distributed__a_fast_path_one_rank_refuses_is_refused_by_all(tmp_path):
+    """Finding 8 of the numerics review: each rank decides precision and memory format on its own
+    machine; the ranks then agree on the safe choice, and what the trial records is what ran."""
+    results = _spawn(_one_rank_says_no, tmp_path, tmp_path / "cache")
+    for rank, res in enumerate(results):
+        trained = res["bf16"]["trained"]
+        assert trained.precision == "fp32" and trained.channels_last, (rank, trained)
+        trained = res["channels_last"]["trained"]
+        assert trained.precision == "bf16" and not trained.channels_last, (rank, trained)
+        assert res["channels_last"]["report"]["memory_format"] == CONTIGUOUS
+    # Rank 0 records the trial's choice, and why: rank 1 refused.
+    assert results[0]["bf16"]["report"]["precision"] == "fp32"
+    assert results[0]["channels_last"]["report"]["precision"] == "bf16"
+    assert "rank(s) 1 refused channels_last" in results[0]["channels_last"]["report"]["memory_format_reason"]
+    assert results[1]["channels_last"]["report"]["memory_format_reason"] == "fake canary of rank 1"  # its own
+
+
+def test_distributed__one_process_keeps_its_own_choice():
+    memory = {"memory_format": CHANNELS_LAST, "memory_format_reason": "canary passed"}
+    assert agreed_memory_format(memory, Ranks()) is memory  # no process group: no collective
+    assert agreed_precision("bf16", Ranks()) == "bf16"
+    assert agreed_precision("fp32", Ranks()) == "fp32"
