@@ -25,7 +25,16 @@ import sys
 import pandas as pd
 
 from analysis import cli, paper
-from analysis.drop_claims import FLOOR, MATCHED, drop_claims, gamma_claims, mean_weights, primary_arm, seed_claim
+from analysis.drop_claims import (
+    FLOOR,
+    MATCHED,
+    TABLE1_MISSING,
+    drop_claims,
+    gamma_claims,
+    mean_weights,
+    primary_arm,
+    seed_claim,
+)
 from analysis.drops import relative_drops
 from analysis.evidence import COLUMNS, Evidence, check, drop_contrast, value_contrast
 from analysis.frame import (
@@ -75,11 +84,11 @@ def _pretraining(df: pd.DataFrame, metric: str, history: pd.DataFrame | None) ->
 
 
 def _at_side(rows: list[dict], side: float | None) -> list[dict]:
-    """The study's drops of a grid N are for 32 / N px patches: say so where this sweep's images differ."""
+    """Table 1's drops of a grid N are for 32 / N px patches: say so where this sweep's images differ."""
     if side is None or side == paper.STUDY_SIDE:
         return rows
-    note = f" [study at {paper.STUDY_SIDE} px; this sweep at {side:g} px: patch side {side / paper.STUDY_SIDE:g}x the study's]"
-    return [{**r, "paper": r["paper"] + note} if any(ch.isdigit() for ch in r["paper"]) else r for r in rows]
+    note = f" [Table 1 at {paper.STUDY_SIDE} px; this sweep at {side:g} px: patch side {side / paper.STUDY_SIDE:g}x]"
+    return [{**r, "paper": r["paper"] + note} if r["paper"] and "n/a" not in r["paper"] else r for r in rows]
 
 
 def _scopes(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -147,9 +156,7 @@ def _downstream(df: pd.DataFrame, metric: str) -> list[dict]:
     data hurts CL *less* than Sup. The study's protocol is ``finetune_acc`` (``eval.finetune``);
     without it C4.downstream is INCONCLUSIVE naming it, and ``metric`` gives a row that is not the
     study's: ``C4.frozen`` (optim.epochs 0) or ``C4.retrained`` (trained on with the method's own loss)."""
-    if len(df) and "model.backbone" in df:
-        df = df.assign(**{"model.backbone": df["model.backbone"].map(lambda b: str(b).split(".")[0])})
-    scopes = [(name, part) for name, part in _scopes(df) if contrastive_arms(part)] if len(df) else []
+    scopes = [(name, part) for name, part in _downstream_scopes(df) if contrastive_arms(part)] if len(df) else []
     if not scopes:
         ev = Evidence(
             missing=("downstream trials (model.init_checkpoint or model.pretrained set) of supervised and a CL method",)
@@ -160,6 +167,7 @@ def _downstream(df: pd.DataFrame, metric: str) -> list[dict]:
         tuned = FINETUNE_ACC in part and part[FINETUNE_ACC].notna().any()
         other = "C4.frozen" if "optim.epochs" not in part or (part["optim.epochs"] == 0).all() else "C4.retrained"
         study = _study_backbone(part["model.backbone"].iloc[0]) if "model.backbone" in part else None
+        part = part[part["corruption"].isin([CLEAN, *paper.TABLE1_LEVELS])]  # the levels of the study's Avg
         for cl in contrastive_arms(part):
             if tuned:
                 rows.append(_c4_row(part, cl, FINETUNE_ACC, "C4.downstream", study, name))
@@ -170,12 +178,22 @@ def _downstream(df: pd.DataFrame, metric: str) -> list[dict]:
     return rows
 
 
+def _downstream_scopes(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(dataset/architecture, trials): ``_scopes`` with timm's weight tag dropped from the grouping
+    only; the trials keep their full ``model.backbone``, so each weight pairs its own clean trial."""
+    if "model.backbone" not in df:
+        return _scopes(df)
+    arch = df["model.backbone"].map(lambda b: str(b).split(".")[0]).rename("arch")
+    keys = [df["data.dataset"], arch] if "data.dataset" in df else [arch]
+    return [("/".join(map(str, k if isinstance(k, tuple) else (k,))), part) for k, part in df.groupby(keys)]
+
+
 def _c4_row(part: pd.DataFrame, cl: str, column: str, cid: str, study: str | None, scope: str) -> dict:
-    """One C4 check: supervised's mean relative drop of ``column`` over the corruptions run minus ``cl``'s."""
+    """One C4 check: supervised's mean relative drop of ``column`` over Table 1's levels run minus ``cl``'s."""
     drops = relative_drops(part, column)
     corrupted = sorted(set(drops["corruption"]))
     weights = {**mean_weights(SUPERVISED, corrupted), **mean_weights(cl, corrupted, -1)}
-    ev = drop_contrast(drops, weights, column) if corrupted else Evidence(missing=("corrupted trials",))
+    ev = drop_contrast(drops, weights, column) if corrupted else Evidence(missing=(TABLE1_MISSING,))
     claim = f"downstream Avg Δ over {', '.join(corrupted) or 'the corruptions'}: {SUPERVISED} > {cl} ({column})"
     return _c4(cid, claim, paper.downstream_text(study, SUPERVISED, cl, corrupted), ev, scope)
 

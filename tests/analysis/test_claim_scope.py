@@ -130,8 +130,32 @@ def test_c6__uses_the_cl_arms_only():
 def test_drop_claims__the_paper_column_says_when_the_image_side_is_not_the_studys():
     table = claim_checks(drops_frame({"supervised": TABLE1, "moco_v2": TABLE1}, **{"data.image_size": 16}))
     assert (
-        row(table, "C1.glo", "glo_4")["paper"]
-        == "24.3 > 15.0 [study at 32 px; this sweep at 16 px: patch side 0.5x the study's]"
+        row(table, "C1.glo", "glo_4")["paper"] == "24.3 > 15.0 [Table 1 at 32 px; this sweep at 16 px: patch side 0.5x]"
     )
     same = claim_checks(drops_frame({"supervised": TABLE1, "moco_v2": TABLE1}, **{"data.image_size": 32}))
     assert row(same, "C1.glo", "glo_4")["paper"] == "24.3 > 15.0"
+
+
+def test_c4__two_weights_of_one_method_each_pair_their_own_clean_trial():
+    in1k = downstream({"supervised": {"glo_4": 30}}, "vit_small_patch16_224.augreg_in1k")
+    in21k = downstream({"supervised": {"glo_4": 30}}, "vit_small_patch16_224.augreg_in21k_ft_in1k")
+    in21k["finetune_acc"] *= 0.75  # another clean accuracy (60), the same relative drop
+    dino = downstream({"dino": {"glo_4": 20}}, "vit_small_patch16_224.dino")
+    c4 = row(claim_checks(pd.concat([in1k, in21k, dino], ignore_index=True)), "C4.downstream", "dino")
+    assert c4["effect"] == pytest.approx(30 - 20)
+
+
+def test_c4__averages_table_1_levels_only_and_quotes_the_printed_avg():
+    drops = {"supervised": {**dict.fromkeys(TABLE1, 16.3), "glo_2": 50}, "byol": dict.fromkeys([*TABLE1, "glo_2"], 14)}
+    c4 = row(claim_checks(downstream(drops)), "C4.downstream", "byol")
+    assert c4["effect"] == pytest.approx(16.3 - 14) and "glo_2" not in c4["claim"]
+    assert c4["paper"] == "ResNet-18: 16.3 > 14.1 (byol)"  # the printed Avg; its four bars give 14.05
+
+
+def test_downstream_text__names_what_the_study_lacks():
+    assert paper.downstream_text(None, "supervised", "moco_v2", ["glo_4"]) == (
+        "n/a: the study fine-tuned ResNet-18 and ViT-S only"
+    )
+    assert paper.downstream_text("ViT-S", "supervised", "moco_v2", ["glo_4"]) == (
+        "n/a: the study's ViT-S figure has no moco_v2"
+    )
