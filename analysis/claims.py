@@ -243,16 +243,15 @@ def format_claims(table: pd.DataFrame, verdicts: tuple[str, ...] | None = None) 
 
 
 def verdict_counts(table: pd.DataFrame) -> str:
-    """``"3 PASS (2 on one seed: ...), 1 FAIL, 9 INCONCLUSIVE"``: the count of every verdict."""
+    """``"3 PASS, 1 FAIL, 9 INCONCLUSIVE (4 of the PASS/FAIL on one seed: ...)"``: the count of every
+    verdict, and how many PASS/FAIL rest on one seed: their interval is the test images' sampling
+    error alone, without the training seed's noise (C7.seeds needs two or more seeds)."""
     counts = table["verdict"].value_counts()
-    return ", ".join(f"{counts.get(v, 0)} {v}{_one_seed(table, v)}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
-
-
-def _one_seed(table: pd.DataFrame, verdict: str) -> str:
-    """How many of a PASS or FAIL count rest on one seed: their interval is the test images'
-    sampling error alone, without the training seed's noise (C7.seeds needs two or more seeds)."""
-    n = int(((table["verdict"] == verdict) & (table["n_seeds"] == 1)).sum()) if verdict != "INCONCLUSIVE" else 0
-    return f" ({n} on one seed: no training-seed noise in the interval)" if n else ""
+    text = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
+    one_seed = int((table["verdict"].isin(["PASS", "FAIL"]) & (table["n_seeds"] == 1)).sum())
+    return text + (
+        f" ({one_seed} of the PASS/FAIL on one seed: no training-seed noise in their intervals)" if one_seed else ""
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
