@@ -242,6 +242,9 @@ def log_summary(uri: str, parent_run_id: str, drops, claims, accuracy=None) -> N
     ]  # NaN: no cell
     counts = claims["verdict"].value_counts() if len(claims) else {}
     metrics += [Metric(f"claims_{v.lower()}", float(counts.get(v, 0)), 0, 0) for v in ("PASS", "FAIL", "INCONCLUSIVE")]
+    if len(claims):  # the PASS/FAIL whose interval holds no training-seed noise (analysis.claims.verdict_counts)
+        one_seed = claims["verdict"].isin(["PASS", "FAIL"]) & (claims["n_seeds"] == 1)
+        metrics.append(Metric("claims_one_seed", float(one_seed.sum()), 0, 0))
     metrics += level_curves(accuracy) if accuracy is not None else []
     MlflowClient(uri).log_batch(parent_run_id, metrics=metrics)
 

@@ -71,9 +71,8 @@ def test_sweep__smoke_one_parent_and_one_child_run_per_trial(smoke_sweep, tmp_pa
     assert not [line for line in claims if line.startswith("INCONCLUSIVE")]
     assert "INCONCLUSIVE" in [line for line in claims if line.strip()][-1]  # the count line
     parent = client.get_run(parents[0].info.run_id)
-    assert {"drop/supervised/glo_4", "drop/moco_v2/loc_4", "claims_pass", "claims_fail", "claims_inconclusive"} <= set(
-        parent.data.metrics
-    )
+    summary = {"drop/supervised/glo_4", "drop/moco_v2/loc_4", "claims_pass", "claims_fail", "claims_inconclusive"}
+    assert summary | {"claims_one_seed"} <= set(parent.data.metrics)
     curve = client.get_metric_history(parent.info.run_id, "level_curve/supervised/global")
     assert [m.step for m in curve] == [4] and 0 <= curve[
         0
