@@ -91,20 +91,25 @@ def _at_side(rows: list[dict], side: float | None) -> list[dict]:
     return [{**r, "paper": r["paper"] + note} if r["paper"] and "n/a" not in r["paper"] else r for r in rows]
 
 
-def _scopes(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(dataset/backbone, trials) groups: claims are made within one setting."""
-    keys = [k for k in ("data.dataset", "model.backbone") if k in df]
+def _scopes(df: pd.DataFrame, untagged: bool = False) -> list[tuple[str, pd.DataFrame]]:
+    """(dataset/backbone, trials) groups: claims are made within one setting. ``untagged``: timm's
+    weight tag is left out of the grouping only (``vit_small_patch16_224.dino`` and ``.augreg_in1k``
+    are one backbone); the trials keep their full ``model.backbone``, so each weight pairs its own
+    clean trial."""
+    keys = [df[k] for k in ("data.dataset", "model.backbone") if k in df]
     if not keys:
         return [("", df)]
+    if untagged and "model.backbone" in df:
+        keys[-1] = keys[-1].map(lambda b: str(b).split(".")[0])
     return [("/".join(map(str, k if isinstance(k, tuple) else (k,))), part) for k, part in df.groupby(keys)]
 
 
-def _across_scopes(rows: list[dict], scopes: list[str]) -> dict:
+def _across_scopes(rows: list[dict], scopes: list[tuple[str, pd.DataFrame]]) -> dict:
     """C3: the average-drop claim (C1.avg, the primary CL arm vs supervised) holds in every setting;
     the weakest setting decides (a FAIL anywhere fails it)."""
-    firsts = [_primary_avg(rows, s) for s in scopes]
+    firsts = [_primary_avg(rows, name, primary_arm(contrastive_arms(part) or ["moco_v2"])) for name, part in scopes]
     if len(scopes) < 2:
-        ev = Evidence(missing=(f"a second dataset or backbone (found {scopes[0] if scopes else 'none'})",))
+        ev = Evidence(missing=(f"a second dataset or backbone (found {scopes[0][0] if scopes else 'none'})",))
     else:
         worst = min(firsts, key=_weakness)
         ev = Evidence(
@@ -129,11 +134,10 @@ def _across_scopes(rows: list[dict], scopes: list[str]) -> dict:
     }
 
 
-def _primary_avg(rows: list[dict], scope: str) -> dict:
-    """The scope's study C1.avg row of the primary CL arm against supervised."""
-    avg = [r for r in rows if r["scope"] == scope and r["id"] == "C1.avg" and r["claim"].endswith(f"> {SUPERVISED}")]
-    arms = [r["claim"].rsplit(": ", 1)[1].split(" > ")[0] for r in avg]
-    return avg[arms.index(primary_arm(arms))]
+def _primary_avg(rows: list[dict], scope: str, arm: str) -> dict:
+    """The scope's study C1.avg row of ``arm`` against supervised (its only row when no level ran)."""
+    avg = [r for r in rows if r["scope"] == scope and r["id"] == "C1.avg"]
+    return next((r for r in avg if r["claim"].endswith(f": {arm} > {SUPERVISED}")), avg[0])
 
 
 def _weakness(row: dict) -> tuple:
@@ -156,7 +160,7 @@ def _downstream(df: pd.DataFrame, metric: str) -> list[dict]:
     data hurts CL *less* than Sup. The study's protocol is ``finetune_acc`` (``eval.finetune``);
     without it C4.downstream is INCONCLUSIVE naming it, and ``metric`` gives a row that is not the
     study's: ``C4.frozen`` (optim.epochs 0) or ``C4.retrained`` (trained on with the method's own loss)."""
-    scopes = [(name, part) for name, part in _downstream_scopes(df) if contrastive_arms(part)] if len(df) else []
+    scopes = [(name, part) for name, part in _scopes(df, untagged=True) if contrastive_arms(part)] if len(df) else []
     if not scopes:
         ev = Evidence(
             missing=("downstream trials (model.init_checkpoint or model.pretrained set) of supervised and a CL method",)
@@ -176,16 +180,6 @@ def _downstream(df: pd.DataFrame, metric: str) -> list[dict]:
             rows.append(_c4("C4.downstream", f"downstream Avg Δ: {SUPERVISED} > {cl} (fine-tuned)", "", lacking, name))
             rows.append(_c4_row(part, cl, metric, other, study, name))
     return rows
-
-
-def _downstream_scopes(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(dataset/architecture, trials): ``_scopes`` with timm's weight tag dropped from the grouping
-    only; the trials keep their full ``model.backbone``, so each weight pairs its own clean trial."""
-    if "model.backbone" not in df:
-        return _scopes(df)
-    arch = df["model.backbone"].map(lambda b: str(b).split(".")[0]).rename("arch")
-    keys = [df["data.dataset"], arch] if "data.dataset" in df else [arch]
-    return [("/".join(map(str, k if isinstance(k, tuple) else (k,))), part) for k, part in df.groupby(keys)]
 
 
 def _c4_row(part: pd.DataFrame, cl: str, column: str, cid: str, study: str | None, scope: str) -> dict:
@@ -221,7 +215,7 @@ def claim_checks(df: pd.DataFrame, metric: str = KNN_ACC, history: pd.DataFrame 
     # a scope of only untrained references (a downstream sweep's) has no pretraining claim to test
     scopes = [(name, part) for name, part in _scopes(df[~downstream]) if trained_arms(part)]
     rows = [{**r, "scope": name} for name, part in scopes for r in _pretraining(part, metric, history)]
-    rows += [_across_scopes(rows, [name for name, _ in scopes]), *_downstream(df[downstream], metric)]
+    rows += [_across_scopes(rows, scopes), *_downstream(df[downstream], metric)]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -248,10 +242,15 @@ def verdict_counts(table: pd.DataFrame) -> str:
     error alone, without the training seed's noise (C7.seeds needs two or more seeds)."""
     counts = table["verdict"].value_counts()
     text = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("PASS", "FAIL", "INCONCLUSIVE"))
-    one_seed = int((table["verdict"].isin(["PASS", "FAIL"]) & (table["n_seeds"] == 1)).sum())
+    one_seed = one_seed_verdicts(table)
     return text + (
         f" ({one_seed} of the PASS/FAIL on one seed: no training-seed noise in their intervals)" if one_seed else ""
     )
+
+
+def one_seed_verdicts(table: pd.DataFrame) -> int:
+    """How many PASS/FAIL of a claims table rest on one seed."""
+    return int((table["verdict"].isin(["PASS", "FAIL"]) & (table["n_seeds"] == 1)).sum())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -231,8 +231,8 @@ def log_summary(uri: str, parent_run_id: str, drops, claims, accuracy=None) -> N
     """The sweep's results on its parent run, to compare sweeps in the MLflow UI: every cell of the
     drop summary (``analysis.drops.drop_summary``: arm, corruption, mean) as ``drop/<arm>/<corruption>``
     (percent, mean over seeds), the claim verdict counts ``claims_pass``, ``claims_fail``,
-    ``claims_inconclusive``, and with ``accuracy`` (``analysis.drops.accuracy_summary``) the curves
-    ``level_curve/<arm>/<family>``: the mean accuracy at each corrupted level, with the level as the
+    ``claims_inconclusive``, ``claims_one_seed`` (the PASS/FAIL resting on one seed), and with
+    ``accuracy`` (``analysis.drops.accuracy_summary``) the curves ``level_curve/<arm>/<family>``: the mean accuracy at each corrupted level, with the level as the
     step, so the parent's chart draws accuracy against grid size (integer levels only: MLflow's steps
     are integers, so gamma's fractional levels are left to the drop metrics)."""
     metrics = [
@@ -242,9 +242,10 @@ def log_summary(uri: str, parent_run_id: str, drops, claims, accuracy=None) -> N
     ]  # NaN: no cell
     counts = claims["verdict"].value_counts() if len(claims) else {}
     metrics += [Metric(f"claims_{v.lower()}", float(counts.get(v, 0)), 0, 0) for v in ("PASS", "FAIL", "INCONCLUSIVE")]
-    if len(claims):  # the PASS/FAIL whose interval holds no training-seed noise (analysis.claims.verdict_counts)
-        one_seed = claims["verdict"].isin(["PASS", "FAIL"]) & (claims["n_seeds"] == 1)
-        metrics.append(Metric("claims_one_seed", float(one_seed.sum()), 0, 0))
+    if len(claims):  # the PASS/FAIL whose interval holds no training-seed noise
+        from analysis.claims import one_seed_verdicts
+
+        metrics.append(Metric("claims_one_seed", float(one_seed_verdicts(claims)), 0, 0))
     metrics += level_curves(accuracy) if accuracy is not None else []
     MlflowClient(uri).log_batch(parent_run_id, metrics=metrics)
 
