@@ -14,7 +14,9 @@ metrics are the trial's). Without a process group nothing of this runs.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +43,13 @@ from trainables.data.augment import view_augmentation, view_recipes
 from trainables.data.batches import Pipeline, take, train_batches
 from trainables.data.datasets import ImageDataset
 from trainables.evaluation.finetune import finetune
-from trainables.evaluation.protocol import embed_padded, epoch_metrics, extract_features, final_metrics
+from trainables.evaluation.protocol import (
+    embed_padded,
+    epoch_metrics,
+    extract_features,
+    final_metrics,
+    reference_fp32,
+)
 from trainables.memory_format import CHANNELS_LAST
 from trainables.memory_format import choose as choose_memory_format
 from trainables.optim import lr_at
@@ -105,8 +113,9 @@ def run_trial(
         start_epoch, step, history = _restore(resume, method, optimizer, gens)
         init = dict(resume.get("init", {}))
     elif cfg.eval.knn_at_init and where.main:
-        # The same network the untrained reference (optim.epochs 0, same seed) evaluates.
-        init = {"knn_acc_init": _evaluate(cfg, method, td, device, precision, 0, final=False)["knn_acc"]}
+        # The same network the untrained reference (optim.epochs 0, same seed) evaluates, in the
+        # final metrics' fp32 (precision None), so that knn_gain compares like with like.
+        init = {"knn_acc_init": _evaluate(cfg, method, td, device, None, 0, final=False)["knn_acc"]}
     # Built once: a compiled or captured step lives as long as the trial.
     step_fn = build_step(cfg, method, optimizer, device, distributed.wrap(method, device) if where.size > 1 else None)
     started = time.perf_counter()
@@ -145,7 +154,7 @@ def run_trial(
     if not where.main:  # the trial's result is rank 0's
         report({**metrics, "epoch": cfg.optim.epochs, "done": True})
         return {}
-    final = _with_gain(_evaluate(cfg, method, td, device, precision, cfg.optim.epochs, final=True), init)
+    final = _with_gain(_evaluate(cfg, method, td, device, None, cfg.optim.epochs, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
     if cfg.eval.finetune:
         final.update(_finetune(cfg, method, td, device, precision))
@@ -228,7 +237,12 @@ def _check_finite(window: torch.Tensor, epoch: int, first: int, step: int) -> No
 
 
 def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> dict:
-    """Features of the evaluation-corrupted train and test splits after ``epoch``, then the metrics."""
+    """Features of the evaluation-corrupted train and test splits after ``epoch``, then the metrics:
+    in the trial's ``precision`` (per-epoch curves), or with None in IEEE fp32 (``reference_fp32``:
+    the final metrics and the untrained kNN, the same on every machine)."""
+    if precision is None:
+        with reference_fp32():
+            return _evaluate(cfg, method, td, device, contextlib.nullcontext(), epoch, final)
     method.eval()
     prepare = eval_prepare(td, cfg.system.channels_last, cfg.data.eval_crop_size, cfg.data.input_size)
     # A fresh generator per evaluation: the same model always gets the same numbers.
@@ -250,7 +264,9 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
                     f"non-finite {split}-split features at the evaluation after epoch {epoch} (step {step}): "
                     "the network diverged; valid: a lower optim.lr"
                 )
-        metrics = epoch_metrics(train, test, td.num_classes, cfg.eval)
+        # The final kNN banks fp32 features whatever eval.bank_dtype says (a per-epoch speed lever).
+        eval_cfg = dataclasses.replace(cfg.eval, bank_dtype="fp32") if final else cfg.eval
+        metrics = epoch_metrics(train, test, td.num_classes, eval_cfg)
         if final:
             # Augmented views are already crops: with data.input_size they are only resized to it.
             size = cfg.data.input_size

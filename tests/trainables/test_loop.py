@@ -98,6 +98,26 @@ def test_run_trial__resume_from_a_checkpoint_ends_bit_for_bit_like_an_uninterrup
     assert [(r["epoch"], r["loss"], r["done"]) for r in after_end] == [(2, full_reports[-1]["loss"], True)]
 
 
+def test_run_trial__final_metrics_are_fp32_whatever_the_trial_trains_in(tiny_cfg, digits):
+    """The untrained network (optim.epochs 0) of a bf16 trial and of an fp32 trial is the same, and
+    so are its final metrics: they are computed in IEEE fp32 either way. (bf16 features moved
+    uniformity by ~3e-4 and the kNN by a few test images.) A trained bf16 trial's initial kNN is
+    the fp32 untrained reference's."""
+    cfg = tiny_cfg("moco_v2", **{"optim.epochs": 0})
+    runs = {
+        p: run_trial(cfg.replace({"system.precision": p}), lambda m: None, dataset=digits) for p in ("bf16", "fp32")
+    }
+    assert runs["bf16"]["precision"] == "bf16" and runs["fp32"]["precision"] == "fp32"
+    for key in ("knn_acc", "knn_acc_study", "uniformity", "probe_acc", "alignment", "intra_distance"):
+        assert runs["bf16"][key] == pytest.approx(runs["fp32"][key], rel=1e-5, abs=1e-9), key
+    trained = run_trial(
+        cfg.replace({"system.precision": "bf16", "optim.epochs": 1, "eval.knn_at_init": True}),
+        lambda m: None,
+        dataset=digits,
+    )
+    assert trained["knn_acc_init"] == runs["fp32"]["knn_acc"]
+
+
 def test_run_trial__knn_at_init_is_the_untrained_reference_and_leaves_training_alone(tiny_cfg, digits):
     cfg = tiny_cfg("supervised", **{"optim.epochs": 2, "eval.eval_every": 1, "eval.probe": False})
     plain_reports, gain_reports, states = [], [], []

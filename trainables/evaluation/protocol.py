@@ -7,7 +7,7 @@ the evaluation corruption; every metric is then a pure function from ``trainable
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,27 @@ Prepare = Callable[[Tensor], Tensor]  # (B,C,H,W) uint8 -> normalised float inpu
 
 
 GPU_KNN_BUDGET = 2**30  # bytes for the kNN's similarity chunks on a GPU (the CPU default is 64 MiB)
+
+
+@contextlib.contextmanager
+def reference_fp32() -> Iterator[None]:
+    """IEEE fp32 features, whatever the trial trains in: no autocast (the caller passes none), no
+    TF32 convolutions or matmuls, and compiled encoders run eagerly (a compiled graph guards on the
+    autocast state: the other precision would recompile it).
+
+    The final metrics and the untrained kNN they are compared with run inside it, so a verdict does
+    not depend on the machine: on one trained MoCo-v2, bf16 features moved the study's euclidean kNN
+    by 0.2 points (6 of 3,000 test images; docs/devices.md), the size of the study's seed noise
+    (82.44 +- 0.18). The study's offline kNN (main_knn.py) also ran fp32.
+    """
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        with torch.compiler.set_stance("force_eager"):
+            yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 @torch.no_grad()

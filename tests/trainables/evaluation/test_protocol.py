@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -68,3 +70,37 @@ def test_embed_padded__a_padded_last_batch_changes_no_feature():
         padded, plain = embed_padded(net, x, 4), net(x)
     assert seen == [4, 4, 4, 11] and padded.shape == plain.shape
     torch.testing.assert_close(padded, plain, rtol=1e-6, atol=1e-6)
+
+
+def test_reference_fp32__features_match_fp64_and_a_compiled_encoder_is_not_recompiled():
+    """The final metrics' features: IEEE fp32 (within 1e-5 of fp64, where bf16 autocast is ~1e-2
+    off) from an encoder compiled under bf16 autocast, which runs eagerly there instead of
+    compiling a second graph; TF32 flags come back as they were."""
+    from trainables.backbone import build_backbone
+    from trainables.evaluation.protocol import reference_fp32
+
+    torch.manual_seed(0)
+    net = build_backbone("resnet18", width=0.125)[0].eval().to(memory_format=torch.channels_last)
+    x = torch.randn(8, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    compiled_graphs = []
+
+    def counting_backend(gm, example_inputs):
+        compiled_graphs.append(gm)
+        return gm.forward
+
+    encoder = torch.compile(net, backend=counting_backend, dynamic=False)
+    with torch.no_grad():
+        reference = copy.deepcopy(net).double()(x.double()).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = encoder(x).float()
+        graphs = len(compiled_graphs)
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        with reference_fp32():
+            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            exact = encoder(x)
+    assert graphs >= 1 and len(compiled_graphs) == graphs  # compiled under autocast, not again
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32
+    assert exact.dtype == torch.float32
+    scale = reference.abs().max()
+    assert (exact - reference).abs().max() / scale < 1e-5
+    assert (low - reference).abs().max() / scale > 1e-3  # bf16 is visibly off: the check can tell them apart
