@@ -93,8 +93,8 @@ def run_trial(
     td = build_data(cfg, data, device)
     # Each rank checks its own machine; data-parallel ranks then all take the safe choice if one says no.
     cfg = cfg.replace({"system.precision": distributed.agreed_precision(_precision(cfg, device, resume), where)})
-    views_side = (cfg.data.input_size,) * 2 if cfg.data.input_size else data.image_size
-    memory = choose_memory_format(cfg, device, views_side)  # channels_last only where its gradients are right
+    # channels_last only where its gradients are right, checked on this rank's own step
+    memory = choose_memory_format(cfg, device, data.image_size, where.size)
     memory = distributed.agreed_memory_format(memory, where)
     cfg = cfg.replace({"system.channels_last": memory["memory_format"] == CHANNELS_LAST})
     method = build_model(cfg, td.num_classes, device, ranks=where.size)

@@ -65,13 +65,18 @@ REPEATS = 3  # channels_last steps per canary: an out-of-bounds write need not c
 # ---------------------------------------------------------------- the trial's choice
 
 
-def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int]) -> dict[str, str]:
+def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int], ranks: int = 1) -> dict[str, str]:
     """The memory format a trial trains in and why, as reported with its metrics.
+
+    The canary runs the step each process trains: views of ``data.input_size``, else of
+    ``data.crop_size``, else of the stored side, and its shard (``optim.batch_size / ranks``) of the
+    global batch: oneDNN picks its kernels by shape, so another shape's verdict says nothing.
 
     Args:
         cfg: the trial's config, ``system.precision`` resolved (fp32 | bf16).
         device: where it trains.
-        image_size: (H, W) of its training views.
+        image_size: (H, W) of the stored images.
+        ranks: data-parallel processes sharing each global batch.
 
     Returns:
         ``{"memory_format": "channels_last" | "contiguous", "memory_format_reason": one line}``.
@@ -87,12 +92,13 @@ def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int]) 
         # Its one convolution (the patch embedding) has a stride equal to its kernel; the canary's
         # network is a ResNet. Nothing to gain, nothing measured: NCHW.
         return _choice(False, "a ViT: only its patch embedding is a convolution (channels_last gains nothing on CPU)")
+    side = cfg.data.input_size or cfg.data.crop_size
     shape = Shape(
         cfg.model.backbone,
         float(cfg.model.width),
         cfg.model.small_stem,
-        tuple(image_size),
-        cfg.optim.batch_size,
+        (side, side) if side else tuple(image_size),
+        cfg.optim.batch_size // ranks,
         cfg.system.precision,
         torch.get_num_threads(),
         cfg.model.stem_padding,

@@ -112,6 +112,19 @@ def test_choose__a_1x1_convolution_below_the_channel_block_is_refused_without_a_
     assert memory_format.suspect_convs(Shape(width=0.0625)) == []
 
 
+def test_choose__the_canary_runs_each_ranks_shard_at_the_training_view_side(monkeypatch):
+    """ImageNet-style trials store 256 px and train 224 px crops, 4 ranks each taking a quarter of
+    the global batch: the canary must run that step, not the stored side at the global batch."""
+    seen = []
+    monkeypatch.setattr(memory_format, "canary", lambda shape: seen.append(shape) or {"ok": True, "reason": "passed"})
+    monkeypatch.setattr(memory_format, "channel_block", lambda: 0)  # the canary alone decides
+    cpu = torch.device("cpu")
+    choose(_cfg(**{"data.crop_size": 224, "optim.batch_size": 512}), cpu, (256, 256), ranks=4)
+    choose(_cfg(**{"data.crop_size": 224, "data.input_size": 64}), cpu, (256, 256))
+    choose(_cfg(), cpu, (96, 96))
+    assert [(s.image_size, s.batch) for s in seen] == [((224, 224), 128), ((64, 64), 32), ((96, 96), 32)]
+
+
 def test_choose__no_canary_where_it_cannot_matter(fake_jobs):
     assert choose(_cfg(**{"system.channels_last": False}), torch.device("cpu"), (32, 32))["memory_format"] == CONTIGUOUS
     assert choose(_cfg(), torch.device("cuda"), (32, 32))["memory_format"] == CHANNELS_LAST
