@@ -36,7 +36,7 @@ from analysis.drop_claims import (
     seed_claim,
 )
 from analysis.drops import relative_drops
-from analysis.evidence import COLUMNS, Evidence, check, drop_contrast, value_contrast
+from analysis.evidence import COLUMNS, Evidence, check, drop_contrast, value_contrast, weakness
 from analysis.frame import (
     CLEAN,
     SUPERVISED,
@@ -141,9 +141,8 @@ def _primary_avg(rows: list[dict], scope: str, arm: str) -> dict:
 
 
 def _weakness(row: dict) -> tuple:
-    """Sort key, weakest first: FAIL, then INCONCLUSIVE, then PASS; within one, the lower interval end."""
-    rank = {"FAIL": 0, "INCONCLUSIVE": 1, "PASS": 2}[row["verdict"]]
-    return rank, row["low"] if not math.isnan(row["low"]) else -math.inf
+    """``evidence.weakness`` of a claims row (no interval: below every interval)."""
+    return weakness(row["verdict"], row["low"], -math.inf)
 
 
 def _study_backbone(backbone: str) -> str | None:

@@ -66,6 +66,22 @@ class Evidence:
         return self.decision or stats.verdict(self.low, self.high)
 
 
+def weakness(verdict: str, low: float, effect: float) -> tuple:
+    """Sort key, weakest first: FAIL, then INCONCLUSIVE, then PASS; within one, the lower interval
+    end (the effect where there is no interval; neither: missing evidence, the weakest)."""
+    key = effect if math.isnan(low) else low
+    return {"FAIL": 0, "INCONCLUSIVE": 1, "PASS": 2}[verdict], -math.inf if math.isnan(key) else key
+
+
+def weakest(named: list[tuple[str, Evidence]], what: str) -> Evidence:
+    """The evidence of a claim that must hold for every one of ``named`` (name, evidence): the one
+    that supports it least decides, a FAIL anywhere failing it; its interval text names it."""
+    name, ev = min(named, key=lambda ne: weakness(ne[1].verdict, ne[1].low, ne[1].effect))
+    if len(named) == 1:
+        return ev
+    return dataclasses.replace(ev, interval=f"{ev.interval}; weakest of {len(named)} {what}: {name}".lstrip("; "))
+
+
 def check(cid: str, claim: str, paper: str, ev: Evidence, unit: str, quote: str = "") -> dict:
     """One row of the claims table (``COLUMNS`` but ``scope``)."""
     return {

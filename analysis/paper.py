@@ -28,6 +28,8 @@ PAPER_AVG = {m: avg for m, (_, avg) in _TABLE1.items()}
 # (the teaser's); at 200 epochs, the schedule of Sup's and SupCon's values, its curve reads 2.34.
 PAPER_UNIFORMITY = {"moco_v2": 2.82, "supervised": 2.15, "supcon": 1.44}
 PAPER_UNIFORMITY_200 = {"moco_v2": 2.34}
+# The teaser table: MoCo-v2's uniformity on ori and at each of Table 1's levels (docs/study.md §3.1).
+TEASER_UNIFORMITY = {"ori": 2.82, "glo_8": 2.45, "glo_4": 2.41, "loc_4": 2.42, "loc_8": 2.62}
 # §3.7 (SUPP A.1): seed standard deviation of MoCo-v2 kNN accuracy, 3 runs of 200 epochs.
 PAPER_SEED_SD = {"ori": 0.18, "glo_8": 0.40}
 
@@ -149,7 +151,7 @@ QUOTES = {
 }
 QUOTES["C4.frozen"] += QUOTES["C4.downstream"]
 QUOTES["C4.retrained"] += QUOTES["C4.downstream"]
-QUOTES.update({f"{cid}.ext": EXTENSION + QUOTES[cid] for cid in ("C1.avg", "C1.glo", "C2.gap", "C2.cl")})
+QUOTES.update({f"{cid}.ext": EXTENSION + QUOTES[cid] for cid in ("C1.avg", "C1.glo", "C2.gap", "C2.cl", "C5.corrupt")})
 
 
 def paper_mean(method: str, corruptions) -> float | None:

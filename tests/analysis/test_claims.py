@@ -149,3 +149,24 @@ def test_claims__defocus_blur_keeps_uniformity_closer_than_patch_shuffling():
     assert blur["verdict"] == "PASS" and blur["effect"] == pytest.approx(2.79 - 2.425)
     missing = row(claim_checks(sweep({"glo_4": 15}, {"glo_4": 25})), "C5.blur")
     assert missing["verdict"] == "INCONCLUSIVE" and missing["missing"] == "defocusblur_* trials"
+
+
+def test_claims__c5_corrupt_needs_every_table1_level_to_lower_uniformity():
+    """The teaser lowers MoCo-v2's uniformity at each of Table 1's levels (2.82 -> 2.41-2.62): one
+    level that raises it is a FAIL naming it, though the mean over the levels is lower. glo_2 (not
+    a Table 1 level) gets its own C5.corrupt.ext row and never enters the study's."""
+    levels = {"ori": 2.8, "glo_8": 2.3, "glo_4": 2.3, "loc_4": 2.4, "loc_8": 2.9, "glo_2": 1.0}
+    cells = {("moco_v2", c): [50, 51] for c in levels}
+    uniformity = {("moco_v2", c): [u, u + 0.02] for c, u in levels.items()}
+    table = claim_checks(frame(cells, uniformity))
+    study = row(table, "C5.corrupt", "moco_v2")
+    assert study["verdict"] == "FAIL" and study["effect"] == pytest.approx(-0.1)
+    assert study["interval"].endswith("weakest of 4 levels: loc_8") and "glo_2" not in study["claim"]
+    assert "glo_4 2.41" in study["paper"]
+    ext = row(table, "C5.corrupt.ext", "moco_v2")
+    assert "glo_2" in ext["claim"] and ext["verdict"] == "FAIL" and ext["quote"].startswith("Not the study's levels")
+    levels["loc_8"] = 2.6
+    lowered = row(
+        claim_checks(frame(cells, {("moco_v2", c): [u, u + 0.02] for c, u in levels.items()})), "C5.corrupt", "moco_v2"
+    )
+    assert lowered["verdict"] == "PASS" and lowered["effect"] == pytest.approx(0.2)

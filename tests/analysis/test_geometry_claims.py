@@ -8,8 +8,9 @@ import pytest
 
 from analysis import stats
 from analysis.claims import claim_checks
+from analysis.dynamics import OVERALL
 from analysis.frame import annotate
-from analysis.geometry_claims import training_changes
+from analysis.geometry_claims import EVERY_CLASS, training_changes, training_evidence
 from tests.analysis.conftest import CLASSES, frame, row
 
 FIRST = 2  # the first evaluated epoch in the history; the last is the trial's optim.epochs (10)
@@ -39,11 +40,11 @@ def checks(start, end) -> pd.DataFrame:
 
 def test_training_changes__first_evaluated_epoch_to_the_last_not_from_the_untrained_network():
     df, history = curves({"moco_v2": [1.0, 1.1, 0.9]}, {"moco_v2": [1.5, 1.7, 1.3]})
-    changes = training_changes(annotate(df), history).set_index(["arm", "seed", "quantity"])
-    assert changes.loc[("moco_v2", 1, "classwise_uniformity"), ["first", "last", "change"]].tolist() == pytest.approx(
-        [FIRST, 10, 1.7 - 1.1]
-    )
-    assert changes.loc[("moco_v2", 0, "uniformity"), "change"] == pytest.approx(0.5)
+    changes = training_changes(annotate(df), history).set_index(["arm", "seed", "quantity", "cls"])
+    assert changes.loc[
+        ("moco_v2", 1, "classwise_uniformity", 3), ["first", "last", "change"]
+    ].tolist() == pytest.approx([FIRST, 10, 1.7 - 1.1])
+    assert changes.loc[("moco_v2", 0, "uniformity", OVERALL), "change"] == pytest.approx(0.5)
 
 
 def test_c5_train__cl_class_wise_uniformity_rising_passes_and_falling_fails():
@@ -52,34 +53,64 @@ def test_c5_train__cl_class_wise_uniformity_rising_passes_and_falling_fails():
         {"moco_v2": [1.5, 1.7, 1.3], "supervised": [0.5, 0.7, 0.3]},
     )
     table = checks(start, end)
-    rises = row(table, "C5.train", "class-wise uniformity rises during training (moco_v2")
+    rises = row(table, "C5.train", "class-wise uniformity of every class rises during training (moco_v2")
     _, _, low, high = stats.mean_interval([0.5, 0.6, 0.4])
     assert rises["verdict"] == "PASS" and (rises["effect"], rises["low"], rises["high"]) == pytest.approx(
         (0.5, low, high)
     )
-    assert rises["interval"] == f"t over 3 seeds; epoch {FIRST} to 10"
-    falls = row(table, "C5.train", "class-wise uniformity falls during training (supervised")
+    assert rises["interval"] == f"t over 3 seeds; epoch {FIRST} to 10; weakest of {CLASSES} classes: class 0"
+    falls = row(table, "C5.train", "class-wise uniformity of every class falls during training (supervised")
     assert falls["verdict"] == "PASS" and falls["effect"] == pytest.approx(0.5)
     assert row(table, "C5.train", "overall uniformity rises during training (supervised")["verdict"] == "PASS"
     wrong = checks({"moco_v2": [1.5, 1.7, 1.3]}, {"moco_v2": [1.0, 1.1, 0.9]})
-    fails = row(wrong, "C5.train", "class-wise uniformity rises during training (moco_v2")
+    fails = row(wrong, "C5.train", "class-wise uniformity of every class rises during training (moco_v2")
     assert fails["verdict"] == "FAIL" and fails["effect"] == pytest.approx(-0.5)
 
 
 def test_c5_train__mixed_seeds_are_inconclusive():
     table = checks({"moco_v2": [1.0, 1.0, 1.0]}, {"moco_v2": [1.3, 0.8, 1.1]})
-    mixed = row(table, "C5.train", "class-wise uniformity rises during training (moco_v2")
+    mixed = row(table, "C5.train", "class-wise uniformity of every class rises during training (moco_v2")
     assert mixed["verdict"] == "INCONCLUSIVE" and mixed["low"] < 0 < mixed["high"] and not mixed["missing"]
 
 
 def test_c5_train__without_the_history_only_the_end_is_known_and_it_says_so():
     df, _ = curves({"moco_v2": [1.0, 1.1, 0.9]}, {"moco_v2": [1.5, 1.7, 1.3]})
     table = claim_checks(df)
-    r = row(table, "C5.train", "class-wise uniformity rises during training (moco_v2")
+    r = row(table, "C5.train", "class-wise uniformity of every class rises during training (moco_v2")
     assert r["verdict"] == "INCONCLUSIVE" and r["missing"].startswith(
         "classwise_uniformity at a second evaluated epoch of moco_v2 × ori (eval.eval_every > 0"
     )
     assert (
-        row(table, "C5.train", "class-wise uniformity falls during training (supcon")["missing"]
+        row(table, "C5.train", "class-wise uniformity of every class falls during training (supcon")["missing"]
         == "classwise_uniformity values of supcon × ori"
     )
+
+
+def test_c5_train__one_class_against_the_study_fails_though_the_class_mean_moves_its_way():
+    """Fig. A.1 draws every class's line rising for MoCo: nine classes rising by 0.5 and one
+    falling by 0.3 is a FAIL naming that class, though their mean rises by 0.42."""
+    df, history = curves({"moco_v2": [1.0, 1.1, 0.9]}, {"moco_v2": [1.5, 1.7, 1.3]})
+    against = history["metric"] == "classwise_uniformity/3"
+    history.loc[against, "value"] += 0.8  # starts 0.3 above where it ends
+    r = row(
+        claim_checks(df, history=history),
+        "C5.train",
+        "class-wise uniformity of every class rises during training (moco_v2",
+    )
+    assert r["verdict"] == "FAIL" and r["effect"] == pytest.approx(-0.3)
+    assert r["interval"].endswith(f"weakest of {CLASSES} classes: class 3")
+
+
+def test_c5_train__intra_class_distance_is_class_0s_as_the_study_plots_it():
+    """Fig. A.2 plots d(f_t, D_0, D_0): class 0 rising decides for MoCo though class 1 falls."""
+    changes = pd.DataFrame(
+        [
+            ("moco_v2", seed, "intra", c, 2, 10, change)
+            for seed in range(3)
+            for c, change in ((0, 0.3 + seed / 10), (1, -0.4))
+        ],
+        columns=["arm", "seed", "quantity", "cls", "first", "last", "change"],
+    )
+    class0 = training_evidence(changes, "moco_v2", "intra", 1, 0)
+    assert class0.verdict == "PASS" and class0.effect == pytest.approx(0.4)
+    assert training_evidence(changes, "moco_v2", "intra", 1, EVERY_CLASS).verdict == "FAIL"
