@@ -100,10 +100,12 @@ def compare(
     count = len(datasets.ImageFolder(str(root / "train")).samples)
     order = torch.randperm(count, generator=torch.Generator().manual_seed(0))[: min(n, count)]
     best, first = {"ours": 0.0, "torchvision": 0.0}, {}
-    for _ in range(repeats):  # alternate: a busy neighbour on a shared machine slows both alike
+    for r in range(repeats):  # alternate: a busy neighbour on a shared machine slows both alike
         for label, fn in (("ours", partial(ours, raw=raw)), ("torchvision", torchvision_loader)):
             seconds, first[label] = fn(root, order, size, batch, workers, device)
             best[label] = max(best[label], len(order) / seconds)
+            # Printed as it goes: a run cut short by a time cap (gpu_lease.sh) still leaves its rounds.
+            print(f"{name} round {r + 1}/{repeats}: {label} {len(order) / seconds:.0f} img/s", flush=True)
     return {
         "case": name,
         "images": len(order),

@@ -18,4 +18,7 @@ def test_streaming__both_cases_same_batches_and_the_lowest_ratio(tmp_path, capsy
     assert cases["folder"]["images"] == 15 and cases["imagenet-sized"]["images"] == 4
     assert all(c["ours_per_s"] > 0 and c["torchvision_per_s"] > 0 for c in cases.values())
     assert result["ratio"] == min(c["ratio"] for c in cases.values())
-    assert lines[0].startswith("case") and "imagenet-sized" in lines[2]
+    # Each round is printed as it ends (a capped run keeps them), then the table.
+    rounds = [line.split(":")[0] for line in lines if " round " in line]
+    assert rounds == ["folder round 1/1"] * 2 + ["imagenet-sized round 1/1"] * 2
+    assert lines[4].startswith("case") and "imagenet-sized" in lines[6]
