@@ -27,6 +27,7 @@ COMMON_KEYS = {
     "seeds",
     "epochs",
     "trial",
+    "dataset_trial",
     "method_params",
     "resources",
     "max_concurrent",
@@ -248,12 +249,13 @@ def merge_options(
         raise SweepError(
             f"config {str(args.config)!r}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(COMMON_KEYS | extra_keys))}"
         )
-    opts = {k: v for k, v in data.items() if k != "smoke_test"}
+    opts = {k: v for k, v in data.items() if k not in ("smoke_test", "dataset_trial")}
     opts["trial"] = _mapping("trial", opts.get("trial"), "{optim.lr: 0.1}")
+    smoke_trial: dict[str, Any] = {}
     if args.smoke_test:
         smoke = _mapping("smoke_test", data.get("smoke_test"), "{epochs: 1, seeds: [0]}")
         opts.update({k: v for k, v in smoke.items() if k != "trial"})
-        opts["trial"] = {**opts["trial"], **_mapping("smoke_test.trial", smoke.get("trial"), "{optim.batch_size: 32}")}
+        smoke_trial = _mapping("smoke_test.trial", smoke.get("trial"), "{optim.batch_size: 32}")
     resources = dict(_mapping("resources", opts.get("resources"), "{cpu: 1, gpu: 0.25}"))
     flags = {
         "dataset": args.dataset,
@@ -283,11 +285,16 @@ def merge_options(
         except ValueError as err:
             raise SweepError(str(err)) from None
         given[key] = value
-    opts["trial"] = {**opts["trial"], **given}
+    opts.setdefault("dataset", "digits")
+    # The YAML's keys for one dataset only (by its registry name: shapes, cifar10, imagefolder, ...),
+    # e.g. the size the embedded shapes are drawn at, which must not resize a user's --dataset.
+    per_dataset = _mapping("dataset_trial", data.get("dataset_trial"), "{shapes: {data.image_size: 16}}")
+    name = str(opts["dataset"]).partition(":")[0]
+    dataset_trial = _mapping(f"dataset_trial.{name}", per_dataset.get(name), "{data.image_size: 16}")
+    opts["trial"] = {**opts["trial"], **dataset_trial, **smoke_trial, **given}
     opts["trial_set"] = given
     opts.setdefault("methods", ["supervised", "moco_v2"])
     opts.setdefault("seeds", [0])
-    opts.setdefault("dataset", "digits")
     opts.setdefault("max_failures", DEFAULT_MAX_FAILURES)
     check_common(opts, args)
     common = {k: v for k, v in opts.items() if k in _OPTION_FIELDS}

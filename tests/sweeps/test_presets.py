@@ -240,3 +240,18 @@ def test_downstream__each_stage_resumes_only_once_it_has_begun(tmp_path):
     (tmp_path / "ds").mkdir()
     assert stages(True) == (True, True, "ds-pretrain")  # interrupted in stage 2
     assert stages(False)[1] is False  # stage 2 continues only when asked: the launcher then says to pass --resume
+
+
+def test_dataset_trial__the_shapes_size_never_resizes_another_dataset(storage):
+    """grid_patch_sizes.yaml draws the embedded shapes at 16 px (dataset_trial.shapes); a user's
+    --dataset keeps its own size (it was resized to 16 px too), and --set still wins."""
+    from sweeps import grid_patch_sizes
+
+    def size(*flags):
+        plan, _ = prepare(grid_patch_sizes.SWEEP, ["--storage-path", str(storage), "--dry-run", *flags])
+        return {c.get("data.image_size") for c in plan.cells}
+
+    assert size() == {16}
+    assert size("--dataset", "digits") == {None}
+    assert size("--dataset", "digits", "--set", "data.image_size=24") == {24}
+    assert size("--smoke-test") == {16}
