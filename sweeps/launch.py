@@ -117,6 +117,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
     opts = merge_options(args, load_yaml(args.config), set(sweep.extra_keys), sweep.flags)
     check_storage(args.storage_path or DEFAULT_STORAGE)
     from corruptions import CorruptionError, parse
+    from trainables.build import check_batch_fits
     from trainables.config import TrialConfig
     from trainables.data.datasets import DatasetError, absolute_spec, check_dataset, load_dataset
     from trainables.methods import method_class
@@ -156,6 +157,8 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         cells = _unique(graphs_off_for_ranks(cells, opts))
         check_data_parallel(cells, int(opts["resources"]["workers"]))
         check_normalization(cells, data)
+        for cell in cells:
+            check_batch_fits(TrialConfig.from_flat(cell), data)
     except (CorruptionError, DatasetError) as err:
         raise SweepError(str(err)) from None
     except ValueError as err:

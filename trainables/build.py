@@ -78,6 +78,27 @@ def per_class_subset(split: Split, n: int | None) -> Split:
     return Split(split.images[keep], split.labels[keep], in_memory=True)
 
 
+def check_batch_fits(cfg: TrialConfig, data: ImageDataset) -> None:
+    """Raise ValueError (one line) where a training batch holds more images than the split the trial
+    pretrains on (``build_data``'s: the unlabeled split, or the training split after
+    data.train_per_class and, for label-using methods, data.labels_per_class), counted from the
+    labels alone so that a sweep can check every trial before the first starts. A trial of
+    optim.epochs 0 trains nothing and always fits."""
+    if cfg.optim.epochs == 0:
+        return
+    uses_labels = method_class(cfg.method).uses_labels
+    if data.unlabeled is not None and not uses_labels:
+        n = len(data.unlabeled)
+    else:
+        caps = [c for c in (cfg.data.train_per_class, cfg.data.labels_per_class if uses_labels else None) if c]
+        per_class = torch.bincount(data.train.labels[data.train.labels >= 0])
+        n = int(per_class.clamp(max=min(caps)).sum()) if caps else int(per_class.sum())
+    if cfg.optim.batch_size > n:
+        raise ValueError(
+            f"optim.batch_size {cfg.optim.batch_size} is larger than the {n} training images; valid: <= {n}"
+        )
+
+
 def load_data(cfg: DataConfig) -> ImageDataset:
     """Load (from cache) and subset the dataset named in the config."""
     data = load_dataset(

@@ -31,6 +31,7 @@ from trainables.build import (
     build_data,
     build_model,
     build_optim,
+    check_batch_fits,
     eval_prepare,
     load_data,
     pick_device,
@@ -90,6 +91,7 @@ def run_trial(
     distributed.check_config(cfg, where.size)
     device = pick_device(cfg.system.device)
     data = subset(dataset, cfg.data) if dataset is not None else load_data(cfg.data)
+    check_batch_fits(cfg, data)  # the sweep checked it too, before any trial started
     td = build_data(cfg, data, device)
     # Each rank checks its own machine; data-parallel ranks then all take the safe choice if one says no.
     cfg = cfg.replace({"system.precision": distributed.agreed_precision(_precision(cfg, device, resume), where)})
@@ -101,10 +103,6 @@ def run_trial(
     optimizer = build_optim(cfg, method)
     gens = generators(cfg.system.seed)
     steps_per_epoch = len(td.train) // cfg.optim.batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(td.train)} training images; valid: <= {len(td.train)}"
-        )
     total = steps_per_epoch * cfg.optim.epochs
     start_epoch, step, history = 0, 0, []
     precision = autocast(cfg, device)

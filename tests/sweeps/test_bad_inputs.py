@@ -28,6 +28,8 @@ def _error(capsys, args) -> str:
         (["--mlflow-uri", "http://127.0.0.1:9"], ["http://127.0.0.1:9", "unreachable"]),
         (["--mlflow-uri", "sqlite:///relative.db"], ["relative", "valid"]),
         (["--set", "optim.optimizer=adam"], ["'adam'", "lars", "sgd"]),
+        # a batch larger than the training split: refused here, not by every trial after Ray starts
+        (["--set", "data.train_per_class=3", "--set", "optim.batch_size=64"], ["optim.batch_size 64", "30", "<= 30"]),
     ],
 )
 def test_bad_input__one_line_error(storage, capsys, extra, named):
