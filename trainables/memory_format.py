@@ -254,7 +254,7 @@ def _locked(path: Path) -> Iterator[None]:
 # ---------------------------------------------------------------- the matrix CLI
 
 
-def matrix_shapes(threads: int) -> list[Shape]:
+def matrix_shapes(threads: int, backbone: str = "resnet18") -> list[Shape]:
     """Widths 1/16..1 x 32/64/96 px x batch 8, 32 (and 64 at 32 px) x both stems x fp32/bf16.
 
     Ordered so that fp32 and bf16 of one geometry follow each other (one fp64 reference for both).
@@ -265,7 +265,7 @@ def matrix_shapes(threads: int) -> list[Shape]:
             for width in (0.0625, 0.125, 0.25, 0.5, 1.0):
                 for batch in batches:
                     shapes += [
-                        Shape("resnet18", width, small_stem, (px, px), batch, p, threads) for p in ("fp32", "bf16")
+                        Shape(backbone, width, small_stem, (px, px), batch, p, threads) for p in ("fp32", "bf16")
                     ]
     return shapes
 
@@ -316,11 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--matrix", action="store_true", help="measure NCHW vs channels_last over a grid of shapes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per measurement (a trial uses its CPU count)")
     p.add_argument("--only", default=None, help="keep the matrix rows whose description contains this text")
+    p.add_argument("--backbone", default="resnet18", help="timm ResNet of the matrix (default resnet18), e.g. resnet50")
     args = p.parse_args(argv)
     if not args.matrix:
         p.print_help()
         return 2
-    shapes = [s for s in matrix_shapes(args.threads) if args.only is None or args.only in s.short()]
+    shapes = [s for s in matrix_shapes(args.threads, args.backbone) if args.only is None or args.only in s.short()]
     failing = print_matrix(shapes, sys.stdout)
     print(f"{failing} of {len(shapes)} shapes would train in the contiguous format on this machine", flush=True)
     return 0
