@@ -29,6 +29,7 @@ PAPER_AVG = {m: avg for m, (_, avg) in _TABLE1.items()}
 PAPER_UNIFORMITY = {"moco_v2": 2.82, "supervised": 2.15, "supcon": 1.44}
 PAPER_UNIFORMITY_200 = {"moco_v2": 2.34}
 # The teaser table: MoCo-v2's uniformity on ori and at each of Table 1's levels (docs/study.md §3.1).
+BLUR_LEVEL = "defocusblur_3"  # the study's defocus blur: corrupt.py hard-codes CIFAR-10-C severity 3
 TEASER_UNIFORMITY = {"ori": 2.82, "glo_8": 2.45, "glo_4": 2.41, "loc_4": 2.42, "loc_8": 2.62}
 # §3.7 (SUPP A.1): seed standard deviation of MoCo-v2 kNN accuracy, 3 runs of 200 epochs.
 PAPER_SEED_SD = {"ori": 0.18, "glo_8": 0.40}
@@ -152,6 +153,10 @@ QUOTES = {
 QUOTES["C4.frozen"] += QUOTES["C4.downstream"]
 QUOTES["C4.retrained"] += QUOTES["C4.downstream"]
 QUOTES.update({f"{cid}.ext": EXTENSION + QUOTES[cid] for cid in ("C1.avg", "C1.glo", "C2.gap", "C2.cl", "C5.corrupt")})
+QUOTES["C5.blur.ext"] = (
+    "Not the study's severity: the same comparison for each other defocus-blur severity this sweep ran "
+    "(the study's corrupt.py hard-codes severity 3), an extension of: " + QUOTES["C5.blur"]
+)
 
 
 def paper_mean(method: str, corruptions) -> float | None:

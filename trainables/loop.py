@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -58,6 +57,7 @@ from trainables.seeding import derive_seed, generators
 from trainables.step import Step, build_step
 
 Report = Callable[[dict[str, Any]], None]
+EVAL_PRECISION = "ieee-fp32"  # of the final metrics (reference_fp32); trials recorded before it have none
 
 
 def run_trial(
@@ -159,6 +159,7 @@ def run_trial(
     final.update(
         device=str(device),
         precision=cfg.system.precision,
+        eval_precision=EVAL_PRECISION,
         **memory,
         n_test=len(td.eval_test),
         image_size=data.image_size[0],
@@ -238,9 +239,10 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
     """Features of the evaluation-corrupted train and test splits after ``epoch``, then the metrics:
     in the trial's ``precision`` (per-epoch curves), or with None in IEEE fp32 (``reference_fp32``:
     the final metrics and the untrained kNN, the same on every machine)."""
-    if precision is None:
+    if precision is None:  # and an fp32 kNN bank whatever eval.bank_dtype says (a per-epoch speed lever)
         with reference_fp32():
-            return _evaluate(cfg, method, td, device, contextlib.nullcontext(), epoch, final)
+            fp32 = cfg.replace({"eval.bank_dtype": "fp32"})
+            return _evaluate(fp32, method, td, device, contextlib.nullcontext(), epoch, final)
     method.eval()
     prepare = eval_prepare(td, cfg.system.channels_last, cfg.data.eval_crop_size, cfg.data.input_size)
     # A fresh generator per evaluation: the same model always gets the same numbers.
@@ -262,9 +264,7 @@ def _evaluate(cfg, method, td, device, precision, epoch: int, final: bool) -> di
                     f"non-finite {split}-split features at the evaluation after epoch {epoch} (step {step}): "
                     "the network diverged; valid: a lower optim.lr"
                 )
-        # The final kNN banks fp32 features whatever eval.bank_dtype says (a per-epoch speed lever).
-        eval_cfg = dataclasses.replace(cfg.eval, bank_dtype="fp32") if final else cfg.eval
-        metrics = epoch_metrics(train, test, td.num_classes, eval_cfg)
+        metrics = epoch_metrics(train, test, td.num_classes, cfg.eval)
         if final:
             # Augmented views are already crops: with data.input_size they are only resized to it.
             size = cfg.data.input_size

@@ -68,9 +68,10 @@ REPEATS = 3  # channels_last steps per canary: an out-of-bounds write need not c
 def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int], ranks: int = 1) -> dict[str, str]:
     """The memory format a trial trains in and why, as reported with its metrics.
 
-    The canary runs the step each process trains: views of ``data.input_size``, else of
-    ``data.crop_size``, else of the stored side, and its shard (``optim.batch_size / ranks``) of the
-    global batch: oneDNN picks its kernels by shape, so another shape's verdict says nothing.
+    The canary runs the steps each process trains: views of ``data.input_size``, else of
+    ``data.crop_size``, else of the stored side, in its shard (``optim.batch_size / ranks``) of the
+    global batch and, with ``eval.finetune``, in batches of ``eval.finetune_batch_size``: oneDNN
+    picks its kernels by shape, so another shape's verdict says nothing.
 
     Args:
         cfg: the trial's config, ``system.precision`` resolved (fp32 | bf16).
@@ -93,18 +94,26 @@ def choose(cfg: TrialConfig, device: torch.device, image_size: tuple[int, int], 
         # network is a ResNet. Nothing to gain, nothing measured: NCHW.
         return _choice(False, "a ViT: only its patch embedding is a convolution (channels_last gains nothing on CPU)")
     side = cfg.data.input_size or cfg.data.crop_size
-    shape = Shape(
-        cfg.model.backbone,
-        float(cfg.model.width),
-        cfg.model.small_stem,
-        (side, side) if side else tuple(image_size),
-        cfg.optim.batch_size // ranks,
-        cfg.system.precision,
-        torch.get_num_threads(),
-        cfg.model.stem_padding,
-    )
-    suspects = suspect_convs(shape)
-    result = {"ok": False, "reason": _suspect_reason(suspects)} if suspects else canary(shape)
+    # The batches whose convolutions get gradients: each rank's training shard, and (one process)
+    # eval.finetune's batches, the only ones where the backbone is frozen.
+    batches = [cfg.optim.batch_size // ranks] if cfg.optim.train_backbone else []
+    batches += [cfg.eval.finetune_batch_size] if cfg.eval.finetune else []
+    result = {"ok": True, "reason": ""}
+    for batch in dict.fromkeys(batches):
+        shape = Shape(
+            cfg.model.backbone,
+            float(cfg.model.width),
+            cfg.model.small_stem,
+            (side, side) if side else tuple(image_size),
+            batch,
+            cfg.system.precision,
+            torch.get_num_threads(),
+            cfg.model.stem_padding,
+        )
+        suspects = suspect_convs(shape)
+        result = {"ok": False, "reason": _suspect_reason(suspects)} if suspects else canary(shape)
+        if not result["ok"]:
+            break
     if not result["ok"]:
         print(
             f"WARNING: system.channels_last is on, but {result['reason']}; this trial trains in the contiguous "

@@ -75,6 +75,7 @@ REPORTED: dict[str, Reported] = {
         Reported("feature_distance", FINAL, "artifact", "(C, C) mean squared distance between classes' features"),
         Reported("device", FINAL, "final", "the device the trial ran on"),
         Reported("precision", FINAL, "final", "fp32 or bf16 as resolved on that device"),
+        Reported("eval_precision", FINAL, "final", "ieee-fp32: the final metrics' features (knn_acc_init's too)"),
         Reported("n_test", FINAL, "final", "evaluated test images"),
         Reported("image_size", FINAL, "final", "image side in pixels"),
         Reported("done", FINAL, "internal", "True on the final report"),

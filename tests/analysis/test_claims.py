@@ -148,7 +148,21 @@ def test_claims__defocus_blur_keeps_uniformity_closer_than_patch_shuffling():
     blur = row(claim_checks(frame(cells, uniformity)), "C5.blur")
     assert blur["verdict"] == "PASS" and blur["effect"] == pytest.approx(2.79 - 2.425)
     missing = row(claim_checks(sweep({"glo_4": 15}, {"glo_4": 25})), "C5.blur")
-    assert missing["verdict"] == "INCONCLUSIVE" and missing["missing"] == "defocusblur_* trials"
+    assert missing["verdict"] == "INCONCLUSIVE" and missing["missing"] == "defocusblur_3 trials"
+
+
+def test_claims__c5_blur_is_the_studys_severity_3_other_severities_extend_it():
+    """A mild severity 1 must not rescue severity 3, the study's, which lowers uniformity more than
+    glo_4 here (it was averaged in and the check passed)."""
+    levels = {"ori": 2.8, "glo_4": 2.41, "defocusblur_1": 3.0, "defocusblur_3": 2.3}
+    cells = {("moco_v2", c): [50, 51] for c in levels}
+    table = claim_checks(frame(cells, {("moco_v2", c): [u, u + 0.01] for c, u in levels.items()}))
+    study = row(table, "C5.blur", "moco_v2")
+    assert study["verdict"] == "FAIL" and study["effect"] == pytest.approx(2.305 - 2.415)
+    assert study["claim"].startswith("defocusblur_3 lowers")
+    ext = row(table, "C5.blur.ext", "moco_v2")
+    assert ext["verdict"] == "PASS" and ext["claim"].startswith("defocusblur_1 lowers")
+    assert ext["quote"].startswith("Not the study's severity")
 
 
 def test_claims__c5_corrupt_needs_every_table1_level_to_lower_uniformity():

@@ -102,7 +102,7 @@ def test_c5_train__one_class_against_the_study_fails_though_the_class_mean_moves
 
 
 def test_c5_train__intra_class_distance_is_class_0s_as_the_study_plots_it():
-    """Fig. A.2 plots d(f_t, D_0, D_0): class 0 rising decides for MoCo though class 1 falls."""
+    """Fig. A.1's lower panel plots d(f_t, D_0, D_0): class 0 rising decides for MoCo though class 1 falls."""
     changes = pd.DataFrame(
         [
             ("moco_v2", seed, "intra", c, 2, 10, change)

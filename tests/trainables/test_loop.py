@@ -102,16 +102,19 @@ def test_run_trial__final_metrics_are_fp32_whatever_the_trial_trains_in(tiny_cfg
     """The untrained network (optim.epochs 0) of a bf16 trial and of an fp32 trial is the same, and
     so are its final metrics: they are computed in IEEE fp32 either way. (bf16 features moved
     uniformity by ~3e-4 and the kNN by a few test images.) A trained bf16 trial's initial kNN is
-    the fp32 untrained reference's."""
+    the fp32 untrained reference's, on an fp32 bank even where eval.bank_dtype asks bf16 per epoch."""
     cfg = tiny_cfg("moco_v2", **{"optim.epochs": 0})
     runs = {
         p: run_trial(cfg.replace({"system.precision": p}), lambda m: None, dataset=digits) for p in ("bf16", "fp32")
     }
     assert runs["bf16"]["precision"] == "bf16" and runs["fp32"]["precision"] == "fp32"
+    assert runs["bf16"]["eval_precision"] == runs["fp32"]["eval_precision"] == "ieee-fp32"
     for key in ("knn_acc", "knn_acc_study", "uniformity", "probe_acc", "alignment", "intra_distance"):
         assert runs["bf16"][key] == pytest.approx(runs["fp32"][key], rel=1e-5, abs=1e-9), key
     trained = run_trial(
-        cfg.replace({"system.precision": "bf16", "optim.epochs": 1, "eval.knn_at_init": True}),
+        cfg.replace(
+            {"system.precision": "bf16", "optim.epochs": 1, "eval.knn_at_init": True, "eval.bank_dtype": "bf16"}
+        ),
         lambda m: None,
         dataset=digits,
     )

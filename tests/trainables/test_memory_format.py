@@ -123,6 +123,12 @@ def test_choose__the_canary_runs_each_ranks_shard_at_the_training_view_side(monk
     choose(_cfg(**{"data.crop_size": 224, "data.input_size": 64}), cpu, (256, 256))
     choose(_cfg(), cpu, (96, 96))
     assert [(s.image_size, s.batch) for s in seen] == [((224, 224), 128), ((64, 64), 32), ((96, 96), 32)]
+    seen.clear()  # eval.finetune trains the backbone at its own batch: the only step of a frozen one
+    choose(_cfg(**{"eval.finetune": True, "eval.finetune_batch_size": 64}), cpu, (32, 32))
+    choose(
+        _cfg(**{"eval.finetune": True, "eval.finetune_batch_size": 64, "optim.train_backbone": False}), cpu, (32, 32)
+    )
+    assert [s.batch for s in seen] == [32, 64, 64]
 
 
 def test_choose__no_canary_where_it_cannot_matter(fake_jobs):

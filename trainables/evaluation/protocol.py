@@ -35,25 +35,38 @@ Prepare = Callable[[Tensor], Tensor]  # (B,C,H,W) uint8 -> normalised float inpu
 GPU_KNN_BUDGET = 2**30  # bytes for the kNN's similarity chunks on a GPU (the CPU default is 64 MiB)
 
 
+# The fp32 precision switches of every backend a forward pass may use (torch's per-backend API; the
+# legacy allow_tf32 flags raise once anything has used this one).
+_FP32_SWITCHES = (
+    ("cudnn", "conv"),
+    ("cuda", "matmul"),
+    ("mkldnn", "conv"),
+    ("mkldnn", "matmul"),
+)
+
+
 @contextlib.contextmanager
 def reference_fp32() -> Iterator[None]:
     """IEEE fp32 features, whatever the trial trains in: no autocast (the caller passes none), no
-    TF32 convolutions or matmuls, and compiled encoders run eagerly (a compiled graph guards on the
-    autocast state: the other precision would recompile it).
+    TF32 or bf16 inside fp32 convolutions and matmuls (``torch.backends.*.fp32_precision`` "ieee",
+    restored after), and compiled encoders run eagerly (a compiled graph guards on the autocast
+    state: the other precision would recompile it).
 
     The final metrics and the untrained kNN they are compared with run inside it, so a verdict does
     not depend on the machine: on one trained MoCo-v2, bf16 features moved the study's euclidean kNN
     by 0.2 points (6 of 3,000 test images; docs/devices.md), the size of the study's seed noise
-    (82.44 +- 0.18). The study's offline kNN (main_knn.py) also ran fp32.
+    (82.44 +- 0.18).
     """
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    saved = cudnn.allow_tf32, matmul.allow_tf32
-    cudnn.allow_tf32 = matmul.allow_tf32 = False
+    switches = [getattr(getattr(torch.backends, backend), op) for backend, op in _FP32_SWITCHES]
+    saved = [s.fp32_precision for s in switches]
     try:
+        for s in switches:
+            s.fp32_precision = "ieee"
         with torch.compiler.set_stance("force_eager"):
             yield
     finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = saved
+        for s, value in zip(switches, saved, strict=True):
+            s.fp32_precision = value
 
 
 @torch.no_grad()

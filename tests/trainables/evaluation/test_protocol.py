@@ -94,13 +94,32 @@ def test_reference_fp32__features_match_fp64_and_a_compiled_encoder_is_not_recom
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = encoder(x).float()
         graphs = len(compiled_graphs)
-        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+        tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32  # the legacy flags
         with reference_fp32():
-            assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+            for switch in (torch.backends.cudnn.conv, torch.backends.cuda.matmul, torch.backends.mkldnn.matmul):
+                assert switch.fp32_precision == "ieee"
             exact = encoder(x)
     assert graphs >= 1 and len(compiled_graphs) == graphs  # compiled under autocast, not again
-    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == tf32  # readable, unchanged
     assert exact.dtype == torch.float32
     scale = reference.abs().max()
     assert (exact - reference).abs().max() / scale < 1e-5
     assert (low - reference).abs().max() / scale > 1e-3  # bf16 is visibly off: the check can tell them apart
+
+
+def test_reference_fp32__overrides_a_lowered_matmul_precision_and_restores_it():
+    """A user's ``set_float32_matmul_precision("medium")`` (bf16 matmuls on oneDNN, TF32 on CUDA) is
+    IEEE inside, back to "medium" after, also when the body raises."""
+    from trainables.evaluation.protocol import reference_fp32
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        with pytest.raises(RuntimeError, match="inside"), reference_fp32():
+            assert torch.backends.mkldnn.matmul.fp32_precision == "ieee"
+            assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+            raise RuntimeError("inside")
+        assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
