@@ -158,8 +158,8 @@ def load_dataset(
 
     Args:
         spec: a registered name or ``imagefolder:<path>``.
-        image_size: square side to resize to (None: the dataset's native size; image folders
-            then need all images of one size, else pass a size).
+        image_size: square side to resize to (None: the dataset's native size; an image folder
+            then needs every image the size of its first training image, which must be square).
         data_dir: where torchvision datasets live or are downloaded to.
         cache_dir: decoded-array cache (default ``$SBL_CACHE_DIR`` or ~/.cache/spatial-bias-lab).
         memory_budget_gb: splits larger than this stay memory-mapped and stream from disk.
@@ -174,7 +174,8 @@ def load_dataset(
         listing = imagefolder.scan(Path(arg).expanduser().resolve())
         size = image_size or _native_size(listing)
         if mode == "true" or decoded_bytes(listing, size) > memory_budget_gb * 2**30:
-            return _streamed(spec, listing, size, default_workers() if stream_workers is None else stream_workers)
+            workers = default_workers() if stream_workers is None else stream_workers
+            return _streamed(spec, listing, size, workers, resize=image_size is not None)
     elif mode == "true":
         raise DatasetError(
             f"data.streaming true is invalid for dataset {spec!r}, which is not a folder of image files; "
@@ -203,12 +204,12 @@ def decoded_bytes(listing: dict, size: int) -> int:
     return sum(len(listing.get(s, [])) for s in ("train", "test", "unlabeled")) * 3 * size * size
 
 
-def _streamed(spec: str, listing: dict, size: int, workers: int) -> ImageDataset:
+def _streamed(spec: str, listing: dict, size: int, workers: int, resize: bool = True) -> ImageDataset:
     """An image folder (``imagefolder.scan``'s listing) as lazy splits over its files: nothing
-    decoded, nothing cached."""
+    decoded, nothing cached. ``resize`` False: images not ``size x size`` are refused as they are read."""
     splits = {
         s: Split(
-            StreamedImages(tuple(p for p, _ in listing[s]), size, workers),
+            StreamedImages(tuple(p for p, _ in listing[s]), size, workers, resize),
             torch.tensor([label for _, label in listing[s]], dtype=torch.int64),
             in_memory=False,
         )
@@ -273,20 +274,22 @@ def _imagefolder(arg: str, image_size: int | None, data_dir: Path | None, downlo
     size = image_size or _native_size(listing)
 
     def build(writer: Writer) -> dict:
-        return imagefolder.write_imagefolder(listing, size, writer)
+        # image_size unset: every image must be `size` already (the cache key holds image_size).
+        return imagefolder.write_imagefolder(listing, size, writer, resize=image_size is not None)
 
-    return [str(root), size, imagefolder.fingerprint(listing)], build
+    return [imagefolder.DECODER_VERSION, str(root), size, imagefolder.fingerprint(listing)], build
 
 
 def _native_size(listing: dict) -> int:
+    """Side of an image folder's first training image (``image_size`` unset); DatasetError if not square."""
     path = listing["train"][0][0]
     try:
         with Image.open(path) as img:
             w, h = img.size
-    except (UnidentifiedImageError, OSError) as err:  # later files: imagefolder.decode says the same
-        raise DatasetError(f"cannot read image {path!r}: {err}") from None
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:  # as imagefolder.decode
+        raise imagefolder.unreadable(path, err) from None
     if w != h:
-        raise DatasetError(f"image {path!r} is {w}x{h}, not square; pass image_size (e.g. 32, 64, 96, 224)")
+        raise DatasetError(f"image {path!r} is {w}x{h}, not square; pass data.image_size (e.g. 32, 64, 96, 224)")
     return w
 
 

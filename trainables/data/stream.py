@@ -6,7 +6,7 @@ task, and comes back in order:
 
 * on a CPU device the workers decode and resize with :func:`trainables.data.imagefolder.decode`,
   the function that fills the decode-once cache, so a streamed batch equals the cached one byte
-  for byte;
+  for byte (16-bit greyscale scaled, 32-bit and float refused, as there);
 * on a CUDA device the workers only read the bytes, and the JPEGs are decoded on the GPU in one
   call (``torchvision.io.decode_jpeg(list, device="cuda")``) and resized there (antialiased
   bilinear). Files that are not JPEG, or that nvJPEG refuses (CMYK), fall back to the CPU decode.
@@ -30,7 +30,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from trainables.data.imagefolder import DatasetError, decode
+from trainables.data.imagefolder import decode, to_array, unreadable
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 MAX_AUTO_WORKERS = 8
@@ -55,11 +55,14 @@ class StreamedImages:
         paths: one file per image, in the split's order.
         size: square side every image is resized to.
         workers: DataLoader worker processes for :func:`stream_batches` (0: in this process).
+        resize: False (``data.image_size`` unset, ``size`` the native one): an image of another
+            size is an error instead of being resized.
     """
 
     paths: tuple[str, ...]
     size: int
     workers: int = 0
+    resize: bool = True
 
     dtype = torch.uint8
     device = torch.device("cpu")
@@ -73,8 +76,8 @@ class StreamedImages:
 
     def __getitem__(self, index) -> Tensor:
         if isinstance(index, int):
-            return decode_files(self.paths[index : index + 1], self.size)[0]
-        return decode_files(self._pick(index), self.size)
+            return decode_files(self.paths[index : index + 1], self.size, self.resize)[0]
+        return decode_files(self._pick(index), self.size, self.resize)
 
     def take(self, index) -> StreamedImages:
         """The images at ``index`` (slice, list or int64 tensor) as another lazy array; nothing is decoded."""
@@ -86,12 +89,13 @@ class StreamedImages:
         return tuple(self.paths[i] for i in torch.as_tensor(index).reshape(-1).tolist())
 
 
-def decode_files(paths: Sequence[str], size: int) -> Tensor:
-    """Files -> (B, 3, size, size) uint8 through the cache's decode (PIL, bilinear, antialiased)."""
+def decode_files(paths: Sequence[str], size: int, resize: bool = True) -> Tensor:
+    """Files -> (B, 3, size, size) uint8 through the cache's decode (PIL, bilinear, antialiased);
+    ``resize`` False: a file not ``size x size`` is an error."""
     out = torch.empty(len(paths), 3, size, size, dtype=torch.uint8)
     view = out.numpy()
     for i, path in enumerate(paths):
-        view[i] = decode(path, size)  # PIL's buffer is read-only: copied straight into the batch
+        view[i] = decode(path, size, resize)  # PIL's buffer is read-only: copied straight into the batch
     return out
 
 
@@ -102,15 +106,18 @@ def read_files(paths: Sequence[str]) -> list[Tensor]:
         try:
             out.append(torch.from_numpy(np.fromfile(path, dtype=np.uint8)))
         except OSError as err:
-            raise DatasetError(f"cannot read image {path!r}: {err}") from None
+            raise unreadable(path, err) from None
     return out
 
 
-def decode_bytes(data: Sequence[Tensor], paths: Sequence[str], size: int, device: torch.device | str) -> Tensor:
+def decode_bytes(
+    data: Sequence[Tensor], paths: Sequence[str], size: int, device: torch.device | str, resize: bool = True
+) -> Tensor:
     """File bytes -> (B, 3, size, size) uint8 on ``device``: JPEGs in one ``decode_jpeg`` call there.
 
     Resizing runs on ``device`` too (float, antialiased bilinear, rounded), so values may differ by
     a level or two from :func:`decode_files` (PIL's resize and libjpeg's IDCT); the images are the same.
+    ``resize`` False: a file not ``size x size`` is an error, as in :func:`decode_files`.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -127,10 +134,10 @@ def decode_bytes(data: Sequence[Tensor], paths: Sequence[str], size: int, device
             except RuntimeError:
                 pass
     for i in range(len(data)):
-        if i in decoded:
+        if i in decoded and (resize or tuple(decoded[i].shape[-2:]) == (size, size)):
             out[i] = resize_u8(decoded[i], size)
-        else:  # PNG and friends, CMYK JPEGs: PIL, exactly as the decode-once cache
-            out[i] = _decode_pil_bytes(data[i], paths[i], size).to(device)
+        else:  # PNG and friends, CMYK JPEGs, the wrong size: PIL, exactly as the decode-once cache
+            out[i] = _decode_pil_bytes(data[i], paths[i], size, resize).to(device)
     return out
 
 
@@ -144,15 +151,13 @@ def resize_u8(images: Tensor, size: int) -> Tensor:
     return x.round_().clamp_(0, 255).to(torch.uint8).reshape(*images.shape[:-2], size, size)
 
 
-def _decode_pil_bytes(data: Tensor, path: str, size: int) -> Tensor:
+def _decode_pil_bytes(data: Tensor, path: str, size: int, resize: bool = True) -> Tensor:
+    """(n_bytes,) uint8 file bytes -> (3, size, size) uint8 through the cache's PIL decode."""
     try:
         with Image.open(io.BytesIO(data.numpy().tobytes())) as img:
-            img = img.convert("RGB")
-            if img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
-            return torch.from_numpy(np.asarray(img).transpose(2, 0, 1).copy())
-    except OSError as err:
-        raise DatasetError(f"cannot read image {path!r}: {err}") from None
+            return torch.from_numpy(to_array(img, path, size, resize).copy())
+    except (OSError, Image.DecompressionBombError) as err:
+        raise unreadable(path, err) from None
 
 
 class _BatchReader(Dataset):
@@ -162,7 +167,7 @@ class _BatchReader(Dataset):
     batches that exhausted a 1024-descriptor limit."""
 
     def __init__(self, images: StreamedImages, batches: Sequence[Tensor], raw: bool) -> None:
-        self.paths, self.size, self.raw = images.paths, images.size, raw
+        self.paths, self.size, self.resize, self.raw = images.paths, images.size, images.resize, raw
         self.batches = [b.tolist() for b in batches]
 
     def __len__(self) -> int:
@@ -171,7 +176,7 @@ class _BatchReader(Dataset):
     def __getitem__(self, i: int):
         paths = [self.paths[j] for j in self.batches[i]]
         if not self.raw:
-            return decode_files(paths, self.size)
+            return decode_files(paths, self.size, self.resize)
         data = read_files(paths)
         return torch.cat(data), torch.tensor([len(d) for d in data]), paths
 
@@ -199,6 +204,6 @@ def stream_batches(
     for item in loader:
         if raw:
             joined, lengths, paths = item
-            yield decode_bytes(joined.split(lengths.tolist()), paths, images.size, device)
+            yield decode_bytes(joined.split(lengths.tolist()), paths, images.size, device, images.resize)
         else:
             yield item.to(device, non_blocking=True)

@@ -26,7 +26,8 @@ SIZES = [(23, 17), (40, 31), (16, 16), (9, 50), (33, 33)]  # odd, non-square, sm
 
 
 def _folder(root, per_class=5, test_per_class=2):
-    """A 3-class ImageFolder of smooth random JPEGs of odd sizes (one PNG and one grey JPEG too)."""
+    """A 3-class ImageFolder of smooth random JPEGs of odd sizes (one PNG and one grey JPEG per
+    class too, and a 16-bit grey PNG in train/bee)."""
     g = np.random.default_rng(0)
     k = 0
     for split, n in (("train", per_class), ("test", test_per_class)):
@@ -43,6 +44,9 @@ def _folder(root, per_class=5, test_per_class=2):
                     img.save(root / split / c / f"{i}.png")
                 elif i == 2 and split == "train":
                     img.convert("L").save(root / split / c / f"{i}.jpg", quality=90)
+                elif i == 3 and split == "train" and c == "bee":  # 16 bit: scaled to 8 by both decoders
+                    grey16 = pixels.mean(2) * 257 + g.integers(0, 257, (h, w))
+                    Image.fromarray(grey16.clip(0, 65535).astype(np.uint16)).save(root / split / c / f"{i}.png")
                 else:
                     img.save(root / split / c / f"{i}.jpg", quality=90)
     return root
