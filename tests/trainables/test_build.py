@@ -75,6 +75,33 @@ def test_build_data__a_label_budget_shrinks_only_the_training_split(digits, tiny
     assert len(budget.eval_train) == len(full.eval_train) == 200 and len(budget.eval_test) == len(full.eval_test)
 
 
+def test_check_batch_fits__counts_the_split_build_data_trains_on(digits, tiny_cfg):
+    """From the labels alone, the size build_data's pretraining split has: after train_per_class
+    (20 a class here) and, for a label-using method only, labels_per_class; the unlabeled split for
+    an SSL method where there is one. optim.epochs 0 trains nothing and always fits."""
+    import dataclasses
+
+    from trainables.build import build_data, check_batch_fits, subset
+
+    def fits(method, data=digits, **overrides):
+        cfg = tiny_cfg(method, **overrides).resolved()
+        try:
+            check_batch_fits(cfg, data)
+        except ValueError as err:
+            return str(err)
+        return len(build_data(cfg, subset(data, cfg.data), CPU).train)  # the count it checked against
+
+    assert fits("supervised", **{"optim.batch_size": 200}) == 200
+    assert fits("supervised", **{"optim.batch_size": 201}) == (
+        "optim.batch_size 201 is larger than the 200 training images; valid: <= 200"
+    )
+    assert fits("supervised", **{"optim.batch_size": 60, "data.labels_per_class": 5}).endswith("valid: <= 50")
+    assert fits("supervised", **{"optim.batch_size": 999, "optim.epochs": 0}) == 200
+    with_unlabeled = dataclasses.replace(digits, unlabeled=digits.train)  # 2,000 unlabeled images
+    assert fits("moco_v2", with_unlabeled, **{"optim.batch_size": 1000}) == len(digits.train)
+    assert fits("supervised", with_unlabeled, **{"optim.batch_size": 1000}).endswith("valid: <= 200")
+
+
 def test_build_model__the_initial_backbone_does_not_depend_on_the_method():
     """Why a sweep keeps one untrained trial per corruption x seed (``sweeps.launch._unique``)."""
     states = []
