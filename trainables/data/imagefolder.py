@@ -52,11 +52,15 @@ def scan(root: Path) -> dict[str, list[tuple[str, int]]]:
     files: dict[str, list[tuple[str, int]]] = {}
     for split in (*REQUIRED_SPLITS, "unlabeled"):
         folder = root / split
+        if split == "test" and not folder.is_dir() and (root / "val").is_dir():
+            folder = root / "val"  # ImageNet's layout: its validation split is the test split
         if not folder.is_dir():
             if split == "unlabeled":
                 continue
             raise DatasetError(
-                f"dataset folder {str(root)!r} has no {split}/ folder; expected {folder}/<class>/<image>"
+                f"dataset folder {str(root)!r} has no {split}/ folder"
+                + (" (nor val/)" if split == "test" else "")
+                + f"; expected {folder}/<class>/<image>"
             )
         if split == "unlabeled":
             files[split] = [(p, -1) for p in _images_in(folder)]

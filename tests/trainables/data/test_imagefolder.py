@@ -208,3 +208,13 @@ def test_cache_key__holds_the_decoder_version(tmp_path, monkeypatch):
     monkeypatch.setattr(imagefolder, "DECODER_VERSION", "another-decoder")  # a cache from it is not reused
     load_dataset(f"imagefolder:{root}", image_size=8, cache_dir=cache)
     assert len(list(cache.iterdir())) == 2
+
+
+def test_scan__imagenets_val_folder_is_the_test_split_where_test_is_missing(tmp_path):
+    files = {path.replace("test/", "val/", 1): data for path, data in _plain(tmp_path).items()}
+    root = _tree(tmp_path / "ds", files)
+    listed = [os.path.relpath(p, root) for p, _ in imagefolder.scan(root)["test"]]
+    assert listed and all(p.startswith("val/") for p in listed)
+    (root / "val").rename(root / "elsewhere")
+    with pytest.raises(DatasetError, match=r"has no test/ folder \(nor val/\)"):
+        imagefolder.scan(root)
