@@ -110,6 +110,22 @@ def check_normalization(cells: list[dict[str, Any]], data: ImageDataset) -> None
             normalization(TrialConfig.from_flat(cell), data)
 
 
+def _check_batches(cells: list[dict], data, dry_run: bool) -> None:
+    """Every trial's batch fits the split it trains on (``trainables.build.check_batch_fits``): a
+    launch is refused (ValueError); a dry run, which plans a preset on any folder, only warns."""
+    from trainables.build import check_batch_fits
+    from trainables.config import TrialConfig
+
+    for cell in cells:
+        try:
+            check_batch_fits(TrialConfig.from_flat(cell), data)
+        except ValueError as err:
+            if not dry_run:
+                raise
+            print(f"warning: {err} ({cell['method']} {cell['data.corruption']}): a launch is refused", file=sys.stderr)
+            return
+
+
 def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool]:
     """Parse and validate; returns (plan, dry_run). Raises SweepError with a one-line message."""
     args = build_parser(sweep.description, sweep.name, sweep.flags).parse_args(argv)
@@ -117,7 +133,6 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
     opts = merge_options(args, load_yaml(args.config), set(sweep.extra_keys), sweep.flags)
     check_storage(args.storage_path or DEFAULT_STORAGE)
     from corruptions import CorruptionError, parse
-    from trainables.build import check_batch_fits
     from trainables.config import TrialConfig
     from trainables.data.datasets import DatasetError, absolute_spec, check_dataset, load_dataset
     from trainables.methods import method_class
@@ -157,8 +172,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         cells = _unique(graphs_off_for_ranks(cells, opts))
         check_data_parallel(cells, int(opts["resources"]["workers"]))
         check_normalization(cells, data)
-        for cell in cells:
-            check_batch_fits(TrialConfig.from_flat(cell), data)
+        _check_batches(cells, data, args.dry_run)
     except (CorruptionError, DatasetError) as err:
         raise SweepError(str(err)) from None
     except ValueError as err:

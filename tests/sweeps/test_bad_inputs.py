@@ -529,3 +529,14 @@ def test_resume__keys_added_to_the_code_since_the_recording_are_accepted_at_thei
     prepare(GRID, argv(storage, "--experiment", "e", "--resume", "--dry-run"))  # accepted
     err = _error(capsys, argv(storage, "--experiment", "e", "--resume", "--set", "eval.bank_dtype=bf16"))
     assert "eval.bank_dtype" in err and "bf16" in err  # a new key away from its default is a change
+
+
+def test_bad_input__a_dry_run_warns_of_a_batch_larger_than_the_training_split(storage, capsys):
+    """A dry run plans a preset on any folder (the ImageNet presets on a tiny one): it warns, once."""
+    from sweeps.launch import prepare
+
+    tight = ["--set", "data.train_per_class=3", "--set", "optim.batch_size=64", "--dry-run"]
+    plan, dry_run = prepare(GRID, argv(storage, *tight))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert dry_run and plan.cells and len(warnings) == 1
+    assert "optim.batch_size 64 is larger than the 30 training images" in warnings[0]
