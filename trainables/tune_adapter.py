@@ -211,6 +211,9 @@ def _resume_state(
     if checkpoint is None:  # nothing on disk here (remote storage): Tune's own record
         return None, None
     with checkpoint.as_directory() as folder:
+        if not (Path(folder) / STATE_FILE).exists():  # a stand-in (sweeps.records): nothing to resume from
+            print(f"no loadable checkpoint of trial {trial_id}: it starts from scratch", file=sys.stderr, flush=True)
+            return None, None
         return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True), None
 
 

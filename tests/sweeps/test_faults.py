@@ -278,3 +278,67 @@ def test_fault__interrupted_then_killed_sweep_resumes_each_time_without_rerunnin
     finally:
         for proc, started in procs:
             _stop_driver(proc, started, ray_procs)
+
+
+def test_fault__a_snapshot_naming_a_pruned_checkpoint_resumes_from_the_newest_on_disk(storage, tmp_path):
+    """Tune's last snapshot can name a checkpoint that its num_to_keep pruned since (a driver killed
+    between snapshots, as a loaded CI machine once hit): Ray refused that trial ("does not exist on
+    storage anymore") and the resumed sweep failed it. Made deterministic here: SIGINT mid-trial
+    (Tune's state names the trial's newest checkpoint k), then the folder as a later, killed launch
+    would leave it: checkpoint k + 1 on disk, k and older pruned. The resume continues from it."""
+    epochs = 6
+    config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"], "grids": [1]}  # glo_1 is ori: one trial
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(config))
+    cmd = [
+        sys.executable,
+        str(REPO / "sweeps/grid_patch_sizes.py"),
+        *argv(
+            storage,
+            "--experiment",
+            "cut",
+            "--config",
+            str(tmp_path / "one.yaml"),
+            "--set",
+            "eval.eval_every=1",
+            epochs=epochs,
+        ),
+    ]
+    popen = {
+        "cwd": tmp_path,
+        "env": {**os.environ, "SBL_CACHE_DIR": str(tmp_path / "cache")},
+        "start_new_session": True,
+    }
+    procs: list[tuple[subprocess.Popen, int | None]] = []
+
+    def launch(args: list[str], log: str) -> subprocess.Popen:
+        proc = subprocess.Popen(args, stdout=(tmp_path / log).open("w"), stderr=subprocess.STDOUT, **popen)
+        procs.append((proc, _start_time(proc.pid)))
+        return proc
+
+    try:
+        first = launch(cmd, "first.log")
+        steps = lambda client, runs: [r for r in runs if len(client.get_metric_history(r.info.run_id, "loss")) >= 3]  # noqa: E731
+        assert _poll(first, storage, 240, steps), (tmp_path / "first.log").read_text()[-3000:]
+        first.send_signal(signal.SIGINT)
+        assert first.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
+        [trial_dir] = {p.parent for p in storage.glob("cut/*/checkpoint_*")}
+        kept = sorted(trial_dir.glob("checkpoint_*"))
+        newest = int(kept[-1].name.split("_")[1])
+        kept[-1].rename(trial_dir / f"checkpoint_{newest + 1:06d}")  # written after Tune's snapshot ...
+        for path in kept[:-1]:
+            shutil.rmtree(path)  # ... which pruned the older ones, the snapshot's among them
+
+        second = launch([*cmd, "--resume"], "second.log")
+        out = (tmp_path / "second.log").read_text() if second.wait(timeout=600) else ""
+        assert second.returncode == 0, (tmp_path / "second.log").read_text()[-3000:]
+        assert "does not exist on storage" not in out
+        client, _, [run] = runs(storage, "cut")
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, epochs + 1))
+        assert (
+            sorted(p.name for p in trial_dir.iterdir() if p.name.startswith("checkpoint_") and not any(p.iterdir()))
+            == []
+        )
+    finally:
+        for proc, started in procs:
+            _stop_driver(proc, started, {})
