@@ -20,6 +20,8 @@ Budget and corruptions: sweeps/configs/downstream.yaml.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,7 +112,8 @@ def run(argv: Sequence[str]) -> int:
     args = build_parser(__doc__, "downstream").parse_args(argv)
     base = without_resume(argv)
     # Names and storage exactly as the launcher resolves them (YAML dataset and trial keys included).
-    plan, _ = prepare(PRETRAIN, [*base, "--dry-run"])
+    with contextlib.redirect_stderr(io.StringIO()):  # its dry-run warnings: each stage prints its own
+        plan, _ = prepare(PRETRAIN, [*base, "--dry-run"])
     given = all(cell.get(INIT) or cell.get(TIMM) for cell in plan.cells)
     storage, experiment = plan.storage, plan.experiment
     del plan  # it holds the decoded dataset; each stage loads its own

@@ -225,11 +225,13 @@ def check_resume(plan: Plan) -> None:
     if not path.exists():  # experiments from before the plan was recorded
         return
     recorded = json.loads(path.read_text())
-    if len(recorded) != len(plan.cells):
-        raise SweepError(
-            f"--resume: this config makes {len(plan.cells)} trials, the experiment recorded {len(recorded)}; valid: the experiment's own config ({path}), or --experiment NEW_NAME"
-        )
     current = json.loads(json.dumps(plan.cells))  # tuples -> lists, as recorded
+    where = f"the experiment's own config (its trials: {path}), or --experiment NEW_NAME"
+    if len(recorded) != len(current):
+        raise SweepError(
+            f"--resume: this config makes {len(current)} trials, the experiment recorded {len(recorded)}"
+            f"{_set_hint(recorded, current)}; valid: {where}"
+        )
     for old, new in zip(recorded, current, strict=True):
         added = _added_at_default(old, new)  # keys newer than the recording, at the value the trial ran with
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in added)
@@ -237,8 +239,21 @@ def check_resume(plan: Plan) -> None:
             k = changed[0]
             raise SweepError(
                 f"--resume: {k} of trial {old.get('method')} {old.get('data.corruption')} seed {old.get('system.seed')} "
-                f"is {new.get(k)!r} now, {old.get(k)!r} when recorded; valid: the experiment's own config ({path}), or --experiment NEW_NAME"
+                f"is {new.get(k)!r} now, {old.get(k)!r} when recorded{_set_hint(recorded, current)}; valid: {where}"
             )
+
+
+def _set_hint(recorded: list[dict], current: list[dict]) -> str:
+    """A hint naming the first trial key that every recorded trial had at one value and the current
+    config sets otherwise (a default that changed since, e.g. data.image_size), and the --set that
+    restores it; "" if there is none."""
+    for key in sorted({k for cell in recorded for k in cell} - {"method", "data.corruption", "system.seed"}):
+        was = {json.dumps(cell.get(key)) for cell in recorded}
+        if len(was) == 1 and was != {json.dumps(cell.get(key)) for cell in current}:
+            value = json.loads(was.pop())
+            text = value if isinstance(value, str) else json.dumps(value)  # as --set reads it (YAML)
+            return f" (it ran with {key} {text}: add --set {key}={text})"
+    return ""
 
 
 OPTIONS_FILE = "sweep_options.json"

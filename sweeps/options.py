@@ -289,6 +289,11 @@ def merge_options(
     # The YAML's keys for one dataset only (by its registry name: shapes, cifar10, imagefolder, ...),
     # e.g. the size the embedded shapes are drawn at, which must not resize a user's --dataset.
     per_dataset = _mapping("dataset_trial", data.get("dataset_trial"), "{shapes: {data.image_size: 16}}")
+    from trainables.data.datasets import DATASETS
+
+    unknown = sorted(set(per_dataset) - set(DATASETS))
+    if unknown:
+        raise SweepError(f"dataset_trial key {unknown[0]!r} is invalid; valid: {', '.join(sorted(DATASETS))}")
     name = str(opts["dataset"]).partition(":")[0]
     dataset_trial = _mapping(f"dataset_trial.{name}", per_dataset.get(name), "{data.image_size: 16}")
     opts["trial"] = {**opts["trial"], **dataset_trial, **smoke_trial, **given}

@@ -95,6 +95,19 @@ def test_bad_input__resume_with_a_changed_config_names_the_key(storage, capsys):
     assert f"{len(plan.cells)}" in err and "recorded" in err
 
 
+def test_bad_input__resume_after_a_default_changed_says_which_set_restores_it(storage, capsys):
+    """A sweep recorded at 16 px (every dataset was resized to it before dataset_trial) resumed with
+    today's default (the folder's own 32 px: other grids, so another trial count) names the key."""
+    from sweeps.launch import prepare, save_plan
+
+    digits = ["--experiment", "d", "--dataset", "digits"]
+    plan, _ = prepare(GRID, argv(storage, *digits, "--set", "data.image_size=16", "--dry-run"))
+    save_plan(plan)
+    err = _error(capsys, argv(storage, *digits, "--resume"))
+    assert "recorded" in err and "add --set data.image_size=16" in err
+    prepare(GRID, argv(storage, *digits, "--resume", "--set", "data.image_size=16", "--dry-run"))  # accepted
+
+
 # --- issue 23 §2: every bad value refused before any trial ----------------------------------------
 
 
@@ -540,3 +553,10 @@ def test_bad_input__a_dry_run_warns_of_a_batch_larger_than_the_training_split(st
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert dry_run and plan.cells and len(warnings) == 1
     assert "optim.batch_size 64 is larger than the 30 training images" in warnings[0]
+
+
+def test_bad_input__a_misspelt_dataset_trial_name(storage, tmp_path, capsys):
+    config = tmp_path / "typo.yaml"
+    config.write_text("dataset_trial:\n  shape: {data.image_size: 16}\n")
+    err = _error(capsys, argv(storage, "--config", str(config)))
+    assert "'shape'" in err and "shapes" in err and "imagefolder" in err

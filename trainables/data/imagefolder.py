@@ -85,17 +85,27 @@ def _images_in(folder: Path) -> list[str]:
     """
     found: list[tuple[str, list[str]]] = []
     pending = [str(folder)]
+    seen = {os.path.realpath(folder)}  # folders walked: a symlink back into them would loop forever
     while pending:  # os.walk(followlinks=True) by hand: DirEntry.is_file() skips a stat per file
         top = pending.pop()
         names = []
-        with os.scandir(top) as entries:  # d_type: 60k files scan in ~0.1 s
-            for e in entries:
-                if _hidden(e.name):
-                    continue
-                if e.is_dir():
-                    pending.append(e.path)
-                elif os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file():
-                    names.append(e.name)
+        try:
+            with os.scandir(top) as entries:  # d_type: 60k files scan in ~0.1 s
+                for e in entries:
+                    if _hidden(e.name):
+                        continue
+                    if e.is_dir():
+                        real = os.path.realpath(e.path)
+                        if real in seen:
+                            raise DatasetError(
+                                f"folder {e.path!r} is {real!r} again (a symlink loop, or a second link to it); valid: a tree that reaches each folder once"
+                            )
+                        seen.add(real)
+                        pending.append(e.path)
+                    elif os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file():
+                        names.append(e.name)
+        except OSError as err:  # e.g. unreadable
+            raise DatasetError(f"cannot list folder {top!r}: {err.strerror or err}") from None
         found.append((top, sorted(names)))
     images = [os.path.join(top, n) for top, names in sorted(found) for n in names]  # str: pathlib costs ~1 s per 60k
     if not images:
@@ -167,7 +177,7 @@ def to_rgb(img: Image.Image, path: str) -> Image.Image:
         return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
     if img.mode in ("I", "F"):
         raise DatasetError(
-            f"image {path!r} has mode {img.mode} ({'32-bit integer' if img.mode == 'I' else 'float'}); "
+            f"image {path!r} has mode {img.mode} ({'32-bit or signed 16-bit integer' if img.mode == 'I' else 'float'}); "
             "valid: 8-bit or 16-bit images (convert it, e.g. scale to 0..255 and save as 8-bit PNG)"
         )
     return img.convert("RGB")

@@ -218,3 +218,11 @@ def test_scan__imagenets_val_folder_is_the_test_split_where_test_is_missing(tmp_
     (root / "val").rename(root / "elsewhere")
     with pytest.raises(DatasetError, match=r"has no test/ folder \(nor val/\)"):
         imagefolder.scan(root)
+
+
+def test_scan__a_symlink_loop_is_one_line_naming_it(tmp_path):
+    """A link back up the tree made the walk grow paths until the OS refused (a raw OSError)."""
+    root = _tree(tmp_path / "ds", _plain(tmp_path))
+    os.symlink("..", root / "train/a/up")
+    with pytest.raises(DatasetError, match=r"train/a/up/a' is '.*train/a' again \(a symlink loop"):
+        imagefolder.scan(root)
