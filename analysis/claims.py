@@ -14,7 +14,7 @@ start from one (``model.init_checkpoint`` or timm's ``model.pretrained`` weights
 reference (``optim.epochs == 0``) is the floor (S1.floor and the ``.floor`` variants, the pre-declared secondary measure); ``supervised@n`` arms
 (``data.labels_per_class``) get ``.matched`` variants of C1/C2 (``analysis.drop_claims``).
 
-    python -m analysis.claims --experiment grid_patch_sizes-digits [--metric probe_acc]
+    python -m analysis.claims --experiment grid_patch_sizes-shapes [--metric probe_acc]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Pearson and Spearman r with 95% percentile-bootstrap intervals, per method and p
 methods (each method centred, so methods whose uniformity sits on different scales do not
 make a correlation of their own). The untrained reference is left out: it learned nothing.
 
-    python -m analysis.correlate --experiment grid_patch_sizes-digits [--metric probe_acc]
+    python -m analysis.correlate --experiment grid_patch_sizes-shapes [--metric probe_acc]
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ a 95% interval that does not clear zero (``floor_gaps``), and a drop either of w
 (ori or the corruption) is such a cell. A drop there measures a learner that learned nothing
 measurable, not what the corruption does to one that did: it is not a finding.
 
-    python -m analysis.drops --experiment grid_patch_sizes-digits [--metric probe_acc] [--out DIR]
+    python -m analysis.drops --experiment grid_patch_sizes-shapes [--metric probe_acc] [--out DIR]
 """
 
 from __future__ import annotations

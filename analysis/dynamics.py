@@ -8,7 +8,7 @@ of the same seed and corruption: every method builds its backbone first from the
 ``init`` generator, so that trial *is* the starting point of each trained one. Without it the
 curves start at the first evaluation.
 
-    python -m analysis.dynamics --experiment grid_patch_sizes-digits [--corruption glo_4]
+    python -m analysis.dynamics --experiment grid_patch_sizes-shapes [--corruption glo_4]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ class prototype (the mean L2-normalised feature of that class over the trial's t
 images under the same corruption). Its gradient needs no fitting, so maps of different
 methods and corruptions are directly comparable. The score explained is the predicted class.
 
-    python -m analysis.gradcam --experiment grid_patch_sizes-digits [--method moco_v2 --corruption glo_4 --seed 0]
+    python -m analysis.gradcam --experiment grid_patch_sizes-shapes [--method moco_v2 --corruption glo_4 --seed 0]
 """
 
 from __future__ import annotations

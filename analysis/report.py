@@ -6,7 +6,7 @@ for an MLflow source, logged to the sweep's parent run under ``analysis/report.h
 Grad-CAM and t-SNE need the trials' checkpoints (the Tune storage folder); without them
 those sections say why they are empty and the rest of the report is unaffected.
 
-    python -m analysis.report --experiment grid_patch_sizes-digits [--metric probe_acc] [--no-log]
+    python -m analysis.report --experiment grid_patch_sizes-shapes [--metric probe_acc] [--no-log]
 """
 
 from __future__ import annotations

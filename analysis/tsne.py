@@ -4,7 +4,7 @@ Features: the trial's backbone on (a per-class subset of) its test split under i
 corruption, L2-normalised as for uniformity. Embedded with scikit-learn's Barnes-Hut t-SNE
 (PCA init, fixed seed), so the same trial always gives the same picture.
 
-    python -m analysis.tsne --experiment grid_patch_sizes-digits [--method moco_v2] [--per-class 50]
+    python -m analysis.tsne --experiment grid_patch_sizes-shapes [--method moco_v2] [--per-class 50]
 """
 
 from __future__ import annotations
