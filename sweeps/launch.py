@@ -110,19 +110,28 @@ def check_normalization(cells: list[dict[str, Any]], data: ImageDataset) -> None
             normalization(TrialConfig.from_flat(cell), data)
 
 
-def _check_batches(cells: list[dict], data, dry_run: bool) -> None:
-    """Every trial's batch fits the split it trains on (``trainables.build.check_batch_fits``): a
-    launch is refused (ValueError); a dry run, which plans a preset on any folder, only warns."""
+def _check_batches(cells: list[dict], data, dry_run: bool, space: dict | None = None) -> None:
+    """Every trial's batch fits the split it trains on (``trainables.build.check_batch_fits``), also at
+    each end of a searched ``space`` (a sampled optim.batch_size or data.train_per_class): a launch
+    is refused (ValueError); a dry run, which plans a preset on any folder, only warns."""
     from trainables.build import check_batch_fits
     from trainables.config import TrialConfig
 
-    for cell in cells:
+    variants = [(cell, "") for cell in cells]
+    for key, spec in (space or {}).items():  # Tune-ready: {choice: [...]} or {kind: [low, high]}
+        kind, args = next(iter(spec.items()))
+        ends = list(args) if kind == "choice" else [args[0], args[1] - 1 if kind == "randint" else args[1]]
+        variants += [({**cell, key: v}, f"space.{key} {v}: ") for cell in cells for v in ends]
+    for cell, where in variants:
         try:
             check_batch_fits(TrialConfig.from_flat(cell), data)
         except ValueError as err:
             if not dry_run:
-                raise
-            print(f"warning: {err} ({cell['method']} {cell['data.corruption']}): a launch is refused", file=sys.stderr)
+                raise ValueError(f"{where}{err}") from None
+            print(
+                f"warning: {where}{err} ({cell['method']} {cell['data.corruption']}): a launch is refused",
+                file=sys.stderr,
+            )
             return
 
 
@@ -172,7 +181,7 @@ def prepare(sweep: Sweep, argv: Sequence[str] | None = None) -> tuple[Plan, bool
         cells = _unique(graphs_off_for_ranks(cells, opts))
         check_data_parallel(cells, int(opts["resources"]["workers"]))
         check_normalization(cells, data)
-        _check_batches(cells, data, args.dry_run)
+        _check_batches(cells, data, args.dry_run, opts.get("space"))
     except (CorruptionError, DatasetError) as err:
         raise SweepError(str(err)) from None
     except ValueError as err:

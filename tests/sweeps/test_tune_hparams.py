@@ -61,6 +61,11 @@ SPACE = "space: {optim.lr: {loguniform: [0.01, 1.0]}}\n"
         ("candidates: [0.5]\n", [], "candidates: [0.5] is invalid; valid: a list of flat overrides"),
         (SPACE, ["--set", "eval.eval_every=2"], "eval.eval_every 2 is invalid for a searched space"),
         (SPACE, ["--set", "eval.eval_every=1", "--seeds", "0", "1"], "seeds 0 1 are invalid for a searched space"),
+        (  # a sampled batch larger than the split: refused here, not by the trials that draw it
+            "space: {optim.batch_size: {choice: [32, 256]}}\n",
+            ["--set", "eval.eval_every=1", "--set", "data.train_per_class=15", "--set", "optim.batch_size=32"],
+            "space.optim.batch_size 256: optim.batch_size 256 is larger than the 150 training images",
+        ),
     ],
 )
 def test_search__bad_input_is_a_one_line_error_before_any_trial(storage, tmp_path, capsys, body, extra, message):
