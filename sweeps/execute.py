@@ -25,10 +25,11 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from sweeps import records, tracking
-from sweeps.launch import Plan, save_plan
+from sweeps.launch import Plan
 from sweeps.options import SweepError, SweepOptions, searched_keys
 from sweeps.progress import Progress, ended, print_summary
 from sweeps.progress_csv import ProgressCSV
+from sweeps.resume import save_plan
 from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, dataset_record, open_parent_run
 from trainables import tune_adapter
 

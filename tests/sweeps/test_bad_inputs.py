@@ -84,7 +84,8 @@ def test_bad_input__gpus_on_a_cluster_without_gpus(storage, capsys, ray_shutdown
 
 
 def test_bad_input__resume_with_a_changed_config_names_the_key(storage, capsys):
-    from sweeps.launch import prepare, save_plan
+    from sweeps.launch import prepare
+    from sweeps.resume import save_plan
 
     plan, _ = prepare(GRID, argv(storage, "--experiment", "e", "--dry-run"))
     save_plan(plan)
@@ -98,7 +99,8 @@ def test_bad_input__resume_with_a_changed_config_names_the_key(storage, capsys):
 def test_bad_input__resume_after_a_default_changed_says_which_set_restores_it(storage, capsys):
     """A sweep recorded at 16 px (every dataset was resized to it before dataset_trial) resumed with
     today's default (the folder's own 32 px: other grids, so another trial count) names the key."""
-    from sweeps.launch import prepare, save_plan
+    from sweeps.launch import prepare
+    from sweeps.resume import save_plan
 
     digits = ["--experiment", "d", "--dataset", "digits"]
     plan, _ = prepare(GRID, argv(storage, *digits, "--set", "data.image_size=16", "--dry-run"))
@@ -481,7 +483,8 @@ def test_untrained__epochs_0_adds_no_duplicate_trial(storage, tmp_path):
 
 
 def test_resume__a_changed_max_failures_is_refused(storage, tmp_path, capsys):
-    from sweeps.launch import prepare, save_plan
+    from sweeps.launch import prepare
+    from sweeps.resume import save_plan
 
     common = ["--storage-path", str(storage), "--experiment", "e", "--dry-run"]
     plan, _ = prepare(GRID, [*common, "--config", _yaml(tmp_path, "")])
@@ -530,7 +533,8 @@ def test_address__a_running_ray_head_passes_the_check(ray_shutdown):
 def test_resume__keys_added_to_the_code_since_the_recording_are_accepted_at_their_defaults(storage, capsys):
     import json
 
-    from sweeps.launch import PLAN_FILE, prepare, save_plan
+    from sweeps.launch import prepare
+    from sweeps.resume import PLAN_FILE, save_plan
 
     plan, _ = prepare(GRID, argv(storage, "--experiment", "e", "--dry-run"))
     save_plan(plan)
@@ -560,3 +564,22 @@ def test_bad_input__a_misspelt_dataset_trial_name(storage, tmp_path, capsys):
     config.write_text("dataset_trial:\n  shape: {data.image_size: 16}\n")
     err = _error(capsys, argv(storage, "--config", str(config)))
     assert "'shape'" in err and "shapes" in err and "imagefolder" in err
+
+
+def test_bad_input__resume_on_a_folder_whose_images_changed_is_refused(storage, tmp_path, tiny_imagefolder, capsys):
+    """Images added to the folder (or read otherwise by a newer decoder) since the sweep started would
+    mix two datasets in one study: --resume names both contents and sizes."""
+    import shutil
+
+    from sweeps.launch import prepare
+    from sweeps.resume import save_plan
+
+    folder = shutil.copytree(tiny_imagefolder, tmp_path / "folder")
+    flags = ["--experiment", "f", "--dataset", f"imagefolder:{folder}", "--set", "data.image_size=16"]
+    flags += ["--set", "data.train_per_class=4", "--set", "optim.batch_size=4"]
+    plan, _ = prepare(GRID, argv(storage, *flags, "--dry-run"))
+    save_plan(plan)
+    prepare(GRID, argv(storage, *flags, "--resume", "--dry-run"))  # the same files: accepted
+    shutil.copy(folder / "train/n01440764/0.JPEG", folder / "train/n01440764/new.JPEG")
+    err = _error(capsys, argv(storage, *flags, "--resume"))
+    assert "is not the one the sweep started on" in err and "train_images 36" in err and "train_images 37" in err

@@ -9,8 +9,9 @@ import torch
 
 from analysis.frame import config_arm
 from sweeps import downstream, paper_table1
-from sweeps.launch import PLAN_FILE, main, prepare
+from sweeps.launch import main, prepare
 from sweeps.options import CONFIG_DIR, SweepError
+from sweeps.resume import PLAN_FILE
 from tests.sweeps.conftest import argv, runs
 
 

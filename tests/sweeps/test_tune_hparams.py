@@ -124,7 +124,7 @@ def test_search__numbers_yaml_reads_as_strings_are_numbers_in_the_space(storage,
 
 
 def test_search__a_changed_space_on_resume_is_refused_not_ignored(storage, tmp_path, capsys):
-    from sweeps.launch import save_plan
+    from sweeps.resume import save_plan
 
     common = ["--storage-path", str(storage), "--experiment", "s", "--set", "eval.eval_every=1", "--dry-run"]
     plan, _ = prepare(tune_hparams.SWEEP, ["--config", _config(tmp_path, SPACE), *common])
