@@ -112,8 +112,9 @@ def run(argv: Sequence[str]) -> int:
     args = build_parser(__doc__, "downstream").parse_args(argv)
     base = without_resume(argv)
     # Names and storage exactly as the launcher resolves them (YAML dataset and trial keys included).
-    with contextlib.redirect_stderr(io.StringIO()):  # its dry-run warnings: each stage prints its own
+    with contextlib.redirect_stderr(io.StringIO()) as said:  # its dry-run warnings: each stage prints its own
         plan, _ = prepare(PRETRAIN, [*base, "--dry-run"])
+    sys.stderr.write("".join(line for line in said.getvalue().splitlines(True) if not line.startswith("warning: ")))
     given = all(cell.get(INIT) or cell.get(TIMM) for cell in plan.cells)
     storage, experiment = plan.storage, plan.experiment
     del plan  # it holds the decoded dataset; each stage loads its own

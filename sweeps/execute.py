@@ -177,8 +177,9 @@ def _run(plan: Plan, started: float) -> int:
     )
     progress = Progress(len(plan.cells), tuple(searched_keys(plan.opts)))
     status = "FAILED"
-    stand_ins = records.stand_in_for_pruned_checkpoints(plan.experiment_path) if plan.resume else []
     try:
+        if plan.resume:
+            records.stand_in_for_pruned_checkpoints(plan.experiment_path)
         tuner = _tuner(plan, trainable, parent, progress)
         if not plan.resume:  # a search's trials are its num_samples, not its one base cell
             tracking.tag_run(plan.mlflow_uri, parent, {"trials": str(progress.total)})
@@ -189,7 +190,7 @@ def _run(plan: Plan, started: float) -> int:
         unfinished = sum(1 for r in results if r.error is None and not ended(r)) + max(0, progress.total - len(results))
         status = "FAILED" if failed else "KILLED" if unfinished else "FINISHED"
     finally:
-        records.remove_stand_ins(stand_ins)
+        records.remove_stand_ins(plan.experiment_path)
         killed = close_runs(plan.mlflow_uri, parent, status)
         if killed:
             print(f"marked {killed} unfinished MLflow run(s) KILLED; `--resume` continues them", flush=True)

@@ -9,6 +9,7 @@ and the cluster's GPUs/CPUs against the per-trial request.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -111,18 +112,34 @@ def check_normalization(cells: list[dict[str, Any]], data: ImageDataset) -> None
             normalization(TrialConfig.from_flat(cell), data)
 
 
+FIT_KEYS = (
+    "optim.batch_size",
+    "optim.epochs",
+    "data.train_per_class",
+    "data.labels_per_class",
+)  # check_batch_fits reads
+
+
 def _check_batches(cells: list[dict], data, dry_run: bool, space: dict | None = None) -> None:
-    """Every trial's batch fits the split it trains on (``trainables.build.check_batch_fits``), also at
-    each end of a searched ``space`` (a sampled optim.batch_size or data.train_per_class): a launch
-    is refused (ValueError); a dry run, which plans a preset on any folder, only warns."""
+    """Every trial's batch fits the split it trains on (``trainables.build.check_batch_fits``), also
+    every trial a searched ``space`` can draw (each combination of the ends of its ``FIT_KEYS``): a
+    launch is refused (ValueError); a dry run, which plans a preset on any folder, only warns."""
     from trainables.build import check_batch_fits
     from trainables.config import TrialConfig
 
-    variants = [(cell, "") for cell in cells]
+    ends = {}
     for key, spec in (space or {}).items():  # Tune-ready: {choice: [...]} or {kind: [low, high]}
+        if key not in FIT_KEYS:
+            continue
         kind, args = next(iter(spec.items()))
-        ends = list(args) if kind == "choice" else [args[0], args[1] - 1 if kind == "randint" else args[1]]
-        variants += [({**cell, key: v}, f"space.{key} {v}: ") for cell in cells for v in ends]
+        ends[key] = list(args) if kind == "choice" else [args[0], args[1] - 1 if kind == "randint" else args[1]]
+    # Every drawable trial lies between these corners (a sampled value replaces the base cell's).
+    corners = [dict(zip(ends, values, strict=True)) for values in itertools.product(*ends.values())] or [{}]
+    variants = [
+        ({**cell, **corner}, "".join(f"space.{k} {v}: " for k, v in corner.items()))
+        for cell in cells
+        for corner in corners
+    ]
     for cell, where in variants:
         try:
             check_batch_fits(TrialConfig.from_flat(cell), data)

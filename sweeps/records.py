@@ -227,33 +227,30 @@ def _descendants(pid: int) -> dict[int, int]:
     return found
 
 
-def stand_in_for_pruned_checkpoints(experiment_path: Path) -> list[Path]:
-    """Empty folders where Tune pruned a trial's older checkpoints (``num_to_keep``); returns them.
+def stand_in_for_pruned_checkpoints(experiment_path: Path) -> None:
+    """Empty folders where Tune pruned a trial's older checkpoints (``num_to_keep``).
 
     A killed driver leaves Tune's last experiment snapshot (taken every ~10 s), which can name a
     checkpoint pruned since; Ray then refuses that trial outright ("does not exist on storage
     anymore") and the sweep fails it, though newer checkpoints lie beside it. With a folder in its
     place the trial starts, and ``trainables.tune_adapter._resume_state`` loads its newest
     checkpoint on disk (an empty folder holds no state file, so it is never a candidate).
-    ``remove_stand_ins`` takes them away once the sweep has run.
+    ``remove_stand_ins`` takes them away once the sweep has run, and any a killed launch left.
     """
-    made = []
+    remove_stand_ins(experiment_path)
     for trial_dir in (p for p in experiment_path.iterdir() if p.is_dir()):
-        indices = [
-            int(m.group(1))
-            for p in trial_dir.glob("checkpoint_*")
-            if (m := re.fullmatch(r"checkpoint_(\d{6})", p.name))
-        ]
+        indices = [int(m.group(1)) for p in trial_dir.glob("checkpoint_*") if (m := _TUNE_CHECKPOINT.fullmatch(p.name))]
         for i in range(max(indices, default=0)):
-            folder = trial_dir / f"checkpoint_{i:06d}"
-            if not folder.exists():
-                folder.mkdir()
-                made.append(folder)
-    return made
+            (trial_dir / f"checkpoint_{i:06d}").mkdir(exist_ok=True)
 
 
-def remove_stand_ins(folders: list[Path]) -> None:
-    """Remove ``stand_in_for_pruned_checkpoints``' folders that are still empty."""
-    for folder in folders:
-        with contextlib.suppress(OSError):  # gone already, or Tune wrote into it
-            folder.rmdir()
+def remove_stand_ins(experiment_path: Path) -> None:
+    """Remove every empty Tune checkpoint folder (a stand-in: Tune writes its files before it
+    registers a checkpoint)."""
+    for folder in experiment_path.glob("*/checkpoint_*"):
+        if _TUNE_CHECKPOINT.fullmatch(folder.name):
+            with contextlib.suppress(OSError):  # not empty: a real checkpoint
+                folder.rmdir()
+
+
+_TUNE_CHECKPOINT = re.compile(r"checkpoint_(\d{6})")

@@ -81,10 +81,15 @@ def check_resume_dataset(plan: Plan) -> None:
 def _set_hint(recorded: list[dict], current: list[dict]) -> str:
     """A hint naming the first trial key that every recorded trial had at one value and the current
     config sets otherwise (a default that changed since, e.g. data.image_size), and the --set that
-    restores it; "" if there is none."""
+    restores it; "" if there is none, or if the methods or seeds changed (then no --set restores it).
+    Both sides must hold one value each: a key set per method (method_params) gets no hint."""
+    arms = ("method", "system.seed")
+    if {tuple(c.get(k) for k in arms) for c in recorded} != {tuple(c.get(k) for k in arms) for c in current}:
+        return ""
     for key in sorted({k for cell in recorded for k in cell} - {"method", "data.corruption", "system.seed"}):
         was = {json.dumps(cell.get(key)) for cell in recorded}
-        if len(was) == 1 and was != {json.dumps(cell.get(key)) for cell in current}:
+        now = {json.dumps(cell.get(key)) for cell in current}
+        if len(was) == 1 and len(now) == 1 and was != now:
             value = json.loads(was.pop())
             text = value if isinstance(value, str) else json.dumps(value)  # as --set reads it (YAML)
             return f" (it ran with {key} {text}: add --set {key}={text})"

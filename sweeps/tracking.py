@@ -32,7 +32,15 @@ from ray import tune
 from corruptions import parse
 from sweeps.store import ensure_store
 from trainables import metrics, ray_train_adapter
-from trainables.schema import FINAL_METRICS, PARENT_TAG, STATE_FILE, STORAGE_TAG, TRIAL_TAG, trial_config
+from trainables.schema import (
+    FINAL_METRICS,
+    PARENT_TAG,
+    STATE_FILE,
+    STORAGE_TAG,
+    TRIAL_TAG,
+    trial_checkpoints,
+    trial_config,
+)
 from trainables.tune_adapter import REPLAYED, crash_report
 
 LIBRARIES = ("torch", "torchvision", "timm", "ray", "mlflow", "optuna", "numpy")
@@ -488,7 +496,11 @@ class MLflowTrialWriter(tune.Callback):
         # The last epoch is always checkpointed (by Tune, or Ray Train in a data-parallel trial); an
         # untrained trial has none.
         if getattr(trial, "checkpoint", None) is not None:
-            log_backbone(self.client, run_id, Path(trial.checkpoint.path) / STATE_FILE)
+            state = Path(trial.checkpoint.path) / STATE_FILE
+            if not state.is_file() and getattr(trial, "local_path", None):  # a stand-in (sweeps.records)
+                on_disk = trial_checkpoints(Path(trial.local_path))
+                state = on_disk[-1] if on_disk else state
+            log_backbone(self.client, run_id, state)
         elif (state := ray_train_adapter.trial_checkpoint(result)) is not None and state.exists():
             log_backbone(self.client, run_id, state)
         self.client.set_terminated(run_id, "FINISHED")

@@ -47,9 +47,23 @@ def checkpoint_files(experiment_dir: Path, trial_id: str) -> list[Path]:
 
 
 def trial_checkpoints(trial_dir: Path) -> list[Path]:
-    """Every checkpoint state file in one trial folder (Tune's, then Ray Train's), oldest first within each."""
-    tune_states = sorted(Path(trial_dir).glob(f"checkpoint_*/{STATE_FILE}"))
-    return tune_states + sorted(Path(trial_dir).glob(f"{TRAIN_RUN_DIR}/checkpoint_*/{STATE_FILE}"))
+    """Every checkpoint state file in one trial folder (Tune's or Ray Train's), oldest written first.
+
+    By write time, not by name: a trial resumed from an older Tune snapshot numbers its checkpoints
+    from that snapshot, so a higher-numbered folder left by the killed launch can be older.
+    """
+    found = [
+        *Path(trial_dir).glob(f"checkpoint_*/{STATE_FILE}"),
+        *Path(trial_dir).glob(f"{TRAIN_RUN_DIR}/checkpoint_*/{STATE_FILE}"),
+    ]
+    return sorted(found, key=_written)
+
+
+def _written(path: Path) -> tuple[float, str]:
+    try:
+        return path.stat().st_mtime, str(path)
+    except OSError:  # deleted meanwhile
+        return float("-inf"), str(path)
 
 
 # --- MLflow: one parent run per sweep, one child run per trial ----------------------------------

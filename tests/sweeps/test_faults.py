@@ -21,6 +21,7 @@ from sweeps.launch import main
 from tests.conftest import REPO
 from tests.sweeps.conftest import TINY_YAML, argv, final_metrics, runs
 from trainables import tune_adapter
+from trainables.schema import trial_checkpoints
 
 pytestmark = pytest.mark.slow
 TINY_GRID = ["--config", TINY_YAML, "--set", "eval.eval_every=1"]
@@ -285,60 +286,63 @@ def test_fault__a_snapshot_naming_a_pruned_checkpoint_resumes_from_the_newest_on
     between snapshots, as a loaded CI machine once hit): Ray refused that trial ("does not exist on
     storage anymore") and the resumed sweep failed it. Made deterministic here: SIGINT mid-trial
     (Tune's state names the trial's newest checkpoint k), then the folder as a later, killed launch
-    would leave it: checkpoint k + 1 on disk, k and older pruned. The resume continues from it."""
-    epochs = 6
+    leaves it: checkpoints k + 1 and k + 2 on disk (the newest written last), k and older pruned.
+    The resume continues from the newest state (not from scratch), and the trial's final checkpoint
+    is the newest written, though Tune numbers the resumed trial's checkpoints from k + 1."""
+    import torch
+
+    epochs = 8
     config = {**yaml.safe_load(open(TINY_YAML)), "families": ["glo"], "grids": [1]}  # glo_1 is ori: one trial
     (tmp_path / "one.yaml").write_text(yaml.safe_dump(config))
-    cmd = [
-        sys.executable,
-        str(REPO / "sweeps/grid_patch_sizes.py"),
-        *argv(
-            storage,
-            "--experiment",
-            "cut",
-            "--config",
-            str(tmp_path / "one.yaml"),
-            "--set",
-            "eval.eval_every=1",
-            epochs=epochs,
-        ),
-    ]
+    flags = ["--experiment", "cut", "--config", str(tmp_path / "one.yaml"), "--set", "eval.eval_every=1"]
+    cmd = [sys.executable, str(REPO / "sweeps/grid_patch_sizes.py"), *argv(storage, *flags, epochs=epochs)]
     popen = {
         "cwd": tmp_path,
         "env": {**os.environ, "SBL_CACHE_DIR": str(tmp_path / "cache")},
         "start_new_session": True,
     }
     procs: list[tuple[subprocess.Popen, int | None]] = []
+    logs = {name: tmp_path / f"{name}.log" for name in ("first", "second")}
 
     def launch(args: list[str], log: str) -> subprocess.Popen:
-        proc = subprocess.Popen(args, stdout=(tmp_path / log).open("w"), stderr=subprocess.STDOUT, **popen)
+        proc = subprocess.Popen(args, stdout=logs[log].open("w"), stderr=subprocess.STDOUT, **popen)
         procs.append((proc, _start_time(proc.pid)))
         return proc
 
     try:
-        first = launch(cmd, "first.log")
-        steps = lambda client, runs: [r for r in runs if len(client.get_metric_history(r.info.run_id, "loss")) >= 3]  # noqa: E731
-        assert _poll(first, storage, 240, steps), (tmp_path / "first.log").read_text()[-3000:]
+        first = launch(cmd, "first")
+
+        def two_epochs(client, children):
+            return [r for r in children if len(client.get_metric_history(r.info.run_id, "loss")) >= 2]
+
+        assert _poll(first, storage, 240, two_epochs), logs["first"].read_text()[-3000:]
         first.send_signal(signal.SIGINT)
-        assert first.wait(timeout=120) == 130, (tmp_path / "first.log").read_text()[-3000:]
+        assert first.wait(timeout=120) == 130, logs["first"].read_text()[-3000:]
         [trial_dir] = {p.parent for p in storage.glob("cut/*/checkpoint_*")}
         kept = sorted(trial_dir.glob("checkpoint_*"))
-        newest = int(kept[-1].name.split("_")[1])
-        kept[-1].rename(trial_dir / f"checkpoint_{newest + 1:06d}")  # written after Tune's snapshot ...
-        for path in kept[:-1]:
-            shutil.rmtree(path)  # ... which pruned the older ones, the snapshot's among them
+        k = int(kept[-1].name.split("_")[1])
+        resumes_after = torch.load(kept[-1] / "state.pt", weights_only=True)["epoch"]
+        assert resumes_after < epochs
+        for i, path in enumerate(kept[-2:] if len(kept) > 1 else kept * 2):  # k and its predecessor ...
+            target = trial_dir / f"checkpoint_{k + 1 + i:06d}"
+            shutil.copytree(path, target)  # ... written again as k + 1 and k + 2, the newest last
+            time.sleep(0.05)
+        for path in kept:
+            shutil.rmtree(path)  # pruned: the snapshot's k among them
 
-        second = launch([*cmd, "--resume"], "second.log")
-        out = (tmp_path / "second.log").read_text() if second.wait(timeout=600) else ""
-        assert second.returncode == 0, (tmp_path / "second.log").read_text()[-3000:]
-        assert "does not exist on storage" not in out
+        second = launch([*cmd, "--resume"], "second")
+        second.wait(timeout=600)
+        out = logs["second"].read_text()
+        assert second.returncode == 0 and "does not exist on storage" not in out, out[-3000:]
+        trained = [int(e) for e in re.findall(r" ori +seed 0  epoch (\d+) ", out)]
+        assert trained == list(range(resumes_after + 1, epochs)), out[-3000:]  # the last epoch's line is "finished"
         client, _, [run] = runs(storage, "cut")
         assert run.info.status == "FINISHED"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == list(range(1, epochs + 1))
-        assert (
-            sorted(p.name for p in trial_dir.iterdir() if p.name.startswith("checkpoint_") and not any(p.iterdir()))
-            == []
-        )
+        newest = trial_checkpoints(trial_dir)[-1]
+        assert torch.load(newest, weights_only=True)["epoch"] == epochs  # the newest written is the final one
+        assert not [p for p in trial_dir.glob("checkpoint_*") if not any(p.iterdir())]  # no stand-in left
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"backbone.pt"}
     finally:
         for proc, started in procs:
             _stop_driver(proc, started, {})

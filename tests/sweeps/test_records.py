@@ -135,3 +135,22 @@ def test_resume_state__the_newest_loadable_checkpoint_of_the_trial_in_any_of_its
     assert _resume_state(None, str(exp), "ab_00001")[0]["epoch"] == 3
     assert "skipping checkpoint" in capsys.readouterr().err
     assert _resume_state(None, str(exp), "ab_00002") == (None, None)
+
+
+def test_stand_ins__fill_pruned_checkpoint_numbers_and_leave_with_nothing_real(tmp_path):
+    """Empty folders stand in for checkpoints Tune pruned (below the newest it kept), a killed
+    launch's leftovers included; removing them touches no real checkpoint or other folder."""
+    from sweeps.records import remove_stand_ins, stand_in_for_pruned_checkpoints
+
+    trial = tmp_path / "supervised-ori-s0-ab_00000"
+    for name in ("checkpoint_000003", "checkpoint_000004"):
+        (trial / name).mkdir(parents=True)
+        (trial / name / "state.pt").write_bytes(b"x")
+    (trial / "data_parallel" / "checkpoint_2026-11-28_10-00-00.000000").mkdir(parents=True)  # Ray Train's: not Tune's
+    (tmp_path / "untrained-ori-s0-ab_00001").mkdir()  # no checkpoint at all
+    stand_in_for_pruned_checkpoints(tmp_path)
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == [f"checkpoint_{i:06d}" for i in range(5)]
+    stand_in_for_pruned_checkpoints(tmp_path)  # again, as after a second kill: the same, no error
+    remove_stand_ins(tmp_path)
+    assert sorted(p.name for p in trial.glob("checkpoint_*")) == ["checkpoint_000003", "checkpoint_000004"]
+    assert (trial / "data_parallel" / "checkpoint_2026-11-28_10-00-00.000000").is_dir()

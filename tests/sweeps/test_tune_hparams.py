@@ -185,3 +185,12 @@ def test_flags__a_bad_flag_value_is_a_one_line_error(storage, tmp_path, capsys, 
     )
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
+
+
+def test_search__the_batch_check_judges_the_trials_a_space_can_draw(storage, tmp_path):
+    """A sampled value replaces the base cell's: a base batch of 256 that no trial draws is no
+    reason to refuse a space of 32 and 64 on 150 images."""
+    body = "space: {optim.batch_size: {choice: [32, 64]}}\n"
+    flags = ["--set", "eval.eval_every=1", "--set", "data.train_per_class=15", "--set", "optim.batch_size=256"]
+    plan, _ = prepare(tune_hparams.SWEEP, ["--config", _config(tmp_path, body), "--storage-path", str(storage), *flags])
+    assert plan.cells[0]["optim.batch_size"] == 256

@@ -30,6 +30,24 @@ def test_checkpoint_files__readable_and_tune_named_folders(tmp_path):
     assert found == ["moco_v2-glo_4-s0-ab_00001", "train_ab_00001_1_sweep_cell=x"]
 
 
+def test_trial_checkpoints__newest_written_last_whatever_the_numbers(tmp_path):
+    """A trial resumed from an older Tune snapshot numbers its checkpoints from it: its final
+    checkpoint_000004 can be newer than the killed launch's checkpoint_000005 (analysis, downstream
+    stage 2 and Grad-CAM take the last one)."""
+    import os
+
+    for name, written in (("checkpoint_000005", 100.0), ("checkpoint_000004", 200.0), ("checkpoint_000003", 50.0)):
+        state = tmp_path / name / schema.STATE_FILE
+        state.parent.mkdir()
+        state.write_bytes(b"")
+        os.utime(state, (written, written))
+    assert [p.parent.name for p in schema.trial_checkpoints(tmp_path)] == [
+        "checkpoint_000003",
+        "checkpoint_000005",
+        "checkpoint_000004",
+    ]
+
+
 def test_default_uri__absolute_sqlite_beside_the_tune_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert schema.default_uri() == f"sqlite:///{tmp_path.resolve() / 'runs' / 'mlflow.db'}"

@@ -178,7 +178,7 @@ def to_rgb(img: Image.Image, path: str) -> Image.Image:
     if img.mode in ("I", "F"):
         raise DatasetError(
             f"image {path!r} has mode {img.mode} ({'32-bit or signed 16-bit integer' if img.mode == 'I' else 'float'}); "
-            "valid: 8-bit or 16-bit images (convert it, e.g. scale to 0..255 and save as 8-bit PNG)"
+            "valid: 8-bit or unsigned 16-bit images (convert it, e.g. scale to 0..255 and save as 8-bit PNG)"
         )
     return img.convert("RGB")
 

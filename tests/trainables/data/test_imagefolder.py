@@ -100,7 +100,7 @@ def test_decode__32bit_int_and_float_are_refused_naming_the_file_and_mode(tmp_pa
     files["train/b/9.tif"] = Image.fromarray(array.astype(np.int32 if mode == "I" else np.float32))
     root = _tree(tmp_path / "ds", files)
     bad = str(root / "train/b/9.tif")
-    pattern = rf"^image '{bad}' has mode {mode} \(.*\); valid: 8-bit or 16-bit images"
+    pattern = rf"^image '{bad}' has mode {mode} \(.*\); valid: 8-bit or unsigned 16-bit images"
     with pytest.raises(DatasetError, match=pattern):
         load_dataset(f"imagefolder:{root}", image_size=8, cache_dir=tmp_path / "cache", streaming=False)
     streamed = load_dataset(f"imagefolder:{root}", image_size=8, streaming=True, stream_workers=0)
