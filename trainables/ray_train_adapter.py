@@ -52,7 +52,7 @@ from ray.util.queue import Empty, Queue
 
 from trainables import tune_adapter
 from trainables.loop import run_trial
-from trainables.schema import STATE_FILE, TRAIN_RUN_DIR, trial_config
+from trainables.schema import STATE_FILE, TRAIN_RUN_DIR, save_state, trial_config
 
 MARKER = ".injected_worker_failure"  # in the trial folder: the injected failure happened
 CONTROLLER = "train_controller"  # Forward's first item: {CONTROLLER: the Train run's controller actor}
@@ -220,7 +220,7 @@ def _worker(loop: dict[str, Any]) -> None:
             ray.train.report(metrics)
         else:
             with tempfile.TemporaryDirectory() as folder:
-                torch.save(state, Path(folder) / STATE_FILE)
+                save_state(state, Path(folder))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         if fail_at is not None and metrics["epoch"] == fail_at and rank == size - 1 and _first_failure(loop):
             raise RuntimeError(f"injected worker failure at epoch {fail_at} on rank {rank} (sweep.fail_once_at_epoch)")

@@ -34,6 +34,7 @@ def trial_config(config: dict[str, Any]) -> dict[str, Any]:
 STATE_FILE = "state.pt"  # in checkpoint_NNNNNN/: torch.save dict (method, optimizer, generators, history)
 RESULT_FILE = "result.json"  # Tune's JSON lines, one report each
 CRASH_LOG = "worker_crash.log"  # faulthandler's output
+EPOCH_FILE = "epoch.txt"  # beside STATE_FILE: the epoch that state ends
 TRAIN_RUN_DIR = "data_parallel"  # in a data-parallel trial's folder: Ray Train's run (its checkpoint_<time>/)
 
 
@@ -47,23 +48,34 @@ def checkpoint_files(experiment_dir: Path, trial_id: str) -> list[Path]:
 
 
 def trial_checkpoints(trial_dir: Path) -> list[Path]:
-    """Every checkpoint state file in one trial folder (Tune's or Ray Train's), oldest written first.
+    """Every checkpoint state file in one trial folder (Tune's or Ray Train's), in training order:
+    by the epoch each ends (``EPOCH_FILE``), then by name (checkpoints from before the epoch file).
 
-    By write time, not by name: a trial resumed from an older Tune snapshot numbers its checkpoints
-    from that snapshot, so a higher-numbered folder left by the killed launch can be older.
+    Not by name alone: a trial resumed from an older Tune snapshot numbers its checkpoints from that
+    snapshot, so the killed launch's higher-numbered folder can hold an earlier epoch. Not by write
+    time: a copied experiment (``cp -r``, ``scp -r``) loses it.
     """
     found = [
         *Path(trial_dir).glob(f"checkpoint_*/{STATE_FILE}"),
         *Path(trial_dir).glob(f"{TRAIN_RUN_DIR}/checkpoint_*/{STATE_FILE}"),
     ]
-    return sorted(found, key=_written)
+    return sorted(found, key=lambda state: (_epoch(state), state.parent.name))
 
 
-def _written(path: Path) -> tuple[float, str]:
+def save_state(state: dict, folder: Path) -> None:
+    """A resumable state (``run_trial``'s ``save``) as a checkpoint folder's files: ``STATE_FILE``
+    and ``EPOCH_FILE``, the epoch it ends, readable without loading the state."""
+    import torch
+
+    torch.save(state, Path(folder) / STATE_FILE)
+    (Path(folder) / EPOCH_FILE).write_text(str(int(state["epoch"])))
+
+
+def _epoch(state_file: Path) -> int:
     try:
-        return path.stat().st_mtime, str(path)
-    except OSError:  # deleted meanwhile
-        return float("-inf"), str(path)
+        return int((state_file.parent / EPOCH_FILE).read_text())
+    except (OSError, ValueError):  # a checkpoint from before the epoch file
+        return -1
 
 
 # --- MLflow: one parent run per sweep, one child run per trial ----------------------------------

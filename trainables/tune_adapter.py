@@ -39,7 +39,7 @@ from ray import tune
 from trainables.data.datasets import ImageDataset, Split
 from trainables.data.stream import StreamedImages
 from trainables.loop import run_trial
-from trainables.schema import CRASH_LOG, STATE_FILE, SWEEP_PREFIX, checkpoint_files, trial_config  # noqa: F401  (re-exported)
+from trainables.schema import CRASH_LOG, STATE_FILE, SWEEP_PREFIX, checkpoint_files, save_state, trial_config  # noqa: F401  (re-exported)
 
 REPLAYED = (
     "replayed"  # result key: a result reported again after a resume (a finished trial's final one, or an epoch's)
@@ -111,7 +111,7 @@ def train(
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:
-            torch.save(state, Path(folder) / STATE_FILE)
+            save_state(state, Path(folder))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     data = unpack_dataset(dataset) if dataset is not None else None

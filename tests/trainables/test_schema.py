@@ -30,19 +30,29 @@ def test_checkpoint_files__readable_and_tune_named_folders(tmp_path):
     assert found == ["moco_v2-glo_4-s0-ab_00001", "train_ab_00001_1_sweep_cell=x"]
 
 
-def test_trial_checkpoints__newest_written_last_whatever_the_numbers(tmp_path):
+def test_trial_checkpoints__in_training_order_whatever_the_numbers_or_write_times(tmp_path):
     """A trial resumed from an older Tune snapshot numbers its checkpoints from it: its final
-    checkpoint_000004 can be newer than the killed launch's checkpoint_000005 (analysis, downstream
-    stage 2 and Grad-CAM take the last one)."""
+    checkpoint_000004 (epoch 8) sorts after the killed launch's checkpoint_000005 (epoch 5), though
+    its write time was lost in a copy. Checkpoints from before the epoch file keep name order,
+    before those that have one (analysis, downstream stage 2 and Grad-CAM take the last)."""
     import os
 
-    for name, written in (("checkpoint_000005", 100.0), ("checkpoint_000004", 200.0), ("checkpoint_000003", 50.0)):
-        state = tmp_path / name / schema.STATE_FILE
-        state.parent.mkdir()
-        state.write_bytes(b"")
-        os.utime(state, (written, written))
+    for name, epoch, written in (
+        ("checkpoint_000005", 5, 300.0),
+        ("checkpoint_000004", 8, 100.0),
+        ("checkpoint_000001", None, 200.0),
+        ("checkpoint_000000", None, 400.0),
+    ):
+        folder = tmp_path / name
+        folder.mkdir()
+        if epoch is None:
+            (folder / schema.STATE_FILE).write_bytes(b"")
+        else:
+            schema.save_state({"epoch": epoch}, folder)
+        os.utime(folder / schema.STATE_FILE, (written, written))
     assert [p.parent.name for p in schema.trial_checkpoints(tmp_path)] == [
-        "checkpoint_000003",
+        "checkpoint_000000",
+        "checkpoint_000001",
         "checkpoint_000005",
         "checkpoint_000004",
     ]
