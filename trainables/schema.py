@@ -59,7 +59,7 @@ def trial_checkpoints(trial_dir: Path) -> list[Path]:
         *Path(trial_dir).glob(f"checkpoint_*/{STATE_FILE}"),
         *Path(trial_dir).glob(f"{TRAIN_RUN_DIR}/checkpoint_*/{STATE_FILE}"),
     ]
-    return sorted(found, key=lambda state: (_epoch(state), state.parent.name))
+    return sorted(found, key=lambda state: (state_epoch(state), state.parent.name))
 
 
 def save_state(state: dict, folder: Path) -> None:
@@ -71,7 +71,8 @@ def save_state(state: dict, folder: Path) -> None:
     (Path(folder) / EPOCH_FILE).write_text(str(int(state["epoch"])))
 
 
-def _epoch(state_file: Path) -> int:
+def state_epoch(state_file: Path) -> int:
+    """The epoch a checkpoint's state ends, from its ``EPOCH_FILE``; -1 for one written before it."""
     try:
         return int((state_file.parent / EPOCH_FILE).read_text())
     except (OSError, ValueError):  # a checkpoint from before the epoch file

@@ -39,7 +39,15 @@ from ray import tune
 from trainables.data.datasets import ImageDataset, Split
 from trainables.data.stream import StreamedImages
 from trainables.loop import run_trial
-from trainables.schema import CRASH_LOG, STATE_FILE, SWEEP_PREFIX, checkpoint_files, save_state, trial_config  # noqa: F401  (re-exported)
+from trainables.schema import (
+    CRASH_LOG,
+    STATE_FILE,
+    SWEEP_PREFIX,  # noqa: F401  (re-exported)
+    checkpoint_files,
+    save_state,
+    state_epoch,
+    trial_config,
+)
 
 REPLAYED = (
     "replayed"  # result key: a result reported again after a resume (a finished trial's final one, or an epoch's)
@@ -198,7 +206,10 @@ def _resume_state(
     """
     found = []
     if experiment_dir and Path(experiment_dir).is_dir():
-        found = sorted(checkpoint_files(Path(experiment_dir), trial_id), key=_mtime, reverse=True)
+        # Newest first: the latest epoch (epoch.txt), then the latest written (checkpoints from before it).
+        found = sorted(
+            checkpoint_files(Path(experiment_dir), trial_id), key=lambda p: (state_epoch(p), _mtime(p)), reverse=True
+        )
     for path in found:
         try:
             return torch.load(path, map_location="cpu", weights_only=True), path

@@ -137,6 +137,22 @@ def test_resume_state__the_newest_loadable_checkpoint_of_the_trial_in_any_of_its
     assert _resume_state(None, str(exp), "ab_00002") == (None, None)
 
 
+def test_resume_state__the_latest_epoch_wins_over_the_latest_write(tmp_path):
+    """Copied experiments lose write times: with epoch files, the checkpoint of the latest epoch is
+    the one to resume from, whichever was written last."""
+    import os
+
+    from trainables.schema import save_state
+
+    exp = tmp_path / "exp"
+    for index, epoch, written in ((4, 8, 100.0), (5, 5, 300.0)):
+        folder = exp / "supervised-ori-s0-ab_00001" / f"checkpoint_{index:06d}"
+        folder.mkdir(parents=True)
+        save_state({"epoch": epoch}, folder)
+        os.utime(folder / "state.pt", (written, written))
+    assert _resume_state(None, str(exp), "ab_00001")[0]["epoch"] == 8
+
+
 def test_stand_ins__fill_pruned_checkpoint_numbers_and_leave_with_nothing_real(tmp_path):
     """Empty folders stand in for checkpoints Tune pruned (below the newest it kept), a killed
     launch's leftovers included; removing them touches no real checkpoint or other folder."""
