@@ -152,8 +152,10 @@ def run_trial(
     if not where.main:  # the trial's result is rank 0's
         report({**metrics, "epoch": cfg.optim.epochs, "done": True})
         return {}
+    evaluating = time.perf_counter()
     final = _with_gain(_evaluate(cfg, method, td, device, None, cfg.optim.epochs, final=True), init)
     final["train_time_s"] = time.perf_counter() - started
+    final["final_eval_s"] = time.perf_counter() - evaluating  # the price of reference_fp32, per trial
     if cfg.eval.finetune:
         final.update(_finetune(cfg, method, td, device, precision))
     final.update(

@@ -71,6 +71,7 @@ REPORTED: dict[str, Reported] = {
         Reported("finetune_loss", FINAL, "metric", "with eval.finetune: fine-tuning loss, last epoch's mean", False),
         Reported("alignment", FINAL, "metric", "alignment of two augmented views' normalised features"),
         Reported("train_time_s", FINAL, "metric", "wall seconds of the whole training"),
+        Reported("final_eval_s", FINAL, "metric", "wall seconds of the final evaluation (IEEE fp32 features)"),
         Reported("classwise_uniformity", FINAL, "artifact", "(C,) uniformity of each class's features"),
         Reported("feature_distance", FINAL, "artifact", "(C, C) mean squared distance between classes' features"),
         Reported("device", FINAL, "final", "the device the trial ran on"),

@@ -109,6 +109,7 @@ def test_run_trial__final_metrics_are_fp32_whatever_the_trial_trains_in(tiny_cfg
     }
     assert runs["bf16"]["precision"] == "bf16" and runs["fp32"]["precision"] == "fp32"
     assert runs["bf16"]["eval_precision"] == runs["fp32"]["eval_precision"] == "ieee-fp32"
+    assert 0 < runs["bf16"]["final_eval_s"] <= runs["bf16"]["train_time_s"]  # its price, measured per trial
     for key in ("knn_acc", "knn_acc_study", "uniformity", "probe_acc", "alignment", "intra_distance"):
         assert runs["bf16"][key] == pytest.approx(runs["fp32"][key], rel=1e-5, abs=1e-9), key
     trained = run_trial(
