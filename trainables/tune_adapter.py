@@ -201,8 +201,9 @@ def _resume_state(
     After a kill -9 of the driver, ``Tuner.restore`` rebuilds trials from Tune's last experiment
     snapshot (taken every ~10 s), which can predate a trial's newest checkpoints or the trial
     itself (it then restarts in a new folder with the same trial id). So every checkpoint of this
-    trial id in the experiment folder is a candidate, the most recently written first; one that does
-    not load (torn by the kill, or refused by ``weights_only``) is skipped with a warning.
+    trial id in the experiment folder is a candidate, the latest epoch first (then the most recently
+    written); one that does not load (torn by the kill, or refused by ``weights_only``) is skipped
+    with a warning.
     """
     found = []
     if experiment_dir and Path(experiment_dir).is_dir():
