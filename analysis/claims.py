@@ -77,18 +77,31 @@ def _pretraining(df: pd.DataFrame, metric: str, history: pd.DataFrame | None) ->
     return (
         rows
         + gamma_claims(drops, df, cls, metric)
-        + geometry_claims(df, cls, metric, history)
+        + _at_side(geometry_claims(df, cls, metric, history), image_side(df), AT_SIDE_GEOMETRY)
         + [seed_claim(df, metric)]
         + _floor_claims(df, metric)
     )
 
 
-def _at_side(rows: list[dict], side: float | None) -> list[dict]:
-    """Table 1's drops of a grid N are for 32 / N px patches: say so where this sweep's images differ."""
+AT_SIDE_GEOMETRY = ("C5.corrupt", "C5.blur", "C5.order")  # uniformity values of the study's 32 px CIFAR-10
+
+
+def _at_side(rows: list[dict], side: float | None, ids: tuple[str, ...] | None = None) -> list[dict]:
+    """Table 1's drops of a grid N are for 32 / N px patches, and the teaser's uniformity is of 32 px
+    images: say so where this sweep's images differ (``ids``: only these checks, by id prefix)."""
     if side is None or side == paper.STUDY_SIDE:
         return rows
-    note = f" [Table 1 at {paper.STUDY_SIDE} px; this sweep at {side:g} px: patch side {side / paper.STUDY_SIDE:g}x]"
-    return [{**r, "paper": r["paper"] + note} if r["paper"] and "n/a" not in r["paper"] else r for r in rows]
+    note = f" [the study at {paper.STUDY_SIDE} px; this sweep at {side:g} px]"
+    if ids is None:
+        note = (
+            f" [Table 1 at {paper.STUDY_SIDE} px; this sweep at {side:g} px: patch side {side / paper.STUDY_SIDE:g}x]"
+        )
+    return [
+        {**r, "paper": r["paper"] + note}
+        if r["paper"] and "n/a" not in r["paper"] and (ids is None or r["id"].startswith(ids))
+        else r
+        for r in rows
+    ]
 
 
 def _scopes(df: pd.DataFrame, untagged: bool = False) -> list[tuple[str, pd.DataFrame]]:

@@ -136,6 +136,9 @@ def test_drop_claims__the_paper_column_says_when_the_image_side_is_not_the_study
     )
     same = claim_checks(drops_frame({"supervised": TABLE1, "moco_v2": TABLE1}, **{"data.image_size": 32}))
     assert row(same, "C1.glo", "glo_4")["paper"] == "24.3 > 15.0"
+    # the teaser's uniformity is of 32 px images too
+    assert row(table, "C5.corrupt", "moco_v2")["paper"].endswith("(moco_v2) [the study at 32 px; this sweep at 16 px]")
+    assert row(same, "C5.corrupt", "moco_v2")["paper"].endswith("(moco_v2)")
 
 
 def test_c4__two_weights_of_one_method_each_pair_their_own_clean_trial():
