@@ -30,7 +30,7 @@ from sweeps.options import SweepError, SweepOptions, searched_keys
 from sweeps.progress import Progress, ended, print_summary
 from sweeps.progress_csv import ProgressCSV
 from sweeps.resume import save_plan
-from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, dataset_record, open_parent_run
+from sweeps.tracking import MLflowTrialWriter, SampleRenderer, close_runs, code_version, open_parent_run
 from trainables import tune_adapter
 
 # Tune's snapshot warning fires when every epoch checkpoints; it is harmless here.
@@ -230,7 +230,7 @@ def _tuner(plan: Plan, trainable, parent: str, progress: Progress) -> tune.Tuner
         plan.mlflow_uri,
         parent,
         SampleRenderer.from_dataset(plan.data),
-        dataset_record(plan.data) if plan.data is not None else None,
+        plan.dataset_record,
     )
     run_config = tune.RunConfig(
         name=plan.experiment,

@@ -9,6 +9,7 @@ and the cluster's GPUs/CPUs against the per-trial request.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import sys
@@ -98,6 +99,16 @@ class Plan:
     @property
     def experiment_path(self) -> Path:
         return self.storage / self.experiment
+
+    @functools.cached_property
+    def dataset_record(self) -> dict[str, str] | None:
+        """``sweeps.tracking.dataset_record`` of the data (its digest hashes a sample of the pixels):
+        once per launch, for the resume record and every trial's MLflow input alike."""
+        if self.data is None:
+            return None
+        from sweeps.tracking import dataset_record  # Ray and MLflow: only once something runs
+
+        return dataset_record(self.data)
 
 
 def check_normalization(cells: list[dict[str, Any]], data: ImageDataset) -> None:

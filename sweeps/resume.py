@@ -26,10 +26,8 @@ def save_plan(plan: Plan) -> None:
     (plan.experiment_path / PLAN_FILE).write_text(json.dumps(plan.cells, indent=1, sort_keys=True))
     records.save_record(plan.experiment_path, plan.mlflow_uri)
     (plan.experiment_path / OPTIONS_FILE).write_text(json.dumps(_recorded_options(plan)))
-    if plan.data is not None:
-        from sweeps.tracking import dataset_record
-
-        (plan.experiment_path / DATASET_FILE).write_text(json.dumps(dataset_record(plan.data)))
+    if plan.dataset_record is not None:
+        (plan.experiment_path / DATASET_FILE).write_text(json.dumps(plan.dataset_record))
 
 
 def check_resume(plan: Plan) -> None:
@@ -67,9 +65,7 @@ def check_resume_dataset(plan: Plan) -> None:
     path = plan.experiment_path / DATASET_FILE
     if plan.data is None or not path.exists():  # sweeps from before the record
         return
-    from sweeps.tracking import dataset_record
-
-    was, now = json.loads(path.read_text()), dataset_record(plan.data)
+    was, now = json.loads(path.read_text()), plan.dataset_record
     if was["digest"] != now["digest"]:
         sizes = [", ".join(f"{k} {v}" for k, v in json.loads(r["profile"]).items()) for r in (was, now)]
         raise SweepError(

@@ -78,6 +78,20 @@ def per_class_subset(split: Split, n: int | None) -> Split:
     return Split(split.images[keep], split.labels[keep], in_memory=True)
 
 
+def pretraining_split(cfg: TrialConfig, data: ImageDataset) -> tuple[Split, int | None]:
+    """The split a trial pretrains on and the per-class cap it takes of it (None: all of it): the
+    unlabeled split for a method trained without labels where there is one, else the training split,
+    cut to data.labels_per_class for a method trained with labels."""
+    if trains_unlabeled(cfg, data):
+        return data.unlabeled, None  # type: ignore[return-value]
+    return data.train, cfg.data.labels_per_class if method_class(cfg.method).uses_labels else None
+
+
+def trains_unlabeled(cfg: TrialConfig, data: ImageDataset) -> bool:
+    """The trial pretrains on the unlabeled split: its method trains without labels, and there is one."""
+    return data.unlabeled is not None and not method_class(cfg.method).uses_labels
+
+
 def check_batch_fits(cfg: TrialConfig, data: ImageDataset) -> None:
     """Raise ValueError (one line) where a training batch holds more images than the split the trial
     pretrains on (``build_data``'s: the unlabeled split, or the training split after
@@ -86,13 +100,11 @@ def check_batch_fits(cfg: TrialConfig, data: ImageDataset) -> None:
     optim.epochs 0 trains nothing and always fits."""
     if cfg.optim.epochs == 0:
         return
-    uses_labels = method_class(cfg.method).uses_labels
-    if data.unlabeled is not None and not uses_labels:
-        n = len(data.unlabeled)
-    else:
-        caps = [c for c in (cfg.data.train_per_class, cfg.data.labels_per_class if uses_labels else None) if c]
-        per_class = torch.bincount(data.train.labels[data.train.labels >= 0])
-        n = int(per_class.clamp(max=min(caps)).sum()) if caps else int(per_class.sum())
+    split, cap = pretraining_split(cfg, data)
+    # train_per_class cuts the training split only (``subset``); a trial gets it already cut.
+    caps = [c for c in (cap, None if trains_unlabeled(cfg, data) else cfg.data.train_per_class) if c]
+    per_class = torch.bincount(split.labels[split.labels >= 0])
+    n = int(per_class.clamp(max=min(caps)).sum()) if caps else len(split)
     if cfg.optim.batch_size > n:
         raise ValueError(
             f"optim.batch_size {cfg.optim.batch_size} is larger than the {n} training images; valid: <= {n}"
@@ -176,10 +188,7 @@ def build_data(cfg: TrialConfig, data: ImageDataset, device: torch.device) -> Tr
         check_input_size(cfg, (cfg.data.input_size, cfg.data.input_size))
     for side in (cfg.data.crop_size, cfg.data.eval_crop_size) if cfg.data.input_size is None else ():
         check_input_size(cfg, (side, side) if side else (h, w))
-    uses_labels = method_class(cfg.method).uses_labels
-    pretrain = data.unlabeled if data.unlabeled is not None and not uses_labels else data.train
-    if uses_labels:
-        pretrain = per_class_subset(pretrain, cfg.data.labels_per_class)
+    pretrain = per_class_subset(*pretraining_split(cfg, data))
     train, per_batch = plan_corruption(pretrain, parse(cfg.data.corruption))
     eval_train, eval_per_batch = plan_corruption(data.train, parse(cfg.eval_corruption))
     eval_test, _ = plan_corruption(data.test, parse(cfg.eval_corruption))
